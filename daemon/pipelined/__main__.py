@@ -1,0 +1,3 @@
+from pipelined.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,38 @@
+# Sourced by tools/run and tools/test: make sure the system packages and .venv are there.
+# Works on a fresh Debian machine as root with only Python 3.11; idempotent and quick when done.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+EXTRAS="${1:-}"
+
+need_apt=()
+pkg-config --exists libsystemd 2>/dev/null || need_apt+=(libsystemd-dev)
+command -v pkg-config >/dev/null || need_apt+=(pkg-config)
+command -v gcc >/dev/null || need_apt+=(gcc)
+if [ -n "$EXTRAS" ]; then
+  command -v dot >/dev/null || need_apt+=(graphviz)
+  command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+fi
+if [ "${#need_apt[@]}" -gt 0 ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "tools: installing Debian packages: ${need_apt[*]}" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq "${need_apt[@]}" >/dev/null
+  else
+    echo "tools: missing ${need_apt[*]} and cannot apt-get install them (not root?)" >&2
+  fi
+fi
+
+PY="${PYTHON:-python3}"
+if [ ! -x .venv/bin/python ]; then
+  echo "tools: creating .venv with $($PY --version)" >&2
+  "$PY" -m venv .venv
+fi
+stamp=".venv/.installed${EXTRAS:+-$EXTRAS}"
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "tools: installing pipelined${EXTRAS:+[$EXTRAS]} into .venv" >&2
+  .venv/bin/python -m pip install -q --upgrade pip >/dev/null
+  .venv/bin/python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"
+  touch "$stamp"
+fi
