@@ -1,0 +1,49 @@
+"""Shared fixtures: `daemon` (a factory-backed real daemon subprocess) and `free_port`."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from harness import DaemonProcess, free_port  # noqa: E402
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
+    """An unstarted DaemonProcess in tmp_path (no watcher); call `.start()` after writing files.
+
+    Stopped (SIGTERM, then SIGKILL) at teardown if the test left it running.
+    """
+    proc = DaemonProcess(tmp_path)
+    try:
+        yield proc
+    finally:
+        proc.close()
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path) -> Iterator[Callable[..., DaemonProcess]]:
+    """Factory for DaemonProcess with options (watch=True, settings=..., env=...): each its own dir."""
+    made: list[DaemonProcess] = []
+
+    def make(**options: Any) -> DaemonProcess:
+        proc = DaemonProcess(tmp_path / f"d{len(made)}", **options)
+        made.append(proc)
+        return proc
+
+    try:
+        yield make
+    finally:
+        for proc in made:
+            proc.close()
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
