@@ -1,0 +1,179 @@
+"""Daemon logging: text, JSON lines or the journal; every record carries pipeline, stage and run.
+
+    configure_logging(level="info", log_format="auto")    # -> the format used ("text", ...)
+    log = logging.getLogger("pipelined.engine")
+    log.warning("retrying", extra={"pipeline": "orders", "stage": "enrich", "run": "r-000001"})
+    with log_context(pipeline="orders", stage="enrich"):  # or set them for a thread / block
+        log.info("started")
+    pipeline_logger("orders", stage="enrich")             # a LoggerAdapter with those fields
+
+Formats:
+- text: `2026-01-01T12:00:00.123Z INFO pipelined.engine [orders/enrich run=r-000001] message`
+- json: one orjson object per line: ts, level, logger, message, pipeline, stage, run, exception
+- journal: systemd.journal.JournalHandler with PIPELINE=, STAGE=, RUN= fields
+- auto: journal when JOURNAL_STREAM names stderr's device:inode (started by systemd), else text
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator, Mapping, MutableMapping
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+
+CONTEXT_FIELDS = ("pipeline", "stage", "run")
+_NO_CONTEXT: Mapping[str, str | None] = MappingProxyType({})
+_context: contextvars.ContextVar[Mapping[str, str | None]] = contextvars.ContextVar(
+    "pipelined_log_context", default=_NO_CONTEXT
+)
+
+
+@contextlib.contextmanager
+def log_context(**fields: str | None) -> Iterator[None]:
+    """Add pipeline / stage / run to every record logged inside the block (this thread/task)."""
+    unknown = set(fields) - set(CONTEXT_FIELDS)
+    if unknown:
+        raise TypeError(f"unknown log context field(s): {sorted(unknown)}")
+    token = _context.set({**_context.get(), **fields})
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+class ContextAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Adds fixed pipeline / stage / run fields to what it logs (explicit `extra` wins)."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, MutableMapping[str, Any]]:
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return msg, kwargs
+
+
+def pipeline_logger(
+    pipeline: str, stage: str | None = None, run: str | None = None, name: str = "pipelined"
+) -> ContextAdapter:
+    fields = {"pipeline": pipeline, "stage": stage, "run": run}
+    return ContextAdapter(logging.getLogger(name), {k: v for k, v in fields.items() if v is not None})
+
+
+class ContextFilter(logging.Filter):
+    """Gives every record `pipeline`, `stage` and `run` attributes (from extra, context, or None)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        context = _context.get()
+        for name in CONTEXT_FIELDS:
+            if getattr(record, name, None) is None:
+                setattr(record, name, context.get(name))
+        return True
+
+
+def _context_label(record: logging.LogRecord) -> str:
+    pipeline, stage, run = (getattr(record, name, None) for name in CONTEXT_FIELDS)
+    parts = "/".join(p for p in (pipeline, stage) if p)
+    if run:
+        parts = f"{parts} run={run}" if parts else f"run={run}"
+    return f" [{parts}]" if parts else ""
+
+
+def _timestamp(created: float) -> str:
+    millis = int(created * 1000) % 1000
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(created)) + f".{millis:03d}Z"
+
+
+class TextFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        line = (
+            f"{_timestamp(record.created)} {record.levelname} {record.name}"
+            f"{_context_label(record)} {record.getMessage()}"
+        )
+        if record.exc_info:
+            line += "\n" + self.formatException(record.exc_info)
+        if record.stack_info:
+            line += "\n" + self.formatStack(record.stack_info)
+        return line
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": _timestamp(record.created),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                entry[name] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class JournalFieldsFilter(logging.Filter):
+    """Copies pipeline / stage / run into the upper-case journal fields PIPELINE= STAGE= RUN=."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for name in CONTEXT_FIELDS:
+            value = getattr(record, name, None)
+            if value is not None:
+                setattr(record, name.upper(), str(value))
+        return True
+
+
+def stderr_is_journal(environ: Mapping[str, str] | None = None) -> bool:
+    """True when JOURNAL_STREAM (`device:inode`) names the file stderr is connected to."""
+    env = os.environ if environ is None else environ
+    stream = env.get("JOURNAL_STREAM", "")
+    device, _, inode = stream.partition(":")
+    if not (device.isdigit() and inode.isdigit()):
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return st.st_dev == int(device) and st.st_ino == int(inode)
+
+
+def resolve_format(log_format: str, environ: Mapping[str, str] | None = None) -> str:
+    if log_format == "auto":
+        return "journal" if stderr_is_journal(environ) else "text"
+    return log_format
+
+
+def make_handler(log_format: str) -> logging.Handler:
+    """A handler for an already resolved format (text, json, journal)."""
+    handler: logging.Handler
+    if log_format == "journal":
+        from systemd.journal import JournalHandler
+
+        handler = JournalHandler(SYSLOG_IDENTIFIER="pipelined")
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
+    handler.addFilter(ContextFilter())
+    if log_format == "journal":
+        handler.addFilter(JournalFieldsFilter())
+    return handler
+
+
+def configure_logging(level: str = "info", log_format: str = "auto") -> str:
+    """Replace the root handlers with one for `log_format`; returns the format in use."""
+    resolved = resolve_format(log_format)
+    handler = make_handler(resolved)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    for noisy in ("uvicorn.access", "httpx", "httpcore", "watchfiles"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    return resolved
