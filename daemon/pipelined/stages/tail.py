@@ -1,0 +1,219 @@
+"""`tail_file`: follow a growing file like `tail -F`, across rotation, truncation and restarts.
+
+Delivery: the offset of a line is saved when the generator resumes after yielding it (the engine
+took the line) and when the generator is closed at that yield (a drain or reload: the engine
+keeps what it took). So a drain, reload or restart neither repeats nor skips lines; only a
+crash of the daemon between taking a line and asking for the next one repeats that one line
+(at-least-once).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from pipelined.stages._support import (
+    StageContext,
+    is_stopping,
+    resolve_path,
+    to_seconds,
+    wait_or_stop,
+    where,
+)
+from pipelined.stages.tail_offsets import OffsetBusy, OffsetStore, Position
+
+_READ_CHUNK = 1 << 16
+_MAX_READ_PER_POLL = 1 << 20
+_STARTS = ("end", "beginning")
+
+Line = tuple[str, int, int]  # text, inode of its file, offset just past its newline
+
+
+class _OpenFile:
+    """One open file being read line by line; `offset` is where the unread partial line starts."""
+
+    def __init__(self, path: Path, offset: int, encoding: str) -> None:
+        self.handle: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115
+        self.inode = os.fstat(self.handle.fileno()).st_ino
+        self.encoding = encoding
+        self.restart_at(offset)
+
+    @property
+    def position(self) -> int:
+        return self.offset + len(self.partial)
+
+    def size(self) -> int:
+        return os.fstat(self.handle.fileno()).st_size
+
+    def restart_at(self, offset: int) -> None:
+        self.offset = offset
+        self.partial = b""
+        self.handle.seek(offset)
+
+    def read_lines(self, *, final: bool = False) -> list[Line]:
+        """The complete lines available now; with `final`, also an unterminated last line."""
+        chunks = [self.partial]
+        total = 0
+        while total < _MAX_READ_PER_POLL:
+            chunk = self.handle.read(_READ_CHUNK)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        data = b"".join(chunks)
+        lines: list[Line] = []
+        start = 0
+        while (newline := data.find(b"\n", start)) >= 0:
+            lines.append(self._line(data[start:newline], self.offset + newline + 1))
+            start = newline + 1
+        self.partial = data[start:]
+        if final and self.partial:
+            lines.append(self._line(self.partial, self.offset + len(data)))
+            start, self.partial = len(data), b""
+        self.offset += start
+        return lines
+
+    def _line(self, raw: bytes, end: int) -> Line:
+        return raw.removesuffix(b"\r").decode(self.encoding, errors="replace"), self.inode, end
+
+    def close(self) -> None:
+        self.handle.close()
+
+
+class _Follower:
+    """Follows `path`: the file now at that path, or first the rotated file a saved offset names."""
+
+    def __init__(self, path: Path, encoding: str) -> None:
+        self.path = path
+        self.encoding = encoding
+        self.current: _OpenFile | None = None
+        self.finishing_rotated = False
+
+    def resume(self, saved: Position | None, start: str) -> None:
+        stat = _stat(self.path)
+        if saved is None:
+            if stat is not None:
+                self._open(self.path, 0 if start == "beginning" else stat.st_size)
+            return  # a file that appears later is read from its beginning
+        if stat is not None and stat.st_ino == saved.inode:
+            self._open(self.path, saved.offset if stat.st_size >= saved.offset else 0)
+            return
+        rotated = _find_by_inode(self.path, saved.inode)
+        if rotated is not None:
+            self._open(rotated, saved.offset if os.stat(rotated).st_size >= saved.offset else 0)
+            self.finishing_rotated = True
+        elif stat is not None:
+            self._open(self.path, 0)  # the saved file is gone: all of the current one is new
+
+    def poll(self) -> list[Line]:
+        """Lines available now; handles the file appearing, rotation and truncation."""
+        if self.current is None:
+            if _stat(self.path) is None:
+                return []
+            self._open(self.path, 0)
+        assert self.current is not None
+        lines = self.current.read_lines()
+        if lines:
+            return lines
+        if self.finishing_rotated:
+            return self._switch_to_path()
+        stat = _stat(self.path)
+        if stat is None:
+            return []  # moved away and not yet recreated: the writer may still append to ours
+        if stat.st_ino != self.current.inode:
+            return self._switch_to_path()
+        if self.current.size() < self.current.position:
+            self.current.restart_at(0)  # truncated in place
+            return self.current.read_lines()
+        return []
+
+    def _switch_to_path(self) -> list[Line]:
+        assert self.current is not None
+        rest = self.current.read_lines(final=True)
+        self.current.close()
+        self.current = None
+        self.finishing_rotated = False
+        return rest
+
+    def _open(self, path: Path, offset: int) -> None:
+        self.current = _OpenFile(path, offset, self.encoding)
+
+    def close(self) -> None:
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+
+def _stat(path: Path) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        return None
+
+
+def _find_by_inode(path: Path, inode: int) -> Path | None:
+    """A rotated copy of `path` (same directory, name starting with its name) with that inode."""
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return None
+    for entry in entries:
+        if entry.name.startswith(path.name) and entry.name != path.name:
+            try:
+                if entry.inode() == inode and entry.is_file(follow_symlinks=False):
+                    return Path(entry.path)
+            except OSError:
+                continue
+    return None
+
+
+def tail_file(
+    path: str,
+    start: str = "end",
+    poll_interval: float | str = 0.2,
+    encoding: str = "utf-8",
+    ctx: StageContext | None = None,
+) -> Iterator[str]:
+    """Yield lines appended to `path` (without their line ending) until the pipeline drains.
+
+    The first time (no saved offset) it starts at the file's end, or at its beginning with
+    `start = "beginning"`. Offsets are kept per (pipeline, stage) in the state dir; without a
+    `ctx` nothing is saved.
+    """
+    place = where(ctx, "tail_file")
+    file_path = resolve_path(path, "path", place)
+    pause = to_seconds(poll_interval, "poll_interval", place)
+    if start not in _STARTS:
+        raise ValueError(f"{place}: start: expected one of {', '.join(_STARTS)}, got {start!r}")
+    try:
+        store = OffsetStore.for_stage(ctx.pipeline, ctx.stage) if ctx is not None else None
+    except OffsetBusy as exc:
+        raise RuntimeError(f"{place}: already running: {exc}; give this stage threads = 1") from None
+    follower = _Follower(file_path, encoding)
+    try:
+        saved = store.load() if store is not None else None
+        follower.resume(saved if saved is not None and saved.path == str(path) else None, start)
+        yield from _follow(follower, store, str(path), pause, ctx)
+    finally:
+        follower.close()
+        if store is not None:
+            store.close()
+
+
+def _follow(
+    follower: _Follower, store: OffsetStore | None, path: str, pause: float, ctx: StageContext | None
+) -> Iterator[str]:
+    while not is_stopping(ctx):
+        lines = follower.poll()
+        if not lines:
+            if wait_or_stop(ctx, pause):
+                return
+            continue
+        for text, inode, end in lines:
+            try:
+                yield text
+            finally:  # resumed (the line was taken) or closed at this yield (drain, reload)
+                if store is not None:
+                    store.save(Position(inode, end, path))
