@@ -1,0 +1,125 @@
+"""The code a pipeline file names: import every `call` and hook, check signatures and arguments,
+`emit_to("literal")` targets, and which top-level modules each pipeline uses (module names are
+global to the daemon, so two pipelines must not use different modules of the same name).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from pipelined.callables import (
+    ArgumentsMismatch,
+    CallableError,
+    bind_args,
+    check_hook,
+    check_signature,
+    classify,
+    emit_to_targets,
+    import_callable,
+    module_origin,
+)
+from pipelined.config_lines import TablePath
+from pipelined.config_values import Checker
+from pipelined.spec import Hooks, PipelineSpec, Problem, StageSpec
+
+
+def check_code(ck: Checker, spec: PipelineSpec) -> None:
+    """Report every problem with the callables and hooks a (structurally valid) spec names."""
+    names = {stage.name for stage in spec.walk()}
+    _check_hooks(ck, spec.hooks, spec.python_path, ck.pipeline, ())
+    for stage in spec.walk():
+        table = ck.stage_tables.get(stage.name, ())
+        where = f"{ck.pipeline}/{stage.name}"
+        _check_hooks(ck, stage.hooks, spec.python_path, where, table)
+        if stage.call is not None:
+            _check_call(ck, stage, spec.python_path, names, where, table)
+
+
+def _check_hooks(
+    ck: Checker, hooks: Hooks, python_path: Sequence[Path], where: str, table: TablePath
+) -> None:
+    for hook, ref in vars(hooks).items():
+        if ref is None:
+            continue
+        hook_table = (*table, "hooks")
+        try:
+            obj = import_callable(ref, python_path)
+        except CallableError as exc:
+            ck.report(f"{where}/hooks/{hook}", str(exc), hook_table, hook)
+            continue
+        wrong = check_hook(hook, obj, ref)
+        if wrong:
+            ck.report(f"{where}/hooks/{hook}", wrong, hook_table, hook)
+
+
+def _check_call(
+    ck: Checker,
+    stage: StageSpec,
+    python_path: Sequence[Path],
+    names: set[str],
+    where: str,
+    table: TablePath,
+) -> None:
+    assert stage.call is not None
+    try:
+        obj = import_callable(stage.call, python_path)
+    except CallableError as exc:
+        ck.report(f"{where}/call", str(exc), table, "call")
+        return
+    info = classify(obj, stage.call)
+    wrong = check_signature(stage.kind, info, stage.args)
+    if wrong:
+        ck.report(f"{where}/call", wrong, table, "call")
+    else:
+        complete = info.is_class or stage.kind != "producer" or stage.auto_start
+        try:
+            bind_args(info, stage.args, item=stage.kind != "producer", complete=complete)
+        except ArgumentsMismatch as exc:
+            target = f"{stage.call}.__init__" if info.is_class else stage.call
+            ck.report(
+                f"{where}/args", str(ArgumentsMismatch(target, exc.unknown, exc.missing)), table, "args"
+            )
+    for target in sorted(emit_to_targets(obj) - names):
+        ck.report(
+            f"{where}/call",
+            f'{stage.call} calls emit_to("{target}"), but "{target}" is not a stage of this pipeline',
+            table,
+            "call",
+        )
+
+
+def used_modules(spec: PipelineSpec) -> dict[str, str]:
+    """Top-level module name → the file or directory it resolves to, for every call and hook."""
+    refs = [stage.call for stage in spec.walk() if stage.call]
+    for hooks in [spec.hooks, *(stage.hooks for stage in spec.walk())]:
+        refs.extend(ref for ref in vars(hooks).values() if ref)
+    found: dict[str, str] = {}
+    for ref in refs:
+        top = ref.split(":")[0].split(".")[0]
+        if top not in found:
+            origin = module_origin(top, spec.python_path)
+            if origin is not None:
+                found[top] = origin
+    return found
+
+
+def module_clashes(specs: Sequence[PipelineSpec]) -> list[Problem]:
+    """An error for each pipeline that uses a different module than an earlier one of the same name."""
+    first: dict[str, tuple[str, str]] = {}  # module → (origin, pipeline)
+    problems = []
+    for spec in specs:
+        for module, origin in used_modules(spec).items():
+            if module not in first:
+                first[module] = (origin, spec.name)
+            elif first[module][0] != origin:
+                other_origin, other = first[module]
+                problems.append(
+                    Problem(
+                        str(spec.file),
+                        spec.name,
+                        f'module "{module}" ({origin}) is not the module "{module}" that pipeline '
+                        f'"{other}" uses ({other_origin}); module names are global to the daemon',
+                    )
+                )
+    return problems
