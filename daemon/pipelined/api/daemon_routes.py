@@ -1,0 +1,86 @@
+"""Daemon-wide endpoints: `/health`, `/ready`, `/stats`, `/metrics`, `/reload`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.openapi.datastructures import ResponseSpec
+
+from pipelined.api.auth import PUBLIC
+from pipelined.api.blocking import call, call_probe, call_waiting, control_of
+from pipelined.api.metrics import CONTENT_TYPE, render_metrics
+from pipelined.api.openapi_ops import error_responses
+from pipelined.api.responses import OrjsonResponse, json_response, text_response
+from pipelined.api.schemas import DaemonStats, HealthStatus, ReadyStatus, ReloadResult
+
+AnyRequest = Request[Any, Any, Any]
+
+
+class DaemonController(Controller):
+    path = "/"
+    tags = ["daemon"]
+
+    @get(
+        "/health",
+        summary="Liveness (no token needed)",
+        opt=PUBLIC,
+        responses={
+            200: ResponseSpec(data_container=HealthStatus, description="Serving"),
+            503: ResponseSpec(data_container=HealthStatus, description="Shutting down"),
+        },
+    )
+    async def health(self, request: AnyRequest) -> OrjsonResponse:
+        if await call_probe(request, control_of(request).is_stopping):
+            return json_response(
+                {"status": "stopping", "status_code": 503, "detail": "the daemon is shutting down"}, 503
+            )
+        return json_response({"status": "ok"})
+
+    @get(
+        "/ready",
+        summary="Readiness (no token needed)",
+        opt=PUBLIC,
+        responses={
+            200: ResponseSpec(data_container=ReadyStatus, description="Every enabled pipeline started or failed"),
+            503: ResponseSpec(data_container=ReadyStatus, description="Starting, reloading all, or stopping"),
+        },
+    )
+    async def ready(self, request: AnyRequest) -> OrjsonResponse:
+        control = control_of(request)
+        if await call_probe(request, control.is_ready):
+            return json_response({"status": "ready"})
+        if await call_probe(request, control.is_stopping):
+            status, detail = "stopping", "the daemon is shutting down"
+        else:
+            status, detail = "starting", "the daemon is starting or reloading its pipelines"
+        return json_response({"status": status, "status_code": 503, "detail": detail}, 503)
+
+    @get(
+        "/stats",
+        summary="Daemon and every pipeline's stats",
+        responses={200: ResponseSpec(data_container=DaemonStats, description="Stats"), **error_responses()},
+    )
+    async def stats(self, request: AnyRequest) -> OrjsonResponse:
+        return json_response(await call(request, control_of(request).daemon_stats))
+
+    @get(
+        "/metrics",
+        summary="Prometheus text exposition",
+        responses={
+            200: ResponseSpec(data_container=str, description="text/plain; version=0.0.4", media_type="text/plain"),
+            **error_responses(),
+        },
+    )
+    async def metrics(self, request: AnyRequest) -> OrjsonResponse:
+        body = await call(request, render_metrics, control_of(request))
+        return text_response(body.decode("utf-8"), CONTENT_TYPE)
+
+    @post(
+        "/reload",
+        status_code=200,
+        summary="Reload every pipeline file (like SIGHUP); answers when done",
+        responses={200: ResponseSpec(data_container=ReloadResult, description="What changed"), **error_responses(503)},
+    )
+    async def reload(self, request: AnyRequest) -> OrjsonResponse:
+        return json_response(await call_waiting(request, control_of(request).reload))

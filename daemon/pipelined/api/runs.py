@@ -1,0 +1,92 @@
+"""Triggering runs and reading them back: `/pipelines/{name}/stages/{stage}/trigger`, `.../runs`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Request, get, post
+from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import Parameter
+
+from pipelined.api.blocking import call, call_waiting, control_of
+from pipelined.api.openapi_ops import TriggerOperation, error_responses
+from pipelined.api.responses import OrjsonResponse, json_response
+from pipelined.api.schemas import Run, TriggerAccepted
+from pipelined.api.validation import (
+    TRIGGER_TIMEOUT_DEFAULT,
+    TRIGGER_TIMEOUT_MAX,
+    check_body_fits_stage,
+    check_timeout,
+    parse_trigger_body,
+)
+from pipelined.control import Control
+from pipelined.errors import NotFound
+
+AnyRequest = Request[Any, Any, Any]
+
+
+class RunsController(Controller):
+    path = "/pipelines/{name:str}"
+    tags = ["runs"]
+
+    @post(
+        "/stages/{stage:str}/trigger",
+        status_code=202,
+        summary="Start a run at a stage (optionally wait for it to finish)",
+        operation_class=TriggerOperation,
+        responses={
+            200: ResponseSpec(data_container=Run, description="With ?wait=true: the finished run"),
+            202: ResponseSpec(
+                data_container=TriggerAccepted | Run,
+                description="The run was started (with ?wait=true: the run, still going at the timeout)",
+            ),
+            **error_responses(400, 404, 409, 413, 429, 503),
+        },
+    )
+    async def trigger(
+        self,
+        request: AnyRequest,
+        name: str,
+        stage: str,
+        wait: bool = False,
+        timeout: float | None = Parameter(
+            default=None, ge=0, le=TRIGGER_TIMEOUT_MAX, description="Seconds to wait (default 30, at most 300)"
+        ),
+    ) -> OrjsonResponse:
+        wait_for = check_timeout(timeout, TRIGGER_TIMEOUT_DEFAULT, TRIGGER_TIMEOUT_MAX)
+        args, items = parse_trigger_body(await request.body())
+        control = control_of(request)
+        accepted = await call(request, _checked_trigger, control, name, stage, args, items)
+        if not wait:
+            return json_response(accepted, 202)
+        finished, run = await call_waiting(request, control.wait_run, name, accepted["run"], wait_for)
+        return json_response(run, 200 if finished else 202)
+
+    @get(
+        "/runs",
+        summary="Recent runs, newest first",
+        responses={200: ResponseSpec(data_container=list[Run], description="Runs"), **error_responses(404)},
+    )
+    async def runs(self, request: AnyRequest, name: str) -> OrjsonResponse:
+        return json_response(await call(request, control_of(request).runs, name))
+
+    @get(
+        "/runs/{run:str}",
+        summary="One run",
+        responses={200: ResponseSpec(data_container=Run, description="The run"), **error_responses(404)},
+    )
+    async def run(self, request: AnyRequest, name: str, run: str) -> OrjsonResponse:
+        return json_response(await call(request, control_of(request).run, name, run))
+
+
+def _checked_trigger(
+    control: Control, name: str, stage: str, args: dict[str, Any] | None, items: list[Any] | None
+) -> Any:
+    """Reject `args` for a non-producer / `items` for a producer before the Control sees them."""
+    if args is not None or items is not None:
+        try:
+            rows = control.pipeline(name).get("stages") or []
+        except NotFound:
+            rows = []  # the trigger below answers 404 with the Control's own words
+        check_body_fits_stage(rows, name, stage, args, items)
+    return control.trigger(name, stage, args, items)
