@@ -375,3 +375,17 @@ def emit_to_targets(obj: object) -> set[str]:
         ):
             found.add(node.args[0].value)
     return found
+
+
+def is_async_callable(ref: str | None, python_path: Sequence[Path] = ()) -> bool:
+    """Whether `ref` names an `async def` / async generator (or a class whose `__call__` is one).
+
+    False when there is no call or it cannot be imported (load-time checks report that).
+    """
+    if ref is None:
+        return False
+    try:
+        info = classify(import_callable(ref, python_path), ref)
+    except CallableError:
+        return False
+    return info.flavor in ("async", "async_generator")
