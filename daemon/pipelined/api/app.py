@@ -44,9 +44,7 @@ class ApiSettings:
 
 
 def _openapi_config(secured: bool) -> OpenAPIConfig:
-    components = Components(
-        security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer")}
-    )
+    components = Components(security_schemes={"BearerToken": SecurityScheme(type="http", scheme="bearer")})
     return OpenAPIConfig(
         title="pipelined",
         version=__version__,
@@ -61,9 +59,7 @@ def _openapi_config(secured: bool) -> OpenAPIConfig:
 
 def create_app(control: Control, api_settings: ApiSettings | None = None) -> Litestar:
     settings = api_settings or ApiSettings()
-    state = State(
-        {"control": control, "config_write": settings.config_write, "max_body": settings.max_body}
-    )
+    state = State({"control": control, "config_write": settings.config_write, "max_body": settings.max_body})
 
     def start_limiters(app: Litestar) -> None:
         app.state["limiters"] = make_limiters()

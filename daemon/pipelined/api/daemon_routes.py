@@ -42,7 +42,9 @@ class DaemonController(Controller):
         summary="Readiness (no token needed)",
         opt=PUBLIC,
         responses={
-            200: ResponseSpec(data_container=ReadyStatus, description="Every enabled pipeline started or failed"),
+            200: ResponseSpec(
+                data_container=ReadyStatus, description="Every enabled pipeline started or failed"
+            ),
             503: ResponseSpec(data_container=ReadyStatus, description="Starting, reloading all, or stopping"),
         },
     )
@@ -68,7 +70,9 @@ class DaemonController(Controller):
         "/metrics",
         summary="Prometheus text exposition",
         responses={
-            200: ResponseSpec(data_container=str, description="text/plain; version=0.0.4", media_type="text/plain"),
+            200: ResponseSpec(
+                data_container=str, description="text/plain; version=0.0.4", media_type="text/plain"
+            ),
             **error_responses(),
         },
     )
@@ -80,7 +84,10 @@ class DaemonController(Controller):
         "/reload",
         status_code=200,
         summary="Reload every pipeline file (like SIGHUP); answers when done",
-        responses={200: ResponseSpec(data_container=ReloadResult, description="What changed"), **error_responses(503)},
+        responses={
+            200: ResponseSpec(data_container=ReloadResult, description="What changed"),
+            **error_responses(503),
+        },
     )
     async def reload(self, request: AnyRequest) -> OrjsonResponse:
         return json_response(await call_waiting(request, control_of(request).reload))

@@ -78,7 +78,9 @@ class ControlCollector(Collector):
                 yield GaugeMetricFamily(name, doc, value=value)
 
     def _pipeline_states(self, pipelines: list[Any]) -> Iterator[Metric]:
-        up = GaugeMetricFamily("pipelined_pipeline_up", "1 while the pipeline is running", labels=["pipeline"])
+        up = GaugeMetricFamily(
+            "pipelined_pipeline_up", "1 while the pipeline is running", labels=["pipeline"]
+        )
         state = GaugeMetricFamily(
             "pipelined_pipeline_state", "1 for the pipeline's current state", labels=["pipeline", "state"]
         )
@@ -113,7 +115,9 @@ class ControlCollector(Collector):
         items = CounterMetricFamily(
             "pipelined_stage_items", "Items per stage by outcome", labels=[*labels, "outcome"]
         )
-        gauges = {key: GaugeMetricFamily(name, doc, labels=labels) for key, (name, doc) in STAGE_GAUGES.items()}
+        gauges = {
+            key: GaugeMetricFamily(name, doc, labels=labels) for key, (name, doc) in STAGE_GAUGES.items()
+        }
         latency = GaugeMetricFamily(
             "pipelined_stage_latency_seconds", "Queue-to-done latency quantiles", labels=[*labels, "quantile"]
         )

@@ -20,7 +20,7 @@ ERROR_DESCRIPTIONS = {
     404: "Unknown pipeline, stage or run",
     409: "The action does not fit the pipeline's current state",
     413: "Body larger than [api] max_body",
-    429: "The target queue is full (on_full = \"reject\")",
+    429: 'The target queue is full (on_full = "reject")',
     503: "Not ready, stopping, or a blocking enqueue / version swap timed out",
 }
 
@@ -51,7 +51,7 @@ class TriggerOperation(Operation):
     def __post_init__(self) -> None:
         self.request_body = RequestBody(
             required=False,
-            description="Optional: `{\"args\": {...}}` for a producer or `{\"items\": [...]}` for another stage.",
+            description='Optional: `{"args": {...}}` for a producer or `{"items": [...]}` for another stage.',
             content={"application/json": OpenAPIMediaType(schema=TRIGGER_BODY_SCHEMA)},
         )
 

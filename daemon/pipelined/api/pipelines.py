@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from litestar import Controller, Request, delete, get, post, put
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from pipelined.api.blocking import call, call_waiting, control_of
 from pipelined.api.openapi_ops import PutConfigOperation, error_responses
@@ -49,7 +49,7 @@ class PipelinesController(Controller):
         summary="One pipeline with its stages",
         responses={200: _ok(PipelineDetail, "The pipeline"), **error_responses(404)},
     )
-    async def get_pipeline(self, request: AnyRequest, name: str) -> OrjsonResponse:
+    async def get_pipeline(self, request: AnyRequest, name: FromPath[str]) -> OrjsonResponse:
         return json_response(await call(request, control_of(request).pipeline, name))
 
     @post(
@@ -58,18 +58,23 @@ class PipelinesController(Controller):
         summary="Drain a pipeline (optionally wait until drained)",
         responses={
             200: _ok(PipelineStats, "Drained (with ?wait=true): the pipeline's stats"),
-            202: _ok(StateChange | PipelineStats, "Draining; with ?wait=true the stats when the timeout passed"),
+            202: _ok(
+                StateChange | PipelineStats, "Draining; with ?wait=true the stats when the timeout passed"
+            ),
             **error_responses(400, 404, 409),
         },
     )
     async def drain(
         self,
         request: AnyRequest,
-        name: str,
-        wait: bool = False,
-        timeout: float | None = Parameter(
-            default=None, ge=0, le=DRAIN_TIMEOUT_MAX, description="Seconds; default: the pipeline's drain_timeout"
-        ),
+        name: FromPath[str],
+        wait: FromQuery[bool] = False,
+        timeout: Annotated[
+            float | None,
+            QueryParameter(
+                ge=0, le=DRAIN_TIMEOUT_MAX, description="Seconds; default: the pipeline's drain_timeout"
+            ),
+        ] = None,
     ) -> OrjsonResponse:
         timeout = check_timeout(timeout, None, DRAIN_TIMEOUT_MAX)
         control = control_of(request)
@@ -85,7 +90,7 @@ class PipelinesController(Controller):
         summary="Start a drained or failed pipeline",
         responses={200: _ok(StateChange, "Running"), **error_responses(404, 409)},
     )
-    async def start(self, request: AnyRequest, name: str) -> OrjsonResponse:
+    async def start(self, request: AnyRequest, name: FromPath[str]) -> OrjsonResponse:
         return json_response(await call_waiting(request, control_of(request).start, name))
 
     @get(
@@ -93,7 +98,7 @@ class PipelinesController(Controller):
         summary="Pipeline stats",
         responses={200: _ok(PipelineStats, "Counters and gauges per stage"), **error_responses(404)},
     )
-    async def stats(self, request: AnyRequest, name: str) -> OrjsonResponse:
+    async def stats(self, request: AnyRequest, name: FromPath[str]) -> OrjsonResponse:
         return json_response(await call(request, control_of(request).stats, name))
 
     @get(
@@ -102,7 +107,10 @@ class PipelinesController(Controller):
         responses={200: _ok(list[DeadLetter], "Dead letters"), **error_responses(400, 404)},
     )
     async def dead_letters(
-        self, request: AnyRequest, name: str, limit: int = Parameter(default=100, ge=1, le=100_000)
+        self,
+        request: AnyRequest,
+        name: FromPath[str],
+        limit: Annotated[int, QueryParameter(ge=1, le=100_000)] = 100,
     ) -> OrjsonResponse:
         return json_response(await call(request, control_of(request).dead_letters, name, limit))
 
@@ -118,7 +126,10 @@ class PipelinesController(Controller):
         },
     )
     async def graph(
-        self, request: AnyRequest, name: str, format: Literal["json", "mermaid", "dot"] = "json"
+        self,
+        request: AnyRequest,
+        name: FromPath[str],
+        format: FromQuery[Literal["json", "mermaid", "dot"]] = "json",
     ) -> OrjsonResponse:
         rendered = await call(request, control_of(request).graph, name, format)
         if format == "json":
@@ -136,7 +147,7 @@ class PipelinesController(Controller):
             **error_responses(400, 403, 413),
         },
     )
-    async def put_config(self, request: AnyRequest, name: str) -> OrjsonResponse:
+    async def put_config(self, request: AnyRequest, name: FromPath[str]) -> OrjsonResponse:
         _check_config_write(request)
         check_pipeline_name(name)
         body = await request.body()
@@ -148,10 +159,12 @@ class PipelinesController(Controller):
         "/{name:str}",
         status_code=200,
         summary="Drain a pipeline and remove its file",
-        responses={200: ResponseSpec(data_container=dict[str, Any], description="Removed"),
-                   **error_responses(400, 403, 404)},
+        responses={
+            200: ResponseSpec(data_container=dict[str, Any], description="Removed"),
+            **error_responses(400, 403, 404),
+        },
     )
-    async def delete_config(self, request: AnyRequest, name: str) -> OrjsonResponse:
+    async def delete_config(self, request: AnyRequest, name: FromPath[str]) -> OrjsonResponse:
         _check_config_write(request)
         check_pipeline_name(name)
         return json_response(await call_waiting(request, control_of(request).delete_config, name))

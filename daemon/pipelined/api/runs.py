@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from litestar import Controller, Request, get, post
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.params import Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter
 
 from pipelined.api.blocking import call, call_waiting, control_of
 from pipelined.api.openapi_ops import TriggerOperation, error_responses
@@ -46,12 +46,15 @@ class RunsController(Controller):
     async def trigger(
         self,
         request: AnyRequest,
-        name: str,
-        stage: str,
-        wait: bool = False,
-        timeout: float | None = Parameter(
-            default=None, ge=0, le=TRIGGER_TIMEOUT_MAX, description="Seconds to wait (default 30, at most 300)"
-        ),
+        name: FromPath[str],
+        stage: FromPath[str],
+        wait: FromQuery[bool] = False,
+        timeout: Annotated[
+            float | None,
+            QueryParameter(
+                ge=0, le=TRIGGER_TIMEOUT_MAX, description="Seconds to wait (default 30, at most 300)"
+            ),
+        ] = None,
     ) -> OrjsonResponse:
         wait_for = check_timeout(timeout, TRIGGER_TIMEOUT_DEFAULT, TRIGGER_TIMEOUT_MAX)
         args, items = parse_trigger_body(await request.body())
@@ -67,7 +70,7 @@ class RunsController(Controller):
         summary="Recent runs, newest first",
         responses={200: ResponseSpec(data_container=list[Run], description="Runs"), **error_responses(404)},
     )
-    async def runs(self, request: AnyRequest, name: str) -> OrjsonResponse:
+    async def runs(self, request: AnyRequest, name: FromPath[str]) -> OrjsonResponse:
         return json_response(await call(request, control_of(request).runs, name))
 
     @get(
@@ -75,12 +78,16 @@ class RunsController(Controller):
         summary="One run",
         responses={200: ResponseSpec(data_container=Run, description="The run"), **error_responses(404)},
     )
-    async def run(self, request: AnyRequest, name: str, run: str) -> OrjsonResponse:
+    async def run(self, request: AnyRequest, name: FromPath[str], run: FromPath[str]) -> OrjsonResponse:
         return json_response(await call(request, control_of(request).run, name, run))
 
 
 def _checked_trigger(
-    control: Control, name: str, stage: str, args: dict[str, Any] | None, items: list[Any] | None
+    control: Control,
+    name: FromPath[str],
+    stage: FromPath[str],
+    args: dict[str, Any] | None,
+    items: list[Any] | None,
 ) -> Any:
     """Reject `args` for a non-producer / `items` for a producer before the Control sees them."""
     if args is not None or items is not None:

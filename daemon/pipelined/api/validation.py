@@ -62,7 +62,9 @@ def parse_trigger_body(body: bytes) -> tuple[dict[str, Any] | None, list[Any] | 
     if "args" in document and "items" in document:
         raise BadRequest("request body: give either 'args' (producers) or 'items' (other stages), not both")
     if "args" in document and not isinstance(args, dict):
-        raise BadRequest(f"request body: 'args' must be an object of keyword arguments, not {_json_type(args)}")
+        raise BadRequest(
+            f"request body: 'args' must be an object of keyword arguments, not {_json_type(args)}"
+        )
     if "items" in document and (not isinstance(items, list) or not items):
         what = "an empty list" if items == [] else _json_type(items)
         raise BadRequest(f"request body: 'items' must be a non-empty list, not {what}")
@@ -81,9 +83,7 @@ def check_body_fits_stage(
             f"pipeline {pipeline!r} stage {stage!r} is a producer: trigger it with 'args', not 'items'"
         )
     if kind != "producer" and args is not None:
-        raise BadRequest(
-            f"pipeline {pipeline!r} stage {stage!r} is a {kind}: inject 'items', not 'args'"
-        )
+        raise BadRequest(f"pipeline {pipeline!r} stage {stage!r} is a {kind}: inject 'items', not 'args'")
 
 
 def config_body_to_toml(body: bytes, content_type: str) -> str:
@@ -96,7 +96,9 @@ def config_body_to_toml(body: bytes, content_type: str) -> str:
         except JsonBodyError as exc:
             raise BadRequest(str(exc)) from None
         if not isinstance(document, dict):
-            raise BadRequest(f"request body must be a JSON object (the pipeline document), not {_json_type(document)}")
+            raise BadRequest(
+                f"request body must be a JSON object (the pipeline document), not {_json_type(document)}"
+            )
         try:
             return tomli_w.dumps(document)
         except (TypeError, ValueError, RecursionError) as exc:

@@ -65,9 +65,14 @@ class FakeControl:
             raise NotFound(f"no pipeline named {name!r}") from None
 
     def _summary(self, p: FakePipeline) -> dict[str, Any]:
-        return {"name": p.name, "state": p.state, "file": f"/etc/pipelined/conf.d/{p.name}.toml",
-                "version": "3fa1c0d2b9e4", "stages": len(STAGES),
-                "error": "boom: setup failed" if p.state == "failed" else None}
+        return {
+            "name": p.name,
+            "state": p.state,
+            "file": f"/etc/pipelined/conf.d/{p.name}.toml",
+            "version": "3fa1c0d2b9e4",
+            "stages": len(STAGES),
+            "error": "boom: setup failed" if p.state == "failed" else None,
+        }
 
     # -- daemon ------------------------------------------------------------------------------
     def is_stopping(self) -> bool:
@@ -78,14 +83,26 @@ class FakeControl:
 
     def daemon_stats(self) -> dict[str, Any]:
         running = {n: self.stats(n) for n, p in self.pipelines.items() if p.state != "failed"}
-        daemon = {"version": "0.1.0", "uptime_s": 12.5, "pid": 4242, "pipelines": len(self.pipelines),
-                  "threads": 3, "processes": 0, "rss_bytes": 50_000_000}
+        daemon = {
+            "version": "0.1.0",
+            "uptime_s": 12.5,
+            "pid": 4242,
+            "pipelines": len(self.pipelines),
+            "threads": 3,
+            "processes": 0,
+            "rss_bytes": 50_000_000,
+        }
         return {"daemon": daemon, "pipelines": running}
 
     def reload(self) -> dict[str, Any]:
         self.calls.append(("reload", ()))
-        return {"added": [], "updated": ["orders"], "removed": [], "unchanged": [],
-                "failed": {"broken": "broken.toml: broken/read/call: cannot import 'nope'"}}
+        return {
+            "added": [],
+            "updated": ["orders"],
+            "removed": [],
+            "unchanged": [],
+            "failed": {"broken": "broken.toml: broken/read/call: cannot import 'nope'"},
+        }
 
     def reload_counts(self) -> dict[str, dict[str, int]]:
         return self.reloads
@@ -102,15 +119,27 @@ class FakeControl:
     def pipeline(self, name: str) -> dict[str, Any]:
         p = self._get(name)
         stages = [
-            {"name": s, "kind": kind, "auto_start": kind == "producer", "threads": 1, "processes": 0,
-             "requested_threads": None, "requested_processes": None,
-             "upstream": [STAGES[i - 1][0]] if i else [],
-             "downstream": [STAGES[i + 1][0]] if i + 1 < len(STAGES) else []}
+            {
+                "name": s,
+                "kind": kind,
+                "auto_start": kind == "producer",
+                "threads": 1,
+                "processes": 0,
+                "requested_threads": None,
+                "requested_processes": None,
+                "upstream": [STAGES[i - 1][0]] if i else [],
+                "downstream": [STAGES[i + 1][0]] if i + 1 < len(STAGES) else [],
+            }
             for i, (s, kind) in enumerate(STAGES)
         ]
-        return {**self._summary(p), "description": p.name, "loaded_at": NOW, "last_reload": None,
-                "limits": {"max_threads": None, "max_processes": None, "max_retries": 3},
-                "stages": stages}
+        return {
+            **self._summary(p),
+            "description": p.name,
+            "loaded_at": NOW,
+            "last_reload": None,
+            "limits": {"max_threads": None, "max_processes": None, "max_retries": 3},
+            "stages": stages,
+        }
 
     def trigger(self, name: str, stage: str, args: dict[str, Any] | None, items: list[Any] | None) -> Any:
         with self.lock:
@@ -128,11 +157,22 @@ class FakeControl:
                 raise QueueFull(f"pipeline {name!r} stage {stage!r}: queue has room for {QUEUE_CAPACITY}")
             run_id = f"r-{len(p.runs) + 1:06d}"
             slow = bool(args and args.get("slow"))
-            run = {"run": run_id, "pipeline": name, "stage": stage,
-                   "state": "running" if slow else "completed", "started_at": NOW,
-                   "finished_at": None if slow else NOW,
-                   "items": {"produced": len(items or []), "in_flight": 0, "finished": len(items or []),
-                             "filtered": 0, "dead_lettered": 0}, "error": None}
+            run = {
+                "run": run_id,
+                "pipeline": name,
+                "stage": stage,
+                "state": "running" if slow else "completed",
+                "started_at": NOW,
+                "finished_at": None if slow else NOW,
+                "items": {
+                    "produced": len(items or []),
+                    "in_flight": 0,
+                    "finished": len(items or []),
+                    "filtered": 0,
+                    "dead_lettered": 0,
+                },
+                "error": None,
+            }
             p.runs.insert(0, run)
             self.run_done[run_id] = threading.Event()
             if not slow:
@@ -178,15 +218,33 @@ class FakeControl:
 
     def stats(self, name: str) -> Any:
         p = self._get(name)
-        stage = {"items_in": 10, "items_out": 9, "items_failed": 2, "items_retried": 1,
-                 "items_dropped": 0, "items_dead_lettered": 1, "queue_depth": 0,
-                 "queue_capacity": QUEUE_CAPACITY, "threads": 1, "processes": 0, "busy": 0,
-                 "utilization": 0.25, "throughput_per_s": 80.0}
+        stage = {
+            "items_in": 10,
+            "items_out": 9,
+            "items_failed": 2,
+            "items_retried": 1,
+            "items_dropped": 0,
+            "items_dead_lettered": 1,
+            "queue_depth": 0,
+            "queue_capacity": QUEUE_CAPACITY,
+            "threads": 1,
+            "processes": 0,
+            "busy": 0,
+            "utilization": 0.25,
+            "throughput_per_s": 80.0,
+        }
         stages = {s: {"kind": kind, **stage} for s, kind in STAGES}
         stages["enrich"]["latency_ms"] = {"p50": 0.4, "p90": 1.1, "p99": 3.0}
         runs = {"started": len(p.runs), "completed": len(p.runs), "failed": 0, "cancelled": 0, "active": 0}
-        return {"pipeline": name, "state": p.state, "version": "3fa1c0d2b9e4", "uptime_s": 12.5,
-                "runs": runs, "bottleneck": "enrich", "stages": stages}
+        return {
+            "pipeline": name,
+            "state": p.state,
+            "version": "3fa1c0d2b9e4",
+            "uptime_s": 12.5,
+            "runs": runs,
+            "bottleneck": "enrich",
+            "stages": stages,
+        }
 
     def dead_letters(self, name: str, limit: int) -> list[Any]:
         self.calls.append(("dead_letters", (name, limit)))
@@ -198,20 +256,28 @@ class FakeControl:
             return "flowchart LR\n  read --> enrich\n  enrich --> store\n"
         if fmt == "dot":
             return 'digraph "orders" {\n  read -> enrich;\n  enrich -> store;\n}\n'
-        nodes = [{"id": s, "kind": k, "threads": 1, "processes": 0, "auto_start": k == "producer"}
-                 for s, k in STAGES]
-        edges = [{"from": "read", "to": "enrich", "route": "direct"},
-                 {"from": "enrich", "to": "store", "route": "direct"}]
+        nodes = [
+            {"id": s, "kind": k, "threads": 1, "processes": 0, "auto_start": k == "producer"}
+            for s, k in STAGES
+        ]
+        edges = [
+            {"from": "read", "to": "enrich", "route": "direct"},
+            {"from": "enrich", "to": "store", "route": "direct"},
+        ]
         return {"nodes": nodes, "edges": edges}
 
     # -- config writes -----------------------------------------------------------------------
     def put_config(self, name: str, toml_text: str) -> tuple[bool, Any]:
         self.calls.append(("put_config", (name, toml_text)))
         if "invalid" in toml_text:
-            raise ConfigInvalid([
-                Problem(f"{name}.toml", f"{name}/read/call", "cannot import 'nope'", line=3),
-                Problem(f"{name}.toml", f"{name}/read/threds", 'unknown key (did you mean "threads"?)', line=4),
-            ])
+            raise ConfigInvalid(
+                [
+                    Problem(f"{name}.toml", f"{name}/read/call", "cannot import 'nope'", line=3),
+                    Problem(
+                        f"{name}.toml", f"{name}/read/threds", 'unknown key (did you mean "threads"?)', line=4
+                    ),
+                ]
+            )
         created = name not in self.pipelines
         self.add(name).toml = toml_text
         return created, self.pipeline(name)
