@@ -6,12 +6,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from fake_control import FakeControl
+from fake_control import TOKEN, FakeControl
 from litestar.testing import TestClient
 
 from pipelined.api import ApiSettings, create_app
-
-TOKEN = "s3cret-token"
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from pipelined.spec import Problem
 NOW = "2026-11-23T10:00:00.000000+00:00"
 STAGES = (("read", "producer"), ("enrich", "processor"), ("store", "consumer"))
 QUEUE_CAPACITY = 3
+TOKEN = "s3cret-token"
 
 
 @dataclass
@@ -58,7 +59,6 @@ class FakeControl:
         self.run_done[run_id].set()
 
     def _get(self, name: str) -> FakePipeline:
-        self.calls.append(("get", (name,)))
         try:
             return self.pipelines[name]
         except KeyError:
