@@ -1,0 +1,142 @@
+"""`pipelined run`: settings, logging, the API server, the watcher, the heartbeat, the control loop.
+
+Exit statuses: 0 after a normal stop, 2 invalid settings (including a refused non-loopback bind
+without a token), 3 the API cannot listen, 130 after a second SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipelined.settings import LOG_FORMATS, LOG_LEVELS, Settings, SettingsInvalid, changed_keys, load_settings
+
+log = logging.getLogger("pipelined.daemon")
+
+EXIT_OK, EXIT_SETTINGS, EXIT_LISTEN = 0, 2, 3
+
+
+def add_parser(sub: Any) -> None:
+    parser = sub.add_parser(
+        "run",
+        help="run the daemon in the foreground",
+        description="Run the daemon in the foreground (systemd supervises it; it never forks).",
+    )
+    parser.add_argument("--config", type=Path, help="settings file (default /etc/pipelined/pipelined.toml)")
+    parser.add_argument("--conf-dir", type=Path, help="directory of pipeline *.toml files")
+    parser.add_argument("--state-dir", type=Path, help="dead letters and state")
+    parser.add_argument("--listen", help='API address: "host:port" or "unix:/path"')
+    parser.add_argument("--log-level", choices=LOG_LEVELS, type=str.lower)
+    parser.add_argument("--log-format", choices=LOG_FORMATS, type=str.lower)
+    parser.add_argument("--no-watch", action="store_true", help="do not watch the conf dir (reload on SIGHUP / API)")
+    parser.set_defaults(handler=run_command)
+
+
+def resolve_settings(args: argparse.Namespace) -> tuple[Settings, Settings]:
+    """(settings from the file, settings with the flags applied); SettingsInvalid on error."""
+    from_file = load_settings(args.config)
+    settings = from_file.with_overrides(
+        conf_dir=args.conf_dir,
+        state_dir=args.state_dir,
+        listen=args.listen,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
+    settings.check_bind()
+    return from_file, settings
+
+
+def run_command(args: argparse.Namespace) -> int:
+    from pipelined.api.app import ApiSettings
+
+    try:
+        from_file, settings = resolve_settings(args)
+        api_settings = ApiSettings.from_settings(settings.api)
+    except SettingsInvalid as exc:
+        print(f"pipelined: {exc}", file=sys.stderr)
+        return EXIT_SETTINGS
+    from pipelined.logs import configure_logging
+
+    configure_logging(settings.daemon.log_level, settings.daemon.log_format)
+    try:
+        settings.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"pipelined: [daemon] state_dir: cannot create {settings.daemon.state_dir}: {exc.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_SETTINGS
+    return Daemon(settings, from_file, api_settings, watch=not args.no_watch).run()
+
+
+class Daemon:
+    """Wires the pieces together in the order the spec wants: listen, apply, READY=1."""
+
+    def __init__(self, settings: Settings, from_file: Settings, api_settings: Any, watch: bool) -> None:
+        from pipelined.api.app import create_app
+        from pipelined.api_server import ApiServer
+        from pipelined.notify import Heartbeat, Notifier
+        from pipelined.supervisor import Supervisor
+
+        self.settings = settings
+        self.from_file = from_file
+        self.notifier = Notifier.from_environment()
+        self.supervisor = Supervisor(settings, self.notifier)
+        self.server = ApiServer(create_app(self.supervisor, api_settings), settings.api.listen)
+        self.heartbeat = Heartbeat(self.notifier, self.supervisor.is_loop_healthy, self.supervisor.status_line)
+        self.watcher = self._make_watcher() if watch else None
+        self.supervisor.on_reloaded.append(self._after_reload)
+
+    def _make_watcher(self) -> Any:
+        from pipelined.watcher import ConfWatcher
+
+        return ConfWatcher(self._watched_directories, lambda _paths: self.supervisor.request_reload("watcher"))
+
+    def _watched_directories(self) -> list[Path]:
+        dirs = {self.settings.daemon.conf_dir}
+        with self.supervisor.slots_lock:
+            for slot in self.supervisor.slots.values():
+                if slot.version is not None:
+                    dirs.update(slot.version.spec.python_path)
+        return sorted(dirs)
+
+    def _after_reload(self, _supervisor: Any) -> None:
+        if self.watcher is not None:
+            self.watcher.refresh()
+        self._log_settings_changes()
+
+    def _log_settings_changes(self) -> None:
+        if self.from_file.source is None:
+            return
+        try:
+            current = load_settings(self.from_file.source)
+        except SettingsInvalid as exc:
+            log.warning("settings file is now invalid (still running with the old settings): %s", exc)
+            return
+        changed = changed_keys(self.from_file, current)
+        if changed:
+            log.warning("settings changed (%s): they take effect after a restart", ", ".join(changed))
+            self.from_file = current
+
+    def run(self) -> int:
+        from pipelined.api_server import CannotListen
+
+        self.supervisor.install_signal_handlers()
+        try:
+            self.server.start()
+        except CannotListen as exc:
+            log.error("%s", exc)
+            print(f"pipelined: {exc}", file=sys.stderr)
+            return EXIT_LISTEN
+        if self.watcher is not None:
+            self.watcher.start()
+        self.heartbeat.start()
+        try:
+            return self.supervisor.run()
+        finally:
+            if self.watcher is not None:
+                self.watcher.stop()
+            self.heartbeat.stop()
+            self.server.stop()
+            logging.shutdown()

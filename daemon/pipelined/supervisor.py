@@ -1,0 +1,318 @@
+"""The control loop: start = reload from empty, transactional per-pipeline reload, drain, stop.
+
+One queue of events (`reload`, `stop`); SIGHUP, the conf.d watcher and `POST /reload` all put the
+same `reload` event on it and signal handlers do nothing else (SIGTERM/SIGINT also flip
+`is_stopping()` at once so `/health` answers 503 immediately). The loop runs in the main thread;
+pending reload events are coalesced into one re-scan whose result answers every waiter.
+`Supervisor` also implements `pipelined.control.Control` (pipeline queries live in
+`supervisor_queries.PipelineQueries`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipelined import reload as reloading
+from pipelined.errors import Unavailable
+from pipelined.notify import Notifier
+from pipelined.pipeline_slot import PipelineSlot
+from pipelined.reload import ReloadResult
+from pipelined.settings import Settings
+from pipelined.supervisor_queries import PipelineQueries
+
+log = logging.getLogger("pipelined.supervisor")
+
+LOOP_TICK = 0.5
+LOOP_STALL = 15.0  # the loop counts as unhealthy when idle-waiting stopped this long ago
+
+
+@dataclass
+class Event:
+    kind: str  # "reload" | "stop"
+    source: str
+    reply: Future[dict[str, Any]] | None = field(default=None)
+
+
+class Supervisor(PipelineQueries):
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
+        from pipelined import limits
+
+        self.settings = settings
+        self.notifier = notifier or Notifier(None)
+        self.slots: dict[str, PipelineSlot] = {}
+        self.slots_lock = threading.RLock()
+        self.budget = limits.DaemonBudget(settings.daemon.max_threads, settings.daemon.max_processes)
+        self.started_at = time.monotonic()
+        self.invalid_files: dict[str, str] = {}
+        self.on_reloaded: list[Any] = []  # callables(Supervisor) run after each reload (watcher paths)
+        self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
+        self._stopping = False
+        self._ready = False
+        self._reloading_all = False
+        self._loop_beat = time.monotonic()
+        self._busy_until = 0.0
+        self._loop_thread: threading.Thread | None = None
+        self._stopped = threading.Event()
+
+    # -- events ----------------------------------------------------------------------------
+    def request_reload(self, source: str) -> Future[dict[str, Any]]:
+        reply: Future[dict[str, Any]] = Future()
+        self._events.put(Event("reload", source, reply))
+        return reply
+
+    def request_stop(self, source: str) -> None:
+        if not self._stopping:
+            self._stopping = True
+            self.notifier.stopping()
+        self._events.put(Event("stop", source))
+
+    def install_signal_handlers(self) -> None:
+        """SIGHUP → reload; SIGTERM/SIGINT → stop; a second SIGINT exits at once (130)."""
+
+        def on_hup(signum: int, frame: Any) -> None:
+            self._events.put(Event("reload", "SIGHUP"))
+
+        def on_term(signum: int, frame: Any) -> None:
+            if signum == signal.SIGINT and self._stopping:
+                os.write(2, b"pipelined: second SIGINT, exiting now\n")
+                os._exit(130)
+            self.request_stop(signal.Signals(signum).name)
+
+        signal.signal(signal.SIGHUP, on_hup)
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, on_term)
+
+    # -- the loop --------------------------------------------------------------------------
+    def run(self, on_ready: Any = None) -> int:
+        """First apply, READY=1, then handle events until stop; drains everything; returns 0."""
+        self._loop_thread = threading.current_thread()
+        if not self._stopping:
+            self._run_reload("start")
+            self._ready = True
+            if on_ready is not None:
+                on_ready()
+            self.notifier.ready()
+            log.info("ready: %s", self.status_line())
+        while True:
+            try:
+                event = self._events.get(timeout=LOOP_TICK)
+            except queue.Empty:
+                self._loop_beat = time.monotonic()
+                continue
+            self._loop_beat = time.monotonic()
+            if event.kind == "stop":
+                break
+            waiters, stop_after = self._coalesce(event)
+            if stop_after:
+                for reply in waiters:
+                    reply.set_exception(Unavailable("the daemon is stopping"))
+                break
+            self._reload_and_answer(event.source, waiters)
+        self._shutdown()
+        return 0
+
+    def _coalesce(self, first: Event) -> tuple[list[Future[dict[str, Any]]], bool]:
+        """Every reload event already queued joins this one; a queued stop ends the loop."""
+        waiters = [first.reply] if first.reply else []
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return waiters, self._stopping
+            if event.kind == "stop":
+                return waiters, True
+            if event.reply:
+                waiters.append(event.reply)
+
+    def _reload_and_answer(self, source: str, waiters: list[Future[dict[str, Any]]]) -> None:
+        self.notifier.reloading()
+        self._reloading_all = source != "watcher"
+        try:
+            result = self._run_reload(source)
+        except Exception as exc:  # noqa: BLE001 - a reload bug must not kill the loop
+            log.exception("reload failed unexpectedly")
+            for reply in waiters:
+                reply.set_exception(exc)
+            return
+        finally:
+            self._reloading_all = False
+            self.notifier.ready()
+        for reply in waiters:
+            reply.set_result(result.as_json())
+
+    def _run_reload(self, source: str) -> ReloadResult:
+        self._busy_until = time.monotonic() + self._longest_drain() + 60
+        try:
+            result = self.reload_all()
+        finally:
+            self._busy_until = 0.0
+            self._loop_beat = time.monotonic()
+        if result.changed or source != "watcher":
+            log.info(
+                "reload (%s): added %s, updated %s, removed %s, unchanged %d, failed %s", source,
+                result.added, result.updated, result.removed, len(result.unchanged), sorted(result.failed),
+            )  # fmt: skip
+        for hook in self.on_reloaded:
+            hook(self)
+        return result
+
+    def is_loop_healthy(self) -> bool:
+        """For the watchdog: the loop waits for events regularly, or is inside a bounded action."""
+        thread = self._loop_thread
+        if thread is None or not thread.is_alive():
+            return False
+        now = time.monotonic()
+        return now - self._loop_beat < LOOP_STALL or now < self._busy_until
+
+    # -- reload: every file, one pipeline at a time, changes applied in parallel -----------
+    def reload_all(self) -> ReloadResult:
+        result = ReloadResult()
+        conf_dir = self.settings.daemon.conf_dir
+        files, bad_names = reloading.scan_conf_dir(conf_dir)
+        for file_name, error in bad_names.items():
+            if self.invalid_files.get(file_name) != error:
+                log.error("%s", error)
+        self.invalid_files = bad_names
+        result.failed.update(bad_names)
+        with self.slots_lock:
+            removed = [self.slots[name] for name in self.slots if name not in files]
+        prepared: list[tuple[reloading.Prepared, bool]] = []
+        for name, path in files.items():
+            slot = self.slots.get(name)
+            keyed = reloading.content_key(path)
+            if keyed is None:
+                continue
+            if slot is not None and slot.seen_key == keyed[0]:
+                if slot.pending_error and slot.error:
+                    result.failed[name] = slot.error
+                else:
+                    result.unchanged.append(name)
+                continue
+            previous_dirs = slot.version.spec.python_path if slot and slot.version else ()
+            ready = reloading.prepare(name, path, previous_dirs)
+            if ready is not None:
+                prepared.append((ready, slot is None))
+        self._apply_in_parallel(prepared, removed, result)
+        return result
+
+    def _apply_in_parallel(
+        self, prepared: list[tuple[reloading.Prepared, bool]], removed: list[PipelineSlot], result: ReloadResult
+    ) -> None:
+        if not prepared and not removed:
+            return
+        with ThreadPoolExecutor(max_workers=min(16, len(prepared) + len(removed)),
+                                thread_name_prefix="pipelined-apply") as pool:  # fmt: skip
+            removals = {pool.submit(reloading.remove, slot): slot for slot in removed}
+            changes = {pool.submit(self._apply_one, ready, is_new): ready for ready, is_new in prepared}
+            for future, slot in removals.items():
+                future.result()
+                with self.slots_lock:
+                    self.slots.pop(slot.name, None)
+                slot.book.close()
+                result.removed.append(slot.name)
+            for future, ready in changes.items():
+                outcome = future.result()
+                if outcome == "failed":
+                    result.failed[ready.name] = self.slots[ready.name].error or "failed"
+                else:
+                    getattr(result, outcome).append(ready.name)
+
+    def _apply_one(self, ready: reloading.Prepared, is_new: bool) -> str:
+        with self.slots_lock:
+            slot = self.slots.get(ready.name)
+            if slot is None:
+                slot = self._new_slot(ready)
+                self.slots[ready.name] = slot
+        try:
+            return reloading.apply_change(slot, ready, is_new)
+        except Exception as exc:  # noqa: BLE001 - one pipeline's bug fails only that pipeline
+            log.exception("%s: applying the change failed", ready.name, extra={"pipeline": ready.name})
+            slot.record_reload(False, f"{type(exc).__name__}: {exc}")
+            return "failed"
+
+    def _new_slot(self, ready: reloading.Prepared) -> PipelineSlot:
+        from pipelined.engine.book import PipelineBook
+
+        book = PipelineBook(ready.name, self.settings.daemon.state_dir)
+        return PipelineSlot(ready.name, ready.path, book, self.budget, self.settings.daemon.drain_timeout)
+
+    def _longest_drain(self) -> float:
+        with self.slots_lock:
+            timeouts = [slot.drain_timeout for slot in self.slots.values()]
+        return max(timeouts, default=self.settings.daemon.drain_timeout)
+
+    # -- stop -------------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        self._stopping = True
+        self.notifier.stopping()
+        with self.slots_lock:
+            slots = list(self.slots.values())
+        log.info("stopping: draining %d pipeline(s)", len(slots))
+        self._busy_until = time.monotonic() + self._longest_drain() + 60
+        threads = [
+            threading.Thread(target=self._drain_for_stop, args=(slot,), name=f"drain-{slot.name}", daemon=True)
+            for slot in slots
+        ]
+        for thread in threads:
+            thread.start()
+        deadline = time.monotonic() + self._longest_drain() + 30
+        for thread in threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        log.info("stopped")
+        self._stopped.set()
+
+    def _drain_for_stop(self, slot: PipelineSlot) -> None:
+        try:
+            with slot.lock:
+                slot.drain_runtime()
+        except Exception:  # noqa: BLE001 - keep draining the others
+            log.exception("%s: drain at stop failed", slot.name, extra={"pipeline": slot.name})
+
+    # -- Control: daemon ---------------------------------------------------------------------
+    def is_stopping(self) -> bool:
+        return self._stopping
+
+    def is_ready(self) -> bool:
+        return self._ready and not self._reloading_all and not self._stopping
+
+    def reload(self) -> dict[str, Any]:
+        if self._stopping:
+            raise Unavailable("the daemon is stopping")
+        return self.request_reload("api").result()
+
+    def status_line(self) -> str:
+        with self.slots_lock:
+            slots = list(self.slots.values())
+        counts: dict[str, int] = {}
+        for slot in slots:
+            counts[slot.state] = counts.get(slot.state, 0) + 1
+        running = counts.pop("running", 0)
+        parts = [f"{running} pipeline{'s' if running != 1 else ''} running"]
+        parts += [f"{n} {state}" for state, n in sorted(counts.items())]
+        return ", ".join(parts) + f", {_human_rate(self._items_per_second(slots))} items/s"
+
+    def _items_per_second(self, slots: list[PipelineSlot]) -> float:
+        total = 0.0
+        for slot in slots:
+            try:
+                stages = slot.stats().get("stages", {})
+            except Exception:  # noqa: BLE001 - a status line is best effort
+                continue
+            total += max((float(s.get("throughput_per_s") or 0.0) for s in stages.values()), default=0.0)
+        return total
+
+
+def _human_rate(rate: float) -> str:
+    if rate >= 1_000_000:
+        return f"{rate / 1_000_000:.1f}M"
+    if rate >= 1000:
+        return f"{rate / 1000:.1f}k"
+    return f"{rate:.0f}" if rate >= 10 or rate == 0 else f"{rate:.1f}"

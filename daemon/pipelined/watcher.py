@@ -1,0 +1,99 @@
+"""Watch the conf dir (and the pipelines' `python_path` dirs) and ask for a reload after quiet.
+
+watchfiles groups events until nothing changed for `quiet_ms` (about 200 ms), so an editor's
+temp-file-and-rename, `sed -i`, vim's `4913` probe and bursts of saves become one reload, which
+re-scans the directory (the supervisor's reload is keyed by content, so it is cheap). Only
+`*.toml` pipeline files and `*.py` files matter. The set of watched directories follows the
+loaded pipelines (`refresh()`); a watcher error is logged and watching restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import watchfiles
+
+log = logging.getLogger("pipelined.watcher")
+
+QUIET_MS = 200
+MAX_GROUP_MS = 2000
+RETRY_SECONDS = 1.0
+
+
+def is_relevant(path: str) -> bool:
+    name = Path(path).name
+    if name.startswith((".", "_")) and name.endswith(".toml"):
+        return False
+    return name.endswith(".toml") or (name.endswith(".py") and not name.startswith(".#"))
+
+
+class ConfWatcher:
+    def __init__(
+        self,
+        directories: Callable[[], Iterable[Path]],
+        on_change: Callable[[set[str]], object],
+        quiet_ms: int = QUIET_MS,
+    ) -> None:
+        self.directories = directories
+        self.on_change = on_change
+        self.quiet_ms = quiet_ms
+        self._stop = threading.Event()
+        self._wake = threading.Event()  # stop, or the watched directories changed
+        self._watching: frozenset[Path] = frozenset()
+        self._thread = threading.Thread(target=self._run, name="pipelined-watcher", daemon=True)
+        self.ready = threading.Event()  # set once the first watch is set up (tests, bench)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def refresh(self) -> None:
+        """Re-read the directories to watch; restart watching if they changed."""
+        if self._existing() != self._watching:
+            self._wake.set()
+
+    def _existing(self) -> frozenset[Path]:
+        return frozenset(p.resolve() for p in self.directories() if p.is_dir())
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._wake.clear()
+            self._watching = self._existing()
+            if not self._watching:
+                self.ready.set()
+                self._wake.wait(RETRY_SECONDS)
+                continue
+            try:
+                self._watch(self._watching)
+            except Exception:  # noqa: BLE001 - keep watching whatever went wrong
+                log.exception("watching %s failed; retrying", sorted(map(str, self._watching)))
+                self._stop.wait(RETRY_SECONDS)
+
+    def _watch(self, directories: frozenset[Path]) -> None:
+        log.debug("watching %s", sorted(map(str, directories)))
+        changes_iter = watchfiles.watch(
+            *sorted(directories),
+            watch_filter=lambda _change, path: is_relevant(path),
+            debounce=MAX_GROUP_MS,
+            step=self.quiet_ms,
+            stop_event=self._wake,
+            rust_timeout=500,
+            yield_on_timeout=True,
+            raise_interrupt=False,
+        )
+        for changes in changes_iter:
+            self.ready.set()
+            if changes:
+                paths = {path for _change, path in changes}
+                log.debug("changed: %s", sorted(paths))
+                self.on_change(paths)
+            if self._wake.is_set():
+                return
