@@ -166,6 +166,7 @@ def render_dot(graph: Graph, allocation: Allocation) -> str:
     lines = [
         f"digraph {_dot_quote(graph.pipeline)} {{",
         "  rankdir=LR;",
+        '  graph [fontname="Helvetica", fontsize=12];',
         '  node [fontname="Helvetica", fontsize=11];',
         '  edge [fontname="Helvetica", fontsize=9];',
     ]
