@@ -17,6 +17,7 @@ import os
 import re
 import tomllib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -169,7 +170,16 @@ def _check_graph(ck: Checker, spec: PipelineSpec) -> None:
     except Exception as exc:  # noqa: BLE001 - check must report, never crash
         ck.report(ck.pipeline, f"internal error while building the graph: {exc!r}")
         return
-    ck.problems.extend(result.problems)
+    ck.problems.extend(_with_key_line(ck, problem) for problem in result.problems)
+
+
+def _with_key_line(ck: Checker, problem: Problem) -> Problem:
+    """Point a routing problem about `pipeline/stage/key` at the key's own line when known."""
+    parts = problem.where.split("/")
+    if len(parts) != 3 or parts[1] not in ck.stage_tables:
+        return problem
+    line = ck.lines.key_line(ck.stage_tables[parts[1]], parts[2])
+    return replace(problem, line=line) if line else problem
 
 
 def check_paths(paths: Sequence[Path]) -> tuple[list[Problem], int, int]:

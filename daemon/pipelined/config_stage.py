@@ -95,7 +95,8 @@ def _assumed_kind(value: object) -> str:
 
 
 def _kinds_text(kinds: Collection[str]) -> str:
-    return " or ".join(f'kind = "{k}"' for k in kinds)
+    quoted = [f'"{k}"' for k in kinds]
+    return "kind = " + (quoted[0] if len(quoted) == 1 else f"{', '.join(quoted[:-1])} or {quoted[-1]}")
 
 
 class StageReader:
@@ -173,7 +174,7 @@ class StageReader:
                 self.ck.report(
                     table.at(key),
                     f"{what} only appl{'y' if key == 'stage' else 'ies'} to {_kinds_text(kinds)} "
-                    f"(this stage is a {kind})",
+                    f'(this stage\'s kind is "{kind}")',
                     table.path,
                     key,
                 )

@@ -1,0 +1,3 @@
+"""A module whose import raises: `pipelined check` must report it, never crash."""
+
+raise RuntimeError("boom at import")
