@@ -1,0 +1,44 @@
+"""Worker processes for `processes = N` stages.
+
+```python
+stage = make_process_stage(pipeline_spec, stage_spec, processes)  # pool or fork_per_item
+stage.start()                        # runs before_fork (pipeline hook, then stage hook) in the daemon,
+                                     # then after_fork + setup() in every worker; StartError on failure
+stage.process(run_id, items)         # -> list[ItemOutcome], one per item, in order; thread-safe
+stage.stop(timeout)                  # close() in the workers; every process joined
+stage.live_processes()
+```
+To run a pipeline's `before_fork` hook once for several process stages, call
+`run_before_fork(pipeline_spec, stage_specs)` first, then `start(run_before_fork_hooks=False)`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+from pipelined.spec import PipelineSpec, StageSpec
+from pipelined.workers.outcome import ItemOutcome
+from pipelined.workers.setup import run_before_fork
+
+__all__ = ["ItemOutcome", "ProcessStage", "make_process_stage", "run_before_fork"]
+
+
+class ProcessStage(Protocol):
+    def start(self, run_before_fork_hooks: bool = True) -> None: ...
+
+    def process(self, run_id: str | None, items: Any) -> list[ItemOutcome]: ...
+
+    def stop(self, timeout: float = 30.0) -> None: ...
+
+    def live_processes(self) -> int: ...
+
+
+def make_process_stage(pipeline_spec: PipelineSpec, stage_spec: StageSpec, processes: int) -> ProcessStage:
+    """The process side of a stage with `processes`; `processes` is the effective (allocated) count."""
+    if stage_spec.process_mode == "fork_per_item":
+        from pipelined.workers.fork_per_item import ForkPerItemStage
+
+        return ForkPerItemStage(pipeline_spec, stage_spec, processes)
+    from pipelined.workers.pool import PoolStage
+
+    return PoolStage(pipeline_spec, stage_spec, processes)

@@ -1,0 +1,165 @@
+"""The daemon's side of one worker process: launch, wait for READY, exchange messages, stop.
+
+`multiprocessing` contexts do the launching (fork / forkserver / spawn). `mp_context(method)`
+counts the stages using the forkserver and spawn helpers; when the last one stops, the forkserver
+and resource-tracker helper processes are stopped too, so a drained daemon has no children left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+import time
+from multiprocessing.connection import wait
+from multiprocessing.context import BaseContext
+from typing import Any
+
+from pipelined.workers import protocol
+from pipelined.workers.logbridge import replay
+from pipelined.workers.setup import WorkerSetup
+from pipelined.workers.worker_main import worker_main
+
+_helpers_lock = threading.Lock()
+_helper_users = 0
+
+
+def acquire_context(method: str) -> BaseContext:
+    global _helper_users
+    context = multiprocessing.get_context(method)
+    if method != "fork":
+        with _helpers_lock:
+            _helper_users += 1
+        if method == "forkserver":
+            context.set_forkserver_preload(["pipelined.workers.worker_main"])
+    return context
+
+
+def release_context(method: str) -> None:
+    """Stop the forkserver and resource tracker once no stage uses them any more."""
+    global _helper_users
+    if method == "fork":
+        return
+    with _helpers_lock:
+        _helper_users -= 1
+        if _helper_users > 0:
+            return
+        from multiprocessing import forkserver, resource_tracker
+
+        for helper in (getattr(forkserver, "_forkserver", None), getattr(resource_tracker, "_resource_tracker", None)):
+            stop = getattr(helper, "_stop", None)
+            if stop is not None:
+                with contextlib.suppress(Exception):
+                    stop()
+
+
+class WorkerDied(Exception):
+    def __init__(self, description: str) -> None:
+        self.description = description
+        super().__init__(description)
+
+
+class WorkerStartFailed(Exception):
+    def __init__(self, where: str, error: str, traceback: str | None) -> None:
+        self.where = where
+        self.error = error
+        self.traceback = traceback
+        super().__init__(f"{where} failed: {error}")
+
+
+class WorkerHandle:
+    def __init__(self, context: BaseContext, setup: WorkerSetup, index: int) -> None:
+        self.setup = setup
+        self.index = index
+        self.items_done = 0
+        self.conn, child_conn = context.Pipe(duplex=True)
+        self.shared = context.RawArray("q", 2)
+        self.progress = memoryview(self.shared).cast("B").cast("q")
+        self.progress[0] = -1
+        self.process = context.Process(
+            target=worker_main,
+            args=(child_conn, self.shared, setup),
+            name=f"pipelined:{setup.pipeline}/{setup.stage}#{index}",
+            daemon=True,
+        )
+        self.process.start()
+        child_conn.close()
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid
+
+    def is_alive(self) -> bool:
+        return self.process.is_alive()
+
+    def wait_ready(self, deadline: float) -> None:
+        kind, payload = self.receive(deadline)
+        if kind == protocol.START_FAILED:
+            where, error, text = payload
+            self.join(deadline)
+            raise WorkerStartFailed(where, error, text)
+        if kind != protocol.READY:
+            raise WorkerDied(f"unexpected message {kind!r} before READY")
+
+    def send(self, message: Any) -> None:
+        self.send_bytes(protocol.dumps(message))
+
+    def send_bytes(self, data: bytes) -> None:
+        try:
+            self.conn.send_bytes(data)
+        except (OSError, ValueError) as exc:
+            raise WorkerDied(self.death_description()) from exc
+
+    def receive(self, deadline: float | None = None) -> tuple[str, Any]:
+        """The next (kind, payload); log records are replayed here. WorkerDied when it died."""
+        while True:
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready = wait([self.conn, self.process.sentinel], timeout)
+            if not ready:
+                raise WorkerDied(f"no answer within the time limit (pid {self.pid})")
+            if self.conn not in ready and not self.conn.poll():
+                raise WorkerDied(self.death_description())
+            try:
+                data = self.conn.recv_bytes()
+            except (EOFError, OSError) as exc:
+                raise WorkerDied(self.death_description()) from exc
+            kind, payload, logs = pickle.loads(data)
+            if logs:
+                replay(logs)
+            return kind, payload
+
+    def death_description(self) -> str:
+        self.process.join(2.0)
+        return f"{protocol.describe_exit(self.process.exitcode)} (pid {self.pid})"
+
+    def set_stopping(self) -> None:
+        self.progress[1] = 1
+
+    def stop(self, deadline: float) -> None:
+        """STOP → close() in the worker → joined; killed when the deadline passes first."""
+        self.set_stopping()
+        try:
+            self.send((protocol.STOP,))
+            while True:
+                kind, _payload = self.receive(deadline)
+                if kind == protocol.CLOSED:
+                    break
+        except WorkerDied:
+            pass
+        self.join(deadline)
+
+    def join(self, deadline: float) -> None:
+        self.process.join(max(0.0, deadline - time.monotonic()))
+        if self.process.exitcode is None:
+            self.kill()
+        self.conn.close()
+
+    def kill(self) -> None:
+        pid = self.process.pid
+        if pid is not None and self.process.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        self.process.join(5.0)

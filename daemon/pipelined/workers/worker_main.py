@@ -1,0 +1,127 @@
+"""The code running in a pool worker process: hooks, setup, then batches until told to stop.
+
+Start: after_fork hooks (pipeline, then stage), import the callable, instantiate a class and call
+its `setup()`; reply READY or START_FAILED. Then answer every BATCH with its rows (a ROWS part
+every FLUSH_EVERY seconds for long batches, then DONE). On STOP — or when the daemon's end of
+the pipe closes — call `close()` and exit. `progress[0]` is the index of the item being called
+(-1 between items) so that the daemon can charge a crash to exactly that item; `progress[1]`
+becomes 1 when the daemon is stopping the stage (`ctx.stopping`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import signal
+import traceback
+from multiprocessing.connection import Connection
+from typing import Any
+
+from pipelined.workers import protocol
+from pipelined.workers.calling import Row, StageCallable
+from pipelined.workers.logbridge import LogBuffer
+from pipelined.workers.setup import HookFailed, WorkerSetup, add_python_path, run_hooks
+
+FLUSH_EVERY = 0.05
+
+
+def worker_main(conn: Connection, shared: Any, setup: WorkerSetup) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle: it drains us
+    progress = memoryview(shared).cast("B").cast("q")
+    logs = LogBuffer(setup.pipeline, setup.stage, setup.log_level)
+    logs.install()
+    stage_callable = start_stage(conn, setup, logs, lambda: progress[1] == 1)
+    if stage_callable is None:
+        return
+    serve(conn, stage_callable, setup, logs, progress)
+
+
+def start_stage(
+    conn: Connection, setup: WorkerSetup, logs: LogBuffer, stopping: Any
+) -> StageCallable | None:
+    """Hooks, import, instance, setup(); replies READY (and returns it) or START_FAILED."""
+    add_python_path(setup.python_path)
+    where = f"import of {setup.call!r}"
+    try:
+        run_hooks(setup.after_fork, setup.python_path)
+        stage_callable = StageCallable(setup, stopping)
+        where = "setup()"
+        stage_callable.setup()
+    except HookFailed as failure:
+        _reply_start_failed(conn, failure.where, failure.cause, logs)
+        return None
+    except BaseException as exc:
+        _reply_start_failed(conn, where, exc, logs)
+        return None
+    conn.send_bytes(protocol.dumps((protocol.READY, None, logs.take())))
+    return stage_callable
+
+
+def _reply_start_failed(conn: Connection, where: str, exc: BaseException, logs: LogBuffer) -> None:
+    text = "".join(traceback.format_exception(exc))
+    conn.send_bytes(protocol.dumps((protocol.START_FAILED, (where, f"{type(exc).__name__}: {exc}", text), logs.take())))
+
+
+def serve(conn: Connection, stage_callable: StageCallable, setup: WorkerSetup, logs: LogBuffer, progress: Any) -> None:
+    def flush(rows: list[Row]) -> None:
+        conn.send_bytes(protocol.encode_rows(protocol.ROWS, rows, logs.take(), setup.stage))
+
+    while True:
+        try:
+            data = conn.recv_bytes()
+        except (EOFError, OSError):
+            break  # the daemon went away: close and exit rather than linger as an orphan
+        try:
+            message = pickle.loads(data)
+        except Exception as exc:
+            conn.send_bytes(protocol.dumps((protocol.LOAD_FAILED, f"{type(exc).__name__}: {exc}", logs.take())))
+            continue
+        op = message[0]
+        if op == protocol.STOP:
+            break
+        if op == protocol.BATCH:
+            rows = stage_callable.run_batch(message[1], message[2], progress, flush, FLUSH_EVERY)
+        else:
+            rows = _run_itemwise(stage_callable, message[1], message[2], setup.stage, progress, flush)
+        logs.run = None
+        conn.send_bytes(protocol.encode_rows(protocol.DONE, rows, logs.take(), setup.stage))
+    _close(conn, stage_callable, logs)
+
+
+def _run_itemwise(
+    stage_callable: StageCallable, run_id: str | None, pickles: list[tuple[bytes, str]], stage: str, progress: Any, flush: Any
+) -> list[Row]:
+    """Unpickle items one by one: the ones that fail get an error row, the rest are called."""
+    rows: list[Row] = []
+    for index, (data, type_name) in enumerate(pickles):
+        try:
+            item = pickle.loads(data)
+        except Exception as exc:
+            rows.append(([], [], False, f"UnpicklingError: stage {stage!r}: item of type {type_name} cannot be "
+                         f"unpickled in the worker process: {type(exc).__name__}: {exc}", None, 0.0))
+            continue
+        progress[0] = index
+        rows.extend(stage_callable.run_batch(run_id, [item], _Offset(progress, index), flush, float("inf")))
+    progress[0] = -1
+    return rows
+
+
+class _Offset:
+    """progress[0] = base + i, so an item-by-item batch reports its real index."""
+
+    def __init__(self, progress: Any, base: int) -> None:
+        self.progress = progress
+        self.base = base
+
+    def __setitem__(self, key: int, value: int) -> None:
+        self.progress[key] = self.base if value == -1 else self.base + value
+
+
+def _close(conn: Connection, stage_callable: StageCallable, logs: LogBuffer) -> None:
+    error: str | None = None
+    try:
+        stage_callable.close()
+    except Exception as exc:
+        error = f"close() failed: {type(exc).__name__}: {exc}"
+    with contextlib.suppress(OSError, ValueError):
+        conn.send_bytes(protocol.dumps((protocol.CLOSED, error, logs.take())))
