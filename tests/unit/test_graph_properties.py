@@ -143,9 +143,9 @@ def test_nested_graph_invariants(stages: tuple[StageSpec, ...]) -> None:
     for edge in graph.edges:
         src, dst = graph.node(edge.src), graph.node(edge.dst)
         sibling = src.parent == dst.parent
-        entrance = dst.parent == src.id
-        exit_edge = src.parent == dst.id
-        assert sibling or entrance or exit_edge, edge
+        entering = dst.parent == src.id
+        leaving_block = src.parent == dst.id
+        assert sibling or entering or leaving_block, edge
     for node in graph.nodes:
         if node.kind != "pipeline":
             continue
