@@ -159,7 +159,7 @@ def test_fanout_with_a_single_downstream_is_direct() -> None:
 @pytest.mark.parametrize("key", ["to", "from"])
 def test_unknown_stage_in_to_or_from_with_suggestion(key: str) -> None:
     ref: dict[str, object] = {"to": ("stroe",)} if key == "to" else {"from_": ("stroe",)}
-    result = build(stage("src", "producer"), stage("a", **ref), stage("store", "consumer"))
+    result = build(stage("src", "producer"), stage("a", "processor", **ref), stage("store", "consumer"))
     problem = next(p for p in errors(result) if "unknown stage" in p.message)
     assert problem.where == f"orders/a/{key}" and problem.line == 20 and problem.file == str(FILE)
     assert '"stroe"' in problem.message and 'did you mean "store"' in problem.message
