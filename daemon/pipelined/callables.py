@@ -39,8 +39,11 @@ _POSITIONAL = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_O
 _KEYWORD = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
-class CallableError(Exception):
-    """A `module:attr` reference cannot be imported or is not callable; the message says why."""
+class CallableError(ImportError):
+    """A `module:attr` reference cannot be imported or is not callable; the message says why.
+
+    An ImportError, so callers that catch import failures in general catch this one too.
+    """
 
 
 class ArgumentsMismatch(TypeError):
