@@ -14,10 +14,11 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipelined.durations import parse_duration
+
 STATE_DIR_ENV = "PIPELINED_STATE_DIR"
 DEFAULT_STATE_DIR = ".state"
 _WAIT_SLICE_S = 0.05  # how often a waiting stage looks at ctx.stopping
-_FALLBACK_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
 class StageContext(Protocol):
@@ -86,33 +87,10 @@ def resolve_path(path: str | os.PathLike[str], key: str, place: str) -> Path:
 
 def to_seconds(value: object, key: str, place: str) -> float:
     """A duration argument: a number of seconds or a string like "250ms", "5s", "2m", "1h"."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise TypeError(f'{place}: {key}: expected a duration like "5s" or a number, got {value!r}')
     try:
-        seconds = _parse_duration(value)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{place}: {key}: invalid duration {value!r} ({exc})") from None
-    if seconds < 0:
-        raise ValueError(f"{place}: {key}: must not be negative, got {value!r}")
-    return seconds
-
-
-def _parse_duration(value: int | float | str) -> float:
-    try:
-        from pipelined.durations import parse_duration
-    except ImportError:  # durations.py not there yet: accept the documented forms ourselves
-        return _fallback_parse_duration(value)
-    return float(parse_duration(value))
-
-
-def _fallback_parse_duration(value: int | float | str) -> float:
-    if not isinstance(value, str):
-        return float(value)
-    text = value.strip()
-    for unit in sorted(_FALLBACK_UNITS, key=len, reverse=True):
-        if text.endswith(unit):
-            return float(text[: -len(unit)]) * _FALLBACK_UNITS[unit]
-    return float(text)
+        return parse_duration(value)
+    except ValueError as exc:
+        raise ValueError(f"{place}: {key}: {exc}") from None
 
 
 def require_int(value: object, key: str, place: str, *, allow_none: bool = False) -> int | None:

@@ -195,25 +195,32 @@ def tail_file(
     try:
         saved = store.load() if store is not None else None
         follower.resume(saved if saved is not None and saved.path == str(path) else None, start)
-        yield from _follow(follower, store, str(path), pause, ctx)
-    finally:
+    except BaseException:
         follower.close()
         if store is not None:
             store.close()
+        raise
+    # Positioned now (not at the first next()), so "end" means the end when the run started.
+    return _follow(follower, store, str(path), pause, ctx)
 
 
 def _follow(
     follower: _Follower, store: OffsetStore | None, path: str, pause: float, ctx: StageContext | None
 ) -> Iterator[str]:
-    while not is_stopping(ctx):
-        lines = follower.poll()
-        if not lines:
-            if wait_or_stop(ctx, pause):
-                return
-            continue
-        for text, inode, end in lines:
-            try:
-                yield text
-            finally:  # resumed (the line was taken) or closed at this yield (drain, reload)
-                if store is not None:
-                    store.save(Position(inode, end, path))
+    try:
+        while not is_stopping(ctx):
+            lines = follower.poll()
+            if not lines:
+                if wait_or_stop(ctx, pause):
+                    return
+                continue
+            for text, inode, end in lines:
+                try:
+                    yield text
+                finally:  # resumed (the line was taken) or closed at this yield (drain, reload)
+                    if store is not None:
+                        store.save(Position(inode, end, path))
+    finally:
+        follower.close()
+        if store is not None:
+            store.close()

@@ -9,6 +9,7 @@ two runs of one stage cannot share and corrupt one offset.
 from __future__ import annotations
 
 import fcntl
+import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,11 +38,13 @@ class OffsetStore:
     def __init__(self, file: Path) -> None:
         self.file = file
         file.parent.mkdir(parents=True, exist_ok=True)
-        self._fd = os.open(file, os.O_RDWR | os.O_CREAT, 0o644)
+        # A FileIO (not a bare fd), so a run that is dropped unstarted still closes it when collected.
+        self._file = io.FileIO(os.open(file, os.O_RDWR | os.O_CREAT, 0o644), "r+b", closefd=True)
+        self._fd = self._file.fileno()
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(self._fd)
+            self._file.close()
             raise OffsetBusy(f"{file} is in use by another run of this stage") from None
         self._width = 0
 
@@ -72,6 +75,4 @@ class OffsetStore:
             self._width = len(data)
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)  # also releases the lock
-            self._fd = -1
+        self._file.close()  # also releases the lock
