@@ -72,7 +72,10 @@ class PipelinesController(Controller):
         timeout: Annotated[
             float | None,
             QueryParameter(
-                ge=0, le=DRAIN_TIMEOUT_MAX, description="Seconds; default: the pipeline's drain_timeout"
+                ge=0,
+                le=DRAIN_TIMEOUT_MAX,
+                schema_extra={"minimum": 0},  # Litestar drops a falsy `ge` from the schema
+                description="Seconds; default: the pipeline's drain_timeout",
             ),
         ] = None,
     ) -> OrjsonResponse:

@@ -50,11 +50,14 @@ class RunsController(Controller):
         stage: FromPath[str],
         wait: FromQuery[bool] = False,
         timeout: Annotated[
-            float | None,
+            float,
             QueryParameter(
-                ge=0, le=TRIGGER_TIMEOUT_MAX, description="Seconds to wait (default 30, at most 300)"
+                ge=0,
+                le=TRIGGER_TIMEOUT_MAX,
+                schema_extra={"minimum": 0},  # Litestar drops a falsy `ge` from the schema
+                description="Seconds to wait (default 30, at most 300)",
             ),
-        ] = None,
+        ] = TRIGGER_TIMEOUT_DEFAULT,
     ) -> OrjsonResponse:
         wait_for = check_timeout(timeout, TRIGGER_TIMEOUT_DEFAULT, TRIGGER_TIMEOUT_MAX)
         args, items = parse_trigger_body(await request.body())

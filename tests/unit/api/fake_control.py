@@ -38,6 +38,7 @@ class FakeControl:
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.stopping = False
+        self.slow_runs = True  # args {"slow": true} keep a run going (off for fuzzing)
         self.ready = True
         self.pipelines: dict[str, FakePipeline] = {}
         self.calls: list[tuple[str, tuple[Any, ...]]] = []
@@ -156,7 +157,7 @@ class FakeControl:
             if items is not None and len(items) > QUEUE_CAPACITY:
                 raise QueueFull(f"pipeline {name!r} stage {stage!r}: queue has room for {QUEUE_CAPACITY}")
             run_id = f"r-{len(p.runs) + 1:06d}"
-            slow = bool(args and args.get("slow"))
+            slow = self.slow_runs and bool(args and args.get("slow"))
             run = {
                 "run": run_id,
                 "pipeline": name,
