@@ -89,10 +89,9 @@ class DaemonProcess:
         self.modules_dir = self.base_dir / "modules"
         for d in (self.conf_dir, self.state_dir, self.modules_dir):
             d.mkdir(parents=True, exist_ok=True)
-        self.settings_file: Path | None = None
-        if settings is not None:
-            self.settings_file = self.base_dir / "pipelined.toml"
-            self.settings_file.write_text(settings)
+        # always a file of our own: never pick up a host's /etc/pipelined/pipelined.toml
+        self.settings_file = self.base_dir / "pipelined.toml"
+        self.settings_file.write_text(settings or "")
         self.watch = watch
         self.extra_args = list(extra_args)
         self.extra_env = dict(env or {})
@@ -105,6 +104,10 @@ class DaemonProcess:
         self._stderr_file: Any = None
         self._client: httpx.Client | None = None
         self.returncode: int | None = None
+
+    @staticmethod
+    def package_dir() -> Path:
+        return PACKAGE_DIR
 
     # -- files ---------------------------------------------------------------------------
     def write_pipeline(self, name: str, text: str, *, atomic: bool = True) -> Path:
@@ -157,11 +160,7 @@ class DaemonProcess:
             "--log-format", self.log_format,
             "--log-level", self.log_level,
         ]  # fmt: skip
-        if self.settings_file is not None:
-            cmd += ["--config", str(self.settings_file)]
-        else:
-            # never pick up a host's /etc/pipelined/pipelined.toml
-            cmd += ["--config", str(self.base_dir / "absent-pipelined.toml")]
+        cmd += ["--config", str(self.settings_file)]
         if not self.watch:
             cmd.append("--no-watch")
         return cmd + self.extra_args
