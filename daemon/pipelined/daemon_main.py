@@ -104,6 +104,7 @@ class Daemon:
     def _after_reload(self, _supervisor: Any) -> None:
         if self.watcher is not None:
             self.watcher.refresh()
+        self.heartbeat.poke()
         self._log_settings_changes()
 
     def _log_settings_changes(self) -> None:

@@ -107,6 +107,7 @@ class Heartbeat:
         self.status_text = status
         self.status_interval = status_interval
         self._stop = threading.Event()
+        self._poke = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pipelined-heartbeat", daemon=True)
         self._last_status = ""
 
@@ -116,6 +117,11 @@ class Heartbeat:
 
     def stop(self) -> None:
         self._stop.set()
+        self._poke.set()
+
+    def poke(self) -> None:
+        """Send the status line now (after a reload changed what runs)."""
+        self._poke.set()
 
     def _run(self) -> None:
         watchdog = self.notifier.watchdog_interval
@@ -124,10 +130,11 @@ class Heartbeat:
         while not self._stop.is_set():
             if watchdog and self.healthy():
                 self.notifier.watchdog()
-            if time.monotonic() >= next_status:
+            if time.monotonic() >= next_status or self._poke.is_set():
+                self._poke.clear()
                 self._send_status()
                 next_status = time.monotonic() + self.status_interval
-            self._stop.wait(tick)
+            self._poke.wait(tick)
 
     def _send_status(self) -> None:
         try:
