@@ -1,0 +1,157 @@
+"""The built-in accumulator: batches items per run into lists.
+
+A batch is emitted when it holds `max_size` items, when its oldest item has waited `max_wait`,
+when the runtime asks (the run is quiescent: its source is done and everything of it still in
+flight sits in accumulator buffers, so nothing more can arrive), and on drain. Batches never
+mix runs. Buffered items stay counted in flight (as `held`) until their batch leaves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from typing import Any
+
+from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
+from pipelined.engine.router import Target
+from pipelined.engine.runs import Run
+from pipelined.engine.stage import StageServices
+from pipelined.spec import StageSpec
+
+log = logging.getLogger("pipelined.engine")
+
+MAX_TAKE = 4096
+
+
+class AccumulatorStage:
+    def __init__(
+        self,
+        services: StageServices,
+        spec: StageSpec,
+        queue: StageQueue,
+        target: Target,
+        counters: StageCounters,
+    ) -> None:
+        self.services = services
+        self.spec = spec
+        self.name = spec.name
+        self.queue = queue
+        self.target = target
+        self.counters = counters
+        self.workers = 0
+        self.max_size = max(1, spec.max_size)
+        self.max_wait = spec.max_wait
+        self._buffers: dict[Run, list[Any]] = {}
+        self._first_at: dict[Run, float] = {}
+        self._lock = threading.Lock()  # held while a chunk is handled; abandon() takes it
+        self._abandoned = False
+        self._thread = threading.Thread(
+            target=self._loop, name=f"{services.spec.name}:{spec.name}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def holds(self, run: Run) -> bool:
+        return run in self._buffers
+
+    def request_flush(self, run: Run) -> None:
+        with contextlib.suppress(QueueAbandoned):
+            self.queue.put(Chunk(run, [], flush=True), force=True)
+
+    def live_workers(self) -> int:
+        return 0
+
+    def join(self, timeout: float | None) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def abandon(self) -> list[tuple[Run, list[Any]]]:
+        """Drain deadline: hand over every buffered item (dead-lettered by the caller)."""
+        with self._lock:
+            self._abandoned = True
+            held = list(self._buffers.items())
+            self._buffers.clear()
+            self._first_at.clear()
+            return held
+
+    # -- the accumulator thread -------------------------------------------------------------
+    def _loop(self) -> None:
+        cell = self.counters.cell()
+        try:
+            while True:
+                chunk = self.queue.take(MAX_TAKE, timeout=self._next_timeout())
+                with self._lock:
+                    if self._abandoned:
+                        return
+                    if chunk is None:
+                        if self.queue.abandoned:
+                            return
+                        if self.queue.closed:
+                            for run in list(self._buffers):
+                                self._flush(run, cell)
+                            return
+                        for run in self._expired_runs():
+                            self._flush(run, cell)
+                        continue
+                    if chunk.flush:
+                        self._flush(chunk.run, cell)
+                    else:
+                        self._add(chunk, cell)
+        finally:
+            self.counters.retire(cell)
+
+    def _next_timeout(self) -> float | None:
+        if self.max_wait is None or not self._first_at:
+            return None
+        oldest = min(self._first_at.values())
+        return max(0.0, oldest + self.max_wait - time.monotonic())
+
+    def _expired_runs(self) -> list[Run]:
+        if self.max_wait is None:
+            return []
+        now = time.monotonic()
+        return [run for run, at in self._first_at.items() if now - at >= self.max_wait]
+
+    def _add(self, chunk: Chunk, cell: CounterCell) -> None:
+        run = chunk.run
+        cell.items_in += len(chunk.items)
+        buffer = self._buffers.get(run)
+        before = 0 if buffer is None else len(buffer)
+        if buffer is None:
+            buffer = self._buffers[run] = []
+            self._first_at[run] = time.monotonic()
+        buffer.extend(chunk.items)
+        emitted = finished = 0
+        while len(buffer) >= self.max_size:
+            batch = buffer[: self.max_size]
+            del buffer[: self.max_size]
+            finished += self._send(run, batch, cell)
+            emitted += len(batch)
+        if not buffer:
+            del self._buffers[run]
+            del self._first_at[run]
+        elif emitted:
+            self._first_at[run] = time.monotonic()
+        run.settle(leave=emitted, hold=len(buffer) - before, finished=finished)
+
+    def _flush(self, run: Run, cell: CounterCell) -> None:
+        buffer = self._buffers.pop(run, None)
+        self._first_at.pop(run, None)
+        if not buffer:
+            return
+        finished = self._send(run, buffer, cell)
+        run.settle(leave=len(buffer), hold=-len(buffer), finished=finished)
+
+    def _send(self, run: Run, batch: list[Any], cell: CounterCell) -> int:
+        cell.items_out += 1
+        while True:
+            try:
+                return self.target.send(run, [batch])
+            except QueueAbandoned:
+                return 0
+            except QueueRejected:
+                time.sleep(0.01)  # a batch cannot be retried upstream: wait for room

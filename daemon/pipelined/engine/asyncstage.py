@@ -1,0 +1,156 @@
+"""A processor or consumer whose callable is `async def` / an async generator.
+
+The stage owns one event loop in one thread; `threads` is its concurrency (items awaited at
+once). A feeder thread takes chunks from the queue — only as many items as there are free
+slots, so a busy stage leaves its queue to fill and back-pressure upstream — and hands each
+chunk to the loop, where its items are awaited together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.hooks import error_text
+from pipelined.engine.invoke import Invoker
+from pipelined.engine.queues import Chunk, StageQueue
+from pipelined.engine.router import Target
+from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of
+from pipelined.errors import StartError
+from pipelined.spec import StageSpec
+
+log = logging.getLogger("pipelined.engine")
+
+
+class AsyncStage(StageBase):
+    def __init__(
+        self,
+        services: StageServices,
+        spec: StageSpec,
+        queue: StageQueue,
+        target: Target,
+        counters: StageCounters,
+        workers: int,
+        make_invoker: Callable[[], Invoker],
+    ) -> None:
+        super().__init__(services, spec, queue, target, counters, workers)
+        self.concurrency = max(1, workers)
+        self.workers = 1  # one thread (utilization is measured against `concurrency` slots)
+        self.invoker = make_invoker()
+        self.loop = asyncio.new_event_loop()
+        self._free = self.concurrency
+        self._free_cond = threading.Condition()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._cell: CounterCell | None = None
+        name = f"{services.spec.name}:{spec.name}"
+        self._loop_thread = threading.Thread(target=self._run_loop, name=f"{name}:loop", daemon=True)
+        self._feeder = threading.Thread(target=self._feed, name=f"{name}:feed", daemon=True)
+
+    def start(self) -> None:
+        try:
+            self.invoker.setup()
+        except Exception as exc:
+            raise StartError(
+                f"pipeline {self.services.spec.name!r}, stage {self.name!r}: setup failed: {error_text(exc)}"
+            ) from exc
+        self._cell = self.counters.cell()
+        self._loop_thread.start()
+        self._feeder.start()
+
+    def live_workers(self) -> int:
+        return 1 if self._loop_thread.is_alive() else 0
+
+    def join(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self._feeder.join(timeout)
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        self._loop_thread.join(left)
+        return not self._loop_thread.is_alive()
+
+    # -- feeder thread ----------------------------------------------------------------------
+    def _feed(self) -> None:
+        while True:
+            with self._free_cond:
+                self._free_cond.wait_for(lambda: self._free > 0)
+                free = self._free
+            chunk = self.queue.take(free)
+            if chunk is None:
+                break
+            with self._free_cond:
+                self._free -= len(chunk.items)
+            self.hold(chunk)
+            self.loop.call_soon_threadsafe(self._launch, chunk)
+        self.loop.call_soon_threadsafe(self._finish)
+
+    # -- loop thread ------------------------------------------------------------------------
+    def _run_loop(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            try:
+                self.invoker.close()
+            except Exception:
+                log.exception("close() failed", extra=self._extra)
+            if self._cell is not None:
+                self.counters.retire(self._cell)
+            self.loop.close()
+
+    def _launch(self, chunk: Chunk) -> None:
+        task = self.loop.create_task(self._process(chunk))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _finish(self) -> None:
+        async def wait_all() -> None:
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+            self.loop.stop()
+
+        self.loop.create_task(wait_all())
+
+    async def _process(self, chunk: Chunk) -> None:
+        cell = self._cell
+        assert cell is not None
+        items = chunk.items
+        n = len(items)
+        cell.items_in += n
+        if chunk.attempts:
+            cell.items_retried += n
+        run_id = chunk.run.id
+        outcome = Outcome()
+        routed_per_item: list[list[tuple[str, Any]]] = [[] for _ in items]
+
+        def sink_for(index: int) -> Callable[[str, Any], None]:
+            def sink(stage: str, value: Any) -> None:
+                self.emit_to_checker(stage, value)
+                routed_per_item[index].append((stage, value))
+
+            return sink
+
+        began = time.perf_counter()
+        calls = [self.invoker.acall_item(item, run_id, sink_for(i)) for i, item in enumerate(items)]
+        results = await asyncio.gather(*calls, return_exceptions=True)
+        cell.busy_seconds += (time.perf_counter() - began) * n
+        for item, result, routed in zip(items, results, routed_per_item, strict=True):
+            if isinstance(result, Exception):
+                outcome.failures.append(failure_of(item, result))
+            elif isinstance(result, BaseException):
+                outcome.failures.append(Failure(item, result, error_text(result)))
+            else:
+                outputs, filtered = result
+                if filtered and not routed:
+                    outcome.filtered += 1
+                outcome.outputs.extend(outputs)
+                outcome.routed.extend(routed)
+        try:
+            self.complete(chunk, outcome, cell)
+        finally:
+            with self._free_cond:
+                self._free += n
+                self._free_cond.notify()

@@ -1,0 +1,102 @@
+"""The drain of one runtime, in a background thread.
+
+Producers stop (generators closed at their next yield, queued runs cancelled), every run is
+waited for (accumulators flush as their runs become quiescent), then the queues close and the
+workers exit, calling close() on their instances. At the deadline whatever is left — queued,
+waiting for a retry, held by a worker or an accumulator — is dead-lettered with error
+"shutdown"; results that arrive later are discarded.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from pipelined.engine.hooks import ItemGivenUp
+
+if TYPE_CHECKING:
+    from pipelined.engine.runtime import PipelineRuntime
+
+log = logging.getLogger("pipelined.engine")
+
+AFTER_DEADLINE_S = 2.0  # how long stuck workers get after the deadline before drained anyway
+
+
+class Drainer:
+    def __init__(self, runtime: PipelineRuntime, deadline: float) -> None:
+        self.runtime = runtime
+        self.deadline = deadline
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{runtime.spec.name}:drain", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def wait(self, timeout: float | None) -> bool:
+        return self._done.wait(timeout)
+
+    def _run(self) -> None:
+        rt = self.runtime
+        try:
+            for producer in rt.producers.values():
+                for run in producer.stop():
+                    run.source_finished(cancelled=True)
+            if not rt.wait_runs_ended(self.deadline):
+                self._abandon()
+                rt.wait_runs_ended(time.monotonic() + AFTER_DEADLINE_S)
+            self._stop_workers(max(self.deadline, time.monotonic()) + AFTER_DEADLINE_S)
+        except Exception:
+            log.exception("drain failed", extra={"pipeline": rt.spec.name})
+        finally:
+            rt.finish_drain()
+            self._done.set()
+
+    def _stop_workers(self, until: float) -> None:
+        rt = self.runtime
+        for queue in rt.queues.values():
+            queue.close()
+        for stage in [*rt.producers.values(), *rt.stages.values()]:
+            stop = getattr(stage, "stop_workers", None)
+            if stop is not None:
+                stop(max(0.1, until - time.monotonic()))
+            else:
+                stage.join(max(0.0, until - time.monotonic()))
+        rt.retry.stop()
+
+    def _abandon(self) -> None:
+        rt = self.runtime
+        shutdown = ItemGivenUp("shutdown")
+        count = 0
+        producing = [run for producer in rt.producers.values() for run in producer.abandon()]
+        for name, queue in rt.queues.items():
+            for chunk in queue.abandon():
+                if chunk.items:
+                    rt.dead_letter(name, chunk.run, chunk.items, chunk.attempts, shutdown, text="shutdown")
+                    count += len(chunk.items)
+        for name, stage in rt.stages.items():
+            for entry in stage.abandon():
+                count += self._give_up(name, entry)
+        for chunk, queue in rt.retry.take_all():
+            rt.dead_letter(queue.stage, chunk.run, chunk.items, chunk.attempts, shutdown, text="shutdown")
+            count += len(chunk.items)
+        for run in producing:
+            run.source_finished(cancelled=True)
+        log.warning(
+            "drain deadline passed: %d items dead-lettered with error \"shutdown\"",
+            count,
+            extra={"pipeline": rt.spec.name},
+        )
+
+    def _give_up(self, stage: str, entry: Any) -> int:
+        """A chunk a worker held, or (run, items) an accumulator buffered."""
+        rt = self.runtime
+        shutdown = ItemGivenUp("shutdown")
+        if isinstance(entry, tuple):
+            run, items = entry
+            rt.dead_letter(stage, run, items, 0, shutdown, text="shutdown", held=len(items))
+            return len(items)
+        rt.dead_letter(stage, entry.run, entry.items, entry.attempts, shutdown, text="shutdown")
+        return len(entry.items)
+

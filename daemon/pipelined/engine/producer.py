@@ -1,0 +1,214 @@
+"""A producer stage: runs (triggers) wait FIFO; up to `threads` of them produce at once.
+
+Each producer thread owns an Invoker and iterates the user's iterable / generator / async
+generator. Items are buffered and flushed downstream in one step whenever the downstream has
+an idle worker or an empty queue, or the buffer holds FLUSH_AT items — so low rates see no
+batching delay and high rates move lists. On drain the generator is closed at its next yield
+(and `ctx.stopping` turns true); queued runs that never started end `cancelled`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.hooks import HookSet, error_text
+from pipelined.engine.invoke import Invoker
+from pipelined.engine.queues import QueueAbandoned, QueueRejected
+from pipelined.engine.retry import backoff_delay
+from pipelined.engine.router import Target
+from pipelined.engine.runs import Run
+from pipelined.engine.stage import StageServices
+from pipelined.errors import StartError
+from pipelined.spec import StageSpec
+
+log = logging.getLogger("pipelined.engine")
+
+FLUSH_AT = 256
+
+Job = tuple[Run, Mapping[str, Any]]
+
+
+class ProducerStage:
+    def __init__(
+        self,
+        services: StageServices,
+        spec: StageSpec,
+        target: Target,
+        counters: StageCounters,
+        workers: int,
+        make_invoker: Callable[[], Invoker],
+        hooks: HookSet,
+    ) -> None:
+        self.services = services
+        self.spec = spec
+        self.name = spec.name
+        self.target = target
+        self.counters = counters
+        self.workers = workers
+        self.make_invoker = make_invoker
+        self.hooks = hooks
+        self.binder = make_invoker()  # for binding trigger args; never set up
+        self.stopping = False
+        self.abandoned = False
+        self._jobs: deque[Job] = deque()
+        self._cond = threading.Condition()
+        self._closed = False
+        self._threads: list[threading.Thread] = []
+        self._producing: set[Run] = set()
+        self._extra = {"pipeline": services.spec.name, "stage": spec.name}
+
+    # -- lifecycle --------------------------------------------------------------------------
+    def start(self) -> None:
+        results: list[BaseException | None] = []
+        ready = threading.Condition()
+        for i in range(self.workers):
+            name = f"{self.services.spec.name}:{self.name}:{i + 1}"
+            t = threading.Thread(target=self._run, args=(results, ready), name=name, daemon=True)
+            self._threads.append(t)
+            t.start()
+        with ready:
+            ready.wait_for(lambda: len(results) == self.workers)
+        errors = [r for r in results if r is not None]
+        if errors:
+            raise StartError(
+                f"pipeline {self.services.spec.name!r}, stage {self.name!r}: setup failed: "
+                f"{error_text(errors[0])}"
+            ) from errors[0]
+
+    def submit(self, run: Run, call_args: Mapping[str, Any]) -> None:
+        with self._cond:
+            self._jobs.append((run, call_args))
+            self._cond.notify()
+
+    def stop(self) -> list[Run]:
+        """Drain: stop producing; returns the queued runs that never started (to cancel)."""
+        self.stopping = True
+        with self._cond:
+            self._closed = True
+            pending = [run for run, _ in self._jobs]
+            self._jobs.clear()
+            self._cond.notify_all()
+        return pending
+
+    def abandon(self) -> list[Run]:
+        """Drain deadline: discard whatever the producers still yield; their runs end now."""
+        self.abandoned = True
+        with self._cond:
+            return list(self._producing)
+
+    def live_workers(self) -> int:
+        return sum(1 for t in self._threads if t.is_alive())
+
+    def join(self, timeout: float | None) -> bool:
+        for t in self._threads:
+            t.join(timeout)
+        return not any(t.is_alive() for t in self._threads)
+
+    # -- one producer thread ----------------------------------------------------------------
+    def _run(self, results: list[BaseException | None], ready: threading.Condition) -> None:
+        invoker = self.make_invoker()
+        error: BaseException | None = None
+        try:
+            invoker.setup()
+        except BaseException as exc:
+            error = exc
+            log.exception("setup() failed", extra=self._extra)
+        with ready:
+            results.append(error)
+            ready.notify_all()
+        if error is not None:
+            return
+        cell = self.counters.cell()
+        try:
+            while (job := self._next_job()) is not None:
+                self._produce(invoker, cell, *job)
+        finally:
+            self.counters.retire(cell)
+            try:
+                invoker.close()
+            except Exception:
+                log.exception("close() failed", extra=self._extra)
+
+    def _next_job(self) -> Job | None:
+        with self._cond:
+            while not self._jobs:
+                if self._closed:
+                    return None
+                self._cond.wait()
+            job = self._jobs.popleft()
+            self._producing.add(job[0])
+            return job
+
+    def _produce(self, invoker: Invoker, cell: CounterCell, run: Run, call_args: Mapping[str, Any]) -> None:
+        extra = {**self._extra, "run": run.id}
+        error = self.hooks.before_run(run.to_dict()) if self.hooks.has_run_hooks else None
+        cancelled = False
+        if error is None:
+            try:
+                cancelled = self._iterate(invoker, cell, run, call_args)
+            except Exception as exc:
+                error = f"producer raised {error_text(exc)}"
+                log.exception("producer raised; run %s fails", run.id, extra=extra)
+        with self._cond:
+            self._producing.discard(run)
+        if not self.abandoned:
+            run.source_finished(error, cancelled=cancelled)
+
+    def _iterate(self, invoker: Invoker, cell: CounterCell, run: Run, call_args: Mapping[str, Any]) -> bool:
+        """Produce one run; True when a drain stopped it early."""
+
+        def emit_to(stage: str, value: Any) -> None:
+            target = self.services.target_for(stage)
+            self._flush(cell, run, [value], target)
+
+        items: Iterator[Any] = invoker.iterate_producer(call_args, run.id, emit_to)
+        target = self.target
+        hungry = self._hungry
+        buf: list[Any] = []
+        try:
+            for item in items:
+                buf.append(item)
+                if len(buf) >= FLUSH_AT or hungry():
+                    self._flush(cell, run, buf, target)
+                    buf = []
+                if self.stopping:
+                    return True
+            return False
+        finally:
+            if buf:
+                self._flush(cell, run, buf, target)
+            close = getattr(items, "close", None)
+            if close is not None:
+                close()
+
+    def _hungry(self) -> bool:
+        return self.target.idle()
+
+    def _flush(self, cell: CounterCell, run: Run, buf: list[Any], target: Target) -> None:
+        if self.abandoned:
+            return
+        n = len(buf)
+        cell.items_out += n
+        run.settle(produced=n)
+        attempt = 0
+        while True:
+            try:
+                finished = target.send(run, buf)
+                break
+            except QueueAbandoned:
+                return
+            except QueueRejected as exc:
+                attempt += 1
+                if attempt > self.spec.max_retries or self.stopping:
+                    text = f"QueueRejected: the queue of stage {exc} is full (on_full = reject)"
+                    self.services.dead_letter(self.name, run, buf, attempt, exc, text=text, entered=False)
+                    return
+                time.sleep(backoff_delay(self.spec.retry_backoff, attempt))
+        if finished:
+            run.settle(finished=finished)

@@ -1,0 +1,225 @@
+"""A stage's bounded input queue: a deque of chunks (lists of items of one run) + Conditions.
+
+Capacity counts items. Workers take whatever is available in one step (up to `max_items`),
+never waiting for more; putters of the `block` policy wait for room, `drop_oldest` evicts the
+oldest items (returned to the caller, which dead-letters them), `reject` refuses a chunk that
+does not fit whole. Retries and accumulator flush requests bypass the bound (`force=True`):
+those items are already counted in flight and must never block a timer thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from typing import Any, Literal
+
+from pipelined.engine.runs import Run
+
+OnFull = Literal["block", "drop_oldest", "reject"]
+
+
+class QueueRejected(Exception):
+    """The chunk does not fit into a queue whose on_full is "reject"."""
+
+
+class QueueAbandoned(Exception):
+    """The runtime gave up on the queue (drain deadline): nothing more goes in or out."""
+
+
+class Chunk:
+    """Items of one run travelling together; `attempts` > 0 marks a retry (one item)."""
+
+    __slots__ = ("run", "items", "attempts", "enqueued_at", "flush")
+
+    def __init__(
+        self, run: Run, items: list[Any], attempts: int = 0, *, flush: bool = False
+    ) -> None:
+        self.run = run
+        self.items = items
+        self.attempts = attempts
+        self.enqueued_at = time.perf_counter()
+        self.flush = flush  # an accumulator flush request for `run` (no items)
+
+
+Dropped = list[tuple[Run, list[Any]]]
+
+
+class StageQueue:
+    def __init__(self, stage: str, capacity: int, on_full: OnFull) -> None:
+        self.stage = stage
+        self.capacity = max(1, capacity)
+        self.on_full = on_full
+        self.depth = 0  # items queued (flush requests count 0)
+        self.idle_takers = 0  # workers waiting for work right now (read without the lock)
+        self.pending_wakeups = 0  # of those, already notified (about to take)
+        self.abandoned = False
+        self._chunks: deque[Chunk] = deque()
+        self._lock = threading.Lock()
+        self._not_empty = threading.Condition(self._lock)
+        self._not_full = threading.Condition(self._lock)
+        self._closed = False
+
+    # -- putting ----------------------------------------------------------------------------
+    def put(self, chunk: Chunk, *, force: bool = False, timeout: float | None = None) -> Dropped:
+        """Enqueue per `on_full`; returns what drop_oldest evicted (to be dead-lettered).
+
+        block: waits for room, in pieces when the chunk is larger than the room (TimeoutError
+        after `timeout`); reject: QueueRejected when the whole chunk does not fit.
+        """
+        with self._lock:
+            if self.abandoned:
+                raise QueueAbandoned(self.stage)
+            if force or self.on_full == "drop_oldest":
+                self._append(chunk)
+                return self._evict() if not force else []
+            if self.on_full == "reject":
+                if self.depth + len(chunk.items) > self.capacity:
+                    raise QueueRejected(self.stage)
+                self._append(chunk)
+                return []
+            self._put_blocking(chunk, timeout)
+            return []
+
+    def put_all_or_nothing(self, chunk: Chunk, timeout: float) -> Dropped:
+        """Injected items: the whole chunk or nothing (QueueRejected / TimeoutError)."""
+        with self._lock:
+            if self.abandoned:
+                raise QueueAbandoned(self.stage)
+            n = len(chunk.items)
+            if self.on_full == "reject" and self.depth + n > self.capacity:
+                raise QueueRejected(self.stage)
+            if self.on_full == "block":
+                deadline = time.monotonic() + timeout
+                while self.depth + n > self.capacity and self.depth > 0:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise TimeoutError(self.stage)
+                    self._not_full.wait(left)
+                    if self.abandoned:
+                        raise QueueAbandoned(self.stage)
+            self._append(chunk)
+            return self._evict() if self.on_full == "drop_oldest" else []
+
+    def _put_blocking(self, chunk: Chunk, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        items = chunk.items
+        while True:
+            room = self.capacity - self.depth
+            if room >= len(items):
+                chunk.items = items
+                self._append(chunk)
+                return
+            if room > 0:
+                part = Chunk(chunk.run, items[:room], chunk.attempts)
+                part.enqueued_at = chunk.enqueued_at
+                self._append(part)
+                items = items[room:]
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                raise TimeoutError(self.stage)
+            self._not_full.wait(left)
+            if self.abandoned:
+                raise QueueAbandoned(self.stage)
+
+    def _append(self, chunk: Chunk) -> None:
+        self._chunks.append(chunk)
+        self.depth += len(chunk.items)
+        if self.idle_takers > self.pending_wakeups:
+            self.pending_wakeups += 1
+            self._not_empty.notify()
+
+    def _evict(self) -> Dropped:
+        dropped: Dropped = []
+        while self.depth > self.capacity:
+            oldest = self._chunks[0]
+            excess = self.depth - self.capacity
+            if oldest.flush or not oldest.items:
+                self._chunks.rotate(-1)  # keep control entries; look at the next chunk
+                continue
+            if len(oldest.items) <= excess:
+                self._chunks.popleft()
+                dropped.append((oldest.run, oldest.items))
+                self.depth -= len(oldest.items)
+            else:
+                dropped.append((oldest.run, oldest.items[:excess]))
+                oldest.items = oldest.items[excess:]
+                self.depth -= excess
+        return dropped
+
+    # -- taking -----------------------------------------------------------------------------
+    def take(self, max_items: int, timeout: float | None = None, sharers: int = 1) -> Chunk | None:
+        """The oldest chunk(s) of one run, up to `max_items`; None when closed/abandoned/timed out.
+
+        With several `sharers` (workers of the stage) a taker leaves most of the queue to the
+        others: at most a quarter of the depth per sharer, at most 16 items.
+        """
+        with self._lock:
+            while not self._chunks:
+                if self._closed or self.abandoned:
+                    return None
+                self.idle_takers += 1
+                try:
+                    woke = self._not_empty.wait(timeout)
+                finally:
+                    self.idle_takers -= 1
+                    if self.pending_wakeups:
+                        self.pending_wakeups -= 1
+                if not woke and not self._chunks:
+                    return None
+            if self.abandoned:
+                return None
+            if sharers > 1:
+                max_items = min(max_items, 16, max(1, self.depth // (4 * sharers)))
+            chunk = self._pop(max_items)
+            self.depth -= len(chunk.items)
+            if self.depth < self.capacity:
+                self._not_full.notify_all()
+            return chunk
+
+    def _pop(self, max_items: int) -> Chunk:
+        """The oldest chunk, merged with following chunks of the same run (up to max_items)."""
+        chunks = self._chunks
+        chunk = chunks[0]
+        if len(chunk.items) > max_items:
+            part = Chunk(chunk.run, chunk.items[:max_items], chunk.attempts)
+            part.enqueued_at = chunk.enqueued_at
+            chunk.items = chunk.items[max_items:]
+            return part
+        chunks.popleft()
+        if chunk.flush or chunk.attempts:
+            return chunk
+        while chunks:
+            nxt = chunks[0]
+            if nxt.run is not chunk.run or nxt.flush or nxt.attempts:
+                break
+            if len(chunk.items) + len(nxt.items) > max_items:
+                break
+            chunks.popleft()
+            chunk.items = chunk.items + nxt.items
+        return chunk
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Wake idle takers: once empty, `take` returns None (workers exit)."""
+        with self._lock:
+            self._closed = True
+            self._not_empty.notify_all()
+
+    def abandon(self) -> list[Chunk]:
+        """Drain deadline: empty the queue, wake everyone; returns what was queued."""
+        with self._lock:
+            self.abandoned = True
+            left = list(self._chunks)
+            self._chunks.clear()
+            self.depth = 0
+            self._not_empty.notify_all()
+            self._not_full.notify_all()
+            return left
+
+    def wake(self) -> None:
+        with self._lock:
+            self._not_empty.notify_all()

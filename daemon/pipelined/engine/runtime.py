@@ -1,0 +1,363 @@
+"""PipelineRuntime: one version of one pipeline, from start() to drained.
+
+Builds a queue per queue-fed stage, the output targets from the Graph, the stage workers
+(threads, an event loop for async callables, or worker processes), then runs: triggers start
+runs, runs end when nothing of them is in flight, a drain stops the producers and waits for
+every run to end (accumulators flush as their runs become quiescent). At the drain deadline
+everything left is dead-lettered with error "shutdown" (drain.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from pipelined.engine.accumulator import AccumulatorStage
+from pipelined.engine.book import PipelineBook
+from pipelined.engine.drain import Drainer
+from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
+from pipelined.engine.producer import ProducerStage
+from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
+from pipelined.engine.retry import RetryTimer
+from pipelined.engine.router import RouterBuilder, Target
+from pipelined.engine.runs import Run
+from pipelined.engine.stagebuild import build_stage
+from pipelined.engine.stats import StageMeter
+from pipelined.errors import BadRequest, Conflict, NotFound, QueueFull, StartError, Unavailable
+from pipelined.graph import Graph
+from pipelined.spec import PipelineSpec, StageSpec
+
+log = logging.getLogger("pipelined.engine")
+
+INJECT_TIMEOUT = 5.0
+
+
+class PipelineRuntime:
+    def __init__(
+        self,
+        spec: PipelineSpec,
+        graph: Graph,
+        allocation: Any,
+        book: PipelineBook,
+        drain_timeout: float = 30.0,
+    ) -> None:
+        self.spec = spec
+        self.graph = graph
+        self.allocation = allocation
+        self.book = book
+        self.drain_timeout = drain_timeout
+        self.state = "starting"
+        self.started_at = time.monotonic()
+        self.hooks: HookSet | None = None
+        self.retry = RetryTimer(spec.name, self._retry_abandoned)
+        self.queues: dict[str, StageQueue] = {}
+        self.stages: dict[str, Any] = {}  # name -> ThreadStage / AsyncStage / ProcessStageRunner / ...
+        self.producers: dict[str, ProducerStage] = {}
+        self.accumulators: list[AccumulatorStage] = []  # topological order
+        self.meters: dict[str, StageMeter] = {}
+        self._targets: dict[str, Target] = {}
+        self._runs: set[Run] = set()
+        self._runs_cond = threading.Condition()
+        self._state_lock = threading.Lock()
+        self._stopping = False
+        self._drainer: Drainer | None = None
+        self._extra = {"pipeline": spec.name}
+
+    # -- allocation -------------------------------------------------------------------------
+    def threads_of(self, stage: StageSpec) -> int:
+        alloc = getattr(self.allocation, "stages", {}).get(stage.name) if self.allocation else None
+        if stage.kind in ("accumulator", "pipeline") or stage.uses_processes:
+            return 0
+        if alloc is not None:
+            return max(1, int(alloc.threads))
+        return max(1, stage.threads or 1)
+
+    def processes_of(self, stage: StageSpec) -> int:
+        if not stage.uses_processes:
+            return 0
+        alloc = getattr(self.allocation, "stages", {}).get(stage.name) if self.allocation else None
+        return max(1, int(alloc.processes)) if alloc is not None else max(1, stage.processes or 1)
+
+    def stopping(self) -> bool:
+        return self._stopping
+
+    # -- start ------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start every stage (StartError naming the stage if one cannot) and auto_start producers."""
+        try:
+            self._build()
+            self.retry.start()
+            for stage in self._start_order():
+                stage.start()
+        except BaseException as exc:
+            self.state = "failed"
+            self._teardown()
+            if isinstance(exc, StartError):
+                raise
+            raise StartError(f"pipeline {self.spec.name!r}: {error_text(exc)}") from exc
+        self.started_at = time.monotonic()
+        with self._state_lock:
+            self.state = "running"
+        log.info("pipeline version %s running", self.spec.version, extra=self._extra)
+        for name, producer in self.producers.items():
+            if producer.spec.auto_start:
+                self.trigger(name)
+
+    def _build(self) -> None:
+        self.hooks = HookSet(self.spec)
+        for node in self.graph.nodes:
+            stage = node.stage
+            counters = self.book.counters(stage.name)
+            workers = self.threads_of(stage) or self.processes_of(stage)
+            self.meters[stage.name] = StageMeter(counters, stage.kind, workers, self.spec.track_latency)
+            if stage.kind not in ("producer", "pipeline"):
+                self.queues[stage.name] = StageQueue(stage.name, stage.queue_size, stage.on_full)
+        builder = RouterBuilder(self.graph, self.queues.__getitem__, self.book.counters, self._dropped)
+        for node in self.graph.nodes:
+            if node.kind != "producer":
+                self._targets[node.id] = builder.entrance(node.id)
+        for node in self.graph.nodes:
+            if node.kind == "pipeline":
+                continue
+            stage = build_stage(self, node.stage, builder.outputs(node.id), self.hooks)
+            if isinstance(stage, ProducerStage):
+                self.producers[node.id] = stage
+            else:
+                self.stages[node.id] = stage
+                if isinstance(stage, AccumulatorStage):
+                    self.accumulators.append(stage)
+        self.accumulators.sort(key=lambda acc: self._topo_index()[acc.name])
+
+    def _topo_index(self) -> dict[str, int]:
+        order: list[str] = []
+        seen: set[str] = set()
+
+        def visit(node_id: str) -> None:
+            if node_id in seen:
+                return
+            seen.add(node_id)
+            for edge in self.graph.in_edges(node_id):
+                if not self.graph.is_ancestor(node_id, edge.src):
+                    visit(edge.src)
+            order.append(node_id)
+
+        for node in self.graph.nodes:
+            visit(node.id)
+        return {node_id: i for i, node_id in enumerate(order)}
+
+    def _start_order(self) -> list[Any]:
+        """Consumers first, producers last, so nothing is produced before it can be taken."""
+        topo = self._topo_index()
+        stages = sorted(self.stages.values(), key=lambda s: -topo[s.name])
+        return [*stages, *self.producers.values()]
+
+    # -- triggers ---------------------------------------------------------------------------
+    def trigger(
+        self, stage: str, args: Mapping[str, Any] | None = None, items: list[Any] | None = None
+    ) -> str:
+        """Start a run at `stage`; its id. BadRequest / Conflict / NotFound / QueueFull / Unavailable."""
+        where = f"pipeline {self.spec.name!r}"
+        with self._state_lock:
+            state = self.state
+        if state != "running":
+            if state == "starting":
+                raise Unavailable(f"{where} is starting")
+            raise Conflict(f"{where} is {state}: it takes no triggers")
+        spec = self.spec.stage(stage)
+        if spec is None:
+            raise NotFound(f"{where} has no stage {stage!r}")
+        where = f"{where}, stage {stage!r}"
+        if spec.kind == "producer":
+            if items is not None:
+                raise BadRequest(f"{where} is a producer: give 'args', not 'items'")
+            if args is not None and not isinstance(args, Mapping):
+                raise BadRequest(f"{where}: 'args' must be an object")
+            producer = self.producers[stage]
+            call_args = producer.binder.bind_producer_args(args)
+            run = self._new_run(stage)
+            producer.submit(run, call_args)
+            return run.id
+        if args is not None:
+            raise BadRequest(f"{where} is a {spec.kind}: give 'items', not 'args'")
+        if not isinstance(items, list) or not items:
+            raise BadRequest(f"{where}: 'items' must be a non-empty list")
+        return self._inject(stage, spec, list(items))
+
+    def _inject(self, stage: str, spec: StageSpec, items: list[Any]) -> str:
+        where = f"pipeline {self.spec.name!r}, stage {stage!r}"
+        run = self._new_run(stage)
+        assert self.hooks is not None
+        error = self.hooks.before_run(run.to_dict()) if self.hooks.has_run_hooks else None
+        if error is not None:
+            run.source_finished(error)
+            return run.id
+        n = len(items)
+        run.settle(produced=n, enter=n)
+        queue = self.queues.get(stage)
+        try:
+            if queue is None:  # a nested pipeline: through its entrance
+                run.settle(finished=self._targets[stage].send(run, items))
+                run.settle(leave=n)
+            else:
+                dropped = queue.put_all_or_nothing(Chunk(run, items), INJECT_TIMEOUT)
+                if dropped:
+                    self._dropped(stage, dropped)
+        except QueueRejected:
+            self._forget_run(run)
+            raise QueueFull(
+                f"{where}: its queue has no room for {n} items "
+                f"({queue.depth}/{queue.capacity} queued, on_full = \"reject\")" if queue else f"{where}: queue full"
+            ) from None
+        except TimeoutError:
+            self._forget_run(run)
+            raise Unavailable(
+                f"{where}: could not enqueue {n} items within {INJECT_TIMEOUT:g} s (queue full, on_full = \"block\")"
+            ) from None
+        run.source_finished()
+        return run.id
+
+    def _new_run(self, stage: str) -> Run:
+        run = self.book.runs.new_run(stage, self)
+        with self._runs_cond:
+            self._runs.add(run)
+        return run
+
+    def _forget_run(self, run: Run) -> None:
+        with self._runs_cond:
+            self._runs.discard(run)
+            self._runs_cond.notify_all()
+        self.book.runs.discard(run.id)
+
+    # -- RunListener ------------------------------------------------------------------------
+    def run_quiescent(self, run: Run) -> None:
+        for acc in self.accumulators:
+            if acc.holds(run):
+                acc.request_flush(run)
+                return
+
+    def run_ended(self, run: Run) -> None:
+        self.book.runs.record_end(run)
+        extra = {**self._extra, "stage": run.stage, "run": run.id}
+        log.info("run %s %s%s", run.id, run.state, f": {run.error}" if run.error else "", extra=extra)
+        if self.hooks is not None and self.hooks.has_run_hooks:
+            self.hooks.after_run(run.to_dict())
+        with self._runs_cond:
+            self._runs.discard(run)
+            self._runs_cond.notify_all()
+
+    def active_runs(self) -> list[Run]:
+        with self._runs_cond:
+            return list(self._runs)
+
+    def wait_runs_ended(self, deadline: float) -> bool:
+        with self._runs_cond:
+            return self._runs_cond.wait_for(lambda: not self._runs, max(0.0, deadline - time.monotonic()))
+
+    # -- services for stages ----------------------------------------------------------------
+    def target_for(self, stage: str) -> Target:
+        target = self._targets.get(stage)
+        if target is None:
+            raise ValueError(f"ctx.emit_to: pipeline {self.spec.name!r} has no stage {stage!r} that takes items")
+        return target
+
+    def dead_letter(
+        self,
+        stage: str,
+        run: Run,
+        items: list[Any],
+        attempts: int,
+        error: BaseException,
+        *,
+        text: str | None = None,
+        held: int = 0,
+        entered: bool = True,
+    ) -> None:
+        """Record dead letters, count them, call on_error, settle the run."""
+        if not items:
+            return
+        n = len(items)
+        self.book.dead_letters.add_many(run.id, stage, attempts, text or error_text(error), items)
+        self.book.counters(stage).add("items_dead_lettered", n)
+        if self.hooks is not None and self.hooks.has_on_error:
+            for item in items:
+                self.hooks.on_error(stage, run.id, item, error)
+        run.settle(leave=n if entered else 0, dead=n, hold=-held)
+
+    def _dropped(self, stage: str, dropped: list[tuple[Run, list[Any]]], reason: str = "dropped") -> None:
+        for run, items in dropped:
+            if reason == "dropped":
+                self.book.counters(stage).add("items_dropped", len(items))
+            self.dead_letter(stage, run, items, 0, ItemGivenUp(reason), text=reason)
+
+    def _retry_abandoned(self, chunk: Chunk, queue: StageQueue) -> None:
+        self.dead_letter(queue.stage, chunk.run, chunk.items, chunk.attempts, ItemGivenUp("shutdown"), text="shutdown")
+
+    def record_latency(self, stage: str, enqueued_at: float, n: int) -> None:
+        self.meters[stage].record_latency(time.perf_counter() - enqueued_at, n)
+
+    # -- drain ------------------------------------------------------------------------------
+    def begin_drain(self, timeout: float | None = None) -> None:
+        """Stop producers and refuse triggers; finish what is in flight (in the background)."""
+        with self._state_lock:
+            if self.state in ("drained", "failed") or self._drainer is not None:
+                return
+            self.state = "draining"
+            self._stopping = True
+            deadline = time.monotonic() + (self.drain_timeout if timeout is None else timeout)
+            self._drainer = Drainer(self, deadline)
+        self._drainer.start()
+
+    def wait_drained(self, timeout: float | None) -> bool:
+        drainer = self._drainer
+        if drainer is None:
+            return self.state == "drained"
+        return drainer.wait(timeout)
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Drain until done; at the deadline (drain_timeout or `timeout`) leftovers are dead-lettered."""
+        self.begin_drain(timeout)
+        limit = self.drain_timeout if timeout is None else timeout
+        self.wait_drained(limit + 10.0)
+
+    def finish_drain(self) -> None:
+        """Called by the Drainer when everything is done."""
+        with self._state_lock:
+            self.state = "drained"
+        log.info("pipeline version %s drained", self.spec.version, extra=self._extra)
+
+    def _teardown(self) -> None:
+        self._stopping = True
+        for producer in self.producers.values():
+            for run in producer.stop():
+                run.source_finished(cancelled=True)
+        for queue in self.queues.values():
+            queue.close()
+        for stage in self.stages.values():
+            stop = getattr(stage, "stop", None)
+            if stop is not None:
+                stop()
+        self.retry.stop()
+
+    # -- views ------------------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        from pipelined.engine.views import pipeline_stats
+
+        return pipeline_stats(self)
+
+    def stage_rows(self) -> list[dict[str, Any]]:
+        from pipelined.engine.views import stage_rows
+
+        return stage_rows(self)
+
+    def live_workers(self) -> tuple[int, int]:
+        threads = sum(p.live_workers() for p in self.producers.values())
+        processes = 0
+        for stage in self.stages.values():
+            if getattr(stage, "uses_processes", False):
+                processes += stage.live_workers()
+            else:
+                threads += stage.live_workers()
+        return threads, processes

@@ -1,0 +1,194 @@
+"""What every queue-fed stage shares: its queue, outputs, counters, failure handling, and the
+bookkeeping that lets a drain deadline take over the chunks workers still hold.
+
+Worker flavours (threads.py, asyncstage.py, processstage.py) take chunks from the queue, call
+the user code and hand the result to `complete()`, which routes outputs, schedules retries or
+dead-letters failures, and settles the run — once per chunk.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.hooks import error_text
+from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
+from pipelined.engine.retry import RetryTimer, backoff_delay
+from pipelined.engine.router import Target
+from pipelined.engine.runs import Run
+from pipelined.spec import PipelineSpec, StageSpec
+
+log = logging.getLogger("pipelined.engine")
+
+
+@dataclass
+class Failure:
+    item: Any
+    error: BaseException | None  # None when it happened in a worker process
+    text: str  # "TypeName: message"
+    trace: str | None = None  # formatted traceback
+
+
+@dataclass
+class Outcome:
+    """What one chunk produced; `done` items succeeded (outputs may be empty: filtered)."""
+
+    outputs: list[Any] = field(default_factory=list)
+    routed: list[tuple[str, Any]] = field(default_factory=list)  # ctx.emit_to pairs
+    filtered: int = 0
+    failures: list[Failure] = field(default_factory=list)
+    finished: int = 0  # already counted at a terminal (per-item routing)
+    routed_already: bool = False
+    died_at: int = -1  # index of the item whose call killed the worker thread
+
+
+class StageServices(Protocol):
+    """What a stage needs from its runtime."""
+
+    spec: PipelineSpec
+    retry: RetryTimer
+
+    def stopping(self) -> bool: ...
+
+    def target_for(self, stage: str) -> Target: ...
+
+    def dead_letter(
+        self,
+        stage: str,
+        run: Run,
+        items: list[Any],
+        attempts: int,
+        error: BaseException,
+        *,
+        text: str | None = None,
+        held: int = 0,
+    ) -> None: ...
+
+    def record_latency(self, stage: str, enqueued_at: float, n: int) -> None: ...
+
+
+class StageBase:
+    def __init__(
+        self,
+        services: StageServices,
+        spec: StageSpec,
+        queue: StageQueue,
+        target: Target,
+        counters: StageCounters,
+        workers: int,
+    ) -> None:
+        self.services = services
+        self.spec = spec
+        self.name = spec.name
+        self.queue = queue
+        self.target = target
+        self.counters = counters
+        self.workers = workers
+        self.is_consumer = spec.kind == "consumer"
+        self._held: dict[int, Chunk] = {}  # id(chunk) -> chunk being processed
+        self._abandoned = False
+        self._lock = threading.Lock()
+        self._extra = {"pipeline": services.spec.name, "stage": spec.name}
+
+    # -- chunks held by workers -------------------------------------------------------------
+    def hold(self, chunk: Chunk) -> None:
+        with self._lock:
+            self._held[id(chunk)] = chunk
+
+    def release(self, chunk: Chunk) -> bool:
+        """False when the drain deadline took the chunk over (its result is discarded)."""
+        with self._lock:
+            return self._held.pop(id(chunk), None) is not None and not self._abandoned
+
+    def abandon(self) -> list[Chunk]:
+        """Drain deadline: the chunks workers still hold (dead-lettered by the caller)."""
+        with self._lock:
+            self._abandoned = True
+            held = list(self._held.values())
+            self._held.clear()
+            return held
+
+    # -- routing ----------------------------------------------------------------------------
+    def emit_to_checker(self, stage: str, item: Any) -> None:
+        """ctx.emit_to sink used while calling: only checks the target exists."""
+        self.services.target_for(stage)
+
+    def route_item(self, run: Run, outputs: list[Any], routed: list[tuple[str, Any]]) -> int:
+        """Route one item's results (may raise QueueRejected: that attempt fails)."""
+        finished = self.target.send(run, outputs) if outputs and not self.is_consumer else 0
+        for stage, value in routed:
+            finished += self.services.target_for(stage).send(run, [value])
+        return finished
+
+    # -- completing a chunk -----------------------------------------------------------------
+    def complete(self, chunk: Chunk, outcome: Outcome, cell: CounterCell) -> None:
+        """Route outputs, handle failures, settle the run; all for one chunk."""
+        if not self.release(chunk):
+            return
+        run = chunk.run
+        n = len(chunk.items)
+        failures = outcome.failures
+        finished = outcome.finished
+        filtered = 0 if self.is_consumer else outcome.filtered
+        if self.is_consumer:
+            finished += n - len(failures)
+        if not outcome.routed_already:
+            if outcome.outputs and not self.is_consumer:
+                finished += self._send(run, outcome.outputs)
+            for stage, value in outcome.routed:
+                finished += self._send_to(run, stage, value)
+        if not self.is_consumer:
+            cell.items_out += len(outcome.outputs) + len(outcome.routed)
+        if failures:
+            cell.items_failed += len(failures)
+            self._failed(chunk, failures)
+        if self.services.spec.track_latency:
+            self.services.record_latency(self.name, chunk.enqueued_at, n - len(failures))
+        run.settle(leave=n - len(failures), finished=finished, filtered=filtered)
+
+    def _send(self, run: Run, outputs: list[Any]) -> int:
+        try:
+            return self.target.send(run, outputs)
+        except QueueAbandoned:
+            return 0  # drain deadline: the receiving side dead-lettered its items
+
+    def _send_to(self, run: Run, stage: str, value: Any) -> int:
+        try:
+            return self.services.target_for(stage).send(run, [value])
+        except (QueueAbandoned, QueueRejected):
+            return 0
+
+    def _failed(self, chunk: Chunk, failures: list[Failure]) -> None:
+        run = chunk.run
+        attempts = chunk.attempts + 1
+        give_up = chunk.attempts >= self.spec.max_retries
+        for failure in failures:
+            extra = {**self._extra, "run": run.id}
+            if attempts == 1 or give_up:
+                what = "dead-lettered after" if give_up else "failed on"
+                trace = failure.trace
+                if trace is None and failure.error is not None:
+                    trace = "".join(traceback.format_exception(failure.error))
+                log.error(
+                    "item %s attempt %d: %s%s",
+                    what,
+                    attempts,
+                    failure.text,
+                    "\n" + trace.rstrip() if trace else "",
+                    extra=extra,
+                )
+            if give_up:
+                error = failure.error or RuntimeError(failure.text)
+                self.services.dead_letter(self.name, run, [failure.item], attempts, error, text=failure.text)
+            else:
+                retry = Chunk(run, [failure.item], attempts)
+                delay = backoff_delay(self.spec.retry_backoff, attempts)
+                self.services.retry.schedule(retry, self.queue, delay)
+
+
+def failure_of(item: Any, exc: BaseException) -> Failure:
+    return Failure(item, exc, error_text(exc))

@@ -1,0 +1,63 @@
+"""A runtime as api.md shows it: pipeline stats and the stage rows of GET /pipelines/{name}."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pipelined.engine.runtime import PipelineRuntime
+
+IDLE_UTILIZATION = 0.001
+
+
+def pipeline_stats(rt: PipelineRuntime) -> dict[str, Any]:
+    stages: dict[str, Any] = {}
+    for stage in rt.spec.walk():
+        meter = rt.meters.get(stage.name)
+        if meter is None:
+            continue
+        queue = rt.queues.get(stage.name)
+        stages[stage.name] = meter.row(
+            queue.depth if queue else 0,
+            queue.capacity if queue else 0,
+            rt.threads_of(stage),
+            rt.processes_of(stage),
+        )
+    busiest = max(stages.items(), key=lambda kv: kv[1]["utilization"], default=None)
+    bottleneck = busiest[0] if busiest and busiest[1]["utilization"] > IDLE_UTILIZATION else None
+    return {
+        "pipeline": rt.spec.name,
+        "state": rt.state,
+        "version": rt.spec.version,
+        "uptime_s": round(time.monotonic() - rt.started_at, 3),
+        "runs": rt.book.runs.counts(),
+        "bottleneck": bottleneck,
+        "stages": stages,
+    }
+
+
+def stage_rows(rt: PipelineRuntime) -> list[dict[str, Any]]:
+    rows = []
+    alloc_stages = getattr(rt.allocation, "stages", {}) if rt.allocation is not None else {}
+    for stage in rt.spec.walk():
+        alloc = alloc_stages.get(stage.name)
+        builtin = stage.kind in ("accumulator", "pipeline")
+        rows.append(
+            {
+                "name": stage.name,
+                "kind": stage.kind,
+                "auto_start": stage.auto_start if stage.kind == "producer" else False,
+                "threads": rt.threads_of(stage),
+                "processes": rt.processes_of(stage),
+                "requested_threads": (
+                    int(alloc.requested_threads) if alloc is not None else (0 if builtin else stage.requested_threads)
+                ),
+                "requested_processes": (
+                    int(alloc.requested_processes) if alloc is not None else stage.requested_processes
+                ),
+                "upstream": list(rt.graph.upstream(stage.name)),
+                "downstream": list(rt.graph.downstream(stage.name)),
+            }
+        )
+    return rows

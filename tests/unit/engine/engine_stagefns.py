@@ -1,0 +1,205 @@
+"""Stage callables and hooks used by the engine tests (`call = "engine_stagefns:name"`).
+
+State is kept in module dicts keyed by a per-test `key` argument so tests never share it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+COLLECTED: dict[str, list[Any]] = defaultdict(list)
+ATTEMPTS: dict[str, dict[Any, int]] = defaultdict(lambda: defaultdict(int))
+EVENTS: dict[str, threading.Event] = defaultdict(threading.Event)
+CALLS: dict[str, list[Any]] = defaultdict(list)
+_lock = threading.Lock()
+
+
+def record(key: str, value: Any) -> None:
+    with _lock:
+        COLLECTED[key].append(value)
+
+
+# -- producers ---------------------------------------------------------------------------
+def count_to(n: int = 10, start: int = 0):  # type: ignore[no-untyped-def]
+    yield from range(start, start + n)
+
+
+def numbers_list(n: int = 5) -> list[int]:
+    return list(range(n))
+
+
+def forever(ctx: Any, pause: float = 0.0):  # type: ignore[no-untyped-def]
+    i = 0
+    while True:
+        yield i
+        i += 1
+        if pause:
+            time.sleep(pause)
+
+
+def until_stopping(ctx: Any) -> Any:
+    i = 0
+    while not ctx.stopping:
+        ctx.emit(i)
+        i += 1
+        time.sleep(0.001)
+    return []
+
+
+def raise_after(n: int = 3):  # type: ignore[no-untyped-def]
+    yield from range(n)
+    raise RuntimeError("source broke")
+
+
+def gated(key: str, n: int = 3):  # type: ignore[no-untyped-def]
+    EVENTS[key].wait(10)
+    yield from range(n)
+
+
+async def async_numbers(n: int = 5):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        await asyncio.sleep(0)
+        yield i
+
+
+class Counter:
+    def __init__(self, base: int = 0) -> None:
+        self.base = base
+
+    def __call__(self, n: int = 3) -> list[int]:
+        return [self.base + i for i in range(n)]
+
+
+# -- processors --------------------------------------------------------------------------
+def inc(x: int) -> int:
+    return x + 1
+
+
+def double(x: int) -> int:
+    return x * 2
+
+
+def add(x: int, amount: int = 1) -> int:
+    return x + amount
+
+
+def evens(x: int) -> int | None:
+    return x if x % 2 == 0 else None
+
+
+def twice(x: Any):  # type: ignore[no-untyped-def]
+    yield x
+    yield x
+
+
+def slow(x: Any, delay: float = 0.02) -> Any:
+    time.sleep(delay)
+    return x
+
+
+def split_to(x: Any, ctx: Any, target: str = "slow") -> Any:
+    ctx.emit_to(target, x)
+    return x
+
+
+def emit_to_nowhere(x: Any, ctx: Any) -> Any:
+    ctx.emit_to("no_such_stage", x)
+    return x
+
+
+def flaky(x: Any, key: str, fail_times: int = 1) -> Any:
+    with _lock:
+        ATTEMPTS[key][x] += 1
+        attempt = ATTEMPTS[key][x]
+    if attempt <= fail_times:
+        raise ValueError(f"flaky {x} attempt {attempt}")
+    return x
+
+
+def always_fail(x: Any) -> Any:
+    raise ValueError(f"bad item {x}")
+
+
+def die_once(x: Any, key: str) -> Any:
+    with _lock:
+        ATTEMPTS[key][x] += 1
+        first = ATTEMPTS[key][x] == 1
+    if first and x == 2:
+        raise SystemExit("worker thread killed")
+    return x
+
+
+def wait_gate(x: Any, key: str) -> Any:
+    EVENTS[key].wait(10)
+    return x
+
+
+async def async_inc(x: int, delay: float = 0.0) -> int:
+    await asyncio.sleep(delay)
+    return x + 1
+
+
+class Scaler:
+    setups: int = 0
+    closes: int = 0
+
+    def __init__(self, factor: int = 2) -> None:
+        self.factor = factor
+
+    def setup(self) -> None:
+        type(self).setups += 1
+
+    def close(self) -> None:
+        type(self).closes += 1
+
+    def __call__(self, x: int) -> int:
+        return x * self.factor
+
+
+class BrokenSetup:
+    def setup(self) -> None:
+        raise RuntimeError("no database")
+
+    def __call__(self, x: Any) -> Any:
+        return x
+
+
+# -- consumers ---------------------------------------------------------------------------
+def collect(item: Any, key: str = "default") -> None:
+    record(key, item)
+
+
+def collect_slowly(item: Any, key: str, delay: float = 0.01) -> None:
+    time.sleep(delay)
+    record(key, item)
+
+
+# -- hooks -------------------------------------------------------------------------------
+def before_run_hook(run: dict[str, Any]) -> None:
+    CALLS["before_run"].append(run)
+
+
+def after_run_hook(run: dict[str, Any]) -> None:
+    CALLS["after_run"].append(run)
+
+
+def failing_before_run(run: dict[str, Any]) -> None:
+    raise RuntimeError("refuse to run")
+
+
+def failing_after_run(run: dict[str, Any]) -> None:
+    CALLS["after_run_attempted"].append(run)
+    raise RuntimeError("after_run broke")
+
+
+def on_error_hook(item: Any, error: BaseException, stage: str) -> None:
+    CALLS["on_error"].append((item, str(error), stage))
+
+
+def failing_on_error(item: Any, error: BaseException, stage: str) -> None:
+    CALLS["on_error_attempted"].append(item)
+    raise RuntimeError("on_error broke")
