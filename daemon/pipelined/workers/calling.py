@@ -1,95 +1,43 @@
 """Calling a stage's user code inside a worker process, one batch of items at a time.
 
-`StageCallable` imports `call`, instantiates a class once (TOML `args` to `__init__`), and calls
-functions, generator functions, `async def`s and async generators the way the engine does in
-threads: `fn(item, **args)`, plus `ctx=` when the callable has a parameter named `ctx`. Every
-attempt becomes a row `(outputs, routed, filtered, error, traceback, seconds)` — plain data that
-pickles cheaply; exceptions travel as text, never as objects.
+The calling itself is the engine's `Invoker` (pipelined/engine/invoke.py), so a stage behaves
+the same in a worker process as in a thread: functions, generators, `async def`s, async
+generators, classes (instantiated once per worker, TOML `args` to `__init__`, `setup()`/`close()`)
+and `ctx`. This module turns every attempt into a row `(outputs, routed, filtered, error,
+traceback, seconds)` — plain data that pickles cheaply; exceptions travel as text, never as objects.
 """
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-import logging
 import time
 import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from pipelined.engine.invoke import Invoker
 from pipelined.workers.setup import WorkerSetup, import_ref
 
 Row = tuple[list[Any], list[tuple[str, Any]], bool, str | None, str | None, float]
 
 
-class WorkerContext:
-    """The `ctx` a callable receives: pipeline, stage, run, logger, stopping, emit, emit_to."""
-
-    def __init__(self, setup: WorkerSetup, stopping: Callable[[], bool]) -> None:
-        self.pipeline = setup.pipeline
-        self.stage = setup.stage
-        self.run: str | None = None
-        self.logger = logging.LoggerAdapter(
-            logging.getLogger(f"pipelined.pipeline.{setup.pipeline}"),
-            {"pipeline": setup.pipeline, "stage": setup.stage},
-        )
-        self._stopping = stopping
-        self._targets = setup.stage_names
-        self.outputs: list[Any] = []
-        self.routed: list[tuple[str, Any]] = []
-
-    @property
-    def stopping(self) -> bool:
-        return self._stopping()
-
-    def emit(self, item: Any) -> None:
-        self.outputs.append(item)
-
-    def emit_to(self, stage: str, item: Any) -> None:
-        if stage not in self._targets:
-            raise ValueError(f"ctx.emit_to: stage {self.stage!r} routes to unknown stage {stage!r} "
-                             f"(pipeline {self.pipeline!r})")
-        self.routed.append((stage, item))
-
-    def bind_run(self, run: str | None) -> None:
-        self.run = run
-        self.logger.extra = {"pipeline": self.pipeline, "stage": self.stage, "run": run}  # type: ignore[misc]
-
-
 class StageCallable:
     def __init__(self, setup: WorkerSetup, stopping: Callable[[], bool]) -> None:
         target = import_ref(setup.call, setup.python_path)
+        self.invoker = Invoker(setup.pipeline_spec, setup.stage_spec, target, stopping=stopping)
+        self.pipeline = setup.pipeline
+        self.stage = setup.stage
         self.kind = setup.kind
-        self.instance: Any = None
-        self.kwargs: dict[str, Any] = {}
-        if inspect.isclass(target):
-            self.instance = target(**setup.args)
-            self.fn: Callable[..., Any] = self.instance
-            probe: Any = self.instance.__call__
-        else:
-            self.fn = target
-            probe = target
-            self.kwargs = dict(setup.args)
-        self.mode = _mode(probe)
-        self.ctx = WorkerContext(setup, stopping)
-        if _accepts_ctx(probe):
-            self.kwargs["ctx"] = self.ctx
-        self.uses_ctx = "ctx" in self.kwargs
-        self._loop: asyncio.AbstractEventLoop | None = None
+        self.targets = setup.stage_names
+        self.fast: Callable[[Any], Any] | None = None
+        self.routed: list[tuple[str, Any]] = []
 
     def setup(self) -> None:
-        method = getattr(self.instance, "setup", None)
-        if callable(method):
-            method()
+        """Instantiate a class and call its setup()."""
+        self.invoker.setup()
+        self.fast = self.invoker.fast_function()
 
     def close(self) -> None:
-        method = getattr(self.instance, "close", None)
-        try:
-            if callable(method):
-                method()
-        finally:
-            if self._loop is not None:
-                self._loop.close()
+        self.invoker.close()
 
     def run_batch(
         self,
@@ -102,14 +50,14 @@ class StageCallable:
         """Rows for `items`, in order; `progress[0]` holds the index being called (-1 after).
 
         Every `flush_every` seconds the rows so far go to `flush` (so a crash loses little)."""
-        self.ctx.bind_run(run_id)
-        attempt = self.attempt
+        attempt = self._fast_attempt if self.fast is not None else self._attempt
+        run = run_id or ""
         perf = time.perf_counter
         rows: list[Row] = []
         last_flush = perf()
         for index, item in enumerate(items):
             progress[0] = index
-            rows.append(attempt(item))
+            rows.append(attempt(item, run))
             if perf() - last_flush > flush_every:
                 flush(rows)
                 rows = []
@@ -117,62 +65,36 @@ class StageCallable:
         progress[0] = -1
         return rows
 
-    def attempt(self, item: Any) -> Row:
-        ctx = self.ctx
-        outputs: list[Any] = []
-        routed: list[tuple[str, Any]] = []
-        if self.uses_ctx:
-            ctx.outputs = outputs
-            ctx.routed = routed
+    def _fast_attempt(self, item: Any, run: str) -> Row:
         started = time.perf_counter()
         try:
-            self._call(item, outputs)
+            result = self.fast(item)  # type: ignore[misc]
         except (Exception, SystemExit) as exc:
-            seconds = time.perf_counter() - started
-            return [], [], False, f"{type(exc).__name__}: {exc}", traceback.format_exc(), seconds
+            return _error_row(exc, time.perf_counter() - started)
         seconds = time.perf_counter() - started
-        filtered = self.kind == "processor" and not outputs and not routed
-        return outputs, routed, filtered, None, None, seconds
+        if result is None or self.kind == "consumer":
+            return [], [], self.kind == "processor", None, None, seconds
+        return [result], [], False, None, None, seconds
 
-    def _call(self, item: Any, outputs: list[Any]) -> None:
-        mode = self.mode
-        if mode == "function":
-            result = self.fn(item, **self.kwargs)
-            if result is not None and self.kind != "consumer":
-                outputs.append(result)
-        elif mode == "generator":
-            for value in self.fn(item, **self.kwargs):
-                outputs.append(value)
-        elif mode == "async":
-            result = self._event_loop().run_until_complete(self.fn(item, **self.kwargs))
-            if result is not None and self.kind != "consumer":
-                outputs.append(result)
-        else:
-            self._event_loop().run_until_complete(_collect(self.fn(item, **self.kwargs), outputs))
+    def _attempt(self, item: Any, run: str) -> Row:
+        routed: list[tuple[str, Any]] = []
+        self.routed = routed
+        started = time.perf_counter()
+        try:
+            outputs, filtered = self.invoker.call_item(item, run, self._emit_to)
+        except (Exception, SystemExit) as exc:
+            return _error_row(exc, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        if self.kind == "consumer":
+            return [], routed, False, None, None, seconds
+        return outputs, routed, filtered and not routed and self.kind == "processor", None, None, seconds
 
-    def _event_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-        return self._loop
-
-
-async def _collect(agen: Any, outputs: list[Any]) -> None:
-    async for value in agen:
-        outputs.append(value)
+    def _emit_to(self, stage: str, item: Any) -> None:
+        if stage not in self.targets:
+            raise ValueError(f"ctx.emit_to: stage {self.stage!r} routes to unknown stage {stage!r} "
+                             f"(pipeline {self.pipeline!r})")
+        self.routed.append((stage, item))
 
 
-def _mode(fn: Any) -> str:
-    if inspect.isasyncgenfunction(fn):
-        return "asyncgen"
-    if inspect.iscoroutinefunction(fn):
-        return "async"
-    if inspect.isgeneratorfunction(fn):
-        return "generator"
-    return "function"
-
-
-def _accepts_ctx(fn: Any) -> bool:
-    try:
-        return "ctx" in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+def _error_row(exc: BaseException, seconds: float) -> Row:
+    return [], [], False, f"{type(exc).__name__}: {exc}", traceback.format_exc(), seconds

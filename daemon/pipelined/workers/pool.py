@@ -71,10 +71,19 @@ class PoolStage:
                 assert slot.worker is not None
                 slot.worker.wait_ready(deadline)
         except (WorkerStartFailed, WorkerDied) as failure:
-            self.stop(5.0)
+            self._abort_start()
             raise StartError(self._start_error(failure)) from None
         with self._cond:
             self._idle = list(self._slots)
+
+    def _abort_start(self) -> None:
+        deadline = time.monotonic() + 5.0
+        for slot in self._slots:
+            if slot.worker is not None:
+                slot.worker.stop(deadline)
+                slot.worker = None
+        self._started = False
+        release_context(self.method)
 
     def _start_error(self, failure: Exception) -> str:
         where = f"{self.pipeline_spec.file}: {self.pipeline_spec.name}/{self.stage_spec.name}"

@@ -25,6 +25,8 @@ class WorkerSetup:
     after_fork: tuple[tuple[str, str], ...]  # (where, "module:function"): pipeline hook, then stage hook
     stage_names: frozenset[str]  # valid ctx.emit_to targets
     log_level: int
+    pipeline_spec: PipelineSpec
+    stage_spec: StageSpec
 
 
 def worker_setup(pipeline_spec: PipelineSpec, stage_spec: StageSpec) -> WorkerSetup:
@@ -41,6 +43,8 @@ def worker_setup(pipeline_spec: PipelineSpec, stage_spec: StageSpec) -> WorkerSe
         after_fork=hooks,
         stage_names=frozenset(s.name for s in pipeline_spec.walk()),
         log_level=logging.getLogger().getEffectiveLevel(),
+        pipeline_spec=pipeline_spec,
+        stage_spec=stage_spec,
     )
 
 

@@ -79,6 +79,7 @@ def serve(conn: Connection, stage_callable: StageCallable, setup: WorkerSetup, l
         op = message[0]
         if op == protocol.STOP:
             break
+        logs.run = message[1]
         if op == protocol.BATCH:
             rows = stage_callable.run_batch(message[1], message[2], progress, flush, FLUSH_EVERY)
         else:

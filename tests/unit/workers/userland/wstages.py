@@ -30,8 +30,7 @@ def keep_even(item: int) -> int | None:
 
 
 def spread(item: int) -> Any:
-    for n in range(item):
-        yield n
+    yield from range(item)
 
 
 def router(item: int, ctx: Any) -> None:
