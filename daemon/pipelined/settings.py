@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pipelined.durations import parse_duration, parse_size
 from pipelined.errors import PipelinedError
 
 DEFAULT_SETTINGS_PATH = Path("/etc/pipelined/pipelined.toml")
@@ -247,31 +248,6 @@ def _listen(value: Any) -> str:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f'expected "host:port" (port 1-65535) or "unix:/path", got {value!r}')
     return value
-
-
-try:  # written by the config engineer; the fallback keeps settings usable before it lands
-    from pipelined.durations import parse_duration, parse_size
-except ImportError:  # pragma: no cover - only until pipelined.durations exists
-    import re
-
-    _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "": 1.0}
-    _SIZES = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
-
-    def parse_duration(value: Any) -> float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|)\s*", str(value))
-        if not isinstance(value, str) or not match:
-            raise ValueError(f'expected a duration like "250ms", "5s", "2m", "1h", got {value!r}')
-        return float(match[1]) * _UNITS[match[2]]
-
-    def parse_size(value: Any) -> int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(value))
-        if not isinstance(value, str) or not match or match[2].lower() not in _SIZES:
-            raise ValueError(f'expected a size like "1MiB", "512KiB", got {value!r}')
-        return int(float(match[1]) * _SIZES[match[2].lower()])
 
 
 _CONVERTERS: dict[str, Any] = {
