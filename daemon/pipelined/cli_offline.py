@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from pipelined.config import check_paths, load_pipeline
-from pipelined.spec import Problem
+from pipelined.spec import PipelineSpec, Problem
 
 DEFAULT_CONF_DIR = Path("/etc/pipelined/conf.d")
 DEFAULT_SETTINGS = Path("/etc/pipelined/pipelined.toml")
@@ -111,6 +111,12 @@ def run_graph(args: argparse.Namespace) -> int:
         print(problem, file=sys.stderr)
     if spec is None:
         return 1
+    sys.stdout.write(graph_text(spec, args.format))
+    return 0
+
+
+def graph_text(spec: PipelineSpec, fmt: str) -> str:
+    """What `pipelined graph` prints for a valid spec: mermaid, dot or json (newline-terminated)."""
     from pipelined.callables import is_async_callable
     from pipelined.graph import build_graph
     from pipelined.limits import allocate
@@ -120,11 +126,7 @@ def run_graph(args: argparse.Namespace) -> int:
     allocation = allocate(
         spec, graph, None, None, lambda stage: is_async_callable(stage.call, spec.python_path)
     )
-    if args.format == "json":
-        sys.stdout.write(
-            orjson.dumps(render_json(graph, allocation), option=orjson.OPT_INDENT_2).decode() + "\n"
-        )
-    else:
-        text = render_dot(graph, allocation) if args.format == "dot" else render_mermaid(graph, allocation)
-        sys.stdout.write(text if text.endswith("\n") else text + "\n")
-    return 0
+    if fmt == "json":
+        return orjson.dumps(render_json(graph, allocation), option=orjson.OPT_INDENT_2).decode() + "\n"
+    text = render_dot(graph, allocation) if fmt == "dot" else render_mermaid(graph, allocation)
+    return text if text.endswith("\n") else text + "\n"
