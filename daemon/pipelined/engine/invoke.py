@@ -227,17 +227,23 @@ class Invoker:
         return call_args
 
     def iterate_producer(
-        self, call_args: Mapping[str, Any], run_id: str, emit_to_sink: EmitToSink = _refuse_emit_to
+        self,
+        call_args: Mapping[str, Any],
+        run_id: str,
+        emit_to_sink: EmitToSink = _refuse_emit_to,
+        emit_sink: Callable[[Any], None] | None = None,
     ) -> Iterator[Any]:
         """Items one run produces: yielded/returned values and `ctx.emit` calls, in order.
 
-        Closing the returned generator closes the user's generator (drain).
+        With `emit_sink`, `ctx.emit(item)` calls it at once instead (a producer that emits from
+        a long-running plain function). Closing the returned generator closes the user's
+        generator (drain).
         """
         call = self._ready()
         pending: list[Any] = []
         kwargs = dict(call_args)
         if self.wants_ctx:
-            kwargs["ctx"] = self._context(run_id, pending.append, emit_to_sink)
+            kwargs["ctx"] = self._context(run_id, emit_sink or pending.append, emit_to_sink)
         if self.is_async:
             return self._iterate_async(call(**kwargs), pending)
         return self._iterate_sync(call(**kwargs), pending)

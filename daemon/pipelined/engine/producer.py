@@ -167,22 +167,33 @@ class ProducerStage:
             target = self.services.target_for(stage)
             self._flush(cell, run, [value], target)
 
-        items: Iterator[Any] = invoker.iterate_producer(call_args, run.id, emit_to)
         target = self.target
         hungry = self._hungry
         buf: list[Any] = []
+
+        def flush() -> None:
+            items = buf[:]
+            buf.clear()
+            self._flush(cell, run, items, target)
+
+        def emit(item: Any) -> None:
+            buf.append(item)
+            if len(buf) >= FLUSH_AT or hungry():
+                flush()
+
+        items: Iterator[Any] = invoker.iterate_producer(call_args, run.id, emit_to, emit)
+        append = buf.append
         try:
             for item in items:
-                buf.append(item)
+                append(item)
                 if len(buf) >= FLUSH_AT or hungry():
-                    self._flush(cell, run, buf, target)
-                    buf = []
+                    flush()
                 if self.stopping:
                     return True
-            return False
+            return self.stopping
         finally:
             if buf:
-                self._flush(cell, run, buf, target)
+                flush()
             close = getattr(items, "close", None)
             if close is not None:
                 close()

@@ -62,3 +62,9 @@ def running(
 def finished_run(rt: PipelineRuntime, run_id: str, timeout: float = 10.0) -> dict[str, Any]:
     assert rt.book.runs.wait(run_id, timeout), rt.book.runs.get(run_id)
     return rt.book.runs.get(run_id)
+
+
+def build_graph_for(spec: PipelineSpec) -> Any:
+    result = build_graph(spec)
+    assert result.ok, [str(p) for p in result.problems]
+    return result.graph
