@@ -8,12 +8,14 @@ and resource-tracker helper processes are stopped too, so a drained daemon has n
 from __future__ import annotations
 
 import contextlib
+import logging
 import multiprocessing
 import os
 import pickle
 import signal
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.connection import wait
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -23,6 +25,7 @@ from pipelined.workers.logbridge import replay
 from pipelined.workers.setup import WorkerSetup
 from pipelined.workers.worker_main import worker_main
 
+log = logging.getLogger("pipelined.workers")
 _helpers_lock = threading.Lock()
 _helper_users = 0
 
@@ -71,7 +74,14 @@ class WorkerStartFailed(Exception):
 
 
 class WorkerHandle:
-    def __init__(self, context: BaseContext, setup: WorkerSetup, index: int) -> None:
+    def __init__(
+        self,
+        context: BaseContext,
+        setup: WorkerSetup,
+        index: int,
+        target: Callable[..., None] = worker_main,
+        extra_args: tuple[Any, ...] = (),
+    ) -> None:
         self.setup = setup
         self.index = index
         self.items_done = 0
@@ -80,8 +90,8 @@ class WorkerHandle:
         self.progress = memoryview(self.shared).cast("B").cast("q")
         self.progress[0] = -1
         self.process = context.Process(
-            target=worker_main,
-            args=(child_conn, self.shared, setup),
+            target=target,
+            args=(child_conn, self.shared, setup, *extra_args),
             name=f"pipelined:{setup.pipeline}/{setup.stage}#{index}",
             daemon=True,
         )
@@ -144,8 +154,11 @@ class WorkerHandle:
         try:
             self.send((protocol.STOP,))
             while True:
-                kind, _payload = self.receive(deadline)
+                kind, payload = self.receive(deadline)
                 if kind == protocol.CLOSED:
+                    if payload:
+                        log.warning("stage %s: %s", self.setup.stage, payload,
+                                    extra={"pipeline": self.setup.pipeline, "stage": self.setup.stage})
                     break
         except WorkerDied:
             pass

@@ -52,6 +52,11 @@ class LogBuffer(logging.Handler):
         with self._guard:
             self._records.append(data)
 
+    def add(self, records: LogRecords) -> None:
+        """Records that came from elsewhere (a fork_per_item child) and leave with ours."""
+        with self._guard:
+            self._records.extend(records)
+
     def take(self) -> LogRecords:
         with self._guard:
             records, self._records = self._records, []

@@ -37,13 +37,17 @@ def worker_main(conn: Connection, shared: Any, setup: WorkerSetup) -> None:
 
 
 def start_stage(
-    conn: Connection, setup: WorkerSetup, logs: LogBuffer, stopping: Any
+    conn: Connection, setup: WorkerSetup, logs: LogBuffer, stopping: Any, ready: bool = True
 ) -> StageCallable | None:
-    """Hooks, import, instance, setup(); replies READY (and returns it) or START_FAILED."""
+    """Hooks, import, instance, setup(); replies READY (and returns it) or START_FAILED.
+
+    With `ready=False` (the fork_per_item zygote) the after_fork hooks are not run here and READY
+    is left to the caller."""
     add_python_path(setup.python_path)
     where = f"import of {setup.call!r}"
     try:
-        run_hooks(setup.after_fork, setup.python_path)
+        if ready:
+            run_hooks(setup.after_fork, setup.python_path)
         stage_callable = StageCallable(setup, stopping)
         where = "setup()"
         stage_callable.setup()
@@ -53,7 +57,8 @@ def start_stage(
     except BaseException as exc:
         _reply_start_failed(conn, where, exc, logs)
         return None
-    conn.send_bytes(protocol.dumps((protocol.READY, None, logs.take())))
+    if ready:
+        conn.send_bytes(protocol.dumps((protocol.READY, None, logs.take())))
     return stage_callable
 
 
