@@ -192,7 +192,8 @@ def check_paths(paths: Sequence[Path]) -> tuple[list[Problem], int, int]:
         elif path.exists():
             files.append(path)
         else:
-            problems.append(Problem(str(path), path.stem, "no such file or directory"))
+            what = path.stem if path.suffix == ".toml" else "conf dir"
+            problems.append(Problem(str(path), what, "no such file or directory"))
     invalid = len(problems)
     specs: list[PipelineSpec] = []
     for file in files:
