@@ -172,3 +172,15 @@ class FailingSetup:
 
     def __call__(self, item: Any) -> Any:
         return item
+
+
+def items_of(values: list[Any] | None = None) -> Any:
+    """A producer: yields the given values."""
+    yield from values or []
+
+
+COLLECTED: list[Any] = []
+
+
+def collect(item: Any) -> None:
+    COLLECTED.append(item)
