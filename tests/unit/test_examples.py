@@ -108,3 +108,56 @@ def test_example_graph_renders_in_every_format(path: Path, capsys: pytest.Captur
         )
         assert svg.returncode == 0, svg.stderr
         assert "<svg" in svg.stdout
+
+
+def test_the_examples_run_in_a_real_daemon(tmp_path: Path) -> None:
+    from harness import DaemonProcess, wait_for
+
+    daemon = DaemonProcess(tmp_path)
+    # The daemon exports its state dir to stages; set it here too so the test does not depend on it.
+    daemon.extra_env["PIPELINED_STATE_DIR"] = str(daemon.state_dir)
+    for path in EXAMPLES:
+        shutil.copy(path, daemon.conf_dir / path.name)
+    text = tmp_path / "text.txt"
+    text.write_text("the cat saw the other cat\nThe end.\n")
+    try:
+        daemon.start(timeout=30)
+        client = daemon.client
+        states = {p["name"]: p["state"] for p in client.get("/pipelines").json()}
+        assert states == dict.fromkeys((p.stem for p in EXAMPLES), "running")
+
+        def finished(name: str, run: str) -> dict[str, Any] | None:
+            body = next(r for r in client.get(f"/pipelines/{name}/runs").json() if r["run"] == run)
+            return body if body["state"] != "running" else None
+
+        accepted = client.post("/pipelines/wordcount/stages/read/trigger", json={"args": {"path": str(text)}})
+        assert accepted.status_code == 202, accepted.text
+        run = wait_for(lambda: finished("wordcount", accepted.json()["run"]), 20, what="wordcount run ends")
+        assert run["state"] == "completed", run
+        counts = orjson.loads((daemon.state_dir / "out" / "wordcount.jsonl").read_bytes().splitlines()[-1])
+        assert counts == {
+            "words": 8,
+            "distinct": 5,
+            "top": [["the", 3], ["cat", 2], ["saw", 1], ["other", 1], ["end", 1]],
+        }
+
+        accepted = client.post("/pipelines/shell/stages/shout/trigger", json={"items": ["hello", "world"]})
+        run = wait_for(lambda: finished("shell", accepted.json()["run"]), 20, what="shell run ends")
+        assert run["state"] == "completed" and run["items"]["finished"] == 2, run
+
+        numbers = daemon.state_dir / "out" / "numbers.jsonl"
+        wait_for(
+            lambda: numbers.exists() and numbers.read_bytes().count(b"\n") >= 1, 20, what="a batch summary"
+        )
+        assert orjson.loads(numbers.read_bytes().splitlines()[0]) == {
+            "count": 5,
+            "first": 1,
+            "last": 5,
+            "sum": 55,
+        }
+        wait_for(lambda: (daemon.state_dir / "tail" / "follow-follow.offset").read_text().strip(), 10)
+        for name in ("fanout", "nested"):
+            assert (daemon.state_dir / "out" / f"{name}.jsonl").read_bytes(), name
+        assert daemon.stop() == 0
+    finally:
+        daemon.close()
