@@ -9,6 +9,7 @@ crash of the daemon between taking a line and asking for the next one repeats th
 
 from __future__ import annotations
 
+import codecs
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,9 +86,10 @@ class _OpenFile:
 class _Follower:
     """Follows `path`: the file now at that path, or first the rotated file a saved offset names."""
 
-    def __init__(self, path: Path, encoding: str) -> None:
+    def __init__(self, path: Path, encoding: str, place: str) -> None:
         self.path = path
         self.encoding = encoding
+        self.place = place
         self.current: _OpenFile | None = None
         self.finishing_rotated = False
 
@@ -109,10 +111,8 @@ class _Follower:
 
     def poll(self) -> list[Line]:
         """Lines available now; handles the file appearing, rotation and truncation."""
-        if self.current is None:
-            if _stat(self.path) is None:
-                return []
-            self._open(self.path, 0)
+        if self.current is None and (_stat(self.path) is None or not self._open(self.path, 0)):
+            return []
         assert self.current is not None
         lines = self.current.read_lines()
         if lines:
@@ -137,8 +137,15 @@ class _Follower:
         self.finishing_rotated = False
         return rest
 
-    def _open(self, path: Path, offset: int) -> None:
-        self.current = _OpenFile(path, offset, self.encoding)
+    def _open(self, path: Path, offset: int) -> bool:
+        """Open `path` at `offset`; False when it vanished in between (it is waited for)."""
+        try:
+            self.current = _OpenFile(path, offset, self.encoding)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise OSError(f"{self.place}: path: cannot read {path}: {exc.strerror}") from None
+        return True
 
     def close(self) -> None:
         if self.current is not None:
@@ -191,7 +198,11 @@ def tail_file(
         store = OffsetStore.for_stage(ctx.pipeline, ctx.stage) if ctx is not None else None
     except OffsetBusy as exc:
         raise RuntimeError(f"{place}: already running: {exc}; give this stage threads = 1") from None
-    follower = _Follower(file_path, encoding)
+    try:
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ValueError(f"{place}: encoding: unknown encoding {encoding!r}") from None
+    follower = _Follower(file_path, encoding, place)
     try:
         saved = store.load() if store is not None else None
         follower.resume(saved if saved is not None and saved.path == str(path) else None, start)

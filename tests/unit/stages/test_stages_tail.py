@@ -236,3 +236,14 @@ def test_a_crash_repeats_at_most_the_last_line(log_file: Path, ctx: FakeContext,
     lines = tail_file(str(log_file), poll_interval=FAST, ctx=ctx)
     assert take(lines, 2) == ["old 2", "old 3"]  # at-least-once: "old 2" is delivered again
     lines.close()
+
+
+def test_unreadable_paths_and_encodings_name_stage_and_key(
+    tmp_path: Path, ctx: FakeContext, state_dir: Path
+) -> None:
+    with pytest.raises(
+        OSError, match=rf"demo/source \(tail_file\): path: cannot read {tmp_path}: Is a directory"
+    ):
+        tail_file(str(tmp_path), ctx=ctx)
+    with pytest.raises(ValueError, match=r"demo/source \(tail_file\): encoding: unknown encoding 'klingon'"):
+        tail_file(str(tmp_path / "x.log"), encoding="klingon", ctx=ctx)
