@@ -77,9 +77,14 @@ class JsonlWriter:
     def setup(self) -> None:
         with self._lock:
             if self._fd is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
                 flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if self.append else os.O_TRUNC)
-                self._fd = os.open(self.path, flags, 0o644)
+                try:
+                    self.path.parent.mkdir(parents=True, exist_ok=True)
+                    self._fd = os.open(self.path, flags, 0o644)
+                except OSError as exc:
+                    raise OSError(
+                        f"write_jsonl: path: cannot open {self.path} for writing: {exc.strerror}"
+                    ) from None
 
     def __call__(self, item: Any) -> None:
         if self._fd is None:

@@ -120,3 +120,11 @@ def test_write_jsonl_bad_arguments_name_the_key() -> None:
         write_jsonl("x.jsonl", append="yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="write_jsonl: path: expected a non-empty path string"):
         write_jsonl("")
+
+
+def test_write_jsonl_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    writer = write_jsonl(str(blocker / "out.jsonl"))  # a directory that is a file
+    with pytest.raises(OSError, match=f"write_jsonl: path: cannot open {blocker}/out.jsonl for writing"):
+        writer.setup()
