@@ -134,7 +134,7 @@ class Daemon:
             self.watcher.start()
         self.heartbeat.start()
         try:
-            return self.supervisor.run()
+            return self.supervisor.run_loop()
         finally:
             if self.watcher is not None:
                 self.watcher.stop()

@@ -91,7 +91,7 @@ class Supervisor(PipelineQueries):
         signal.signal(signal.SIGINT, on_term)
 
     # -- the loop --------------------------------------------------------------------------
-    def run(self, on_ready: Any = None) -> int:
+    def run_loop(self, on_ready: Any = None) -> int:
         """First apply, READY=1, then handle events until stop; drains everything; returns 0."""
         self._loop_thread = threading.current_thread()
         if not self._stopping:

@@ -74,13 +74,13 @@ def test_invalid_edit_keeps_the_running_version(daemon: DaemonProcess) -> None:
 
 def test_new_version_that_cannot_start_restores_the_old_one(daemon: DaemonProcess) -> None:
     out = install_flow_stages(daemon)
-    good = daemon.write_pipeline("flow", flow(out, delay=0.002))
+    good = file_version(daemon.write_pipeline("flow", flow(out, delay=0.002)))
     daemon.start()
     daemon.write_pipeline("flow", flow(out, delay=0.002, work_call="flow_stages:FailingSetup"))
     result = _reload(daemon)
     assert "no database" in result["failed"]["flow"]
     detail = daemon.wait_state("flow", "running")
-    assert detail["version"] == file_version(good)
+    assert detail["version"] == good
     assert "no database" in detail["error"]
     assert detail["last_reload"]["ok"] is False
     before = len(read_lines(str(out), "consumed.txt"))
