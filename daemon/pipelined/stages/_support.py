@@ -2,8 +2,9 @@
 argument checks with clear messages, durations, and where relative paths resolve.
 
 Relative paths given to built-in stages resolve against the daemon's state dir, which the daemon
-exports as `PIPELINED_STATE_DIR` (default: `.state` relative to the working directory). Under
-systemd the working directory is `/` and the state dir is the one place the unit may write.
+exports as `PIPELINED_STATE_DIR`; without it, systemd's `STATE_DIRECTORY` (set for a unit with
+`StateDirectory=`), else `.state` relative to the working directory. Under systemd the working
+directory is `/` and the state dir is the one place the sandboxed unit may write.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import Any, Protocol
 from pipelined.durations import parse_duration
 
 STATE_DIR_ENV = "PIPELINED_STATE_DIR"
+SYSTEMD_STATE_DIR_ENV = "STATE_DIRECTORY"  # set by systemd for StateDirectory=
 DEFAULT_STATE_DIR = ".state"
 _WAIT_SLICE_S = 0.05  # how often a waiting stage looks at ctx.stopping
 
@@ -74,7 +76,14 @@ def logger_for(ctx: StageContext | None, name: str) -> logging.Logger | logging.
 
 
 def state_dir() -> Path:
-    return Path(os.environ.get(STATE_DIR_ENV) or DEFAULT_STATE_DIR)
+    """`PIPELINED_STATE_DIR`; else systemd's `STATE_DIRECTORY` (its first entry); else `.state`."""
+    exported = os.environ.get(STATE_DIR_ENV)
+    if exported:
+        return Path(exported)
+    systemd_dirs = os.environ.get(SYSTEMD_STATE_DIR_ENV, "")
+    if systemd_dirs:
+        return Path(systemd_dirs.split(":")[0])
+    return Path(DEFAULT_STATE_DIR)
 
 
 def resolve_path(path: str | os.PathLike[str], key: str, place: str) -> Path:
