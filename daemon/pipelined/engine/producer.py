@@ -190,7 +190,8 @@ class ProducerStage:
                     flush()
                 if self.stopping:
                     return True
-            return self.stopping
+            # a plain function that emits through ctx returns when it sees ctx.stopping
+            return self.stopping or (invoker.kind == "function" and invoker.wants_ctx and self.services.stopping())
         finally:
             if buf:
                 flush()

@@ -51,6 +51,7 @@ def test_triggers_are_refused_while_draining_and_after() -> None:
     )
     with running(spec) as rt:
         run_id = rt.trigger("src")
+        assert wait_for(lambda: rt.book.runs.get(run_id)["items"]["produced"] == 10)
         rt.begin_drain()
         assert rt.state == "draining"
         with pytest.raises(Conflict, match="draining"):
