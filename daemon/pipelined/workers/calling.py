@@ -18,6 +18,9 @@ from pipelined.engine.invoke import Invoker
 from pipelined.workers.setup import WorkerSetup, import_ref
 
 Row = tuple[list[Any], list[tuple[str, Any]], bool, str | None, str | None, float]
+# (COMPACT, results, seconds, errors by index, filtered_when_none): one value per item, None = nothing
+Compact = tuple[str, list[Any], list[float], dict[int, Row], bool]
+COMPACT = "c"
 
 
 class StageCallable:
@@ -64,6 +67,38 @@ class StageCallable:
                 last_flush = perf()
         progress[0] = -1
         return rows
+
+    def run_fast_batch(
+        self, items: Sequence[Any], progress: Any, flush: Callable[[Compact], None], flush_every: float
+    ) -> Compact:
+        """Like run_batch for a plain function without ctx, in the compact form (see protocol.py)."""
+        fn = self.fast
+        assert fn is not None
+        consumer = self.kind == "consumer"
+        perf = time.perf_counter
+        results: list[Any] = []
+        seconds: list[float] = []
+        errors: dict[int, Row] = {}
+        last_flush = perf()
+        for index, item in enumerate(items):
+            progress[0] = index
+            started = perf()
+            try:
+                result = fn(item)
+            except (Exception, SystemExit) as exc:
+                ended = perf()
+                errors[len(results)] = _error_row(exc, ended - started)
+                result = None
+            else:
+                ended = perf()
+            results.append(None if consumer else result)
+            seconds.append(ended - started)
+            if ended - last_flush > flush_every:
+                flush((COMPACT, results, seconds, errors, self.kind == "processor"))
+                results, seconds, errors = [], [], {}
+                last_flush = perf()
+        progress[0] = -1
+        return COMPACT, results, seconds, errors, self.kind == "processor"
 
     def _fast_attempt(self, item: Any, run: str) -> Row:
         started = time.perf_counter()

@@ -12,11 +12,11 @@ import logging
 import multiprocessing
 import os
 import pickle
+import select
 import signal
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.connection import wait
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -97,6 +97,9 @@ class WorkerHandle:
         )
         self.process.start()
         child_conn.close()
+        self._poller = select.poll()
+        self._poller.register(self.conn.fileno(), select.POLLIN)
+        self._poller.register(self.process.sentinel, select.POLLIN)
 
     @property
     def pid(self) -> int | None:
@@ -127,10 +130,10 @@ class WorkerHandle:
         """The next (kind, payload); log records are replayed here. WorkerDied when it died."""
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = wait([self.conn, self.process.sentinel], timeout)
+            ready = {fd for fd, _ in self._poller.poll(None if timeout is None else timeout * 1000)}
             if not ready:
                 raise WorkerDied(f"no answer within the time limit (pid {self.pid})")
-            if self.conn not in ready and not self.conn.poll():
+            if self.conn.fileno() not in ready and not self.conn.poll():
                 raise WorkerDied(self.death_description())
             try:
                 data = self.conn.recv_bytes()

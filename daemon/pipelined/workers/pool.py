@@ -219,8 +219,8 @@ class _BatchRun:
                 if kind == protocol.LOAD_FAILED:
                     self._send_itemwise(worker, sent)
                     continue
-                for row in payload:
-                    self.outcomes[sent[received]] = ItemOutcome(*row)
+                for outcome in protocol.outcomes(payload):
+                    self.outcomes[sent[received]] = outcome
                     received += 1
                 if kind == protocol.DONE:
                     worker.items_done += len(sent)

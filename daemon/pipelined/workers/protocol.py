@@ -14,7 +14,8 @@ import pickle
 import signal
 from typing import Any
 
-from pipelined.workers.calling import Row
+from pipelined.workers.calling import COMPACT, Compact, Row
+from pipelined.workers.outcome import ItemOutcome
 
 BATCH, ITEMWISE, STOP = 1, 2, 3
 READY, START_FAILED, ROWS, DONE, LOAD_FAILED, CLOSED = "ready", "start_failed", "rows", "done", "load_failed", "closed"
@@ -46,12 +47,40 @@ def first_unpicklable(values: list[Any]) -> tuple[Any, BaseException] | None:
     return None
 
 
-def encode_rows(kind: str, rows: list[Row], logs: list[dict[str, Any]], stage: str) -> bytes:
+def expand(payload: list[Row] | Compact) -> list[Row]:
+    """Rows from either form of a reply."""
+    if not isinstance(payload, tuple):
+        return payload
+    _tag, results, seconds, errors, filtered_when_none = payload
+    return [
+        errors[i] if i in errors
+        else ([], [], filtered_when_none, None, None, seconds[i]) if value is None
+        else ([value], [], False, None, None, seconds[i])
+        for i, value in enumerate(results)
+    ]
+
+
+def outcomes(payload: list[Row] | Compact) -> list[ItemOutcome]:
+    """ItemOutcomes from either form of a reply (the compact one without building rows)."""
+    if not isinstance(payload, tuple) or payload[0] != COMPACT:
+        return [ItemOutcome(*row) for row in payload]  # type: ignore[arg-type]
+    _tag, results, seconds, errors, filtered_when_none = payload
+    made = [
+        ItemOutcome([], [], filtered_when_none, None, None, took) if value is None
+        else ItemOutcome([value], [], False, None, None, took)
+        for value, took in zip(results, seconds, strict=True)
+    ]
+    for index, row in errors.items():
+        made[index] = ItemOutcome(*row)
+    return made
+
+
+def encode_rows(kind: str, rows: list[Row] | Compact, logs: list[dict[str, Any]], stage: str) -> bytes:
     """Pickle a reply; a row whose outputs cannot be pickled becomes an error row for that item."""
     try:
         return dumps((kind, rows, logs))
     except Exception:
-        rows = [_picklable_row(row, stage) for row in rows]
+        rows = [_picklable_row(row, stage) for row in expand(rows)]
         try:
             return dumps((kind, rows, logs))
         except Exception:  # a log record field, most likely

@@ -18,7 +18,7 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from pipelined.workers import protocol
-from pipelined.workers.calling import Row, StageCallable
+from pipelined.workers.calling import Compact, Row, StageCallable
 from pipelined.workers.logbridge import LogBuffer
 from pipelined.workers.setup import HookFailed, WorkerSetup, add_python_path, run_hooks
 
@@ -68,7 +68,7 @@ def _reply_start_failed(conn: Connection, where: str, exc: BaseException, logs: 
 
 
 def serve(conn: Connection, stage_callable: StageCallable, setup: WorkerSetup, logs: LogBuffer, progress: Any) -> None:
-    def flush(rows: list[Row]) -> None:
+    def flush(rows: list[Row] | Compact) -> None:
         conn.send_bytes(protocol.encode_rows(protocol.ROWS, rows, logs.take(), setup.stage))
 
     while True:
@@ -85,7 +85,10 @@ def serve(conn: Connection, stage_callable: StageCallable, setup: WorkerSetup, l
         if op == protocol.STOP:
             break
         logs.run = message[1]
-        if op == protocol.BATCH:
+        rows: list[Row] | Compact
+        if op == protocol.BATCH and stage_callable.fast is not None:
+            rows = stage_callable.run_fast_batch(message[2], progress, flush, FLUSH_EVERY)
+        elif op == protocol.BATCH:
             rows = stage_callable.run_batch(message[1], message[2], progress, flush, FLUSH_EVERY)
         else:
             rows = _run_itemwise(stage_callable, message[1], message[2], setup.stage, progress, flush)

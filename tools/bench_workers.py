@@ -1,0 +1,177 @@
+"""Benchmark worker processes (`processes = 2`) against baselines measured in the same run.
+
+W3: 2,000 items of ~1 ms pure-Python CPU work — processes=2 vs one thread (target >= 1.5x) and
+vs a bare ProcessPoolExecutor(2) with chunks of 16 (target >= 0.9x).
+W1: 200,000 ints through a trivial function — processes=2 vs the plain loop (target >= 0.2x),
+at the level of the pool (2 dispatcher threads, chunks of 256, like the engine) and through a
+real PipelineRuntime (producer -> processes=2 -> consumer).
+Prints one line per measurement; results are recorded in docs/performance-workers.md.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+TOOLS = Path(__file__).resolve().parent
+sys.path.insert(0, str(TOOLS.parent / "daemon"))
+
+BURN_STEPS = 1  # calibrated in main() to ~1 ms
+COUNTED = [0]
+
+
+def burn(item: int) -> int:
+    total = 0
+    for n in range(BURN_STEPS_FOR_WORKERS):
+        total += n * n % 7
+    return total + item
+
+
+BURN_STEPS_FOR_WORKERS = int(os.environ.get("BENCH_BURN_STEPS", "20000"))
+
+
+def double(item: int) -> int:
+    return item * 2
+
+
+def numbers(count: int = 0) -> Iterator[int]:
+    yield from range(count)
+
+
+def count(item: Any) -> None:
+    COUNTED[0] += 1
+
+
+def timed(fn: Callable[[], Any]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
+
+
+def calibrate() -> int:
+    steps = 20000
+    global BURN_STEPS_FOR_WORKERS
+    BURN_STEPS_FOR_WORKERS = steps
+    seconds = min(timed(lambda: [burn(0) for _ in range(200)]) for _ in range(3)) / 200
+    return max(100, int(steps * 0.001 / seconds))
+
+
+def pool_rate(call: str, items: list[int], chunk: int = 256, threads: int = 2) -> float:
+    """items/s through a started PoolStage, fed by `threads` dispatcher threads like the engine's."""
+    from pipelined.spec import PipelineSpec, StageSpec
+    from pipelined.workers import make_process_stage
+
+    stage = StageSpec(name="work", call=f"bench_workers:{call}", processes=2)
+    pipeline = PipelineSpec(name="bench", file=TOOLS / "bench.toml", version="0" * 12, stages=(stage,),
+                            python_path=(TOOLS,))
+    pool = make_process_stage(pipeline, stage, 2)
+    pool.start()
+    try:
+        pool.process("warm", items[:2])
+        todo = deque(items)
+        lock = threading.Lock()
+        produced: list[int] = [0]
+
+        def dispatch() -> None:
+            while True:
+                with lock:
+                    n = min(chunk, max(1, len(todo) // threads))
+                    batch = [todo.popleft() for _ in range(min(n, len(todo)))]
+                if not batch:
+                    return
+                outs = 0
+                for outcome in pool.process("bench", batch):
+                    outs += len(outcome.outputs)
+                with lock:
+                    produced[0] += outs
+
+        workers = [threading.Thread(target=dispatch) for _ in range(threads)]
+        started = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        seconds = time.perf_counter() - started
+        assert produced[0] == len(items), produced
+        return len(items) / seconds
+    finally:
+        pool.stop(10.0)
+
+
+def executor_rate(fn: Callable[[int], int], items: list[int], chunksize: int) -> float:
+    with ProcessPoolExecutor(2) as executor:
+        list(executor.map(fn, [0, 0], chunksize=1))  # workers up
+        seconds = timed(lambda: list(executor.map(fn, items, chunksize=chunksize)))
+    return len(items) / seconds
+
+
+def engine_rate(total: int, processes: bool) -> float:
+    from pipelined.engine import PipelineBook, PipelineRuntime
+    from pipelined.graph import build_graph
+    from pipelined.spec import PipelineSpec, StageSpec
+
+    middle = StageSpec(name="work", call="bench_workers:double", processes=2 if processes else None)
+    spec = PipelineSpec(
+        name="benchw1", file=TOOLS / "benchw1.toml", version="0" * 12, python_path=(TOOLS,), max_processes=2,
+        stages=(StageSpec(name="src", kind="producer", call="bench_workers:numbers", auto_start=False),
+                middle, StageSpec(name="sink", kind="consumer", call="bench_workers:count")),
+    )
+    runtime = PipelineRuntime(spec, build_graph(spec).graph, None, PipelineBook(spec.name, None))
+    runtime.start()
+    try:
+        module = sys.modules["bench_workers"]
+        module.COUNTED[0] = 0
+        started = time.perf_counter()
+        run_id = runtime.trigger("src", args={"count": total})
+        assert runtime.book.runs.wait(run_id, 300.0)
+        seconds = time.perf_counter() - started
+        assert module.COUNTED[0] == total, (module.COUNTED[0], runtime.book.runs.get(run_id))
+        return total / seconds
+    finally:
+        runtime.drain(10.0)
+
+
+def line(name: str, rate: float, baseline: float, target: float | None = None) -> None:
+    ratio = rate / baseline
+    verdict = "" if target is None else ("  ok" if ratio >= target else f"  BELOW target {target}x")
+    print(f"{name:<58} {rate:>12,.0f} items/s  {ratio:6.3f}x{verdict}", flush=True)
+
+
+def main() -> None:
+    steps = calibrate()
+    os.environ["BENCH_BURN_STEPS"] = str(steps)
+    global BURN_STEPS_FOR_WORKERS
+    BURN_STEPS_FOR_WORKERS = steps
+    print(f"W3: 2,000 items of ~1 ms CPU (burn steps {steps}); W1: 200,000 ints; cores: {os.cpu_count()}")
+
+    w3 = list(range(2000))
+    one_thread = len(w3) / timed(lambda: [burn(x) for x in w3])
+    executor = executor_rate(burn, w3, 16)
+    pool = pool_rate("burn", w3)
+    line("W3 one thread (baseline)", one_thread, one_thread)
+    line("W3 ProcessPoolExecutor(2), chunksize 16", executor, one_thread)
+    line("W3 pool processes=2 vs one thread", pool, one_thread, 1.5)
+    line("W3 pool processes=2 vs ProcessPoolExecutor(2)", pool, executor, 0.9)
+
+    w1 = list(range(200_000))
+    sink: list[int] = []
+    plain = len(w1) / min(timed(lambda: [sink.append(double(x)) for x in w1]) for _ in range(3))
+    line("W1 plain loop (baseline)", plain, plain)
+    line("W1 ProcessPoolExecutor(2).map, chunksize 1000", executor_rate(double, w1, 1000), plain)
+    line("W1 pool processes=2 (2 dispatchers, chunks of 256)", pool_rate("double", w1), plain, 0.2)
+    try:
+        line("W1 engine: producer -> threads=1 -> consumer", engine_rate(len(w1), processes=False), plain)
+        line("W1 engine: producer -> processes=2 -> consumer", engine_rate(len(w1), processes=True), plain, 0.2)
+    except Exception as exc:  # the engine is someone else's module: report, don't hide the rest
+        print(f"W1 engine: not measured: {type(exc).__name__}: {exc}")
+
+
+if __name__ == "__main__":
+    main()
