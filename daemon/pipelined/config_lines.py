@@ -11,8 +11,9 @@ the top-level table is `()`.
     index.key_line(("stage", 1), "threads")   # line of `threads = ...` inside it (or None)
 
 The scan understands comments, quoted keys, dotted keys (`hooks.on_error = ...` also records
-`hooks`) and skips the inside of multi-line strings. Inline tables and arrays of inline tables
-are not looked into: problems there fall back to the line of the enclosing key or header.
+`hooks`) and skips the inside of multi-line strings. A multi-line array of inline tables, one per
+line (what tomli-w writes for `[[stage]]` lists, e.g. from a JSON API body), records each element
+as a table with the keys on its line. Other inline tables fall back to the line of their key.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ _KEY_PART = r'(?:[A-Za-z0-9_-]+|"(?:[^"\\]|\\.)*"|\'[^\']*\')'
 _HEADER = re.compile(rf"^\s*(\[\[?)\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*\]\]?\s*(?:#.*)?$")
 _KEY_LINE = re.compile(rf"^\s*({_KEY_PART}(?:\s*\.\s*{_KEY_PART})*)\s*=")
 _SPLIT_PART = re.compile(_KEY_PART)
+_INLINE_KEY = re.compile(rf"(?:^|[{{,])\s*({_KEY_PART})\s*=")
 
 
 def _key_parts(dotted: str) -> list[str]:
@@ -46,10 +48,14 @@ class LineIndex:
         index = cls()
         current: TablePath = ()
         in_multiline: str | None = None
+        inline_array: TablePath | None = None  # the key path of an open multi-line array
         for number, line in enumerate(text.splitlines(), start=1):
             if in_multiline is not None:
                 if line.count(in_multiline) % 2 == 1:
                     in_multiline = None
+                continue
+            if inline_array is not None:
+                inline_array = index._inline_element(inline_array, line, number)
                 continue
             header = _HEADER.match(line)
             if header:
@@ -57,8 +63,11 @@ class LineIndex:
                 continue
             key = _KEY_LINE.match(line)
             if key:
-                index._record_key(current, _key_parts(key.group(1)), number)
+                parts = _key_parts(key.group(1))
+                index._record_key(current, parts, number)
                 rest = line[key.end() :]
+                if rest.split("#")[0].strip() == "[":
+                    inline_array = (*current, *parts)
                 for quote in ('"""', "'''"):
                     if rest.count(quote) % 2 == 1:
                         in_multiline = quote
@@ -80,6 +89,19 @@ class LineIndex:
         path = tuple(resolved)
         self.tables.setdefault(path, number)
         return path
+
+    def _inline_element(self, array: TablePath, line: str, number: int) -> TablePath | None:
+        """One line inside a multi-line array: an element `{ ... }` is recorded; `]` ends it."""
+        stripped = line.strip()
+        if stripped.startswith("]"):
+            return None
+        if stripped.startswith("{"):
+            element = (*array, self.array_counts.get(array, 0))
+            self.array_counts[array] = element[-1] + 1  # type: ignore[operator]
+            self.tables.setdefault(element, number)
+            for raw in _INLINE_KEY.findall(stripped):
+                self.keys.setdefault((element, _key_parts(raw)[0]), number)
+        return array
 
     def _record_key(self, table: TablePath, parts: list[str], number: int) -> None:
         path = table

@@ -78,3 +78,13 @@ def test_line_for_falls_back_to_the_key_then_the_enclosing_table() -> None:
 def test_inline_array_of_tables_points_at_its_key() -> None:
     index = LineIndex.scan('stage = [{ name = "a" }]\n')
     assert index.line_for(("stage", 0), "name") == 1
+
+
+def test_multi_line_array_of_inline_tables_records_each_element() -> None:
+    text = 'max_threads = 2\nstage = [\n    { name = "a", threads = 2 },\n    { name = "b", "to" = ["a"] },\n]\nx = 1\n'
+    index = LineIndex.scan(text)
+    assert index.table_line(("stage", 0)) == 3
+    assert index.key_line(("stage", 0), "threads") == 3
+    assert index.key_line(("stage", 1), "to") == 4
+    assert index.line_for(("stage", 1), "kind") == 4
+    assert index.key_line((), "x") == 6
