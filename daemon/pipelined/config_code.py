@@ -11,9 +11,11 @@ from pathlib import Path
 from pipelined.callables import (
     ArgumentsMismatch,
     CallableError,
+    CallableInfo,
     bind_args,
     check_hook,
     check_signature,
+    check_trigger_args,
     classify,
     emit_to_targets,
     import_callable,
@@ -32,6 +34,7 @@ def check_code(ck: Checker, spec: PipelineSpec) -> None:
         table = ck.stage_tables.get(stage.name, ())
         where = f"{ck.pipeline}/{stage.name}"
         _check_hooks(ck, stage.hooks, spec.python_path, where, table)
+        _warn_fork_hooks(ck, stage, where, table)
         if stage.call is not None:
             _check_call(ck, stage, spec.python_path, names, where, table)
 
@@ -80,6 +83,8 @@ def _check_call(
             ck.report(
                 f"{where}/args", str(ArgumentsMismatch(target, exc.unknown, exc.missing)), table, "args"
             )
+        if info.is_class and stage.kind == "producer" and stage.auto_start:
+            _check_auto_start_call(ck, stage, info, where, table)
     for target in sorted(emit_to_targets(obj) - names):
         ck.report(
             f"{where}/call",
@@ -87,6 +92,36 @@ def _check_call(
             table,
             "call",
         )
+
+
+def _check_auto_start_call(
+    ck: Checker, stage: StageSpec, info: CallableInfo, where: str, table: TablePath
+) -> None:
+    """An auto_start class producer's `__call__` runs without trigger args: nothing may be required."""
+    try:
+        check_trigger_args(info, stage.args, {})
+    except ArgumentsMismatch as exc:
+        names = ", ".join(f'"{name}"' for name in exc.missing)
+        ck.report(
+            f"{where}/call",
+            f"auto_start calls {stage.call}.__call__() without arguments, but it requires {names} "
+            "(set auto_start = false, or give defaults)",
+            table,
+            "call",
+        )
+
+
+def _warn_fork_hooks(ck: Checker, stage: StageSpec, where: str, table: TablePath) -> None:
+    if stage.processes is not None or stage.kind == "pipeline":
+        return
+    for hook in ("before_fork", "after_fork"):
+        if getattr(stage.hooks, hook) is not None:
+            ck.warn(
+                f"{where}/hooks/{hook}",
+                'never called: this stage runs in threads (only stages with "processes" fork workers)',
+                (*table, "hooks"),
+                hook,
+            )
 
 
 def used_modules(spec: PipelineSpec) -> dict[str, str]:

@@ -468,3 +468,30 @@ def test_two_pipelines_must_not_use_different_modules_of_the_same_name(conf: Pat
     # the same module from the same place is fine
     (conf / "third.toml").write_text(MINIMAL)
     assert check_paths([conf / "first.toml", conf / "third.toml"])[2] == 0
+
+
+def test_auto_start_class_producer_must_be_callable_without_trigger_args(conf: Path) -> None:
+    (conf / "code" / "cfgt_source.py").write_text(
+        "class Source:\n    def __init__(self, dsn='x'):\n        self.dsn = dsn\n\n"
+        "    def __call__(self, *, since):\n        return [since]\n"
+    )
+    text = MINIMAL.replace("cfgt_stages:produce", "cfgt_source:Source")
+    _, problems = load(conf, text)
+    assert messages(problems) == [
+        "orders/src/call: auto_start calls cfgt_source:Source.__call__() without arguments, but it requires "
+        '"since" (set auto_start = false, or give defaults)'
+    ]
+    valid(conf, text.replace('kind = "producer"', 'kind = "producer"\nauto_start = false'))
+
+
+def test_fork_hooks_on_a_thread_stage_are_a_warning(conf: Path) -> None:
+    text = MINIMAL.replace(
+        'call = "cfgt_stages:save"',
+        'call = "cfgt_stages:save"\n[stage.hooks]\nafter_fork = "cfgt_stages:hook"',
+    )
+    spec, problems = load(conf, text)
+    assert spec is not None
+    assert [(p.severity, p.where, p.line) for p in problems] == [
+        ("warning", "orders/sink/hooks/after_fork", 13)
+    ]
+    valid(conf, text.replace('call = "cfgt_stages:save"', 'call = "cfgt_stages:save"\nprocesses = 1'))
