@@ -57,3 +57,8 @@ def hook_run(run: Any) -> None:
 
 def hook_noargs() -> None:
     return None
+
+
+class SourceNeeds:
+    def __call__(self, *, since: int) -> list[int]:
+        return [since]
