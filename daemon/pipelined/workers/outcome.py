@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 
-@dataclass(slots=True)
-class ItemOutcome:
+class ItemOutcome(NamedTuple):
     """The result of one attempt at one item (see docs/architecture.md, engine ↔ workers).
 
     `outputs`: what the item emitted downstream (a processor's return value unless None, every
@@ -15,6 +13,9 @@ class ItemOutcome:
     `routed`: `ctx.emit_to(stage, item)` pairs; `filtered`: a processor emitted nothing;
     `error`: `"TypeName: message"` when the attempt failed (then outputs/routed are empty);
     `traceback`: the formatted traceback text, when there is one; `seconds`: time inside the callable.
+
+    A NamedTuple rather than a dataclass: same fields and keyword construction, read-only, and
+    about twice as cheap to build — the daemon builds one per item of every batch.
     """
 
     outputs: list[Any]

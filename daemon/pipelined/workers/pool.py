@@ -182,6 +182,8 @@ class _BatchRun:
             chunk = self.pending if not self.pool.max_items else self.pending[: self._budget(worker)]
             self.pending = self.pending[len(chunk):]
             self._run_chunk(worker, chunk)
+        if None not in self.outcomes:
+            return self.outcomes  # type: ignore[return-value]
         return [outcome or failed("WorkerDied: no result") for outcome in self.outcomes]
 
     def _budget(self, worker: WorkerHandle) -> int:
@@ -219,7 +221,11 @@ class _BatchRun:
                 if kind == protocol.LOAD_FAILED:
                     self._send_itemwise(worker, sent)
                     continue
-                for outcome in protocol.outcomes(payload):
+                made = protocol.outcomes(payload)
+                if kind == protocol.DONE and received == 0 and len(made) == len(self.outcomes):
+                    self.outcomes = made  # type: ignore[assignment]  # the whole batch in one reply
+                    received = len(made)
+                for outcome in made if received < len(sent) else ():
                     self.outcomes[sent[received]] = outcome
                     received += 1
                 if kind == protocol.DONE:
@@ -230,7 +236,7 @@ class _BatchRun:
 
     def _send(self, worker: WorkerHandle, chunk: list[int]) -> list[int] | None:
         items = self.items
-        batch = [items[i] for i in chunk]
+        batch = items if len(chunk) == len(items) else [items[i] for i in chunk]
         try:
             data = protocol.dumps((protocol.BATCH, self.run_id, batch))
         except Exception:

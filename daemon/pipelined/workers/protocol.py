@@ -65,9 +65,10 @@ def outcomes(payload: list[Row] | Compact) -> list[ItemOutcome]:
     if not isinstance(payload, tuple) or payload[0] != COMPACT:
         return [ItemOutcome(*row) for row in payload]  # type: ignore[arg-type]
     _tag, results, seconds, errors, filtered_when_none = payload
+    new = tuple.__new__  # the NamedTuple's own __new__ is a Python function: 2x slower per item
     made = [
-        ItemOutcome([], [], filtered_when_none, None, None, took) if value is None
-        else ItemOutcome([value], [], False, None, None, took)
+        new(ItemOutcome, ([], [], filtered_when_none, None, None, took)) if value is None
+        else new(ItemOutcome, ([value], [], False, None, None, took))
         for value, took in zip(results, seconds, strict=True)
     ]
     for index, row in errors.items():
