@@ -362,7 +362,7 @@ def emit_to_targets(obj: object) -> set[str]:
     """String literals passed as the first argument of `.emit_to(...)` in obj's source code."""
     target = obj if inspect.isclass(obj) or inspect.isroutine(obj) else type(obj)
     try:
-        source = textwrap.dedent(inspect.getsource(target))  # type: ignore[arg-type]
+        source = textwrap.dedent(inspect.getsource(target))
         tree = ast.parse(source)
     except (OSError, TypeError, SyntaxError, ValueError):
         return set()

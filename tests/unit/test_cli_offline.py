@@ -171,8 +171,13 @@ def test_graph_needs_a_file_or_remote(capsys: pytest.CaptureFixture[str]) -> Non
 
 def test_graph_remote_is_delegated_to_cli_client(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[argparse.Namespace] = []
+
+    def remote_graph(args: argparse.Namespace) -> int:
+        seen.append(args)
+        return 0
+
     fake = types.ModuleType("pipelined.cli_client")
-    fake.remote_graph = lambda args: seen.append(args) or 0  # type: ignore[attr-defined]
+    fake.remote_graph = remote_graph  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "pipelined.cli_client", fake)
     argv = ["graph", "--remote", "orders", "--api", "unix:/run/p.sock", "--token-file", "/t", "--json"]
     assert run([*argv, "--format", "dot"]) == 0
