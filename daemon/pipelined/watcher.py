@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import watchfiles
 log = logging.getLogger("pipelined.watcher")
 
 QUIET_MS = 200
+STEP_MS = 50
 MAX_GROUP_MS = 2000
 RETRY_SECONDS = 1.0
 
@@ -78,22 +80,32 @@ class ConfWatcher:
                 self._stop.wait(RETRY_SECONDS)
 
     def _watch(self, directories: frozenset[Path]) -> None:
+        """watchfiles groups events until `STEP_MS` pass without one; this loop then waits until
+        `quiet_ms` passed since the last group before asking for a reload."""
         log.debug("watching %s", sorted(map(str, directories)))
         changes_iter = watchfiles.watch(
             *sorted(directories),
             watch_filter=lambda _change, path: is_relevant(path),
             debounce=MAX_GROUP_MS,
-            step=self.quiet_ms,
+            step=STEP_MS,
             stop_event=self._wake,
-            rust_timeout=500,
+            rust_timeout=STEP_MS,
             yield_on_timeout=True,
             raise_interrupt=False,
         )
+        pending: set[str] = set()
+        last_event = 0.0
         for changes in changes_iter:
             self.ready.set()
+            now = time.monotonic()
             if changes:
-                paths = {path for _change, path in changes}
-                log.debug("changed: %s", sorted(paths))
-                self.on_change(paths)
+                pending.update(path for _change, path in changes)
+                last_event = now - STEP_MS / 1000  # the group ended one quiet step ago
+            if pending and now - last_event >= self.quiet_ms / 1000:
+                log.debug("changed: %s", sorted(pending))
+                self.on_change(pending)
+                pending = set()
             if self._wake.is_set():
+                if pending:
+                    self.on_change(pending)
                 return
