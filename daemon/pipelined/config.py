@@ -42,6 +42,8 @@ PIPELINE_KEYS: tuple[str, ...] = (
     "description", "enabled", "max_threads", "max_processes", "max_retries", "retry_backoff",
     "queue_size", "on_full", "track_latency", "drain_timeout", "python_path", "hooks", "stage",
 )  # fmt: skip
+ROUTING_KEYS = frozenset({"name", "kind", "to", "from", "fanout", "weights", "mode", "stage"})
+ROUTING_MESSAGES = ("duplicate stage name", 'missing required key "name"', "a nested pipeline needs")
 _TOML_POSITION = re.compile(r"\s*\(at line (\d+), column (\d+)\)$|\s*\(at end of document\)$")
 
 
@@ -86,15 +88,23 @@ def parse_pipeline(text: str | bytes, path: Path) -> tuple[PipelineSpec | None, 
         return None, [*problems, _syntax_problem(exc, path, source)]
     ck = Checker(str(path), path.stem, LineIndex.scan(source))
     spec = _read_pipeline(ck, document, path, version)
-    structure_valid = ck.error_count == 0
+    routable = spec.stages and not any(_blocks_routing(p) for p in ck.problems)
     if spec.stages:
         check_code(ck, spec)
-    if structure_valid:
+    if routable:
         _check_graph(ck, spec)
     problems.extend(ck.problems)
     problems = sorted(dict.fromkeys(problems), key=lambda p: p.line or 0)
     has_error = any(p.severity == "error" for p in problems)
     return (None if has_error else spec), problems
+
+
+def _blocks_routing(problem: Problem) -> bool:
+    """An error after which the graph would be built from guesses (names, kinds, edges, nesting)."""
+    if problem.severity != "error":
+        return False
+    parts = problem.where.split("/")[1:]
+    return any(part in ROUTING_KEYS for part in parts) or problem.message.startswith(ROUTING_MESSAGES)
 
 
 def _syntax_problem(exc: tomllib.TOMLDecodeError, path: Path, source: str) -> Problem:

@@ -495,3 +495,14 @@ def test_fork_hooks_on_a_thread_stage_are_a_warning(conf: Path) -> None:
         ("warning", "orders/sink/hooks/after_fork", 13)
     ]
     valid(conf, text.replace('call = "cfgt_stages:save"', 'call = "cfgt_stages:save"\nprocesses = 1'))
+
+
+def test_routing_is_checked_alongside_unrelated_key_problems(conf: Path) -> None:
+    text = MINIMAL.replace('name = "src"', 'name = "src"\nto = ["snk"]') + "bogus = 1\n"
+    _, problems = load(conf, text)
+    assert {p.where for p in problems if p.severity == "error"} >= {"orders/src/to", "orders/sink/bogus"}
+
+
+def test_routing_waits_for_valid_names_kinds_and_edges(conf: Path) -> None:
+    _, problems = load(conf, MINIMAL.replace('kind = "consumer"', 'kind = "sink"'))
+    assert [p.where for p in problems] == ["orders/sink/kind"]  # no guessing at the graph
