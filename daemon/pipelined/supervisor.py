@@ -17,6 +17,7 @@ import signal
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +61,7 @@ class Supervisor(PipelineQueries):
         self._loop_beat = time.monotonic()
         self._busy_until = 0.0
         self._loop_thread: threading.Thread | None = None
-        self._stopped = threading.Event()
+        self._loop_ended = threading.Event()  # no more events are handled
 
     # -- events ----------------------------------------------------------------------------
     def request_reload(self, source: str) -> Future[dict[str, Any]]:
@@ -116,6 +117,7 @@ class Supervisor(PipelineQueries):
                     reply.set_exception(Unavailable("the daemon is stopping"))
                 break
             self._reload_and_answer(event.source, waiters)
+        self._loop_ended.set()
         self._shutdown()
         return 0
 
@@ -267,7 +269,6 @@ class Supervisor(PipelineQueries):
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
         log.info("stopped")
-        self._stopped.set()
 
     def _drain_for_stop(self, slot: PipelineSlot) -> None:
         try:
@@ -286,7 +287,16 @@ class Supervisor(PipelineQueries):
     def reload(self) -> dict[str, Any]:
         if self._stopping:
             raise Unavailable("the daemon is stopping")
-        return self.request_reload("api").result()
+        return self.await_reload(self.request_reload("api"))
+
+    def await_reload(self, reply: Future[dict[str, Any]]) -> dict[str, Any]:
+        """Wait for a requested reload; Unavailable if the loop ended before handling it."""
+        while True:
+            try:
+                return reply.result(timeout=LOOP_TICK)
+            except FutureTimeout:
+                if self._loop_ended.is_set() and not reply.done():
+                    raise Unavailable("the daemon is stopping") from None
 
     def status_line(self) -> str:
         with self.slots_lock:

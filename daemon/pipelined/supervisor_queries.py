@@ -46,6 +46,7 @@ class PipelineQueries:
     def is_stopping(self) -> bool: ...
     def is_ready(self) -> bool: ...
     def request_reload(self, source: str) -> Future[dict[str, Any]]: ...
+    def await_reload(self, reply: Future[dict[str, Any]]) -> dict[str, Any]: ...
 
     # -- lookup --------------------------------------------------------------------------
     def _slot(self, name: str) -> PipelineSlot:
@@ -208,7 +209,7 @@ class PipelineQueries:
             raise ConfigInvalid(problems)
         created = not path.exists()
         _write_atomically(path, toml_text)
-        self.request_reload("api").result()
+        self.await_reload(self.request_reload("api"))
         return created, self.pipeline(name)
 
     def delete_config(self, name: str) -> dict[str, Any]:
@@ -216,7 +217,7 @@ class PipelineQueries:
         if not path.exists():
             raise NotFound(f"no pipeline file {path}")
         path.unlink()
-        result = self.request_reload("api").result()
+        result = self.await_reload(self.request_reload("api"))
         return {"name": name, "removed": name in result["removed"]}
 
 
