@@ -246,7 +246,10 @@ class Invoker:
             kwargs["ctx"] = self._context(run_id, emit_sink or pending.append, emit_to_sink)
         if self.is_async:
             return self._iterate_async(call(**kwargs), pending)
-        return self._iterate_sync(call(**kwargs), pending)
+        result = call(**kwargs)
+        if not self.wants_ctx:  # nothing can be pending: the user's iterator itself (fast)
+            return iter(result if result is not None else ())
+        return self._iterate_sync(result, pending)
 
     def _iterate_sync(self, result: Any, pending: list[Any]) -> Iterator[Any]:
         iterable: Iterable[Any] = result if result is not None else ()

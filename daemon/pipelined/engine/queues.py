@@ -53,6 +53,7 @@ class StageQueue:
         self.depth = 0  # items queued (flush requests count 0)
         self.idle_takers = 0  # workers waiting for work right now (read without the lock)
         self.pending_wakeups = 0  # of those, already notified (about to take)
+        self.in_hand = 0  # chunks taken with track=True and not yet done (see idle_now)
         self.abandoned = False
         self._chunks: deque[Chunk] = deque()
         self._lock = threading.Lock()
@@ -148,7 +149,9 @@ class StageQueue:
         return dropped
 
     # -- taking -----------------------------------------------------------------------------
-    def take(self, max_items: int, timeout: float | None = None, sharers: int = 1) -> Chunk | None:
+    def take(
+        self, max_items: int, timeout: float | None = None, sharers: int = 1, track: bool = False
+    ) -> Chunk | None:
         """The oldest chunk(s) of one run, up to `max_items`; None when closed/abandoned/timed out.
 
         With several `sharers` (workers of the stage) a taker leaves most of the queue to the
@@ -173,6 +176,8 @@ class StageQueue:
                 max_items = min(max_items, 16, max(1, self.depth // (4 * sharers)))
             chunk = self._pop(max_items)
             self.depth -= len(chunk.items)
+            if track:
+                self.in_hand += 1
             if self.depth < self.capacity:
                 self._not_full.notify_all()
             return chunk
@@ -198,6 +203,16 @@ class StageQueue:
             chunks.popleft()
             chunk.items = chunk.items + nxt.items
         return chunk
+
+    def done_with(self) -> None:
+        """A chunk taken with track=True is processed."""
+        with self._lock:
+            self.in_hand -= 1
+
+    def idle_now(self) -> bool:
+        """Nothing queued and nothing taken (track=True) in progress: an inline call keeps order."""
+        with self._lock:
+            return not self._chunks and self.in_hand == 0 and not self._closed and not self.abandoned
 
     @property
     def closed(self) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from pipelined.engine.counters import StageCounters
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
@@ -38,16 +38,35 @@ class Terminal(Target):
         return len(items)
 
 
+class InlineRunner(Protocol):
+    def try_inline(self, run: Run, items: list[Any]) -> bool: ...
+
+
 class QueueTarget(Target):
-    def __init__(self, queue: StageQueue, on_drop: DropHandler) -> None:
+    """A stage's input queue — or, when the stage can take the chunk right now in the
+    sender's thread (see ThreadStage.try_inline), a direct call."""
+
+    def __init__(self, queue: StageQueue, on_drop: DropHandler, runner_of: Callable[[str], Any] = lambda _: None) -> None:
         self.queue = queue
         self.on_drop = on_drop
+        self._runner_of = runner_of
+        self._runner: InlineRunner | None | bool = False  # False: not looked up yet
+
+    def _inline_runner(self) -> InlineRunner | None:
+        runner = self._runner
+        if runner is False:
+            found = self._runner_of(self.queue.stage)
+            runner = self._runner = found if hasattr(found, "try_inline") else None
+        return runner  # type: ignore[return-value]
 
     def send(self, run: Run, items: list[Any]) -> int:
         if not items:
             return 0
         n = len(items)
         run.settle(enter=n)
+        runner = self._inline_runner()
+        if runner is not None and runner.try_inline(run, items):
+            return 0
         try:
             dropped = self.queue.put(Chunk(run, items))
         except QueueRejected:
@@ -62,7 +81,7 @@ class QueueTarget(Target):
 
     def idle(self) -> bool:
         q = self.queue
-        return q.idle_takers > q.pending_wakeups
+        return q.idle_takers > q.pending_wakeups and self._inline_runner() is None
 
     def may_reject(self) -> bool:
         return self.queue.on_full == "reject"
@@ -152,7 +171,9 @@ class RouterBuilder:
         queue_of: Callable[[str], StageQueue],
         counters_of: Callable[[str], StageCounters],
         on_drop: DropHandler,
+        runner_of: Callable[[str], Any] = lambda _: None,
     ) -> None:
+        self.runner_of = runner_of
         self.graph = graph
         self.queue_of = queue_of
         self.counters_of = counters_of
@@ -181,7 +202,7 @@ class RouterBuilder:
         graph = self.graph
         node = graph.node(node_id)
         if node.kind != "pipeline":
-            return QueueTarget(self.queue_of(node_id), self.on_drop)
+            return QueueTarget(self.queue_of(node_id), self.on_drop, self.runner_of)
         entry = list(graph.entrance(node_id))
         targets = [self.entrance(e.dst) for e in entry]
         counters = self.counters_of(node_id)

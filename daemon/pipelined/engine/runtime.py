@@ -115,7 +115,9 @@ class PipelineRuntime:
             self.meters[stage.name] = StageMeter(counters, stage.kind, workers, self.spec.track_latency)
             if stage.kind not in ("producer", "pipeline"):
                 self.queues[stage.name] = StageQueue(stage.name, stage.queue_size, stage.on_full)
-        builder = RouterBuilder(self.graph, self.queues.__getitem__, self.book.counters, self._dropped)
+        builder = RouterBuilder(
+            self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get
+        )
         for node in self.graph.nodes:
             if node.kind != "producer":
                 self._targets[node.id] = builder.entrance(node.id)

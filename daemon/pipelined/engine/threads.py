@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from pipelined.engine.hooks import error_text
 from pipelined.engine.invoke import Invoker
 from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
 from pipelined.engine.router import Target
+from pipelined.engine.runs import Run
 from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of
 from pipelined.errors import StartError
 from pipelined.spec import StageSpec
@@ -26,6 +28,8 @@ from pipelined.spec import StageSpec
 log = logging.getLogger("pipelined.engine")
 
 MAX_TAKE = 1024
+INLINE_MAX_S = 20e-6  # a stage this fast per item may run in its sender's thread
+_FAILED = object()  # marks a failed item's place among map() results
 
 
 class WorkerDied(Exception):
@@ -45,6 +49,10 @@ class ThreadStage(StageBase):
     ) -> None:
         super().__init__(services, spec, queue, target, counters, workers)
         self.make_invoker = make_invoker
+        self._exclusive = threading.Lock() if workers == 1 else None
+        self._inline: tuple[Invoker, Callable[[Any], Any] | None, CounterCell] | None = None
+        self._per_item = target.may_reject() and not self.is_consumer
+        self.per_item_s: float | None = None  # moving average of time per item in the callable
         self._threads: list[threading.Thread] = []
         self._started = 0
         self._threads_lock = threading.Lock()
@@ -115,50 +123,100 @@ class ThreadStage(StageBase):
 
     def _loop(self, invoker: Invoker, cell: CounterCell) -> None:
         fast = invoker.fast_function()
-        per_item = self.target.may_reject() and not self.is_consumer
         queue = self.queue
-        while True:
-            chunk = queue.take(MAX_TAKE, sharers=self.workers)
-            if chunk is None:
-                return
-            self.hold(chunk)
-            cell.items_in += len(chunk.items)
-            if chunk.attempts:
-                cell.items_retried += len(chunk.items)
-            began = cell.begin()
-            outcome = Outcome()
-            try:
-                if fast is not None and not per_item:
-                    self._call_fast(fast, chunk.items, outcome)
+        exclusive = self._exclusive
+        if exclusive is not None:
+            self._inline = (invoker, fast, self.counters.cell())
+        try:
+            while True:
+                chunk = queue.take(MAX_TAKE, sharers=self.workers, track=exclusive is not None)
+                if chunk is None:
+                    return
+                if exclusive is None:
+                    died = self._process(chunk, invoker, fast, cell)
                 else:
-                    self._call_each(invoker, chunk, outcome, per_item)
-            except BaseException as exc:
-                cell.end(began)
-                self._died(chunk, outcome, exc, cell)
-                raise WorkerDied(self.name) from None
+                    with exclusive:
+                        died = self._process(chunk, invoker, fast, cell)
+                    queue.done_with()
+                if died:
+                    raise WorkerDied(self.name)
+        finally:
+            inline, self._inline = self._inline, None
+            if inline is not None:
+                with exclusive or threading.Lock():
+                    self.counters.retire(inline[2])
+
+    def try_inline(self, run: Run, items: list[Any]) -> bool:
+        """Process a chunk in the sender's thread (execution affinity) when that keeps order.
+
+        Only for a one-thread stage whose calls have been fast (under INLINE_MAX_S per item),
+        whose worker is idle with an empty queue; the stage's own instance is used, under the
+        lock its worker takes per chunk, so it is never called concurrently.
+        """
+        per_item = self.per_item_s
+        exclusive = self._exclusive
+        if exclusive is None or per_item is None or per_item > INLINE_MAX_S:
+            return False
+        if not exclusive.acquire(blocking=False):
+            return False
+        try:
+            inline = self._inline
+            if inline is None or not self.queue.idle_now():
+                return False
+            self._process(Chunk(run, items), inline[0], inline[1], inline[2])
+            return True
+        finally:
+            exclusive.release()
+
+    def _process(self, chunk: Chunk, invoker: Invoker, fast: Callable[[Any], Any] | None, cell: CounterCell) -> bool:
+        """Call the chunk and complete it; True when the call killed the thread."""
+        self.hold(chunk)
+        n = len(chunk.items)
+        cell.items_in += n
+        if chunk.attempts:
+            cell.items_retried += n
+        began = cell.begin()
+        outcome = Outcome()
+        try:
+            if fast is not None and not self._per_item:
+                self._call_fast(fast, chunk.items, outcome)
+            else:
+                self._call_each(invoker, chunk, outcome, self._per_item)
+        except BaseException as exc:
             cell.end(began)
-            self.complete(chunk, outcome, cell)
+            self._died(chunk, outcome, exc, cell)
+            return True
+        took = time.perf_counter() - began
+        cell.end(began)
+        per_item = took / max(1, n)
+        self.per_item_s = per_item if self.per_item_s is None else 0.8 * self.per_item_s + 0.2 * per_item
+        self.complete(chunk, outcome, cell)
+        return False
 
     def _call_fast(self, fn: Callable[[Any], Any], items: list[Any], outcome: Outcome) -> None:
-        outputs = outcome.outputs
-        append = outputs.append
+        """map() in C over the chunk; a raising item leaves a marker and the map resumes after it."""
+        results: list[Any] = []
         failures = outcome.failures
-        filtered = 0
-        for item in items:
+        rest = iter(items)
+        while True:
             try:
-                result = fn(item)
+                results.extend(map(fn, rest))
+                break
             except Exception as exc:
-                failures.append(failure_of(item, exc))
-                continue
+                failures.append(failure_of(items[len(results)], exc))
+                results.append(_FAILED)
             except BaseException:
-                outcome.died_at = len(outputs) + filtered + len(failures)
-                outcome.filtered = filtered
+                outcome.died_at = len(results)
+                outcome.filtered = results.count(None)
+                outcome.outputs = [r for r in results if r is not None and r is not _FAILED]
                 raise
-            if result is None:
-                filtered += 1
-            else:
-                append(result)
-        outcome.filtered = filtered
+        if self.is_consumer:
+            return
+        if failures or None in results:
+            outcome.filtered = results.count(None)
+            outcome.outputs = [r for r in results if r is not None and r is not _FAILED]
+        else:
+            outcome.outputs = results
 
     def _call_each(self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool) -> None:
         run = chunk.run
