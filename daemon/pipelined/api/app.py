@@ -20,7 +20,7 @@ from pipelined import __version__
 from pipelined.api.auth import bearer_token_guard
 from pipelined.api.blocking import make_limiters
 from pipelined.api.daemon_routes import DaemonController
-from pipelined.api.errors import exception_handlers
+from pipelined.api.errors import exception_handlers, json_errors_only
 from pipelined.api.pipelines import PipelinesController
 from pipelined.api.responses import OrjsonResponse
 from pipelined.api.runs import RunsController
@@ -68,6 +68,7 @@ def create_app(control: Control, api_settings: ApiSettings | None = None) -> Lit
         route_handlers=[DaemonController, PipelinesController, RunsController],
         guards=[bearer_token_guard(settings.token)] if settings.token else [],
         exception_handlers=exception_handlers(),
+        after_request=json_errors_only,
         response_class=OrjsonResponse,
         request_max_body_size=settings.max_body,
         openapi_config=_openapi_config(secured=settings.token is not None),

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from litestar import Request
+from litestar import Request, Response
 from litestar.exceptions import (
     HTTPException,
     MethodNotAllowedException,
@@ -97,6 +97,18 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> OrjsonRespon
     log.exception("%s %s failed unexpectedly", request.method, request.url.path)
     detail = f"internal error while handling {request.method} {request.url.path}: {type(exc).__name__}"
     return error_response(500, detail)
+
+
+def json_errors_only(response: Response[Any]) -> Response[Any]:
+    """`after_request`: an error a handler returned as non-JSON (Litestar's HTML 404 page for an
+    unknown path under /schema) becomes the usual JSON error."""
+    media_type = str(response.media_type or "")
+    if response.status_code >= 400 and "json" not in media_type:
+        detail = "no such endpoint (the OpenAPI document is /schema/openapi.json)"
+        return error_response(
+            response.status_code, detail if response.status_code == 404 else "request failed"
+        )
+    return response
 
 
 def exception_handlers() -> ExceptionHandlersMap:

@@ -96,3 +96,20 @@ def test_openapi_describes_every_endpoint_with_models(client: TestClient[Any]) -
     assert set(put["requestBody"]["content"]) == {"application/toml", "application/json"}
     assert "Run" in doc["components"]["schemas"] and "PipelineStats" in doc["components"]["schemas"]
     assert client.get("/schema").status_code == 200
+
+
+def test_unknown_schema_page_is_a_json_404(client: TestClient[Any]) -> None:
+    assert_error(client.get("/schema/nothing-here"), 404, "/schema/openapi.json")
+
+
+@pytest.mark.parametrize("path", ["/pipelines/%ff", "/pipelines/%00", "/pipelines/orders/runs/" + "x" * 5000])
+def test_odd_paths_are_plain_404s(client: TestClient[Any], path: str) -> None:
+    assert_error(client.get(path), 404)
+
+
+def test_nesting_deeper_than_orjson_allows_is_400(writer: TestClient[Any]) -> None:
+    def nested(depth: int) -> bytes:
+        return b'{"items": [' + b"[" * depth + b"]" * depth + b"]}"
+
+    assert writer.post("/pipelines/orders/stages/enrich/trigger", content=nested(500)).status_code == 202
+    assert_error(writer.post("/pipelines/orders/stages/enrich/trigger", content=nested(2000)), 400, "depth")
