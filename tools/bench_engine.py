@@ -222,10 +222,44 @@ def w2_async(concurrency: int, n: int) -> None:
           f"ratio {base / eng:.2f}x (target >= 0.9x)")
 
 
+def api_responsiveness(n: int) -> None:
+    """How long a thread standing in for the API waits for the GIL while W1 runs flat out."""
+    for interval in (0.005, 0.001):
+        sys.setswitchinterval(interval)
+        delays: list[float] = []
+        stop = threading.Event()
+
+        def api_thread(delays: list[float] = delays, stop: threading.Event = stop) -> None:
+            while not stop.is_set():
+                began = time.perf_counter()
+                time.sleep(0.001)
+                delays.append(time.perf_counter() - began - 0.001)
+
+        watcher = threading.Thread(target=api_thread)
+        watcher.start()
+        TOTAL[0] = 0
+        elapsed = run_pipeline(
+            (
+                producer("source", n=n),
+                StageSpec(name="inc", call="bench_engine_fns:inc"),
+                StageSpec(name="double", call="bench_engine_fns:double"),
+                StageSpec(name="sum", kind="consumer", call="bench_engine_fns:total"),
+            )
+        )
+        stop.set()
+        watcher.join()
+        delays.sort()
+        p50 = delays[len(delays) // 2] * 1e3
+        p99 = delays[int(len(delays) * 0.99)] * 1e3
+        print(f"API  switch interval {interval * 1e3:.0f} ms: W1 {n / elapsed:>10,.0f} items/s | "
+              f"an API thread's extra wait for the GIL p50 {p50:.2f} ms, p99 {p99:.2f} ms")
+    sys.setswitchinterval(0.005)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=200_000)
-    parser.add_argument("--only", default="w1,lat,w2,async")
+    parser.add_argument("--only", default="w1,lat,w2,async,api")
     opts = parser.parse_args()
     only = set(opts.only.split(","))
     print(f"python {sys.version.split()[0]}, switch interval {sys.getswitchinterval() * 1000:.1f} ms")
@@ -238,6 +272,8 @@ def main() -> None:
         w2(32, 8000)
     if "async" in only:
         w2_async(256, 50_000)
+    if "api" in only:
+        api_responsiveness(opts.items * 5)
 
 
 if __name__ == "__main__":
