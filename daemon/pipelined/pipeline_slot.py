@@ -77,7 +77,7 @@ class PipelineSlot:
         if self._swapping and (self.runtime is None or self.runtime.state == "drained"):
             return "starting"
         if self.runtime is None:
-            return "failed"
+            return "starting" if self.error is None and self.last_reload is None else "failed"
         return str(self.runtime.state)
 
     @property
@@ -215,14 +215,15 @@ class PipelineSlot:
                 return None
             except Exception as exc:  # noqa: BLE001 - any start failure restores the old
                 error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, StartError) else str(exc)
-                self._restore(old, error)
+                self._restore(old, new, error)
                 return error
         finally:
             self._end_swap()
 
-    def _restore(self, old: PipelineVersion | None, error: str) -> None:
+    def _restore(self, old: PipelineVersion | None, new: PipelineVersion, error: str) -> None:
         if old is None:
             self.runtime = None
+            self.version = new  # POST /start retries it
             return
         log.warning("%s: new version failed to start (%s); restarting the previous version", self.name, error,
                     extra={"pipeline": self.name})  # fmt: skip

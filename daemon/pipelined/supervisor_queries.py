@@ -155,7 +155,7 @@ class PipelineQueries:
             if state not in ("drained", "failed"):
                 raise Conflict(f"pipeline {name!r} is {state}; only a drained or failed pipeline can be started")
             version = slot.version
-            if version is None or slot.pending_error:
+            if version is None:
                 raise Conflict(f"pipeline {name!r} cannot start: {slot.error or 'its file is invalid'}")
             try:
                 slot.start_version(version)
@@ -163,7 +163,8 @@ class PipelineQueries:
                 error = str(exc) if isinstance(exc, StartError) else f"{type(exc).__name__}: {exc}"
                 slot.runtime, slot.error = None, error
                 raise Conflict(f"pipeline {name!r} failed to start: {error}") from exc
-            slot.error = None
+            if version.spec.version == slot.file_version:  # the file's content runs now
+                slot.error, slot.pending_error = None, False
         return {"state": "running"}
 
     def stats(self, name: str) -> dict[str, Any]:

@@ -144,3 +144,29 @@ args = {{ out_dir = "{out}" }}
     assert r.json()["state"] == "completed"
     assert read_lines(str(out), "consumed.txt") == ["old", "new"]
     assert daemon.stop() == 0
+
+
+def test_a_pipeline_that_cannot_start_is_failed_and_start_retries_it(daemon: DaemonProcess) -> None:
+    install_flow_stages(daemon)
+    marker = daemon.base_dir / "db-up"
+    daemon.write_module(
+        "gated",
+        "import os\n"
+        "class Gated:\n"
+        f"    def setup(self):\n        if not os.path.exists({str(marker)!r}):\n"
+        "            raise RuntimeError('database down')\n"
+        "    def __call__(self, item):\n        return item\n",
+    )
+    daemon.write_pipeline("gated", echo().replace("flow_stages:slow\"\nargs = { seconds = 0.0 }", "gated:Gated\""))
+    daemon.start()
+    detail = daemon.pipeline("gated")
+    assert detail["state"] == "failed" and "database down" in detail["error"]
+    assert "database down" in _reload(daemon)["failed"]["gated"]
+    r = daemon.client.post("/pipelines/gated/start")
+    assert r.status_code == 409 and "database down" in r.json()["detail"]
+    marker.write_text("")
+    assert daemon.client.post("/pipelines/gated/start").json() == {"state": "running"}
+    detail = daemon.pipeline("gated")
+    assert detail["state"] == "running" and detail["error"] is None
+    assert _reload(daemon)["unchanged"] == ["gated"]
+    assert daemon.stop() == 0
