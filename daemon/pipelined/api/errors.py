@@ -102,7 +102,7 @@ def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> OrjsonRespon
 def json_errors_only(response: Response[Any]) -> Response[Any]:
     """`after_request`: an error a handler returned as non-JSON (Litestar's HTML 404 page for an
     unknown path under /schema) becomes the usual JSON error."""
-    media_type = str(response.media_type or "")
+    media_type = str(getattr(response.media_type, "value", response.media_type) or "")
     if response.status_code >= 400 and "json" not in media_type:
         detail = "no such endpoint (the OpenAPI document is /schema/openapi.json)"
         return error_response(
