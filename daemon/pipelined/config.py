@@ -23,7 +23,7 @@ from typing import Any
 
 from pipelined.config_code import check_code, module_clashes
 from pipelined.config_lines import LineIndex
-from pipelined.config_stage import ON_FULL, Inherited, StageReader, read_hooks
+from pipelined.config_stage import ON_FULL, STAGE_ONLY_HINTS, Inherited, StageReader, read_hooks
 from pipelined.config_values import (
     Checker,
     Table,
@@ -119,7 +119,7 @@ def _syntax_problem(exc: tomllib.TOMLDecodeError, path: Path, source: str) -> Pr
 
 def _read_pipeline(ck: Checker, document: dict[str, Any], path: Path, version: str) -> PipelineSpec:
     top = Table(document, (), ck.pipeline)
-    check_unknown_keys(ck, top, PIPELINE_KEYS)
+    check_unknown_keys(ck, top, PIPELINE_KEYS, STAGE_ONLY_HINTS)
     defaults = PipelineSpec(name=ck.pipeline, file=path, version=version, stages=())
     inherited = Inherited(
         queue_size=_or(read_int(ck, top, "queue_size", 1), defaults.queue_size),

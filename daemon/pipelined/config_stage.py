@@ -56,6 +56,21 @@ KEY_KINDS: dict[str, tuple[str, ...]] = {
     "max_processes": ("pipeline",),
     "stage": ("pipeline",),
 }
+PIPELINE_ONLY_HINTS: dict[str, str] = {
+    key: f'"{key}" is a pipeline key: put it at the top of the file, before the first [[stage]]'
+    for key in ("description", "enabled", "track_latency", "drain_timeout", "python_path")
+}
+STAGE_ONLY_HINTS: dict[str, str] = {
+    key: f'"{key}" is a stage key: put it inside a [[stage]]'
+    for key in STAGE_KEYS
+    if key
+    not in ("max_threads", "max_processes", "max_retries", "retry_backoff", "queue_size", "on_full", "stage")
+}
+KIND_KEY_HINTS: dict[tuple[str, str], str] = {
+    ("pipeline", "threads"): "; a nested pipeline's own budget is max_threads",
+    ("pipeline", "processes"): "; a nested pipeline's own budget is max_processes",
+    ("accumulator", "threads"): "; accumulators are built in and use no threads",
+}
 PROCESS_KEYS: tuple[str, ...] = ("process_mode", "start_method", "max_items_per_worker")
 ON_FULL: tuple[str, ...] = ("block", "drop_oldest", "reject")
 FANOUTS: tuple[str, ...] = ("round_robin", "broadcast", "weighted")
@@ -150,7 +165,7 @@ class StageReader:
         ck = self.ck
         name = self._read_name(data, path, unnamed)
         table = Table(data, path, f"{ck.pipeline}/{name or unnamed}")
-        check_unknown_keys(ck, table, STAGE_KEYS)
+        check_unknown_keys(ck, table, STAGE_KEYS, PIPELINE_ONLY_HINTS)
         kind = read_choice(ck, table, "kind", STAGE_KINDS) or _assumed_kind(data.get("kind"))
         self._check_kind_keys(table, kind)
         spec = StageSpec(name=name or unnamed, kind=kind, line=ck.lines.table_line(path))  # type: ignore[arg-type]
@@ -174,7 +189,7 @@ class StageReader:
                 self.ck.report(
                     table.at(key),
                     f"{what} only appl{'y' if key == 'stage' else 'ies'} to {_kinds_text(kinds)} "
-                    f'(this stage\'s kind is "{kind}")',
+                    f'(this stage\'s kind is "{kind}"){KIND_KEY_HINTS.get((kind, key), "")}',
                     table.path,
                     key,
                 )

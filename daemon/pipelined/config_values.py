@@ -80,10 +80,16 @@ def suggestion(key: str, allowed: Collection[str]) -> str:
     return f' (did you mean "{close[0]}"?)' if close else ""
 
 
-def check_unknown_keys(ck: Checker, table: Table, allowed: Collection[str]) -> None:
+def check_unknown_keys(
+    ck: Checker, table: Table, allowed: Collection[str], elsewhere: Mapping[str, str] | None = None
+) -> None:
+    """Report keys not in `allowed`; `elsewhere` maps keys that belong in another table to a hint."""
     for key in table.data:
-        if key not in allowed:
-            ck.report(table.at(key), f'unknown key "{key}"{suggestion(key, allowed)}', table.path, key)
+        if key in allowed:
+            continue
+        hint = (elsewhere or {}).get(key)
+        why = f" ({hint})" if hint else suggestion(key, allowed)
+        ck.report(table.at(key), f'unknown key "{key}"{why}', table.path, key)
 
 
 def _wrong(ck: Checker, table: Table, key: str, expected: str) -> None:

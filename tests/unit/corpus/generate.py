@@ -461,6 +461,24 @@ add(
     + '[[stage]]\nname = "box"\nkind = "pipeline"\n[[stage.stage]]\nname = "inner"\ncall = "corpus_mods:process"\n'
     + SINK,
 )
+add(
+    "82_pipeline_key_in_a_stage",
+    ':11: 82_pipeline_key_in_a_stage/sink/description: unknown key "description" ("description" is a pipeline key: put it at the top of the file, before the first [[stage]])',
+    PP + SRC + SINK + 'description = "written after the stages, so it belongs to the last one"\n',
+)
+add(
+    "83_stage_key_at_the_top",
+    ':3: 83_stage_key_at_the_top/threads: unknown key "threads" ("threads" is a stage key: put it inside a [[stage]])',
+    PP + "threads = 4\n" + SRC + SINK,
+)
+add(
+    "84_threads_on_nested_pipeline",
+    '84_threads_on_nested_pipeline/box/threads: "threads" only applies to kind = "producer", "processor" or "consumer" (this stage\'s kind is "pipeline"); a nested pipeline\'s own budget is max_threads',
+    PP
+    + SRC
+    + '[[stage]]\nname = "box"\nkind = "pipeline"\nthreads = 4\n[[stage.stage]]\nname = "inner"\ncall = "corpus_mods:process"\n'
+    + SINK,
+)
 
 for f in OUT.glob("*.toml"):
     f.unlink()
