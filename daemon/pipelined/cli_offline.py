@@ -7,6 +7,7 @@ Both work offline, exactly as the daemon would load the files (every `call` is i
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import tomllib
 from pathlib import Path
@@ -88,7 +89,8 @@ def run_check(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - a bad settings file is a clear message, not a trace
             print(f"pipelined check: {exc}", file=sys.stderr)
             return 1
-    problems, checked, invalid = check_paths(paths)
+    with contextlib.redirect_stdout(sys.stderr):  # what user modules print on import
+        problems, checked, invalid = check_paths(paths)
     for problem in problems:
         print(problem)
     print(summary(problems, checked, invalid))
@@ -106,12 +108,15 @@ def run_graph(args: argparse.Namespace) -> int:
     if args.file is None:
         print("pipelined graph: give a pipeline FILE (or --remote NAME)", file=sys.stderr)
         return 2
-    spec, problems = load_pipeline(args.file)
+    with contextlib.redirect_stdout(sys.stderr):
+        spec, problems = load_pipeline(args.file)
     for problem in problems:
         print(problem, file=sys.stderr)
     if spec is None:
         return 1
-    sys.stdout.write(graph_text(spec, args.format))
+    with contextlib.redirect_stdout(sys.stderr):
+        text = graph_text(spec, args.format)
+    sys.stdout.write(text)
     return 0
 
 

@@ -198,3 +198,13 @@ def test_pipelined_check_command_end_to_end(conf: Path) -> None:
         f'{conf}/bad.toml:16: bad/sink/call: module "clit_stages" has no attribute "missing"',
         "checked 2 files: 1 valid, 1 invalid (1 error, 0 warnings)",
     ]
+
+
+def test_what_user_code_prints_on_import_stays_out_of_the_output(
+    conf: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (conf / "code" / "clit_stages.py").write_text('print("hello from import")\n' + STAGES)
+    assert run(["check", str(conf)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == "checked 1 file: 1 valid, 0 invalid (0 errors, 0 warnings)\n"
+    assert "hello from import" in captured.err
