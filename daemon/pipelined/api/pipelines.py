@@ -17,6 +17,7 @@ from pipelined.api.schemas import (
     PipelineDetail,
     PipelineStats,
     PipelineSummary,
+    Removed,
     StateChange,
 )
 from pipelined.api.validation import (
@@ -163,7 +164,7 @@ class PipelinesController(Controller):
         status_code=200,
         summary="Drain a pipeline and remove its file",
         responses={
-            200: ResponseSpec(data_container=dict[str, Any], description="Removed"),
+            200: ResponseSpec(data_container=Removed, description="Drained and removed"),
             **error_responses(400, 403, 404),
         },
     )

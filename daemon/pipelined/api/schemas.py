@@ -201,3 +201,8 @@ class ReloadResult(TypedDict):
     removed: list[str]
     unchanged: list[str]
     failed: dict[str, str]
+
+
+class Removed(TypedDict):
+    name: str
+    removed: bool

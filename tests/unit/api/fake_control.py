@@ -286,4 +286,4 @@ class FakeControl:
     def delete_config(self, name: str) -> Any:
         self._get(name)
         del self.pipelines[name]
-        return {"removed": name}
+        return {"name": name, "removed": True}
