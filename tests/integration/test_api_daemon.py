@@ -244,7 +244,8 @@ def test_config_writes(api: httpx.Client, api_daemon: DaemonProcess) -> None:
     assert 'description = "json"' in path.read_text()
     error(api.put("/pipelines/...", content=ORDERS.encode(), headers=headers), 400, "name")
     error(api.put("/pipelines/Bad.Name", content=ORDERS.encode(), headers=headers), 400, "name")
-    assert api.delete("/pipelines/written").status_code == 200
+    deleted = api.delete("/pipelines/written")
+    assert (deleted.status_code, deleted.json()) == (200, {"name": "written", "removed": True})
     assert not path.exists()
     error(api.get("/pipelines/written"), 404)
 
