@@ -30,7 +30,7 @@ from pipelined.spec import StageSpec
 
 log = logging.getLogger("pipelined.engine")
 
-FLUSH_AT = 256
+FLUSH_AT = 1024
 SLOW_SLICE_S = 0.0002  # a slice that took longer than this to fill: go back to one item
 
 Job = tuple[Run, Mapping[str, Any]]

@@ -53,7 +53,6 @@ class StageQueue:
         self.depth = 0  # items queued (flush requests count 0)
         self.idle_takers = 0  # workers waiting for work right now (read without the lock)
         self.pending_wakeups = 0  # of those, already notified (about to take)
-        self.in_hand = 0  # chunks taken with track=True and not yet done (see idle_now)
         self.abandoned = False
         self._chunks: deque[Chunk] = deque()
         self._lock = threading.Lock()
@@ -149,9 +148,7 @@ class StageQueue:
         return dropped
 
     # -- taking -----------------------------------------------------------------------------
-    def take(
-        self, max_items: int, timeout: float | None = None, sharers: int = 1, track: bool = False
-    ) -> Chunk | None:
+    def take(self, max_items: int, timeout: float | None = None, sharers: int = 1) -> Chunk | None:
         """The oldest chunk(s) of one run, up to `max_items`; None when closed/abandoned/timed out.
 
         With several `sharers` (workers of the stage) a taker leaves most of the queue to the
@@ -176,8 +173,6 @@ class StageQueue:
                 max_items = min(max_items, 16, max(1, self.depth // (4 * sharers)))
             chunk = self._pop(max_items)
             self.depth -= len(chunk.items)
-            if track:
-                self.in_hand += 1
             if self.depth < self.capacity:
                 self._not_full.notify_all()
             return chunk
@@ -204,15 +199,30 @@ class StageQueue:
             chunk.items = chunk.items + nxt.items
         return chunk
 
-    def done_with(self) -> None:
-        """A chunk taken with track=True is processed."""
+    def wait_available(self) -> bool:
+        """Block until something is queued (True) or the queue is closed and empty / abandoned."""
         with self._lock:
-            self.in_hand -= 1
+            while not self._chunks:
+                if self._closed or self.abandoned:
+                    return False
+                self.idle_takers += 1
+                try:
+                    self._not_empty.wait()
+                finally:
+                    self.idle_takers -= 1
+                    if self.pending_wakeups:
+                        self.pending_wakeups -= 1
+            return not self.abandoned
 
-    def idle_now(self) -> bool:
-        """Nothing queued and nothing taken (track=True) in progress: an inline call keeps order."""
+    def take_nowait(self, max_items: int) -> Chunk | None:
         with self._lock:
-            return not self._chunks and self.in_hand == 0 and not self._closed and not self.abandoned
+            if not self._chunks or self.abandoned:
+                return None
+            chunk = self._pop(max_items)
+            self.depth -= len(chunk.items)
+            if self.depth < self.capacity:
+                self._not_full.notify_all()
+            return chunk
 
     @property
     def closed(self) -> bool:

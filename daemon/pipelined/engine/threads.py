@@ -125,48 +125,44 @@ class ThreadStage(StageBase):
         fast = invoker.fast_function()
         queue = self.queue
         exclusive = self._exclusive
-        if exclusive is not None:
-            self._inline = (invoker, fast, self.counters.cell())
-        try:
-            while True:
-                chunk = queue.take(MAX_TAKE, sharers=self.workers, track=exclusive is not None)
-                if chunk is None:
-                    return
-                if exclusive is None:
-                    died = self._process(chunk, invoker, fast, cell)
-                else:
-                    with exclusive:
-                        died = self._process(chunk, invoker, fast, cell)
-                    queue.done_with()
-                if died:
+        if exclusive is None:
+            while (chunk := queue.take(MAX_TAKE, sharers=self.workers)) is not None:
+                if self._process(chunk, invoker, fast, cell):
                     raise WorkerDied(self.name)
+            return
+        self._inline = (invoker, fast, self.counters.cell())
+        try:
+            while queue.wait_available():
+                with exclusive:
+                    chunk = queue.take_nowait(MAX_TAKE)
+                    if chunk is not None and self._process(chunk, invoker, fast, cell):
+                        raise WorkerDied(self.name)
         finally:
-            inline, self._inline = self._inline, None
-            if inline is not None:
-                with exclusive or threading.Lock():
-                    self.counters.retire(inline[2])
+            with exclusive:
+                inline, self._inline = self._inline, None
+                self.counters.retire(inline[2])
 
     def try_inline(self, run: Run, items: list[Any]) -> bool:
-        """Process a chunk in the sender's thread (execution affinity) when that keeps order.
+        """Process a chunk in the sender's thread (execution affinity).
 
-        Only for a one-thread stage whose calls have been fast (under INLINE_MAX_S per item),
-        whose worker is idle with an empty queue; the stage's own instance is used, under the
-        lock its worker takes per chunk, so it is never called concurrently.
+        Only for a one-thread stage whose calls have been fast (under INLINE_MAX_S per item).
+        Under the lock its worker holds per chunk, the sender first processes whatever is
+        queued (order kept), then its own chunk, with the stage's own instance — so the
+        instance is never called concurrently and a chain of fast stages runs in one thread.
         """
         per_item = self.per_item_s
         exclusive = self._exclusive
         if exclusive is None or per_item is None or per_item > INLINE_MAX_S:
             return False
-        if not exclusive.acquire(blocking=False):
-            return False
-        try:
+        with exclusive:
             inline = self._inline
-            if inline is None or not self.queue.idle_now():
+            if inline is None or self.queue.closed or self.queue.abandoned:
                 return False
-            self._process(Chunk(run, items), inline[0], inline[1], inline[2])
+            invoker, fast, cell = inline
+            while (queued := self.queue.take_nowait(MAX_TAKE)) is not None:
+                self._process(queued, invoker, fast, cell)
+            self._process(Chunk(run, items), invoker, fast, cell)
             return True
-        finally:
-            exclusive.release()
 
     def _process(self, chunk: Chunk, invoker: Invoker, fast: Callable[[Any], Any] | None, cell: CounterCell) -> bool:
         """Call the chunk and complete it; True when the call killed the thread."""
