@@ -206,3 +206,35 @@ def test_nested_pipeline_has_its_own_stats_row() -> None:
         assert sorted(fns.COLLECTED["nested"]) == [(i + 1) * 2 for i in range(6)]
         row = rt.stats()["stages"]["inner"]
         assert row["kind"] == "pipeline" and row["items_in"] == 6 and row["items_out"] == 6
+
+
+def test_one_thread_stages_keep_the_order_of_one_upstream() -> None:
+    # fast one-thread stages may run inline in their sender's thread; order must not change
+    spec = pipeline(
+        stage("src", "producer", "count_to", args={"n": 20_000}, auto_start=False),
+        stage("inc", call="inc"),
+        stage("double", call="double"),
+        stage("sink", "consumer", "collect", args={"key": "order"}),
+    )
+    with running(spec) as rt:
+        for _ in range(2):
+            finished_run(rt, rt.trigger("src"))
+        expected = [(i + 1) * 2 for i in range(20_000)]
+        assert fns.COLLECTED["order"] == expected + expected
+
+
+def test_async_stage_awaits_up_to_threads_items_at_once() -> None:
+    import time
+
+    spec = pipeline(
+        stage("src", "producer", "count_to", args={"n": 64}, auto_start=False),
+        stage("wait", call="async_inc", threads=32, args={"delay": 0.05}),
+        stage("sink", "consumer", "collect", args={"key": "async-conc"}),
+    )
+    with running(spec) as rt:
+        began = time.monotonic()
+        finished_run(rt, rt.trigger("src"))
+        elapsed = time.monotonic() - began
+        assert sorted(fns.COLLECTED["async-conc"]) == list(range(1, 65))
+        assert elapsed < 1.0  # sequentially: 3.2 s
+        assert rt.stats()["stages"]["wait"]["threads"] == 32
