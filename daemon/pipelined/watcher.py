@@ -66,6 +66,7 @@ class ConfWatcher:
         return frozenset(p.resolve() for p in self.directories() if p.is_dir())
 
     def _run(self) -> None:
+        first = True
         while not self._stop.is_set():
             self._wake.clear()
             self._watching = self._existing()
@@ -74,12 +75,14 @@ class ConfWatcher:
                 self._wake.wait(RETRY_SECONDS)
                 continue
             try:
-                self._watch(self._watching)
+                # after a restart, re-scan once: a change made while no watch was set up is not lost
+                self._watch(self._watching, rescan=not first)
+                first = False
             except Exception:  # noqa: BLE001 - keep watching whatever went wrong
                 log.exception("watching %s failed; retrying", sorted(map(str, self._watching)))
                 self._stop.wait(RETRY_SECONDS)
 
-    def _watch(self, directories: frozenset[Path]) -> None:
+    def _watch(self, directories: frozenset[Path], rescan: bool) -> None:
         """watchfiles groups events until `STEP_MS` pass without one; this loop then waits until
         `quiet_ms` passed since the last group before asking for a reload."""
         log.debug("watching %s", sorted(map(str, directories)))
@@ -97,6 +100,9 @@ class ConfWatcher:
         last_event = 0.0
         for changes in changes_iter:
             self.ready.set()
+            if rescan:
+                self.on_change(set())
+                rescan = False
             now = time.monotonic()
             if changes:
                 pending.update(path for _change, path in changes)

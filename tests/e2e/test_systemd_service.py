@@ -51,10 +51,14 @@ args = {{ out_dir = "{state}" }}
 """
 
 
+def _wheelhouse_dir() -> Path:
+    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    return WHEEL_CACHE / f"wheels-{key}"
+
+
 def _wheelhouse() -> Path:
     """Wheels of pipelined and its dependencies (the lab has no network); deps cached by pyproject."""
-    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:12]
-    house = WHEEL_CACHE / f"wheels-{key}"
+    house = _wheelhouse_dir()
     pip = [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(house)]
     if not (house / ".complete").exists():
         done = subprocess.run([*pip, str(REPO)], capture_output=True, text=True, timeout=600, cwd="/tmp")
@@ -125,6 +129,12 @@ def test_install_start_reload_watchdog_stop(lab: SystemdLab) -> None:
     v1 = FLOW.format(description="v1", state=STATE)
     lab.write("/etc/pipelined/conf.d/flow.toml", v1)
     lab.write("/etc/systemd/system/pipelined.service.d/e2e.conf", "[Service]\nWatchdogSec=3\n")
+    settings = lab.path("/etc/pipelined/pipelined.toml").read_text() + "# edited by the operator\n"
+    lab.write("/etc/pipelined/pipelined.toml", settings)
+    # idempotent: a second install keeps the configuration as the operator left it
+    lab.run("env", f"PIPELINED_WHEELS={_wheelhouse_dir()}", str(REPO / "tools" / "install"), check=True, timeout=180)
+    assert lab.path("/etc/pipelined/pipelined.toml").read_text() == settings
+    assert lab.path("/etc/pipelined/conf.d/flow.toml").read_text() == v1
     lab.run("systemctl", "daemon-reload", check=True)
 
     # start blocks until READY=1: the API answers and the first apply is done
@@ -175,4 +185,11 @@ def test_install_start_reload_watchdog_stop(lab: SystemdLab) -> None:
     dead = [str(json.loads(x)["item"]) for x in dead_file.read_text().splitlines()] if dead_file.exists() else []
     assert len(consumed) == len(set(consumed))
     assert set(produced) == set(consumed) | set(dead)
+
+    # uninstall removes what install added, keeps configuration and state
+    lab.run(str(REPO / "tools" / "install"), "--uninstall", check=True, timeout=60)
+    assert not lab.path("/opt/pipelined").exists() and not lab.path("/usr/local/bin/pipelined").is_symlink()
+    assert not lab.path("/etc/systemd/system/pipelined.service").exists()
+    assert lab.path("/etc/pipelined/conf.d/flow.toml").exists()
+    assert lab.path(f"{STATE}/consumed.txt").exists()
     assert time.monotonic() - started < 90

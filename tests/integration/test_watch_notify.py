@@ -146,3 +146,22 @@ def test_status_and_watchdog(make_daemon: Callable[..., DaemonProcess], notify_s
     status = next(m for m in seen if m.startswith("STATUS=1 pipeline running"))
     assert status == "STATUS=1 pipeline running, 0 items/s"
     assert daemon.stop() == 0
+
+
+def test_python_file_change_under_python_path_reloads_that_pipeline(
+    make_daemon: Callable[..., DaemonProcess],
+) -> None:
+    daemon = make_daemon(watch=True)
+    install_flow_stages(daemon)
+    code = daemon.base_dir / "code"
+    code.mkdir()
+    (code / "watched_code.py").write_text("def tag(item):\n    return 'v1'\n")
+    daemon.write_pipeline("coded", 'python_path = ["../code"]\n' + echo().replace("flow_stages:slow\"\nargs = { seconds = 0.0 }", "watched_code:tag\""))
+    daemon.write_pipeline("other", echo("other"))
+    daemon.start()
+    other_loaded = daemon.pipeline("other")["loaded_at"]
+    coded_loaded = daemon.pipeline("coded")["loaded_at"]
+    (code / "watched_code.py").write_text("def tag(item):\n    return 'v2'\n")
+    daemon.wait_for(lambda: daemon.pipeline("coded")["loaded_at"] != coded_loaded, timeout=5, what="coded reloaded")
+    assert daemon.pipeline("other")["loaded_at"] == other_loaded
+    assert daemon.stop() == 0
