@@ -253,8 +253,9 @@ class Supervisor(PipelineQueries):
 
     # -- stop -------------------------------------------------------------------------------
     def _shutdown(self) -> None:
-        self._stopping = True
-        self.notifier.stopping()
+        if not self._stopping:  # normally request_stop() already said so
+            self._stopping = True
+            self.notifier.stopping()
         with self.slots_lock:
             slots = list(self.slots.values())
         log.info("stopping: draining %d pipeline(s)", len(slots))

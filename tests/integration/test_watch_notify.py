@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -128,6 +129,12 @@ def test_notify_messages_for_start_reload_and_stop(
     daemon.send_signal(signal.SIGTERM)
     assert _next_message(sock) == "STOPPING=1"
     assert daemon.wait_exit() == 0
+    sock.settimeout(0.2)
+    rest = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            rest.append(sock.recv(4096).decode())
+    assert [m for m in rest if not m.startswith(("STATUS=", "WATCHDOG="))] == []  # STOPPING=1 once
 
 
 def test_status_and_watchdog(make_daemon: Callable[..., DaemonProcess], notify_socket: tuple[str, socket.socket]) -> None:
