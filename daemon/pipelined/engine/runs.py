@@ -128,6 +128,7 @@ class Run:
             if self.listener is not None:
                 self.listener.run_ended(self)  # counts it, calls after_run
         finally:
+            self.listener = None  # the history must not keep a drained runtime alive
             self._ended.set()
 
     def wait(self, timeout: float | None) -> bool:
