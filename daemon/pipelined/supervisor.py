@@ -110,6 +110,7 @@ class Supervisor(PipelineQueries):
                 continue
             self._loop_beat = time.monotonic()
             if event.kind == "stop":
+                log.info("%s received", event.source)
                 break
             waiters, stop_after = self._coalesce(event)
             if stop_after:
