@@ -46,7 +46,7 @@ class ProcessStageRunner(StageBase):
         except ImportError as exc:
             raise StartError(f"stage {self.name!r}: processes not supported: {exc}") from exc
         self.pool = make_process_stage(self.services.spec, self.spec, self.workers)
-        self.pool.start()
+        self.pool.start(run_before_fork_hooks=False)  # the runtime ran before_fork once
         for i in range(self.workers):
             name = f"{self.services.spec.name}:{self.name}:feed{i + 1}"
             t = threading.Thread(target=self._feed, name=name, daemon=True)

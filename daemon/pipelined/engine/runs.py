@@ -52,6 +52,7 @@ class Run:
         self.filtered = 0
         self.dead_lettered = 0
         self.held = 0  # items sitting in accumulator buffers (part of in_flight)
+        self.last_dead_letter_error: str | None = None
         self.source_done = False
         self.cancelled = False
         self.listener = listener
@@ -112,7 +113,8 @@ class Run:
     def _final_state(self) -> str:
         if self.dead_lettered and not self.error:
             noun = "item was" if self.dead_lettered == 1 else "items were"
-            self.error = f"{self.dead_lettered} {noun} dead-lettered"
+            last = f" (last error: {self.last_dead_letter_error})" if self.last_dead_letter_error else ""
+            self.error = f"{self.dead_lettered} {noun} dead-lettered{last}"
         if self.error:
             return "failed"
         return "cancelled" if self.cancelled else "completed"

@@ -90,6 +90,7 @@ class PipelineRuntime:
         try:
             self._build()
             self.retry.start()
+            self._before_fork()
             for stage in self._start_order():
                 stage.start()
         except BaseException as exc:
@@ -132,6 +133,14 @@ class PipelineRuntime:
                 if isinstance(stage, AccumulatorStage):
                     self.accumulators.append(stage)
         self.accumulators.sort(key=lambda acc: self._topo_index()[acc.name])
+
+    def _before_fork(self) -> None:
+        """The before_fork hooks, once for all process stages (pipeline hook, then stages')."""
+        stages = [s.spec for s in self.stages.values() if getattr(s, "uses_processes", False)]
+        if stages:
+            from pipelined.workers import run_before_fork
+
+            run_before_fork(self.spec, stages)
 
     def _topo_index(self) -> dict[str, int]:
         order: list[str] = []
@@ -281,7 +290,9 @@ class PipelineRuntime:
         if not items:
             return
         n = len(items)
-        self.book.dead_letters.add_many(run.id, stage, attempts, text or error_text(error), items)
+        text = text or error_text(error)
+        run.last_dead_letter_error = f"stage {stage!r}: {text}"
+        self.book.dead_letters.add_many(run.id, stage, attempts, text, items)
         self.book.counters(stage).add("items_dead_lettered", n)
         if self.hooks is not None and self.hooks.has_on_error:
             for item in items:
