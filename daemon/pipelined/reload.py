@@ -159,7 +159,7 @@ def prepare(name: str, path: Path, previous_dirs: tuple[Path, ...] = ()) -> Prep
     key, file_version, data = keyed
     purge_modules(tuple(set(previous_dirs) | set(declared_code_dirs(path, data))))
     try:
-        spec, problems = config.load_pipeline(path)
+        spec, problems = config.parse_pipeline(data, path)  # the very bytes the key was made of
     except Exception as exc:  # noqa: BLE001 - a bug in parsing must fail only this file
         log.exception("%s: unexpected error while loading", path, extra={"pipeline": name})
         return Prepared(name, path, key, file_version, None, f"{path}: {type(exc).__name__}: {exc}")
