@@ -162,6 +162,10 @@ def _weighted_pattern(weights: Sequence[int]) -> list[int]:
     return pattern or [0]
 
 
+def _no_runner(stage: str) -> None:
+    return None
+
+
 class RouterBuilder:
     """Builds the output Target of every node of a Graph (nested pipelines resolved)."""
 
@@ -197,14 +201,18 @@ class RouterBuilder:
         weights = [int((node.stage.weights or {}).get(e.dst, 1)) for e in edges]
         return Router(mode, targets, weights)
 
-    def entrance(self, node_id: str) -> Target:
-        """Items sent *to* `node_id`: its queue, or a nested pipeline's entrance."""
+    def entrance(self, node_id: str, inline: bool = True) -> Target:
+        """Items sent *to* `node_id`: its queue, or a nested pipeline's entrance.
+
+        `inline=False` for `ctx.emit_to` targets: those may point upstream (a cycle the graph
+        does not show), so they always go through the queue and never take a stage's lock.
+        """
         graph = self.graph
         node = graph.node(node_id)
         if node.kind != "pipeline":
-            return QueueTarget(self.queue_of(node_id), self.on_drop, self.runner_of)
+            return QueueTarget(self.queue_of(node_id), self.on_drop, self.runner_of if inline else _no_runner)
         entry = list(graph.entrance(node_id))
-        targets = [self.entrance(e.dst) for e in entry]
+        targets = [self.entrance(e.dst, inline) for e in entry]
         counters = self.counters_of(node_id)
         if not targets:
             inner: Target = self.outputs(node_id)

@@ -121,7 +121,7 @@ class PipelineRuntime:
         )
         for node in self.graph.nodes:
             if node.kind != "producer":
-                self._targets[node.id] = builder.entrance(node.id)
+                self._targets[node.id] = builder.entrance(node.id, inline=False)
         for node in self.graph.nodes:
             if node.kind == "pipeline":
                 continue
