@@ -62,6 +62,11 @@ class AsyncStage(StageBase):
         self._loop_thread.start()
         self._feeder.start()
 
+    def busy_now(self) -> int:
+        """Items being awaited right now (the stats row's `busy` for an async stage)."""
+        with self._free_cond:
+            return self.concurrency - self._free
+
     def live_workers(self) -> int:
         return 1 if self._loop_thread.is_alive() else 0
 

@@ -18,12 +18,16 @@ def pipeline_stats(rt: PipelineRuntime) -> dict[str, Any]:
         if meter is None:
             continue
         queue = rt.queues.get(stage.name)
-        stages[stage.name] = meter.row(
+        row = meter.row(
             queue.depth if queue else 0,
             queue.capacity if queue else 0,
             rt.threads_of(stage),
             rt.processes_of(stage),
         )
+        busy_now = getattr(rt.stages.get(stage.name), "busy_now", None)
+        if busy_now is not None:
+            row["busy"] = busy_now()
+        stages[stage.name] = row
     busiest = max(stages.items(), key=lambda kv: kv[1]["utilization"], default=None)
     bottleneck = busiest[0] if busiest and busiest[1]["utilization"] > IDLE_UTILIZATION else None
     return {
