@@ -14,7 +14,6 @@ import os
 import sys
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
@@ -76,22 +75,22 @@ def pool_rate(call: str, items: list[int], chunk: int = 256, threads: int = 2) -
     pool.start()
     try:
         pool.process("warm", items[:2])
-        todo = deque(items)
         lock = threading.Lock()
-        produced: list[int] = [0]
+        position = [0]
+        produced = [0]
 
         def dispatch() -> None:
             while True:
                 with lock:
-                    n = min(chunk, max(1, len(todo) // threads))
-                    batch = [todo.popleft() for _ in range(min(n, len(todo)))]
+                    start = position[0]
+                    n = min(chunk, max(1, (len(items) - start) // threads))
+                    batch = items[start:start + n]
+                    position[0] = start + len(batch)
                 if not batch:
                     return
-                outs = 0
-                for outcome in pool.process("bench", batch):
-                    outs += len(outcome.outputs)
+                outcomes = pool.process("bench", batch)
                 with lock:
-                    produced[0] += outs
+                    produced[0] += len(outcomes)
 
         workers = [threading.Thread(target=dispatch) for _ in range(threads)]
         started = time.perf_counter()

@@ -173,6 +173,7 @@ class _BatchRun:
         self.outcomes: list[ItemOutcome | None] = [None] * len(items)
         self.pending = list(range(len(items)))
         self.deaths_outside_items = 0
+        self.whole: list[ItemOutcome] | None = None
 
     def run(self) -> list[ItemOutcome]:
         while self.pending:
@@ -182,8 +183,8 @@ class _BatchRun:
             chunk = self.pending if not self.pool.max_items else self.pending[: self._budget(worker)]
             self.pending = self.pending[len(chunk):]
             self._run_chunk(worker, chunk)
-        if None not in self.outcomes:
-            return self.outcomes  # type: ignore[return-value]
+        if self.whole is not None:
+            return self.whole
         return [outcome or failed("WorkerDied: no result") for outcome in self.outcomes]
 
     def _budget(self, worker: WorkerHandle) -> int:
@@ -223,8 +224,9 @@ class _BatchRun:
                     continue
                 made = protocol.outcomes(payload)
                 if kind == protocol.DONE and received == 0 and len(made) == len(self.outcomes):
-                    self.outcomes = made  # type: ignore[assignment]  # the whole batch in one reply
-                    received = len(made)
+                    self.whole = made  # the whole batch in one reply: nothing to merge
+                    worker.items_done += len(sent)
+                    return
                 for outcome in made if received < len(sent) else ():
                     self.outcomes[sent[received]] = outcome
                     received += 1
