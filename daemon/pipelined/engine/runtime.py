@@ -59,6 +59,7 @@ class PipelineRuntime:
         self.accumulators: list[AccumulatorStage] = []  # topological order
         self.meters: dict[str, StageMeter] = {}
         self._targets: dict[str, Target] = {}
+        self._async_names: set[str] = set()
         self._runs: set[Run] = set()
         self._runs_cond = threading.Condition()
         self._state_lock = threading.Lock()
@@ -71,6 +72,8 @@ class PipelineRuntime:
         alloc = getattr(self.allocation, "stages", {}).get(stage.name) if self.allocation else None
         if stage.kind in ("accumulator", "pipeline") or stage.uses_processes:
             return 0
+        if stage.name in self._async_names:  # its concurrency, never cut (config.md, Limits)
+            return max(1, stage.threads or 1)
         if alloc is not None:
             return max(1, int(alloc.threads))
         return max(1, stage.threads or 1)
@@ -126,6 +129,9 @@ class PipelineRuntime:
             if node.kind == "pipeline":
                 continue
             stage = build_stage(self, node.stage, builder.outputs(node.id), self.hooks)
+            if hasattr(stage, "concurrency"):
+                self._async_names.add(node.id)
+                self.meters[node.id].workers = stage.concurrency
             if isinstance(stage, ProducerStage):
                 self.producers[node.id] = stage
             else:

@@ -42,7 +42,8 @@ def build_stage(rt: PipelineRuntime, spec: StageSpec, target: Target, hooks: Hoo
     if make_invoker().is_async:
         from pipelined.engine.asyncstage import AsyncStage
 
-        return AsyncStage(rt, spec, rt.queues[spec.name], target, counters, workers, make_invoker)
+        concurrency = max(1, spec.threads or 1)  # an async stage's concurrency is never cut
+        return AsyncStage(rt, spec, rt.queues[spec.name], target, counters, concurrency, make_invoker)
     from pipelined.engine.threads import ThreadStage
 
     return ThreadStage(rt, spec, rt.queues[spec.name], target, counters, workers, make_invoker)
