@@ -7,20 +7,24 @@ stage.start()                        # runs before_fork (pipeline hook, then sta
 stage.process(run_id, items)         # -> list[ItemOutcome], one per item, in order; thread-safe
 stage.stop(timeout)                  # close() in the workers; every process joined
 stage.live_processes()
+stage.produce(run_id, call_args, emit_to)  # producers: an iterator over one run's items, streamed
+                                     # from a worker; ProducerFailed when it raises or its worker dies
 ```
+A producer always runs in a pool worker (one run holds one worker), whatever its `process_mode`.
 To run a pipeline's `before_fork` hook once for several process stages, call
 `run_before_fork(pipeline_spec, stage_specs)` first, then `start(run_before_fork_hooks=False)`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 from pipelined.spec import PipelineSpec, StageSpec
-from pipelined.workers.outcome import ItemOutcome
+from pipelined.workers.outcome import ItemOutcome, ProducerFailed
 from pipelined.workers.setup import run_before_fork
 
-__all__ = ["ItemOutcome", "ProcessStage", "make_process_stage", "run_before_fork"]
+__all__ = ["ItemOutcome", "ProcessStage", "ProducerFailed", "make_process_stage", "run_before_fork"]
 
 
 class ProcessStage(Protocol):
@@ -32,10 +36,14 @@ class ProcessStage(Protocol):
 
     def live_processes(self) -> int: ...
 
+    def produce(
+        self, run_id: str, call_args: Mapping[str, Any], emit_to: Callable[[str, Any], None] | None = None
+    ) -> Iterator[Any]: ...
+
 
 def make_process_stage(pipeline_spec: PipelineSpec, stage_spec: StageSpec, processes: int) -> ProcessStage:
     """The process side of a stage with `processes`; `processes` is the effective (allocated) count."""
-    if stage_spec.process_mode == "fork_per_item":
+    if stage_spec.process_mode == "fork_per_item" and stage_spec.kind != "producer":
         from pipelined.workers.fork_per_item import ForkPerItemStage
 
         return ForkPerItemStage(pipeline_spec, stage_spec, processes)

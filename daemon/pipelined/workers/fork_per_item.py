@@ -14,7 +14,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pipelined.errors import StartError
@@ -27,7 +27,7 @@ from pipelined.workers.handle import (
     acquire_context,
     release_context,
 )
-from pipelined.workers.outcome import ItemOutcome, failed
+from pipelined.workers.outcome import ItemOutcome, ProducerFailed, failed
 from pipelined.workers.proctree import child_pids
 from pipelined.workers.setup import run_before_fork, worker_setup
 from pipelined.workers.zygote import zygote_main
@@ -184,6 +184,12 @@ class ForkPerItemStage:
         for entry in waiting:
             entry.error = error
             entry.done.set()
+
+    def produce(
+        self, run_id: str, call_args: Mapping[str, Any], emit_to: Callable[[str, Any], None] | None = None
+    ) -> Iterator[Any]:
+        """Producers never run per item: make_process_stage gives them a PoolStage."""
+        raise ProducerFailed(f"RuntimeError: stage {self.stage!r}: a producer cannot use fork_per_item")
 
     # -- stop ----------------------------------------------------------------------------------
     def stop(self, timeout: float = 30.0) -> None:

@@ -28,3 +28,13 @@ class ItemOutcome(NamedTuple):
 
 def failed(error: str, traceback: str | None = None, seconds: float = 0.0) -> ItemOutcome:
     return ItemOutcome([], [], False, error, traceback, seconds)
+
+
+class ProducerFailed(Exception):
+    """A producer running in a worker process raised (or its worker died): `error` is
+    `"TypeName: message"`, `traceback` the formatted text from the worker (or None)."""
+
+    def __init__(self, error: str, traceback: str | None = None) -> None:
+        self.error = error
+        self.traceback = traceback
+        super().__init__(error)

@@ -13,7 +13,7 @@ import logging
 import pickle
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 from pipelined.errors import StartError
@@ -26,7 +26,8 @@ from pipelined.workers.handle import (
     acquire_context,
     release_context,
 )
-from pipelined.workers.outcome import ItemOutcome, failed
+from pipelined.workers.outcome import ItemOutcome, ProducerFailed, failed
+from pipelined.workers.pool_producer import _ProducerRun
 from pipelined.workers.setup import run_before_fork, worker_setup
 
 log = logging.getLogger("pipelined.workers")
@@ -117,6 +118,10 @@ class PoolStage:
             self._started = False
         release_context(self.method)
 
+    @property
+    def stopping(self) -> bool:
+        return self._stopping
+
     def live_processes(self) -> int:
         return sum(1 for slot in self._slots if slot.worker is not None and slot.worker.is_alive())
 
@@ -130,6 +135,22 @@ class PoolStage:
             return [self._stopped_outcome() for _ in items]
         try:
             return _BatchRun(self, slot, run_id, items).run()
+        finally:
+            with self._cond:
+                self._idle.append(slot)
+                self._cond.notify_all()
+
+    def produce(
+        self, run_id: str, call_args: Mapping[str, Any], emit_to: Callable[[str, Any], None] | None = None
+    ) -> Iterator[Any]:
+        """One producer run in a worker: its items as they arrive (`ctx.emit_to` pairs go to
+        `emit_to`). Closing the iterator stops the producer at its next yield. ProducerFailed
+        when it raises or its worker dies; a worker is held for the whole run."""
+        slot = self._take_slot()
+        if slot is None:
+            raise ProducerFailed(f"WorkerStopped: stage {self.stage_spec.name!r} is stopping")
+        try:
+            yield from _ProducerRun(self, slot, run_id, call_args, emit_to).items()
         finally:
             with self._cond:
                 self._idle.append(slot)

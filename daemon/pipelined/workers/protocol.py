@@ -2,7 +2,8 @@
 
 daemon → worker: `(BATCH, run_id, items)` — a whole batch in one pickle;
 `(ITEMWISE, run_id, [(item_pickle, type_name), ...])` — the same batch item by item, sent when the
-worker could not unpickle the batch as a whole; `(STOP,)`.
+worker could not unpickle the batch as a whole; `(STOP,)`; `(PRODUCE, run_id, call_args)` and
+`(CANCEL,)` for producers (producing.py).
 worker → daemon: `(kind, payload, log_records)` with kind READY, START_FAILED `(where, error,
 traceback)`, ROWS (a first part of the rows of the current batch), DONE (the remaining rows),
 LOAD_FAILED (error text: the batch did not unpickle) or CLOSED (close() error text or None).
@@ -17,7 +18,7 @@ from typing import Any
 from pipelined.workers.calling import COMPACT, Compact, Row
 from pipelined.workers.outcome import ItemOutcome
 
-BATCH, ITEMWISE, STOP = 1, 2, 3
+BATCH, ITEMWISE, STOP, PRODUCE, CANCEL = 1, 2, 3, 4, 5
 READY, START_FAILED, ROWS, DONE, LOAD_FAILED, CLOSED = "ready", "start_failed", "rows", "done", "load_failed", "closed"
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL

@@ -20,6 +20,7 @@ from typing import Any
 from pipelined.workers import protocol
 from pipelined.workers.calling import Compact, Row, StageCallable
 from pipelined.workers.logbridge import LogBuffer
+from pipelined.workers.producing import run_producer
 from pipelined.workers.setup import HookFailed, WorkerSetup, add_python_path, run_hooks
 
 FLUSH_EVERY = 0.05
@@ -84,7 +85,13 @@ def serve(conn: Connection, stage_callable: StageCallable, setup: WorkerSetup, l
         op = message[0]
         if op == protocol.STOP:
             break
+        if op == protocol.CANCEL:
+            continue  # a late cancel of a producer run that had already finished
         logs.run = message[1]
+        if op == protocol.PRODUCE:
+            run_producer(conn, stage_callable, message[1], message[2], logs, setup.stage_names)
+            logs.run = None
+            continue
         rows: list[Row] | Compact
         if op == protocol.BATCH and stage_callable.fast is not None:
             rows = stage_callable.run_fast_batch(message[2], progress, flush, FLUSH_EVERY)

@@ -184,3 +184,25 @@ COLLECTED: list[Any] = []
 
 def collect(item: Any) -> None:
     COLLECTED.append(item)
+
+
+def count_up(n: int = 3, fail_at: int = -1) -> Any:
+    """A producer: 0..n-1, raising at `fail_at`."""
+    for i in range(n):
+        if i == fail_at:
+            raise RuntimeError(f"producer broke at {i}")
+        yield (i, os.getpid())
+
+
+def endless(ctx: Any) -> Any:
+    """A producer that runs until the run is cancelled (ctx.stopping) or closed."""
+    i = 0
+    while not ctx.stopping:
+        yield i
+        i += 1
+        time.sleep(0.001)
+
+
+def route_from_producer(ctx: Any) -> Any:
+    ctx.emit_to("sink", "routed")
+    yield "plain"
