@@ -16,7 +16,7 @@ from typing import Any
 def load_callable(ref: str, python_path: Sequence[Path] = ()) -> Any:
     """Return the object `ref` (`package.module:attr`) names; ImportError/AttributeError otherwise."""
     try:
-        from pipelined.callables import import_callable  # type: ignore[attr-defined]
+        from pipelined.callables import import_callable
     except ImportError:
         return _import_plain(ref, python_path)
     return import_callable(ref, tuple(python_path))

@@ -161,3 +161,34 @@ def test_setup_failure_is_a_start_error_naming_the_stage() -> None:
     with pytest.raises(StartError, match="stage 'broken'.*no database"):
         rt.start()
     assert rt.state == "failed"
+
+
+def test_traceback_logged_at_first_failure_and_at_dead_letter_only(caplog) -> None:  # type: ignore[no-untyped-def]
+    import logging
+
+    spec = pipeline(
+        stage("src", "producer", "count_to", args={"n": 1}, auto_start=False),
+        stage("bad", "consumer", "always_fail", max_retries=3, retry_backoff=0.001),
+    )
+    with caplog.at_level(logging.ERROR, logger="pipelined.engine"), running(spec) as rt:
+        run_id = rt.trigger("src")
+        assert finished_run(rt, run_id)["state"] == "failed"
+    records = [r for r in caplog.records if r.getMessage().startswith("item ")]
+    assert len(records) == 2
+    assert all("Traceback" in r.getMessage() for r in records)
+    assert all((r.pipeline, r.stage, r.run) == ("p", "bad", run_id) for r in records)  # type: ignore[attr-defined]
+
+
+def test_drop_oldest_between_stages_accounts_for_every_item() -> None:
+    spec = pipeline(
+        stage("src", "producer", "count_to", args={"n": 200}, auto_start=False),
+        stage("sink", "consumer", "collect_slowly", args={"key": "drop-between", "delay": 0.001},
+              queue_size=5, on_full="drop_oldest"),
+    )
+    with running(spec) as rt:
+        run = finished_run(rt, rt.trigger("src"))
+        items = run["items"]
+        assert items["dead_lettered"] > 0 and run["state"] == "failed"
+        assert items["produced"] == 200 == items["finished"] + items["dead_lettered"]
+        assert len(fns.COLLECTED["drop-between"]) == items["finished"]
+        assert rt.stats()["stages"]["sink"]["items_dropped"] == items["dead_lettered"]
