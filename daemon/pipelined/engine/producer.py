@@ -46,8 +46,11 @@ class ProducerStage:
         workers: int,
         make_invoker: Callable[[], Invoker],
         hooks: HookSet,
+        make_pool: Callable[[], Any] | None = None,
     ) -> None:
         self.services = services
+        self.make_pool = make_pool  # `processes = N`: runs go to pipelined.workers' produce()
+        self.pool: Any = None
         self.spec = spec
         self.name = spec.name
         self.target = target
@@ -65,8 +68,15 @@ class ProducerStage:
         self._producing: set[Run] = set()
         self._extra = {"pipeline": services.spec.name, "stage": spec.name}
 
+    @property
+    def uses_processes(self) -> bool:
+        return self.make_pool is not None
+
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
+        if self.make_pool is not None:
+            self.pool = self.make_pool()
+            self.pool.start(run_before_fork_hooks=False)  # the runtime ran before_fork once
         results: list[BaseException | None] = []
         ready = threading.Condition()
         for i in range(self.workers):
@@ -105,11 +115,16 @@ class ProducerStage:
             return list(self._producing)
 
     def live_workers(self) -> int:
+        if self.pool is not None:
+            return int(self.pool.live_processes())
         return sum(1 for t in self._threads if t.is_alive())
 
     def join(self, timeout: float | None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
         for t in self._threads:
-            t.join(timeout)
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        if self.pool is not None:
+            self.pool.stop(max(0.1, deadline - time.monotonic()) if deadline is not None else 30.0)
         return not any(t.is_alive() for t in self._threads)
 
     # -- one producer thread ----------------------------------------------------------------
@@ -117,7 +132,8 @@ class ProducerStage:
         invoker = self.make_invoker()
         error: BaseException | None = None
         try:
-            invoker.setup()
+            if self.pool is None:
+                invoker.setup()
         except BaseException as exc:
             error = exc
             log.exception("setup() failed", extra=self._extra)
@@ -155,8 +171,11 @@ class ProducerStage:
             try:
                 cancelled = self._iterate(invoker, cell, run, call_args)
             except Exception as exc:
-                error = f"producer raised {error_text(exc)}"
-                log.exception("producer raised; run %s fails", run.id, extra=extra)
+                text = getattr(exc, "error", None) or error_text(exc)  # ProducerFailed: the worker's
+                error = f"producer raised {text}"
+                trace = getattr(exc, "traceback", None)
+                log.error("producer raised %s; run %s fails%s", text, run.id, "\n" + trace if trace else "",
+                          exc_info=trace is None, extra=extra)
         with self._cond:
             self._producing.discard(run)
         if not self.abandoned:
@@ -183,7 +202,10 @@ class ProducerStage:
             if len(buf) >= FLUSH_AT or hungry():
                 flush()
 
-        items: Iterator[Any] = invoker.iterate_producer(call_args, run.id, emit_to, emit)
+        if self.pool is not None:
+            items: Iterator[Any] = self.pool.produce(run.id, call_args, emit_to)
+        else:
+            items = invoker.iterate_producer(call_args, run.id, emit_to, emit)
         try:
             self._pull(items, buf, flush)
             if self.stopping:

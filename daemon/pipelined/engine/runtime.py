@@ -142,7 +142,8 @@ class PipelineRuntime:
 
     def _before_fork(self) -> None:
         """The before_fork hooks, once for all process stages (pipeline hook, then stages')."""
-        stages = [s.spec for s in self.stages.values() if getattr(s, "uses_processes", False)]
+        runners = [*self.producers.values(), *self.stages.values()]
+        stages = [s.spec for s in runners if getattr(s, "uses_processes", False)]
         if stages:
             from pipelined.workers import run_before_fork
 
@@ -352,6 +353,11 @@ class PipelineRuntime:
         for producer in self.producers.values():
             for run in producer.stop():
                 run.source_finished(cancelled=True)
+            if producer.pool is not None:
+                try:
+                    producer.pool.stop(5.0)
+                except Exception:
+                    log.exception("stopping worker processes failed", extra={**self._extra, "stage": producer.name})
         for queue in self.queues.values():
             queue.close()
         for stage in self.stages.values():
@@ -372,9 +378,8 @@ class PipelineRuntime:
         return stage_rows(self)
 
     def live_workers(self) -> tuple[int, int]:
-        threads = sum(p.live_workers() for p in self.producers.values())
-        processes = 0
-        for stage in self.stages.values():
+        threads = processes = 0
+        for stage in [*self.producers.values(), *self.stages.values()]:
             if getattr(stage, "uses_processes", False):
                 processes += stage.live_workers()
             else:

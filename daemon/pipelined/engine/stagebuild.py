@@ -22,7 +22,7 @@ def build_stage(rt: PipelineRuntime, spec: StageSpec, target: Target, hooks: Hoo
     where = f"pipeline {rt.spec.name!r}, stage {spec.name!r}"
     if spec.kind == "accumulator":
         return AccumulatorStage(rt, spec, rt.queues[spec.name], target, counters)
-    if spec.uses_processes:
+    if spec.uses_processes and spec.kind != "producer":
         from pipelined.engine.processstage import ProcessStageRunner
 
         return ProcessStageRunner(rt, spec, rt.queues[spec.name], target, counters, rt.processes_of(spec))
@@ -38,7 +38,16 @@ def build_stage(rt: PipelineRuntime, spec: StageSpec, target: Target, hooks: Hoo
 
     workers = rt.threads_of(spec)
     if spec.kind == "producer":
-        return ProducerStage(rt, spec, target, counters, workers, make_invoker, hooks)
+        if not spec.uses_processes:
+            return ProducerStage(rt, spec, target, counters, workers, make_invoker, hooks)
+        processes = rt.processes_of(spec)
+
+        def make_pool() -> Any:
+            from pipelined.workers import make_process_stage
+
+            return make_process_stage(rt.spec, spec, processes)
+
+        return ProducerStage(rt, spec, target, counters, processes, make_invoker, hooks, make_pool)
     if make_invoker().is_async:
         from pipelined.engine.asyncstage import AsyncStage
 

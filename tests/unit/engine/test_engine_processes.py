@@ -25,3 +25,18 @@ def test_process_stage_items_and_failures() -> None:
         assert letter["error"].startswith("ValueError: bad item") and letter["attempts"] == 2
     assert rt.live_workers() == (0, 0)
     assert fns.COLLECTED["procs"] == []
+
+
+def test_producer_in_a_worker_process() -> None:
+    spec = pipeline(
+        stage("src", "producer", "count_to", args={"n": 30}, auto_start=False, processes=1, start_method="fork"),
+        stage("sink", "consumer", "collect", args={"key": "proc-producer"}),
+    )
+    with running(spec) as rt:
+        assert rt.live_workers() == (1, 1)  # the sink's thread, the producer's process
+        run = finished_run(rt, rt.trigger("src", args={"start": 100}))
+        assert run["state"] == "completed" and run["items"]["finished"] == 30
+        assert sorted(fns.COLLECTED["proc-producer"]) == list(range(100, 130))
+        failed = finished_run(rt, rt.trigger("src", args={"n": "not a number"}))
+        assert failed["state"] == "failed" and "TypeError" in failed["error"]
+    assert rt.live_workers() == (0, 0)
