@@ -94,6 +94,9 @@ class PipelineRuntime:
             self._build()
             self.retry.start()
             self._before_fork()
+            for producer in self.producers.values():
+                if producer.spec.auto_start:  # its TOML args must bind, or the version cannot start
+                    producer.binder.bind_producer_args(None)
             for stage in self._start_order():
                 stage.start()
         except BaseException as exc:
@@ -101,6 +104,8 @@ class PipelineRuntime:
             self._teardown()
             if isinstance(exc, StartError):
                 raise
+            if isinstance(exc, BadRequest):
+                raise StartError(exc.detail) from exc
             raise StartError(f"pipeline {self.spec.name!r}: {error_text(exc)}") from exc
         self.started_at = time.monotonic()
         with self._state_lock:

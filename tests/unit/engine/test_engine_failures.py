@@ -192,3 +192,21 @@ def test_drop_oldest_between_stages_accounts_for_every_item() -> None:
         assert items["produced"] == 200 == items["finished"] + items["dead_lettered"]
         assert len(fns.COLLECTED["drop-between"]) == items["finished"]
         assert rt.stats()["stages"]["sink"]["items_dropped"] == items["dead_lettered"]
+
+
+def test_auto_start_producer_whose_args_do_not_bind_cannot_start() -> None:
+    import pytest
+    from engine_helpers import build_graph_for
+
+    from pipelined.engine import PipelineRuntime
+    from pipelined.errors import StartError
+
+    spec = pipeline(
+        stage("src", "producer", "count_to", args={"nope": 1}),
+        stage("sink", "consumer", "collect"),
+    )
+    rt = PipelineRuntime(spec, build_graph_for(spec), None, PipelineBook("p", None))
+    with pytest.raises(StartError, match="stage 'src'.*'nope'"):
+        rt.start()
+    assert rt.state == "failed"
+    assert wait_for(lambda: rt.live_workers() == (0, 0))
