@@ -192,13 +192,17 @@ def main() -> None:
     line("W3 pool processes=2 vs ProcessPoolExecutor(2)", r["pool"], r["executor"], 0.9)
 
     w1 = list(range(200_000))
-    sink: list[int] = []
+
+    def plain_loop() -> None:  # W1 without the daemon: producer -> processor -> consumer in one loop
+        for x in numbers(len(w1)):
+            count(double(x))
+
     r = best_of(rounds, {
-        "plain": lambda: len(w1) / timed(lambda: [sink.append(double(x)) for x in w1]),
+        "plain": lambda: len(w1) / timed(plain_loop),
         "executor": lambda: executor_rate(double, w1, 1000),
         "pool": lambda: pool_rate("double", w1),
     })
-    line("W1 plain loop (baseline)", r["plain"], r["plain"])
+    line("W1 plain loop: producer -> double -> consumer (baseline)", r["plain"], r["plain"])
     line("W1 ProcessPoolExecutor(2).map, chunksize 1000", r["executor"], r["plain"])
     line("W1 pool processes=2 (2 dispatchers, chunks of 256)", r["pool"], r["plain"], 0.2)
     line("W1 pool processes=2 vs ProcessPoolExecutor(2).map", r["pool"], r["executor"])
