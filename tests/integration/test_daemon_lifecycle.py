@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import orjson
 from daemon_pipelines import BROKEN, echo, flow, install_flow_stages
 from flow_stages import read_lines
 
@@ -115,3 +116,24 @@ def test_run_help_lists_the_flags() -> None:
     assert done.returncode == 0, done.stderr
     for flag in ("--config", "--conf-dir", "--state-dir", "--listen", "--log-level", "--log-format", "--no-watch"):
         assert flag in done.stdout
+
+
+def test_settings_change_is_logged_as_needing_a_restart(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon(settings="[daemon]\nmax_threads = 10\n")
+    daemon.start()
+    assert daemon.settings_file is not None
+    daemon.settings_file.write_text("[daemon]\nmax_threads = 12\n")
+    daemon.send_signal(signal.SIGHUP)
+    daemon.wait_log("settings changed ([daemon] max_threads): they take effect after a restart")
+    assert daemon.stop() == 0
+
+
+def test_json_log_lines_carry_the_pipeline(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon(log_format="json")
+    install_flow_stages(daemon)
+    daemon.write_pipeline("echo", echo())
+    daemon.start()
+    assert daemon.stop() == 0
+    entries = [orjson.loads(line) for line in daemon.logs().splitlines()]
+    started = [e for e in entries if e["message"].startswith("echo: version")]
+    assert started and started[0]["pipeline"] == "echo" and started[0]["level"] == "info"
