@@ -10,6 +10,7 @@ import pytest
 
 from pipelined.spec import Hooks, PipelineSpec, StageSpec
 from pipelined.workers import ProcessStage, make_process_stage
+from pipelined.workers.proctree import own_children
 
 USERLAND = Path(__file__).parent / "userland"
 
@@ -64,3 +65,20 @@ def started() -> Iterator[Any]:
     yield start
     for process_stage in stages:
         process_stage.stop(5.0)
+
+
+@pytest.fixture(autouse=True)
+def _children_before_test() -> Iterator[None]:
+    """Remember this process's children before each test, for `new_children()`."""
+    global _BEFORE
+    _BEFORE = set(own_children())
+    yield
+
+
+_BEFORE: set[int] = set()
+
+
+def new_children() -> list[int]:
+    """Children of the test process that did not exist when the test began (other suites'
+    long-lived helpers are not ours to judge); zombies count, they are children too."""
+    return sorted(set(own_children()) - _BEFORE)

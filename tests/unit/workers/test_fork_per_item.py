@@ -13,9 +13,8 @@ import pytest
 from pipelined.errors import StartError
 from pipelined.spec import Hooks
 from pipelined.workers import make_process_stage
-from pipelined.workers.proctree import own_children
 
-from .conftest import make_spec
+from .conftest import make_spec, new_children
 
 
 def test_each_item_gets_a_fresh_process(started: Any) -> None:
@@ -41,7 +40,7 @@ def test_class_set_up_once_in_the_zygote_and_after_fork_in_every_child(
     assert events[0::2] == ["setup", "close"] and events[1] == events[3]  # once, in the zygote
     after_fork_pids = {line.split()[1] for line in hook_log.read_text().splitlines()}
     assert {str(p) for p in child_pids} <= after_fork_pids
-    assert own_children() == []
+    assert new_children() == []
 
 
 def test_at_most_processes_children_at_once(started: Any) -> None:
@@ -75,7 +74,7 @@ def test_failing_setup_or_after_fork_is_a_start_error() -> None:
         with pytest.raises(StartError, match="wtest/work") as caught:
             make_process_stage(pipeline, stage, 2).start()
         assert expected in str(caught.value)
-        assert own_children() == []
+        assert new_children() == []
 
 
 def test_stop_kills_items_past_the_deadline_and_leaves_nothing(started: Any) -> None:
@@ -91,4 +90,4 @@ def test_stop_kills_items_past_the_deadline_and_leaves_nothing(started: Any) -> 
     caller.join(10)
     assert len(result) == 3 and all(o.error for o in result)
     assert "SIGKILL" in (result[0].error or "") and (result[2].error or "").startswith("WorkerStopped")
-    assert own_children() == []
+    assert new_children() == []

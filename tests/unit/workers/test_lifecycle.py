@@ -12,9 +12,9 @@ import pytest
 from pipelined.errors import StartError
 from pipelined.spec import Hooks
 from pipelined.workers import make_process_stage
-from pipelined.workers.proctree import descendant_pids, own_children
+from pipelined.workers.proctree import descendant_pids
 
-from .conftest import make_spec
+from .conftest import make_spec, new_children
 
 HOOKS = "wstages:"
 
@@ -60,14 +60,14 @@ def test_start_error_names_stage_and_cause_and_leaves_no_process(call: str, hook
         process_stage.start()
     assert "wtest/work" in str(caught.value) and expected in str(caught.value)
     assert process_stage.live_processes() == 0
-    assert own_children() == []
+    assert new_children() == []
 
 
 def test_failing_before_fork_is_a_start_error() -> None:
     pipeline, stage = make_spec("double", pipeline_hooks=Hooks(before_fork=HOOKS + "failing_hook"))
     with pytest.raises(StartError, match="pipeline hook before_fork 'wstages:failing_hook' failed: RuntimeError"):
         make_process_stage(pipeline, stage, 1).start()
-    assert own_children() == []
+    assert new_children() == []
 
 
 @pytest.mark.parametrize("method", ["fork", "forkserver", "spawn"])
@@ -80,7 +80,7 @@ def test_stop_leaves_no_zombie_or_orphan(method: str) -> None:
     process_stage.process("r", [1, 2, 3])
     process_stage.stop(5.0)
     assert process_stage.live_processes() == 0
-    assert own_children() == []  # workers reaped; forkserver and resource tracker stopped too
+    assert new_children() == []  # workers reaped; forkserver and resource tracker stopped too
     assert all(not Path(f"/proc/{pid}").exists() for pid in workers)
 
 
@@ -97,7 +97,7 @@ def test_stop_kills_a_worker_stuck_past_the_deadline(started: Any) -> None:
     stage.stop(0.5)
     caller.join(10)
     assert result[0].error is not None and "SIGKILL" in result[0].error
-    assert own_children() == []
+    assert new_children() == []
     assert stage.process("r", [1])[0].error.startswith("WorkerStopped")
 
 

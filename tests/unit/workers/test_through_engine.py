@@ -11,9 +11,8 @@ import pytest
 from pipelined.engine import PipelineBook, PipelineRuntime
 from pipelined.graph import build_graph
 from pipelined.spec import PipelineSpec, StageSpec
-from pipelined.workers.proctree import own_children
 
-from .conftest import USERLAND
+from .conftest import USERLAND, new_children
 
 
 def _spec(work: StageSpec) -> PipelineSpec:
@@ -54,4 +53,4 @@ def test_sigkilled_item_is_retried_and_the_run_completes(tmp_path: Path, mode: s
         assert row["items_out"] == len(values) and row["items_retried"] >= 1
     finally:
         runtime.drain(5.0)
-    assert own_children() == []
+    assert new_children() == []
