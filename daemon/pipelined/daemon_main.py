@@ -87,6 +87,7 @@ class Daemon:
         self.heartbeat = Heartbeat(self.notifier, self.supervisor.is_loop_healthy, self.supervisor.status_line)
         self.watcher = self._make_watcher() if watch else None
         self.supervisor.on_reloaded.append(self._after_reload)
+        self.supervisor.on_ready.append(self.heartbeat.poke)  # STATUS= right after READY=1
 
     def _make_watcher(self) -> Any:
         from pipelined.watcher import ConfWatcher
@@ -104,7 +105,6 @@ class Daemon:
     def _after_reload(self, _supervisor: Any) -> None:
         if self.watcher is not None:
             self.watcher.refresh()
-        self.heartbeat.poke()
         self._log_settings_changes()
 
     def _log_settings_changes(self) -> None:

@@ -110,6 +110,7 @@ class Heartbeat:
         self._poke = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pipelined-heartbeat", daemon=True)
         self._last_status = ""
+        self._status_enabled = False  # no STATUS= before READY=1
 
     def start(self) -> None:
         if self.notifier.enabled:
@@ -120,7 +121,8 @@ class Heartbeat:
         self._poke.set()
 
     def poke(self) -> None:
-        """Send the status line now (after a reload changed what runs)."""
+        """Send the status line now; the first poke (after the first READY=1) enables STATUS= lines."""
+        self._status_enabled = True
         self._poke.set()
 
     def _run(self) -> None:
@@ -130,7 +132,7 @@ class Heartbeat:
         while not self._stop.is_set():
             if watchdog and self.healthy():
                 self.notifier.watchdog()
-            if time.monotonic() >= next_status or self._poke.is_set():
+            if self._status_enabled and (time.monotonic() >= next_status or self._poke.is_set()):
                 self._poke.clear()
                 self._send_status()
                 next_status = time.monotonic() + self.status_interval

@@ -54,6 +54,7 @@ class Supervisor(PipelineQueries):
         self.started_at = time.monotonic()
         self.invalid_files: dict[str, str] = {}
         self.on_reloaded: list[Any] = []  # callables(Supervisor) run after each reload (watcher paths)
+        self.on_ready: list[Any] = []  # callables() run after each READY=1 (start and every reload)
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
         self._stopping = False
         self._ready = False
@@ -92,15 +93,13 @@ class Supervisor(PipelineQueries):
         signal.signal(signal.SIGINT, on_term)
 
     # -- the loop --------------------------------------------------------------------------
-    def run_loop(self, on_ready: Any = None) -> int:
+    def run_loop(self) -> int:
         """First apply, READY=1, then handle events until stop; drains everything; returns 0."""
         self._loop_thread = threading.current_thread()
         if not self._stopping:
             self._run_reload("start")
             self._ready = True
-            if on_ready is not None:
-                on_ready()
-            self.notifier.ready()
+            self._announce_ready()
             log.info("ready: %s", self.status_line())
         while True:
             try:
@@ -121,6 +120,11 @@ class Supervisor(PipelineQueries):
         self._loop_ended.set()
         self._shutdown()
         return 0
+
+    def _announce_ready(self) -> None:
+        self.notifier.ready()
+        for hook in self.on_ready:
+            hook()
 
     def _coalesce(self, first: Event) -> tuple[list[Future[dict[str, Any]]], bool]:
         """Every reload event already queued joins this one; a queued stop ends the loop."""
@@ -147,7 +151,7 @@ class Supervisor(PipelineQueries):
             return
         finally:
             self._reloading_all = False
-            self.notifier.ready()
+            self._announce_ready()
         for reply in waiters:
             reply.set_result(result.as_json())
 

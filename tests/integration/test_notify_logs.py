@@ -69,6 +69,8 @@ def test_watchdog_only_while_healthy(notify_socket: tuple[str, socket.socket]) -
     beat = Heartbeat(notifier, healthy=lambda: healthy[0], status=lambda: "2 pipelines running")
     beat.start()
     try:
+        assert {sock.recv(4096) for _ in range(2)} == {b"WATCHDOG=1"}  # no STATUS= before READY=1
+        beat.poke()  # what the daemon does after READY=1
         received = {sock.recv(4096) for _ in range(3)}
         assert b"WATCHDOG=1" in received and b"STATUS=2 pipelines running" in received
         healthy[0] = False
