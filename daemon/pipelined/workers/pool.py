@@ -158,7 +158,7 @@ class PoolStage:
 
     def _take_slot(self) -> _Slot | None:
         with self._cond:
-            while not self._idle and not self._stopping:
+            while not self._idle and not self._stopping and self._started:
                 self._cond.wait()
             if self._stopping or not self._started:
                 return None

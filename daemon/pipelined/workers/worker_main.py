@@ -26,8 +26,20 @@ from pipelined.workers.setup import HookFailed, WorkerSetup, add_python_path, ru
 FLUSH_EVERY = 0.05
 
 
+def leave_stop_signals_to_the_daemon() -> None:
+    """Ctrl-C in a terminal and systemd's SIGTERM to the whole cgroup reach workers too; the
+    daemon drains them (close() runs) and SIGKILLs what its deadline leaves. A no-op handler,
+    not SIG_IGN, so processes the user's code execs still get default signal handling."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _ignore_signal)
+
+
+def _ignore_signal(signum: int, frame: Any) -> None:
+    pass
+
+
 def worker_main(conn: Connection, shared: Any, setup: WorkerSetup) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the daemon's to handle: it drains us
+    leave_stop_signals_to_the_daemon()
     progress = memoryview(shared).cast("B").cast("q")
     logs = LogBuffer(setup.pipeline, setup.stage, setup.log_level)
     logs.install()

@@ -31,7 +31,7 @@ from pipelined.workers import protocol
 from pipelined.workers.calling import Row, StageCallable
 from pipelined.workers.logbridge import LogBuffer
 from pipelined.workers.setup import HookFailed, WorkerSetup, run_hooks
-from pipelined.workers.worker_main import start_stage
+from pipelined.workers.worker_main import leave_stop_signals_to_the_daemon, start_stage
 
 _PR_SET_PDEATHSIG = 1
 
@@ -67,7 +67,7 @@ class Zygote:
         self.stop_deadline: float | None = None
 
     def main(self) -> None:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        leave_stop_signals_to_the_daemon()
         self.logs.install()
         self.stage_callable = start_stage(self.conn, self.setup, self.logs, lambda: self.flags[1] == 1, ready=False)
         if self.stage_callable is None or not self._probe_after_fork():

@@ -109,3 +109,19 @@ def test_logs_come_back_with_pipeline_stage_and_run(started: Any, caplog: pytest
     for record in records:
         assert (record.pipeline, record.stage, record.run) == ("wtest", "work", "run-7")  # type: ignore[attr-defined]
         assert record.process != os.getpid()
+
+
+def test_sigterm_to_the_process_group_is_left_to_the_daemon(started: Any) -> None:
+    import signal
+
+    stage = started("pid_of", processes=1)
+    pid = stage.process("r", [0])[0].outputs[0]
+    os.kill(pid, signal.SIGTERM)  # what systemd sends to every process of the unit's cgroup
+    os.kill(pid, signal.SIGINT)  # what Ctrl-C sends to the terminal's process group
+    assert stage.process("r", [0])[0].outputs == [pid]
+
+
+def test_process_before_start_fails_the_items_instead_of_blocking() -> None:
+    pipeline, stage = make_spec("double")
+    outcome = make_process_stage(pipeline, stage, 1).process("r", [1])[0]
+    assert outcome.error is not None and outcome.error.startswith("WorkerStopped")
