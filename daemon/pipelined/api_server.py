@@ -55,7 +55,10 @@ class ApiServer:
 
     def start(self, timeout: float = 20.0) -> None:
         """Start serving; returns once the socket listens (CannotListen if it cannot)."""
-        self._remove_stale_socket()
+        try:
+            self._remove_stale_socket()
+        except OSError as exc:
+            raise CannotListen(f"cannot listen on {self.listen} ({exc.strerror}: {exc.filename})") from exc
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:

@@ -137,3 +137,13 @@ def test_json_log_lines_carry_the_pipeline(make_daemon: Callable[..., DaemonProc
     entries = [orjson.loads(line) for line in daemon.logs().splitlines()]
     started = [e for e in entries if e["message"].startswith("echo: version")]
     assert started and started[0]["pipeline"] == "echo" and started[0]["level"] == "info"
+
+
+def test_unusable_unix_socket_path_exits_3(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon()
+    blocker = daemon.base_dir / "not-a-dir"
+    blocker.write_text("")
+    daemon.listen = f"unix:{blocker}/api.sock"
+    daemon.start(wait=None)
+    assert daemon.wait_exit(20) == 3
+    assert "cannot listen on unix:" in daemon.logs()
