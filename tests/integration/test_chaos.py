@@ -6,13 +6,15 @@ daemon exited: produced == consumed + dead-lettered, nothing consumed twice.
 
 from __future__ import annotations
 
+import os
+
 import orjson
 from daemon_pipelines import BROKEN, flow, install_flow_stages
 from flow_stages import read_lines
 
 from harness import DaemonProcess, file_version
 
-EDITS = 20
+EDITS = int(os.environ.get("PIPELINED_CHAOS_EDITS", "100"))  # ~3 s here
 
 
 def _dead_lettered(daemon: DaemonProcess, pipeline: str) -> list[str]:
