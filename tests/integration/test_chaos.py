@@ -7,6 +7,9 @@ daemon exited: produced == consumed + dead-lettered, nothing consumed twice.
 from __future__ import annotations
 
 import os
+import random
+import time
+from collections.abc import Callable
 
 import orjson
 from daemon_pipelines import BROKEN, flow, install_flow_stages
@@ -88,5 +91,22 @@ def test_file_made_invalid_mid_flow_keeps_the_old_version_going(daemon: DaemonPr
     detail = daemon.pipeline("busy")
     assert detail["state"] == "running" and detail["version"] == good
     assert daemon.client.get("/pipelines/busy/stats").json()["runs"]["started"] == 1
+    assert daemon.stop() == 0
+    _assert_nothing_lost_or_duplicated(daemon, str(out), "busy")
+
+
+def test_edits_at_random_pace_through_the_watcher(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon(watch=True)
+    out = install_flow_stages(daemon)
+    daemon.write_pipeline("busy", flow(out, delay=0.001, work_seconds=0.001, description="edit 0"))
+    daemon.start()
+    pace = random.Random(5)
+    for i in range(1, 31):
+        daemon.write_pipeline("busy", flow(out, delay=0.001, work_seconds=0.001, description=f"edit {i}"),
+                              atomic=pace.random() < 0.7)  # fmt: skip
+        time.sleep(pace.choice((0.0, 0.05, 0.15, 0.3)))  # inside and outside the quiet period
+    final = file_version(daemon.conf_dir / "busy.toml")
+    daemon.wait_version("busy", final, timeout=10)
+    assert daemon.pipeline("busy")["description"] == "edit 30"
     assert daemon.stop() == 0
     _assert_nothing_lost_or_duplicated(daemon, str(out), "busy")
