@@ -133,6 +133,9 @@ class ForkPerItemStage:
             if self._stopping or not self._started:
                 return f"WorkerStopped: stage {self.stage!r} is stopping"
             if self._zygote is None or not self._zygote.is_alive():
+                if self._zygote is not None:
+                    self._zygote.kill()
+                    self._zygote.conn.close()
                 try:
                     self._start_zygote()
                 except (WorkerStartFailed, WorkerDied) as failure:

@@ -13,6 +13,7 @@ import pytest
 from pipelined.errors import StartError
 from pipelined.spec import Hooks
 from pipelined.workers import make_process_stage
+from pipelined.workers.proctree import child_pids, is_running
 
 from .conftest import make_spec, new_children
 
@@ -91,3 +92,27 @@ def test_stop_kills_items_past_the_deadline_and_leaves_nothing(started: Any) -> 
     assert len(result) == 3 and all(o.error for o in result)
     assert "SIGKILL" in (result[0].error or "") and (result[2].error or "").startswith("WorkerStopped")
     assert new_children() == []
+
+
+def test_a_killed_zygote_fails_its_items_and_is_started_again(started: Any) -> None:
+    import signal
+
+    stage = started("slow", process_mode="fork_per_item", processes=1)
+    zygote_pid = stage._zygote.pid
+    result: list[Any] = []
+    caller = threading.Thread(target=lambda: result.extend(stage.process("r", [30.0])))
+    caller.start()
+    deadline = time.monotonic() + 5
+    while stage.live_processes() < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    item_children = child_pids(zygote_pid)
+    os.kill(zygote_pid, signal.SIGKILL)
+    caller.join(10)
+    assert result[0].error is not None and "zygote died: killed by SIGKILL" in result[0].error
+    assert stage.process("r", [0.0])[0].outputs == [0.0]
+    assert stage._zygote.pid != zygote_pid
+    deadline = time.monotonic() + 5
+    while any(is_running(pid) for pid in item_children):  # PR_SET_PDEATHSIG: no orphan left running
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
