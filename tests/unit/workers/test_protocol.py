@@ -1,0 +1,60 @@
+"""The pure parts: exit descriptions, reply encoding with unpicklable results, compact replies, logs."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+
+import pytest
+
+from pipelined.workers import ItemOutcome, protocol
+from pipelined.workers.logbridge import LogBuffer, replay
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [(-9, "killed by SIGKILL"), (-11, "killed by SIGSEGV"), (3, "exited with code 3"),
+     (0, "exited unexpectedly (code 0)"), (None, "stopped responding")],
+)
+def test_describe_exit(code: int | None, text: str) -> None:
+    assert protocol.describe_exit(code) == text
+
+
+def test_an_unpicklable_result_becomes_that_items_error() -> None:
+    rows = [([1], [], False, None, None, 0.1), ([lambda: 0], [], False, None, None, 0.2)]
+    kind, decoded, logs = pickle.loads(protocol.encode_rows(protocol.DONE, rows, [], "score"))  # type: ignore[arg-type]
+    assert kind == protocol.DONE and decoded[0] == rows[0] and logs == []
+    assert decoded[1][3].startswith("PicklingError: stage 'score': result of type function cannot be pickled")
+    assert decoded[1][5] == 0.2
+
+
+def test_compact_replies_expand_to_the_same_outcomes() -> None:
+    error_row = ([], [], False, "ValueError: x", "tb", 0.3)
+    compact = ("c", [5, None, None], [0.1, 0.2, 0.3], {2: error_row}, True)
+    assert protocol.outcomes(compact) == [
+        ItemOutcome([5], [], False, None, None, 0.1),
+        ItemOutcome([], [], True, None, None, 0.2),
+        ItemOutcome(*error_row),
+    ]
+    assert [ItemOutcome(*row) for row in protocol.expand(compact)] == protocol.outcomes(compact)
+
+
+def test_log_records_keep_pipeline_stage_run_and_exception_text(caplog: pytest.LogCaptureFixture) -> None:
+    buffer = LogBuffer("orders", "score", logging.INFO)
+    buffer.run = "r-7"
+    logger = logging.getLogger("test.logbridge")
+    logger.addHandler(buffer)
+    try:
+        try:
+            raise KeyError("k")
+        except KeyError:
+            logger.exception("failed %s", "here")
+    finally:
+        logger.removeHandler(buffer)
+    records = pickle.loads(pickle.dumps(buffer.take()))
+    assert buffer.take() == []
+    caplog.clear()
+    replay(records)
+    record = next(r for r in caplog.records if r.name == "test.logbridge" and r.getMessage() == "failed here")
+    assert (record.pipeline, record.stage, record.run) == ("orders", "score", "r-7")  # type: ignore[attr-defined]
+    assert "KeyError: 'k'" in (record.exc_text or "")
