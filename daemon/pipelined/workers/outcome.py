@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 
@@ -18,8 +19,8 @@ class ItemOutcome(NamedTuple):
     about twice as cheap to build — the daemon builds one per item of every batch.
     """
 
-    outputs: list[Any]
-    routed: list[tuple[str, Any]]
+    outputs: Sequence[Any]  # a list, or the shared empty tuple when nothing was emitted
+    routed: Sequence[tuple[str, Any]]
     filtered: bool
     error: str | None
     traceback: str | None

@@ -11,6 +11,7 @@ becomes 1 when the daemon is stopping the stage (`ctx.stopping`).
 from __future__ import annotations
 
 import contextlib
+import gc
 import pickle
 import signal
 import traceback
@@ -46,6 +47,7 @@ def worker_main(conn: Connection, shared: Any, setup: WorkerSetup) -> None:
     stage_callable = start_stage(conn, setup, logs, lambda: progress[1] == 1)
     if stage_callable is None:
         return
+    gc.freeze()  # what setup() loaded is long-lived: keep full collections from walking it per batch
     serve(conn, stage_callable, setup, logs, progress)
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import gc
 import os
 import pickle
 import selectors
@@ -73,6 +74,7 @@ class Zygote:
         if self.stage_callable is None or not self._probe_after_fork():
             return
         self._send(protocol.READY, None)
+        gc.freeze()  # children then never touch (copy) the pages of what setup() loaded to collect it
         self.selector.register(self.conn.fileno(), selectors.EVENT_READ, None)
         while self.stop_deadline is None or self.children:
             self._spawn_children()

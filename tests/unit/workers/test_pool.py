@@ -28,7 +28,7 @@ def test_batch_of_items_comes_back_in_order(started: Any) -> None:
 def test_args_filters_generators_and_async(started: Any) -> None:
     assert outputs(started("add", args={"amount": 5}, processes=1).process("r", [1, 2])) == [[6], [7]]
     filtered = started("keep_even", processes=1).process("r", [1, 2])
-    assert [(o.outputs, o.filtered) for o in filtered] == [([], True), ([2], False)]
+    assert [(list(o.outputs), o.filtered) for o in filtered] == [([], True), ([2], False)]
     spread = started("spread", processes=1).process("r", [0, 3])
     assert [(o.outputs, o.filtered) for o in spread] == [([], True), ([0, 1, 2], False)]
     assert outputs(started("async_double", processes=1).process("r", [4])) == [[8]]
@@ -37,7 +37,7 @@ def test_args_filters_generators_and_async(started: Any) -> None:
 
 def test_consumer_return_value_is_ignored(started: Any) -> None:
     outcome = started("double", kind="consumer", processes=1).process("r", [3])[0]
-    assert (outcome.outputs, outcome.filtered, outcome.error) == ([], False, None)
+    assert (list(outcome.outputs), outcome.filtered, outcome.error) == ([], False, None)
 
 
 def test_ctx_emit_and_emit_to(started: Any) -> None:
