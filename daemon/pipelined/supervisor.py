@@ -213,12 +213,18 @@ class Supervisor(PipelineQueries):
     def _apply_in_parallel(
         self, prepared: list[tuple[reloading.Prepared, bool]], removed: list[PipelineSlot], result: ReloadResult
     ) -> None:
+        """Removals and changes (which drain first) run in parallel; new pipelines start one by
+        one in name order, so they take from the daemon's budget in a predictable order."""
         if not prepared and not removed:
             return
-        with ThreadPoolExecutor(max_workers=min(16, len(prepared) + len(removed)),
+        fresh = sorted((ready for ready, is_new in prepared if is_new), key=lambda ready: ready.name)
+        changed = [ready for ready, is_new in prepared if not is_new]
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(changed) + len(removed))),
                                 thread_name_prefix="pipelined-apply") as pool:  # fmt: skip
             removals = {pool.submit(reloading.remove, slot): slot for slot in removed}
-            changes = {pool.submit(self._apply_one, ready, is_new): ready for ready, is_new in prepared}
+            changes = {pool.submit(self._apply_one, ready, False): ready for ready in changed}
+            for ready in fresh:
+                self._record(result, ready.name, self._apply_one(ready, True))
             for future, slot in removals.items():
                 future.result()
                 with self.slots_lock:
@@ -226,11 +232,13 @@ class Supervisor(PipelineQueries):
                 slot.book.close()
                 result.removed.append(slot.name)
             for future, ready in changes.items():
-                outcome = future.result()
-                if outcome == "failed":
-                    result.failed[ready.name] = self.slots[ready.name].error or "failed"
-                else:
-                    getattr(result, outcome).append(ready.name)
+                self._record(result, ready.name, future.result())
+
+    def _record(self, result: ReloadResult, name: str, outcome: str) -> None:
+        if outcome == "failed":
+            result.failed[name] = self.slots[name].error or "failed"
+        else:
+            getattr(result, outcome).append(name)
 
     def _apply_one(self, ready: reloading.Prepared, is_new: bool) -> str:
         with self.slots_lock:
