@@ -63,8 +63,11 @@ def calibrate() -> int:
     return max(100, int(steps * 0.001 / seconds))
 
 
-def pool_rate(call: str, items: list[int], chunk: int = 256, threads: int = 2) -> float:
-    """items/s through a started PoolStage, fed by `threads` dispatcher threads like the engine's."""
+def pool_rate(call: str, items: list[int], chunk: int = 256, threads: int = 2, bulk: bool = False) -> float:
+    """items/s through a started PoolStage, fed by `threads` dispatcher threads like the engine's.
+
+    Each dispatcher collects the outputs like the engine does: per item (reading every
+    ItemOutcome), or with `bulk` from `plain_outputs` when the batch has one."""
     from pipelined.spec import PipelineSpec, StageSpec
     from pipelined.workers import make_process_stage
 
@@ -89,8 +92,16 @@ def pool_rate(call: str, items: list[int], chunk: int = 256, threads: int = 2) -
                 if not batch:
                     return
                 outcomes = pool.process("bench", batch)
+                outputs: list[Any] = []
+                plain = getattr(outcomes, "plain_outputs", None) if bulk else None
+                if plain is not None:
+                    outputs.extend(plain)
+                else:
+                    for outcome in outcomes:
+                        if outcome.error is None:
+                            outputs.extend(outcome.outputs)
                 with lock:
-                    produced[0] += len(outcomes)
+                    produced[0] += len(outputs)
 
         workers = [threading.Thread(target=dispatch) for _ in range(threads)]
         started = time.perf_counter()
@@ -201,11 +212,13 @@ def main() -> None:
         "plain": lambda: len(w1) / timed(plain_loop),
         "executor": lambda: executor_rate(double, w1, 1000),
         "pool": lambda: pool_rate("double", w1),
+        "bulk": lambda: pool_rate("double", w1, bulk=True),
     })
     line("W1 plain loop: producer -> double -> consumer (baseline)", r["plain"], r["plain"])
     line("W1 ProcessPoolExecutor(2).map, chunksize 1000", r["executor"], r["plain"])
     line("W1 pool processes=2 (2 dispatchers, chunks of 256)", r["pool"], r["plain"], 0.2)
     line("W1 pool processes=2 vs ProcessPoolExecutor(2).map", r["pool"], r["executor"])
+    line("W1 pool processes=2, outputs taken in bulk (plain_outputs)", r["bulk"], r["plain"], 0.2)
     try:
         def patched() -> float:
             with process_stages_take_up_to_256():

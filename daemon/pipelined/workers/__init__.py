@@ -17,7 +17,7 @@ To run a pipeline's `before_fork` hook once for several process stages, call
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
 from pipelined.spec import PipelineSpec, StageSpec
@@ -30,7 +30,7 @@ __all__ = ["ItemOutcome", "ProcessStage", "ProducerFailed", "make_process_stage"
 class ProcessStage(Protocol):
     def start(self, run_before_fork_hooks: bool = True) -> None: ...
 
-    def process(self, run_id: str | None, items: Any) -> list[ItemOutcome]: ...
+    def process(self, run_id: str | None, items: Any) -> Sequence[ItemOutcome]: ...
 
     def stop(self, timeout: float = 30.0) -> None: ...
 

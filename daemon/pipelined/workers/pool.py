@@ -126,8 +126,11 @@ class PoolStage:
         return sum(1 for slot in self._slots if slot.worker is not None and slot.worker.is_alive())
 
     # -- work ----------------------------------------------------------------------------------
-    def process(self, run_id: str | None, items: Sequence[Any]) -> list[ItemOutcome]:
-        """One outcome per item, in order. Thread-safe; blocks while every worker is busy."""
+    def process(self, run_id: str | None, items: Sequence[Any]) -> Sequence[ItemOutcome]:
+        """One outcome per item, in order. Thread-safe; blocks while every worker is busy.
+
+        A batch that came back whole from a plain function is a BatchOutcomes (a lazy sequence
+        with `plain_outputs` / `filtered_count` for callers that want the outputs in bulk)."""
         if not items:
             return []
         slot = self._take_slot()
@@ -194,9 +197,9 @@ class _BatchRun:
         self.outcomes: list[ItemOutcome | None] = [None] * len(items)
         self.pending = list(range(len(items)))
         self.deaths_outside_items = 0
-        self.whole: list[ItemOutcome] | None = None
+        self.whole: Sequence[ItemOutcome] | None = None
 
-    def run(self) -> list[ItemOutcome]:
+    def run(self) -> Sequence[ItemOutcome]:
         while self.pending:
             worker = self._worker()
             if worker is None:

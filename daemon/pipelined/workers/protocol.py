@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import pickle
 import signal
+from collections.abc import Sequence
 from typing import Any
 
+from pipelined.workers.batch_outcomes import BatchOutcomes
 from pipelined.workers.calling import COMPACT, Compact, Row
 from pipelined.workers.outcome import ItemOutcome
 
@@ -22,7 +24,6 @@ BATCH, ITEMWISE, STOP, PRODUCE, CANCEL = 1, 2, 3, 4, 5
 READY, START_FAILED, ROWS, DONE, LOAD_FAILED, CLOSED = "ready", "start_failed", "rows", "done", "load_failed", "closed"
 
 PROTOCOL = pickle.HIGHEST_PROTOCOL
-NOTHING: tuple[()] = ()  # shared, immutable "no outputs" / "no routed items": one allocation less per item
 
 
 def dumps(value: Any) -> bytes:
@@ -62,20 +63,12 @@ def expand(payload: list[Row] | Compact) -> list[Row]:
     ]
 
 
-def outcomes(payload: list[Row] | Compact) -> list[ItemOutcome]:
-    """ItemOutcomes from either form of a reply (the compact one without building rows)."""
+def outcomes(payload: list[Row] | Compact) -> Sequence[ItemOutcome]:
+    """ItemOutcomes from either form of a reply (the compact one is built lazily: BatchOutcomes)."""
     if not isinstance(payload, tuple) or payload[0] != COMPACT:
         return [ItemOutcome(*row) for row in payload]  # type: ignore[arg-type]
     _tag, results, seconds, errors, filtered_when_none = payload
-    new = tuple.__new__  # the NamedTuple's own __new__ is a Python function: 2x slower per item
-    made = [
-        new(ItemOutcome, (NOTHING, NOTHING, filtered_when_none, None, None, took)) if value is None
-        else new(ItemOutcome, ([value], NOTHING, False, None, None, took))
-        for value, took in zip(results, seconds, strict=True)
-    ]
-    for index, row in errors.items():
-        made[index] = ItemOutcome(*row)
-    return made
+    return BatchOutcomes(results, seconds, errors, filtered_when_none)
 
 
 def encode_rows(kind: str, rows: list[Row] | Compact, logs: list[dict[str, Any]], stage: str) -> bytes:

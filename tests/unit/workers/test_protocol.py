@@ -63,3 +63,17 @@ def test_log_records_keep_pipeline_stage_run_and_exception_text(caplog: pytest.L
     record = next(r for r in caplog.records if r.name == "test.logbridge" and r.getMessage() == "failed here")
     assert (record.pipeline, record.stage, record.run) == ("orders", "score", "r-7")  # type: ignore[attr-defined]
     assert "KeyError: 'k'" in (record.exc_text or "")
+
+
+def test_batch_outcomes_offer_outputs_in_bulk_and_the_same_outcomes_one_by_one() -> None:
+    from pipelined.workers.batch_outcomes import BatchOutcomes
+
+    clean = BatchOutcomes([1, None, 3], [0.1, 0.2, 0.3], {}, True)
+    assert clean.plain_outputs == [1, 3] and clean.filtered_count == 1 and len(clean) == 3
+    assert [list(o.outputs) for o in clean] == [[1], [], [3]] and clean[1].filtered
+    error_row = ([], [], False, "ValueError: x", "tb", 0.3)
+    broken = BatchOutcomes([1, None, None], [0.1, 0.2, 0.3], {2: error_row}, True)
+    assert broken.plain_outputs is None and broken.filtered_count == 1
+    assert broken[2].error == "ValueError: x" and broken[-1] == ItemOutcome(*error_row)
+    consumer = BatchOutcomes([None, None], [0.1, 0.1], {}, False)
+    assert consumer.plain_outputs == [] and consumer.filtered_count == 0 and not consumer[0].filtered
