@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -67,6 +68,9 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"pipelined: [daemon] state_dir: cannot create {settings.daemon.state_dir}: {exc.strerror}",
               file=sys.stderr)  # fmt: skip
         return EXIT_SETTINGS
+    # Built-in stages (tail_file offsets, relative output paths) and worker processes find the
+    # state dir here; set before any pipeline starts so every child inherits it.
+    os.environ["PIPELINED_STATE_DIR"] = str(settings.daemon.state_dir.resolve())
     return Daemon(settings, from_file, api_settings, watch=not args.no_watch).run()
 
 

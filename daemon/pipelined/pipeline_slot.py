@@ -18,7 +18,7 @@ from typing import Any
 
 from pipelined.errors import Conflict, StartError, Unavailable
 from pipelined.graph import Graph
-from pipelined.spec import PipelineSpec, Problem
+from pipelined.spec import PipelineSpec, Problem, StageSpec
 
 log = logging.getLogger("pipelined.supervisor")
 
@@ -58,6 +58,7 @@ class PipelineSlot:
         self.runtime: Any = None
         self.allocation: Any = None
         self.seen_key: tuple[str, str] | None = None  # content key of the file last applied
+        self.warned_cuts: set[tuple[str, str, str, int]] = set()  # limits warnings already logged
         self.file_version = ""  # sha12 of the file last seen
         self.error: str | None = None
         self.pending_error = False  # the file on disk is not what runs: its error is current
@@ -172,13 +173,22 @@ class PipelineSlot:
     def start_version(self, version: PipelineVersion) -> None:
         """Build and start a runtime for `version` (StartError when it cannot start)."""
         from pipelined import limits
+        from pipelined.callables import is_async_callable
 
         spec = version.spec
-        wanted_threads, wanted_processes = limits.pipeline_demand(spec, version.graph)
+
+        def is_async(stage: StageSpec) -> bool:
+            return is_async_callable(stage.call, spec.python_path)
+
+        wanted_threads, wanted_processes = limits.pipeline_demand(spec, version.graph, is_async)
         threads, processes = self.budget.take(self.name, wanted_threads, wanted_processes)
-        allocation = limits.allocate(spec, version.graph, threads, processes)
+        allocation = limits.allocate(spec, version.graph, threads, processes, is_async)
         self.budget.hold(self.name, *allocation.totals())
         for cut in allocation.cuts:
+            key = (spec.version, cut.stage, cut.resource, cut.got)
+            if key in self.warned_cuts:
+                continue  # once per stage and version: a restart of the same file does not repeat it
+            self.warned_cuts.add(key)
             log.warning("%s: %s", self.name, cut.message(), extra={"pipeline": self.name, "stage": cut.stage})
         drain_timeout = spec.drain_timeout if spec.drain_timeout is not None else self.default_drain_timeout
         runtime = runtime_class()(spec, version.graph, allocation, self.book, drain_timeout=drain_timeout)

@@ -170,7 +170,7 @@ def prepare(name: str, path: Path, previous_dirs: tuple[Path, ...] = ()) -> Prep
     error = _errors_text(routed.problems)
     if error:
         return Prepared(name, path, key, file_version, None, error)
-    warnings = tuple(dict.fromkeys(p for p in (*problems, *routed.problems) if p.severity == "warning"))
+    warnings = tuple(p for p in problems if p.severity == "warning")  # routing warnings included
     for warning in warnings:
         log.warning("%s", warning, extra={"pipeline": name})
     return Prepared(name, path, key, file_version, PipelineVersion(spec, routed.graph, warnings), None)

@@ -200,12 +200,9 @@ class PipelineQueries:
 
     def put_config(self, name: str, toml_text: str) -> tuple[bool, dict[str, Any]]:
         from pipelined import config
-        from pipelined.graph import build_graph
 
         path = self._check_config_write(name)
-        spec, problems = config.parse_pipeline(toml_text, path)
-        if spec is not None and not any(p.severity == "error" for p in problems):
-            problems = [*problems, *build_graph(spec).problems]
+        spec, problems = config.parse_pipeline(toml_text, path)  # routing problems included
         if spec is None or any(p.severity == "error" for p in problems):
             raise ConfigInvalid(problems)
         created = not path.exists()
