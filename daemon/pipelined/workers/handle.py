@@ -85,6 +85,7 @@ class WorkerHandle:
         self.setup = setup
         self.index = index
         self.items_done = 0
+        self._stop_sent = False
         self.conn, child_conn = context.Pipe(duplex=True)
         self.shared = context.RawArray("q", 2)
         self.progress = memoryview(self.shared).cast("B").cast("q")
@@ -153,17 +154,27 @@ class WorkerHandle:
 
     def stop(self, deadline: float) -> None:
         """STOP → close() in the worker → joined; killed when the deadline passes first."""
+        self.request_stop()
+        self.finish_stop(deadline)
+
+    def request_stop(self) -> None:
         self.set_stopping()
+        self._stop_sent = True
         try:
             self.send((protocol.STOP,))
-            while True:
+        except WorkerDied:
+            self._stop_sent = False
+
+    def finish_stop(self, deadline: float) -> None:
+        try:
+            while self._stop_sent:
                 kind, payload = self.receive(deadline)
                 if kind == protocol.CLOSED:
                     if payload:
                         log.warning("stage %s: %s", self.setup.stage, payload,
                                     extra={"pipeline": self.setup.pipeline, "stage": self.setup.stage})
                     break
-        except WorkerDied:
+        except (WorkerDied, OSError, ValueError):
             pass
         self.join(deadline)
 

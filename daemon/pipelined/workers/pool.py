@@ -34,6 +34,7 @@ log = logging.getLogger("pipelined.workers")
 
 START_TIMEOUT = 60.0
 MAX_DEATHS_OUTSIDE_ITEMS = 3
+KILLED_CALLER_GRACE = 5.0
 
 
 class _Slot:
@@ -102,21 +103,27 @@ class PoolStage:
             for slot in self._slots:
                 if slot.worker is not None:
                     slot.worker.set_stopping()
-            while len(self._idle) < len(self._slots) and time.monotonic() < deadline:
-                self._cond.wait(max(0.0, deadline - time.monotonic()))
+            self._wait_idle(deadline)
             busy = [slot for slot in self._slots if slot not in self._idle]
         for slot in busy:  # still calling user code at the deadline: kill; its caller fails the rest
             if slot.worker is not None:
                 slot.worker.kill()
         with self._cond:
-            while len(self._idle) < len(self._slots):
-                self._cond.wait(1.0)
+            grace = min(KILLED_CALLER_GRACE, max(1.0, timeout))
+            self._wait_idle(time.monotonic() + grace)  # a caller that never returns is not waited for
+            workers = [slot.worker for slot in self._slots if slot.worker is not None]
             for slot in self._slots:
-                if slot.worker is not None:
-                    slot.worker.stop(max(deadline, time.monotonic() + 1.0))
-                    slot.worker = None
+                slot.worker = None
             self._started = False
+        for worker in workers:  # all at once, so N slow close() calls share one deadline
+            worker.request_stop()
+        for worker in workers:
+            worker.finish_stop(max(deadline, time.monotonic() + 1.0))
         release_context(self.method)
+
+    def _wait_idle(self, deadline: float) -> None:
+        while len(self._idle) < len(self._slots) and time.monotonic() < deadline:
+            self._cond.wait(max(0.0, deadline - time.monotonic()))
 
     @property
     def stopping(self) -> bool:

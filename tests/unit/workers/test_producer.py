@@ -45,3 +45,19 @@ def test_emit_to_from_a_producer_goes_to_the_sink(started: Any) -> None:
     stage = started("route_from_producer", kind="producer", processes=1)
     assert list(stage.produce("r", {}, lambda s, i: routed.append((s, i)))) == ["plain"]
     assert routed == [("sink", "routed")]
+
+
+def test_stop_does_not_wait_forever_for_a_run_nobody_closes(started: Any) -> None:
+    import time
+
+    from .conftest import new_children
+
+    stage = started("endless", kind="producer", processes=1)
+    run = stage.produce("run-1", {})
+    assert next(run) == 0  # suspended, never closed: its worker is held
+    began = time.monotonic()
+    stage.stop(0.2)
+    assert time.monotonic() - began < 5
+    assert stage.live_processes() == 0
+    run.close()
+    assert new_children() == []
