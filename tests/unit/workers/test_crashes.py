@@ -64,3 +64,9 @@ def test_retrying_a_crashed_item_succeeds_on_the_replacement(started: Any, tmp_p
     assert first[0].error is not None and first[1].outputs == ["x"]
     assert stage.process("r", ["die"])[0].outputs == ["die"]
     assert stage.live_processes() == 2
+
+
+def test_segfault_is_described_and_charged_to_its_item(started: Any) -> None:
+    result = started("segfault_on", processes=1).process("r", ["a", "segv", "b"])
+    assert [list(o.outputs) for o in result] == [["a"], [], ["b"]]
+    assert result[1].error is not None and "killed by SIGSEGV" in result[1].error

@@ -206,3 +206,11 @@ def endless(ctx: Any) -> Any:
 def route_from_producer(ctx: Any) -> Any:
     ctx.emit_to("sink", "routed")
     yield "plain"
+
+
+def segfault_on(item: Any) -> Any:
+    if item == "segv":
+        import ctypes
+
+        ctypes.string_at(0)
+    return item
