@@ -86,6 +86,7 @@ class WorkerHandle:
         self.index = index
         self.items_done = 0
         self._stop_sent = False
+        self._reap_lock = threading.Lock()
         self.conn, child_conn = context.Pipe(duplex=True)
         self.shared = context.RawArray("q", 2)
         self.progress = memoryview(self.shared).cast("B").cast("q")
@@ -107,7 +108,22 @@ class WorkerHandle:
         return self.process.pid
 
     def is_alive(self) -> bool:
-        return self.process.is_alive()
+        if not self._reap_lock.acquire(blocking=False):
+            return True  # another thread is waiting for it to end
+        try:
+            return self.process.is_alive()
+        finally:
+            self._reap_lock.release()
+
+    def _exitcode(self) -> int | None:
+        with self._reap_lock:
+            return self.process.exitcode
+
+    def _wait_exit(self, timeout: float) -> None:
+        """Process.join, one thread at a time: with the forkserver, the exit status is read once
+        from a pipe, and a second concurrent reader would record exit code 255 instead."""
+        with self._reap_lock:
+            self.process.join(timeout)
 
     def wait_ready(self, deadline: float) -> None:
         kind, payload = self.receive(deadline)
@@ -146,8 +162,8 @@ class WorkerHandle:
             return kind, payload
 
     def death_description(self) -> str:
-        self.process.join(2.0)
-        return f"{protocol.describe_exit(self.process.exitcode)} (pid {self.pid})"
+        self._wait_exit(2.0)
+        return f"{protocol.describe_exit(self._exitcode())} (pid {self.pid})"
 
     def set_stopping(self) -> None:
         self.progress[1] = 1
@@ -179,14 +195,14 @@ class WorkerHandle:
         self.join(deadline)
 
     def join(self, deadline: float) -> None:
-        self.process.join(max(0.0, deadline - time.monotonic()))
-        if self.process.exitcode is None:
+        self._wait_exit(max(0.0, deadline - time.monotonic()))
+        if self._exitcode() is None:
             self.kill()
         self.conn.close()
 
     def kill(self) -> None:
         pid = self.process.pid
-        if pid is not None and self.process.exitcode is None:
+        if pid is not None and self._exitcode() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        self.process.join(5.0)
+        self._wait_exit(5.0)
