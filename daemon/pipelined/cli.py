@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 from pipelined import __version__
 
+SHARED_OPTIONS = ("api", "token_file", "json", "config")
+
 
 def build_parser() -> argparse.ArgumentParser:
     from pipelined import cli_client, cli_offline, daemon_main
@@ -22,11 +24,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Run TOML-defined pipelines as a hot-reloading daemon, and control it.",
     )
     parser.add_argument("--version", action="version", version=f"pipelined {__version__}")
+    cli_client.add_client_options(parser)  # also accepted before the subcommand
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     daemon_main.add_parser(sub)
     cli_offline.add_parsers(sub)
     cli_client.add_parsers(sub)
+    for subparser in sub.choices.values():
+        _defer_shared_options(subparser)
     return parser
+
+
+def _defer_shared_options(subparser: argparse.ArgumentParser) -> None:
+    """A subcommand's `--api`/`--token-file`/`--json`/`--config` left out keeps the value given
+    before the subcommand (argparse would otherwise overwrite it with the subcommand's default)."""
+    for action in subparser._actions:  # noqa: SLF001 - argparse has no public accessor
+        if action.dest in SHARED_OPTIONS:
+            action.default = argparse.SUPPRESS
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,9 +21,10 @@ import contextvars
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator, Mapping, MutableMapping
-from types import MappingProxyType
+from types import MappingProxyType, TracebackType
 from typing import Any
 
 import orjson
@@ -46,6 +47,17 @@ def log_context(**fields: str | None) -> Iterator[None]:
         yield
     finally:
         _context.reset(token)
+
+
+def enter_log_context(pipeline: str, stage: str | None, run: str | None) -> contextvars.Token[Mapping[str, str | None]]:
+    """The fast form of `log_context` for the engine's hot path (one call per chunk): records
+    logged by user code in this thread (or asyncio task) carry these fields until
+    `exit_log_context(token)`."""
+    return _context.set({"pipeline": pipeline, "stage": stage, "run": run})
+
+
+def exit_log_context(token: contextvars.Token[Mapping[str, str | None]]) -> None:
+    _context.reset(token)
 
 
 class ContextAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
@@ -176,4 +188,25 @@ def configure_logging(level: str = "info", log_format: str = "auto") -> str:
     root.setLevel(level.upper())
     for noisy in ("uvicorn.access", "httpx", "httpcore", "watchfiles"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Python warnings and uncaught exceptions become log records too, so every line on stderr
+    # has the configured format (`--log-format json`: every line is a JSON object).
+    logging.captureWarnings(True)
+    sys.excepthook = _log_uncaught
+    threading.excepthook = _log_uncaught_in_thread
     return resolved
+
+
+def _log_uncaught(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
+    if issubclass(exc_type, KeyboardInterrupt):
+        sys.__excepthook__(exc_type, exc, tb)
+        return
+    logging.getLogger("pipelined").critical("uncaught exception", exc_info=(exc_type, exc, tb))
+
+
+def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit or args.exc_value is None:
+        return
+    name = args.thread.name if args.thread is not None else "?"
+    logging.getLogger("pipelined").error(
+        "uncaught exception in thread %s", name, exc_info=(args.exc_type, args.exc_value, args.exc_traceback)
+    )

@@ -10,6 +10,7 @@ pending reload events are coalesced into one re-scan whose result answers every 
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import queue
@@ -98,6 +99,7 @@ class Supervisor(PipelineQueries):
         self._loop_thread = threading.current_thread()
         if not self._stopping:
             self._run_reload("start")
+            freeze_startup_objects()
             self._ready = True
             self._announce_ready()
             log.info("ready: %s", self.status_line())
@@ -332,6 +334,15 @@ class Supervisor(PipelineQueries):
                 continue
             total += max((float(s.get("throughput_per_s") or 0.0) for s in stages.values()), default=0.0)
         return total
+
+
+def freeze_startup_objects() -> None:
+    """Once, after the first apply: collect, then move every object alive now (Litestar, uvicorn,
+    the first versions' code) out of the collector's reach, so full collections stop rescanning
+    them (docs/performance-workers.md). They are still freed by reference counting; only garbage
+    cycles among them (e.g. the modules of a first version that a reload replaces) are kept."""
+    gc.collect()
+    gc.freeze()
 
 
 def _human_rate(rate: float) -> str:

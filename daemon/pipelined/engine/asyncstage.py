@@ -22,6 +22,7 @@ from pipelined.engine.queues import Chunk, StageQueue
 from pipelined.engine.router import Target
 from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of
 from pipelined.errors import StartError
+from pipelined.logs import enter_log_context
 from pipelined.spec import StageSpec
 
 log = logging.getLogger("pipelined.engine")
@@ -128,6 +129,7 @@ class AsyncStage(StageBase):
         if chunk.attempts:
             cell.items_retried += n
         run_id = chunk.run.id
+        enter_log_context(self.services.spec.name, self.name, run_id)  # this task only: user code's log lines
         outcome = Outcome()
         routed_per_item: list[list[tuple[str, Any]]] = [[] for _ in items]
 

@@ -26,6 +26,7 @@ from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import StageServices
 from pipelined.errors import StartError
+from pipelined.logs import enter_log_context, exit_log_context
 from pipelined.spec import StageSpec
 
 log = logging.getLogger("pipelined.engine")
@@ -168,6 +169,7 @@ class ProducerStage:
         error = self.hooks.before_run(run.to_dict()) if self.hooks.has_run_hooks else None
         cancelled = False
         if error is None:
+            logged = enter_log_context(self.services.spec.name, self.name, run.id)  # user code's log lines
             try:
                 cancelled = self._iterate(invoker, cell, run, call_args)
             except Exception as exc:
@@ -176,6 +178,8 @@ class ProducerStage:
                 trace = getattr(exc, "traceback", None)
                 log.error("producer raised %s; run %s fails%s", text, run.id, "\n" + trace if trace else "",
                           exc_info=trace is None, extra=extra)
+            finally:
+                exit_log_context(logged)
         with self._cond:
             self._producing.discard(run)
         if not self.abandoned:

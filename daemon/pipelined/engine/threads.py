@@ -23,6 +23,7 @@ from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of
 from pipelined.errors import StartError
+from pipelined.logs import enter_log_context, exit_log_context
 from pipelined.spec import StageSpec
 
 log = logging.getLogger("pipelined.engine")
@@ -173,6 +174,7 @@ class ThreadStage(StageBase):
             cell.items_retried += n
         began = cell.begin()
         outcome = Outcome()
+        logged = enter_log_context(self.services.spec.name, self.name, chunk.run.id)  # user code's log lines
         try:
             if fast is not None and not self._per_item:
                 self._call_fast(fast, chunk.items, outcome)
@@ -182,6 +184,8 @@ class ThreadStage(StageBase):
             cell.end(began)
             self._died(chunk, outcome, exc, cell)
             return True
+        finally:
+            exit_log_context(logged)
         took = time.perf_counter() - began
         cell.end(began)
         per_item = took / max(1, n)

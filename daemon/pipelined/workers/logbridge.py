@@ -32,6 +32,7 @@ class LogBuffer(logging.Handler):
             root.removeHandler(handler)
         root.addHandler(self)
         root.setLevel(self.level)
+        logging.captureWarnings(True)  # user code's warnings reach the daemon's log format too
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
