@@ -1,8 +1,10 @@
 """A stage with `processes = N`: N feeder threads hand chunks to `pipelined.workers`.
 
-Each feeder takes a chunk, calls `stage_pool.process(run_id, items)` (blocking, one
-ItemOutcome per item) and completes the chunk like any other stage: outputs routed, failed
-items retried on the timer or dead-lettered here in the engine.
+Each feeder takes a chunk (up to MAX_TAKE items, at most its share of the queue), calls
+`stage_pool.process(run_id, items)` (blocking, one ItemOutcome per item) and completes the
+chunk like any other stage: outputs routed, failed items retried on the timer or dead-lettered
+here in the engine. When a whole batch succeeded, its outputs are taken in bulk
+(`BatchOutcomes.plain_outputs` / `filtered_count`) without building a per-item object.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import time
 from typing import Any
 
 from pipelined.engine.counters import CounterCell, StageCounters
-from pipelined.engine.queues import Chunk, StageQueue
+from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target
 from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices
 from pipelined.errors import StartError
@@ -21,7 +23,9 @@ from pipelined.spec import StageSpec
 
 log = logging.getLogger("pipelined.engine")
 
-MAX_TAKE = 256
+MAX_TAKE = 1024
+FIRST_TAKE = 16  # before the first call says how long an item takes
+CALL_BUDGET_S = 0.01  # a slow stage's calls are cut to about this much work
 
 
 class ProcessStageRunner(StageBase):
@@ -39,6 +43,8 @@ class ProcessStageRunner(StageBase):
         super().__init__(services, spec, queue, target, counters, processes)
         self.pool: Any = None
         self._threads: list[threading.Thread] = []
+        self._per_item = target.may_reject() and not self.is_consumer
+        self.per_item_s: float | None = None  # moving average of a call's time per item
 
     def start(self) -> None:
         try:
@@ -78,35 +84,86 @@ class ProcessStageRunner(StageBase):
 
     def _feed(self) -> None:
         cell = self.counters.cell()
+        queue = self.queue
         try:
-            while (chunk := self.queue.take(MAX_TAKE, sharers=self.workers)) is not None:
+            while (chunk := queue.take(self._take_size(), sharers=1)) is not None:
                 self.hold(chunk)
                 self._process(chunk, cell)
         finally:
             self.counters.retire(cell)
 
-    def _process(self, chunk: Chunk, cell: CounterCell) -> None:
-        cell.items_in += len(chunk.items)
-        if chunk.attempts:
-            cell.items_retried += len(chunk.items)
-        began = cell.begin()
-        try:
-            outcomes = self.pool.process(chunk.run.id, chunk.items)
-        except Exception as exc:
-            text = f"{type(exc).__name__}: {exc}"
-            outcomes = None
-            failures = [Failure(item, exc, text) for item in chunk.items]
-        cell.end(began)
-        outcome = Outcome()
-        if outcomes is None:
-            outcome.failures = failures
+    def _take_size(self) -> int:
+        """How many queued items one feeder takes for one process() call.
+
+        Every call costs a pipe round trip (tens of µs), so a feeder of fast items takes as much
+        as is queued, up to MAX_TAKE. Slow items are taken in calls of about CALL_BUDGET_S of
+        work, and never more than a feeder's share of the queue, so the last items of a burst
+        spread over every worker instead of waiting behind one. Until the first call returns,
+        a take is at most FIRST_TAKE items."""
+        per_item = self.per_item_s
+        if per_item is None:
+            limit = FIRST_TAKE
         else:
-            for item, result in zip(chunk.items, outcomes, strict=True):
-                if result.error is not None:
-                    outcome.failures.append(Failure(item, None, result.error, result.traceback))
-                    continue
-                if result.filtered and not result.routed:
-                    outcome.filtered += 1
-                outcome.outputs.extend(result.outputs)
-                outcome.routed.extend(result.routed)
+            limit = int(CALL_BUDGET_S / per_item) if per_item > 0 else MAX_TAKE
+            if limit >= MAX_TAKE:
+                return MAX_TAKE
+        depth = self.queue.depth  # read without the lock: a hint
+        if depth == 0:  # the feeder will wait: whatever arrives first is its to take, up to limit
+            return max(1, limit)
+        return max(1, min(limit, -(-depth // self.workers)))
+
+    def _process(self, chunk: Chunk, cell: CounterCell) -> None:
+        items = chunk.items
+        cell.items_in += len(items)
+        if chunk.attempts:
+            cell.items_retried += len(items)
+        began = cell.begin()
+        outcome = Outcome()
+        try:
+            outcomes = self.pool.process(chunk.run.id, items)
+        except Exception as exc:
+            cell.end(began)
+            text = f"{type(exc).__name__}: {exc}"
+            outcome.failures = [Failure(item, exc, text) for item in items]
+            self.complete(chunk, outcome, cell)
+            return
+        took = time.perf_counter() - began
+        cell.end(began)
+        seconds = took / max(1, len(items))
+        self.per_item_s = seconds if self.per_item_s is None else 0.7 * self.per_item_s + 0.3 * seconds
+        per_item = self._per_item
+        plain = None if per_item else getattr(outcomes, "plain_outputs", None)
+        if plain is not None:  # the whole batch succeeded and routed nothing: no per-item objects
+            if not self.is_consumer:
+                outcome.outputs = plain if isinstance(plain, list) else list(plain)
+                outcome.filtered = outcomes.filtered_count
+        else:
+            self._collect(chunk, outcomes, outcome, per_item)
         self.complete(chunk, outcome, cell)
+
+    def _collect(self, chunk: Chunk, outcomes: Any, outcome: Outcome, per_item: bool) -> None:
+        """Read the outcomes one by one: failures, ctx.emit_to pairs, or a rejecting downstream.
+
+        With `per_item` (the downstream's on_full is "reject"), each item's results are routed
+        on their own, and an item whose results are refused fails that attempt, like in a
+        thread stage."""
+        run = chunk.run
+        outcome.routed_already = per_item
+        failures = outcome.failures
+        for item, result in zip(chunk.items, outcomes, strict=True):
+            if result.error is not None:
+                failures.append(Failure(item, None, result.error, result.traceback))
+                continue
+            if per_item:
+                try:
+                    outcome.finished += self.route_item(run, list(result.outputs), list(result.routed))
+                except QueueRejected as exc:
+                    text = f"QueueRejected: the queue of stage {exc} is full (on_full = reject)"
+                    failures.append(Failure(item, exc, text))
+                    continue
+                except QueueAbandoned:
+                    pass  # drain deadline: the receiving side dead-lettered what it held
+            if result.filtered and not result.routed:
+                outcome.filtered += 1
+            outcome.outputs.extend(result.outputs)
+            outcome.routed.extend(result.routed)
