@@ -38,6 +38,12 @@ touch "$root/dev/console"
 mount --bind "$console" "$root/dev/console"
 mount -t tmpfs -o mode=1777,nosuid,nodev lab-tmp "$root/tmp"
 mount -t tmpfs -o mode=1777,nosuid,nodev lab-vartmp "$root/var/tmp"
+# the checkout under test, wherever it lives (CI clones may sit under /tmp, which is fresh here,
+# or on a mount the overlay of "/" does not show)
+if [ -n "${LAB_BIND:-}" ] && [ -d "$LAB_BIND" ]; then
+  mkdir -p "$root$LAB_BIND"
+  mount --bind "$LAB_BIND" "$root$LAB_BIND"
+fi
 
 # what this systemd boots into: basic.target and nothing of the host's services
 units=$root/etc/systemd/system

@@ -105,7 +105,7 @@ class SystemdLab:
         return subprocess.Popen(
             ["unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--ipc", "--cgroup", "--net",
              "--propagation", "private", "--", "bash", str(INIT_SCRIPT)],
-            env={**LAB_ENV, "LAB_WORK": str(self.work)},
+            env={**LAB_ENV, "LAB_WORK": str(self.work), "LAB_BIND": str(Path(__file__).resolve().parents[2])},
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             preexec_fn=enter_lab_cgroup, start_new_session=True,
         )  # fmt: skip
