@@ -26,7 +26,8 @@ SWAP_WAIT = 10.0
 
 
 def utc_now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    """ISO 8601 UTC, always with microseconds (isoformat() drops them when they are zero)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -125,21 +126,47 @@ class PipelineSlot:
             return list(self.runtime.stage_rows())
         if self.version is None:
             return []
+        # not running (disabled, failed to start, waiting to start): the counts it gets when it
+        # starts, within its own limits — the same numbers GET /pipelines/{name}/graph shows
         graph = self.version.graph
-        return [
-            {
-                "name": node.id,
-                "kind": node.kind,
-                "auto_start": node.stage.auto_start,
-                "threads": 0,
-                "processes": 0,
-                "requested_threads": node.stage.requested_threads,
-                "requested_processes": node.stage.requested_processes,
-                "upstream": list(graph.upstream(node.id)),
-                "downstream": list(graph.downstream(node.id)),
-            }
-            for node in graph.nodes
-        ]
+        allocation = self.planned_allocation()
+        rows = []
+        for node in graph.nodes:
+            got = allocation.stages.get(node.id) if allocation is not None else None
+            builtin = node.kind in ("accumulator", "pipeline")
+            rows.append(
+                {
+                    "name": node.id,
+                    "kind": node.kind,
+                    "auto_start": bool(node.stage.auto_start) if node.kind == "producer" else False,
+                    "threads": 0 if builtin or got is None else int(got.threads),
+                    "processes": 0 if builtin or got is None else int(got.processes),
+                    "requested_threads": 0 if builtin else node.stage.requested_threads,
+                    "requested_processes": 0 if builtin else node.stage.requested_processes,
+                    "upstream": list(graph.upstream(node.id)),
+                    "downstream": list(graph.downstream(node.id)),
+                }
+            )
+        return rows
+
+    def planned_allocation(self) -> Any:
+        """The running version's allocation, else what the current version gets within its own limits."""
+        if self.runtime is not None and self.allocation is not None:
+            return self.allocation
+        if self.version is None:
+            return None
+        from pipelined import limits
+        from pipelined.callables import is_async_callable
+
+        spec = self.version.spec
+
+        def is_async(stage: StageSpec) -> bool:
+            try:
+                return is_async_callable(stage.call, spec.python_path)
+            except Exception:  # noqa: BLE001 - a view: an unimportable call counts as not async
+                return False
+
+        return limits.allocate(spec, self.version.graph, spec.max_threads, spec.max_processes, is_async)
 
     def stats(self) -> dict[str, Any]:
         if self.runtime is not None:
@@ -151,10 +178,17 @@ class PipelineSlot:
             "state": self.state,
             "version": self.shown_version,
             "uptime_s": 0.0,
-            "runs": {"started": 0, "completed": 0, "failed": 0, "cancelled": 0, "active": 0},
+            "runs": self.book.runs.counts(),
             "bottleneck": None,
-            "stages": {},
+            "stages": self._stopped_stage_stats(),
         }
+
+    def _stopped_stage_stats(self) -> dict[str, Any]:
+        if self.version is None:
+            return {}
+        from pipelined.engine.views import stopped_stage_stats  # late: the engine imports workers
+
+        return stopped_stage_stats(self.version.spec, self.book)
 
     def live_workers(self) -> tuple[int, int]:
         if self.runtime is None:

@@ -174,15 +174,12 @@ class PipelineQueries:
         return [to_json(letter) for letter in self._slot(name).book.dead_letters.list(limit)]
 
     def graph(self, name: str, fmt: str) -> Any:
-        from pipelined import limits, render
+        from pipelined import render
 
         slot = self._slot(name)
         if slot.version is None:
             raise Conflict(f"pipeline {name!r} has no valid version to draw: {slot.error}")
-        spec, graph = slot.version.spec, slot.version.graph
-        allocation = slot.allocation or limits.allocate(
-            spec, graph, spec.max_threads, spec.max_processes
-        )
+        graph, allocation = slot.version.graph, slot.planned_allocation()
         renderers = {"json": render.render_json, "mermaid": render.render_mermaid, "dot": render.render_dot}
         if fmt not in renderers:
             raise BadRequest(f"format: expected json, mermaid or dot, got {fmt!r}")

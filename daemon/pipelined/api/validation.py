@@ -83,7 +83,8 @@ def check_body_fits_stage(
             f"pipeline {pipeline!r} stage {stage!r} is a producer: trigger it with 'args', not 'items'"
         )
     if kind != "producer" and args is not None:
-        raise BadRequest(f"pipeline {pipeline!r} stage {stage!r} is a {kind}: inject 'items', not 'args'")
+        article = "an" if str(kind)[:1] in "aeiou" else "a"
+        raise BadRequest(f"pipeline {pipeline!r} stage {stage!r} is {article} {kind}: inject 'items', not 'args'")
 
 
 def config_body_to_toml(body: bytes, content_type: str) -> str:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
+from pipelined.engine.counters import COUNTER_NAMES
+
 if TYPE_CHECKING:
+    from pipelined.engine.book import PipelineBook
     from pipelined.engine.runtime import PipelineRuntime
+    from pipelined.spec import PipelineSpec
 
 IDLE_UTILIZATION = 0.001
 
@@ -65,3 +69,28 @@ def stage_rows(rt: PipelineRuntime) -> list[dict[str, Any]]:
             }
         )
     return rows
+
+
+def stopped_stage_stats(spec: PipelineSpec, book: PipelineBook) -> dict[str, Any]:
+    """Stats rows of a pipeline with no runtime (disabled, failed to start): the surviving
+    counters of every stage, nothing queued, no workers, idle."""
+    stages: dict[str, Any] = {}
+    for stage in spec.walk():
+        totals = book.counters(stage.name).totals()
+        row: dict[str, Any] = {"kind": stage.kind}
+        row.update({name: int(totals[name]) for name in COUNTER_NAMES})
+        row.update(
+            {
+                "queue_depth": 0,
+                "queue_capacity": 0 if stage.kind in ("producer", "pipeline") else stage.queue_size,
+                "threads": 0,
+                "processes": 0,
+                "busy": 0,
+                "utilization": 0.0,
+                "throughput_per_s": 0.0,
+            }
+        )
+        if spec.track_latency:
+            row["latency_ms"] = {"p50": 0.0, "p90": 0.0, "p99": 0.0}
+        stages[stage.name] = row
+    return stages

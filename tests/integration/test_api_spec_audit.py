@@ -1,0 +1,190 @@
+"""api.md, sentence by sentence, against a real daemon: regressions found by the API audit.
+
+One daemon for the module (config writes on, no token: auth has its own tests).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+
+from harness import DaemonProcess
+
+STAGES = """
+def produce(n=3):
+    yield from range(n)
+
+def inc(x):
+    return x + 1
+
+def sink(x):
+    pass
+
+class BadSetup:
+    def setup(self):
+        raise RuntimeError("no database")
+
+    def __call__(self, x):
+        return x
+"""
+
+FLOW = """
+[[stage]]
+name = "src"
+kind = "producer"
+call = "auditstages:produce"
+auto_start = false
+
+[[stage]]
+name = "inc"
+call = "auditstages:inc"
+
+[[stage]]
+name = "acc"
+kind = "accumulator"
+max_size = 2
+
+[[stage]]
+name = "sink"
+kind = "consumer"
+call = "auditstages:sink"
+"""
+
+# disabled: validated, never started
+OFF = """
+enabled = false
+max_threads = 3
+
+[[stage]]
+name = "src"
+kind = "producer"
+call = "auditstages:produce"
+
+[[stage]]
+name = "inc"
+call = "auditstages:inc"
+threads = 4
+
+[[stage]]
+name = "acc"
+kind = "accumulator"
+
+[[stage]]
+name = "sink"
+kind = "consumer"
+call = "auditstages:sink"
+"""
+
+# valid, but its start fails (setup raises): state "failed" with a version
+NOSTART = """
+[[stage]]
+name = "src"
+kind = "producer"
+call = "auditstages:produce"
+
+[[stage]]
+name = "bad"
+call = "auditstages:BadSetup"
+
+[[stage]]
+name = "sink"
+kind = "consumer"
+call = "auditstages:sink"
+"""
+
+ISO_UTC_MICROS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}(Z|\+00:00)$")
+
+
+@pytest.fixture(scope="module")
+def audit_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    daemon = DaemonProcess(tmp_path_factory.mktemp("audit"), settings="[api]\nconfig_write = true\n")
+    daemon.write_module("auditstages", STAGES)
+    for name, text in (("flow", FLOW), ("off", OFF), ("nostart", NOSTART)):
+        daemon.write_pipeline(name, text)
+    daemon.start()
+    try:
+        yield daemon
+    finally:
+        daemon.close()
+
+
+@pytest.fixture
+def api(audit_daemon: DaemonProcess) -> httpx.Client:
+    return audit_daemon.client
+
+
+def ok(r: httpx.Response, status: int = 200) -> Any:
+    assert r.status_code == status, r.text
+    return r.json()
+
+
+@pytest.mark.parametrize("name", ["off", "nostart"])
+def test_stage_rows_of_a_pipeline_that_is_not_running(api: httpx.Client, name: str) -> None:
+    detail = ok(api.get(f"/pipelines/{name}"))
+    assert detail["state"] == ("disabled" if name == "off" else "failed")
+    graph_nodes = {n["id"]: n for n in ok(api.get(f"/pipelines/{name}/graph"))["nodes"]}
+    for row in detail["stages"]:
+        # auto_start is a producer's setting: false for every other kind (as for a running pipeline)
+        assert row["auto_start"] is (row["kind"] == "producer"), row
+        # effective counts: what the graph shows, not 0 for a stage that would run
+        assert (row["threads"], row["processes"]) == (
+            graph_nodes[row["name"]]["threads"],
+            graph_nodes[row["name"]]["processes"],
+        ), row
+        if row["kind"] == "accumulator":  # built in: uses none of the budget
+            assert (row["threads"], row["requested_threads"], row["requested_processes"]) == (0, 0, 0)
+        else:
+            assert row["threads"] >= 1
+    if name == "off":
+        inc = next(r for r in detail["stages"] if r["name"] == "inc")
+        assert inc["requested_threads"] == 4 and inc["threads"] < 4  # cut by max_threads = 3
+
+
+@pytest.mark.parametrize("name", ["off", "nostart"])
+def test_stats_of_a_pipeline_that_is_not_running_have_every_stage(api: httpx.Client, name: str) -> None:
+    running = ok(api.get("/pipelines/flow/stats"))["stages"]["inc"]
+    stats = ok(api.get(f"/pipelines/{name}/stats"))
+    assert stats["pipeline"] == name and stats["bottleneck"] is None
+    assert set(stats["runs"]) == {"started", "completed", "failed", "cancelled", "active"}
+    names = [s["name"] for s in ok(api.get(f"/pipelines/{name}"))["stages"]]
+    assert list(stats["stages"]) == names
+    for row in stats["stages"].values():
+        assert set(row) == set(running)  # the same fields as a running stage's row
+        assert row["queue_depth"] == 0 and row["busy"] == 0 and row["utilization"] == 0.0
+        assert row["threads"] == 0 and row["processes"] == 0  # nothing runs
+    assert stats["stages"]["src"]["queue_capacity"] == 0
+    assert stats["stages"]["sink"]["queue_capacity"] == 1000
+
+
+def test_times_are_iso_8601_utc_with_microseconds(api: httpx.Client) -> None:
+    detail = ok(api.get("/pipelines/flow"))
+    assert ISO_UTC_MICROS.match(detail["loaded_at"]), detail["loaded_at"]
+    assert ISO_UTC_MICROS.match(detail["last_reload"]["at"]), detail["last_reload"]
+    run = ok(api.post("/pipelines/flow/stages/src/trigger?wait=true&timeout=20"))
+    assert run["state"] == "completed", run
+    for key in ("started_at", "finished_at"):
+        assert ISO_UTC_MICROS.match(run[key]), run
+
+
+def test_timestamps_keep_microseconds_when_they_are_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelined import pipeline_slot
+
+    class AtWholeSecond(datetime):
+        @classmethod
+        def now(cls, tz: Any = None) -> AtWholeSecond:
+            return cls(2026, 1, 2, 3, 4, 5, 0, tzinfo=UTC)
+
+    monkeypatch.setattr(pipeline_slot, "datetime", AtWholeSecond)
+    assert pipeline_slot.utc_now_iso() == "2026-01-02T03:04:05.000000Z"
+
+
+def test_args_for_a_non_producer_names_its_kind(api: httpx.Client) -> None:
+    r = api.post("/pipelines/flow/stages/acc/trigger", json={"args": {"n": 1}})
+    body = ok(r, 400)
+    assert body["status_code"] == 400
+    assert "'acc' is an accumulator" in body["detail"], body
