@@ -60,6 +60,8 @@ class Supervisor(PipelineQueries):
         self._stopping = False
         self._ready = False
         self._reloading_all = False
+        self._reload_announced = False
+        self._failed_files: dict[str, str] = {}  # the last reload's `failed` (logged when it changes)
         self._loop_beat = time.monotonic()
         self._busy_until = 0.0
         self._loop_thread: threading.Thread | None = None
@@ -142,7 +144,12 @@ class Supervisor(PipelineQueries):
                 waiters.append(event.reply)
 
     def _reload_and_answer(self, source: str, waiters: list[Future[dict[str, Any]]]) -> None:
-        self.notifier.reloading()
+        """SIGHUP and the API always announce RELOADING=1 … READY=1; a watcher event only when
+        the re-scan finds something to change (a no-op re-scan, e.g. after the watched
+        directories changed, stays silent)."""
+        self._reload_announced = False
+        if source != "watcher":
+            self._announce_reloading()
         self._reloading_all = source != "watcher"
         try:
             result = self._run_reload(source)
@@ -153,9 +160,16 @@ class Supervisor(PipelineQueries):
             return
         finally:
             self._reloading_all = False
-            self._announce_ready()
+            if self._reload_announced:
+                self._announce_ready()
         for reply in waiters:
             reply.set_result(result.as_json())
+
+    def _announce_reloading(self) -> None:
+        """RELOADING=1 once per reload, and only after the first READY=1."""
+        if self._ready and not self._reload_announced:
+            self._reload_announced = True
+            self.notifier.reloading()
 
     def _run_reload(self, source: str) -> ReloadResult:
         self._busy_until = time.monotonic() + self._longest_drain() + 60
@@ -164,7 +178,8 @@ class Supervisor(PipelineQueries):
         finally:
             self._busy_until = 0.0
             self._loop_beat = time.monotonic()
-        if result.changed or source != "watcher":
+        failed_before, self._failed_files = self._failed_files, dict(result.failed)
+        if result.added or result.updated or result.removed or result.failed != failed_before or source != "watcher":
             log.info(
                 "reload (%s): added %s, updated %s, removed %s, unchanged %d, failed %s", source,
                 result.added, result.updated, result.removed, len(result.unchanged), sorted(result.failed),
@@ -219,6 +234,7 @@ class Supervisor(PipelineQueries):
         one in name order, so they take from the daemon's budget in a predictable order."""
         if not prepared and not removed:
             return
+        self._announce_reloading()  # a watcher event that changes something
         fresh = sorted((ready for ready, is_new in prepared if is_new), key=lambda ready: ready.name)
         changed = [ready for ready, is_new in prepared if not is_new]
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(changed) + len(removed))),

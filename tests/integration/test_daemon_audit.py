@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import orjson
+import pytest
 
-from harness import DaemonProcess
+from harness import DaemonProcess, file_version
 
 STAGES = '''
 import logging
+import time
 import warnings
 
 
@@ -34,6 +39,14 @@ def noisy(x):
 
 def sink(x):
     pass
+
+
+class SlowStart:
+    def __init__(self):
+        time.sleep(0.5)  # the first apply outlasts the watcher's first setup
+
+    def __call__(self, x):
+        return x
 '''
 
 NOISY = """
@@ -121,3 +134,40 @@ def test_startup_freezes_the_objects_alive_then() -> None:
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+@pytest.fixture
+def notify_socket(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
+    path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(path)
+        sock.settimeout(10)
+        yield path, sock
+
+
+def test_one_edit_under_the_watcher_is_one_reloading_ready_pair(
+    make_daemon: Callable[..., DaemonProcess], notify_socket: tuple[str, socket.socket]
+) -> None:
+    """The watcher restarts when the watched dirs change (python_path added after the first
+    apply) and re-scans once; that no-op re-scan must not announce a reload to systemd."""
+    path, sock = notify_socket
+    daemon = make_daemon(watch=True, env={"NOTIFY_SOCKET": path})
+    code = daemon.base_dir / "code"
+    code.mkdir()
+    (code / "auditstages.py").write_text(STAGES)
+    toml = 'python_path = ["../code"]\n' + NOISY.replace("processes = 1", "threads = 1").replace(
+        'call = "auditstages:anoisy"', 'call = "auditstages:SlowStart"'
+    )
+    daemon.write_pipeline("noisy", toml)
+    daemon.start()
+    edited = daemon.write_pipeline("noisy", 'description = "v2"\n' + toml)
+    daemon.wait_version("noisy", file_version(edited))
+    assert daemon.stop() == 0
+    sock.settimeout(0.2)
+    messages = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            messages.append(sock.recv(4096).decode())
+    states = [m.split("\n")[0] for m in messages if not m.startswith(("STATUS=", "WATCHDOG="))]
+    assert states == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"], messages
+    assert daemon.logs().count("reload (watcher)") == 1  # the no-op re-scan is not logged either
