@@ -26,8 +26,9 @@ SWAP_WAIT = 10.0
 
 
 def utc_now_iso() -> str:
-    """ISO 8601 UTC, always with microseconds (isoformat() drops them when they are zero)."""
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """ISO 8601 UTC with microseconds, as every time the API shows (runs, dead letters):
+    `2026-11-23T10:00:00.000000+00:00` (isoformat() alone drops zero microseconds)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)
