@@ -57,7 +57,11 @@ def run_command(args: argparse.Namespace) -> int:
         from_file, settings = resolve_settings(args)
         api_settings = ApiSettings.from_settings(settings.api)
     except SettingsInvalid as exc:
-        print(f"pipelined: {exc}", file=sys.stderr)
+        text = str(exc)
+        source = getattr(args, "config", None)
+        if text.startswith("[") and source is not None:  # e.g. the token file: name the settings file
+            text = f"{source}: {text}"
+        print(f"pipelined: {text}", file=sys.stderr)
         return EXIT_SETTINGS
     from pipelined.logs import configure_logging
 
@@ -65,7 +69,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         settings.daemon.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        print(f"pipelined: [daemon] state_dir: cannot create {settings.daemon.state_dir}: {exc.strerror}",
+        print(f"pipelined: [daemon]: state_dir: cannot create {settings.daemon.state_dir}: {exc.strerror}",
               file=sys.stderr)  # fmt: skip
         return EXIT_SETTINGS
     # Built-in stages (tail_file offsets, relative output paths) and worker processes find the

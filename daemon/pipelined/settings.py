@@ -57,9 +57,9 @@ class ApiSettings:
         try:
             text = self.token_file.read_text().strip()
         except OSError as exc:
-            raise SettingsInvalid(f"[api] token_file: cannot read {self.token_file}: {exc.strerror}") from exc
+            raise SettingsInvalid(f"[api]: token_file: cannot read {self.token_file}: {exc.strerror}") from exc
         if not text:
-            raise SettingsInvalid(f"[api] token_file: {self.token_file} is empty")
+            raise SettingsInvalid(f"[api]: token_file: {self.token_file} is empty")
         return text
 
     @property

@@ -171,3 +171,11 @@ def test_one_edit_under_the_watcher_is_one_reloading_ready_pair(
     states = [m.split("\n")[0] for m in messages if not m.startswith(("STATUS=", "WATCHDOG="))]
     assert states == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"], messages
     assert daemon.logs().count("reload (watcher)") == 1  # the no-op re-scan is not logged either
+
+
+def test_unreadable_token_file_exits_2_naming_the_settings_file(tmp_path: Path) -> None:
+    settings = tmp_path / "pipelined.toml"
+    settings.write_text(f'[api]\ntoken_file = "{tmp_path / "missing"}"\n')
+    done = cli("run", "--config", str(settings), "--conf-dir", str(tmp_path), "--state-dir", str(tmp_path))
+    assert done.returncode == 2
+    assert f"{settings}: [api]: token_file: cannot read {tmp_path / 'missing'}" in done.stderr
