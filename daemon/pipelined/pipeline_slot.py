@@ -60,6 +60,7 @@ class PipelineSlot:
         self.runtime: Any = None
         self.allocation: Any = None
         self.seen_key: tuple[str, str] | None = None  # content key of the file last applied
+        self.running_key: tuple[str, str] | None = None  # content key of what `runtime` runs
         self.warned_cuts: set[tuple[str, str, str, int]] = set()  # limits warnings already logged
         self.file_version = ""  # sha12 of the file last seen
         self.error: str | None = None

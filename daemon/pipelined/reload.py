@@ -191,16 +191,31 @@ def apply_change(slot: PipelineSlot, prepared: Prepared, is_new: bool) -> str:
         spec = prepared.version.spec
         if not spec.enabled:
             slot.disable(prepared.version)
+            slot.running_key = prepared.key
             slot.record_reload(True, None)
             log.info("%s: disabled (version %s)", slot.name, spec.version, extra={"pipeline": slot.name})
             return "added" if is_new else "updated"
         error = slot.swap_to(prepared.version)
         if error is not None:
             return _failed(slot, error, keeps_running=slot.runtime is not None and slot.state == "running")
+        slot.running_key = prepared.key
         slot.record_reload(True, None)
         log.info("%s: version %s %s", slot.name, spec.version, "started" if is_new else "now running",
                  extra={"pipeline": slot.name})  # fmt: skip
         return "added" if is_new else "updated"
+
+
+def back_to_running(slot: PipelineSlot, key: tuple[str, str], file_version: str) -> bool:
+    """After a failed edit, the file is back to what runs (content key equal): nothing to apply —
+    the pipeline is not restarted, only its error is cleared. True when that is the case."""
+    with slot.lock:
+        if not slot.pending_error or slot.runtime is None or slot.running_key != key:
+            return False
+        slot.seen_key, slot.file_version = key, file_version
+        slot.record_reload(True, None)
+    log.info("%s: file is back to the running version %s; nothing to reload", slot.name, file_version,
+             extra={"pipeline": slot.name})  # fmt: skip
+    return True
 
 
 def _failed(slot: PipelineSlot, error: str, keeps_running: bool) -> str:

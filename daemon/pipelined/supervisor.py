@@ -220,6 +220,9 @@ class Supervisor(PipelineQueries):
                 else:
                     result.unchanged.append(name)
                 continue
+            if slot is not None and reloading.back_to_running(slot, keyed[0], keyed[1]):
+                result.unchanged.append(name)
+                continue
             previous_dirs = slot.version.spec.python_path if slot and slot.version else ()
             ready = reloading.prepare(name, path, previous_dirs)
             if ready is not None:

@@ -179,3 +179,22 @@ def test_unreadable_token_file_exits_2_naming_the_settings_file(tmp_path: Path) 
     done = cli("run", "--config", str(settings), "--conf-dir", str(tmp_path), "--state-dir", str(tmp_path))
     assert done.returncode == 2
     assert f"{settings}: [api]: token_file: cannot read {tmp_path / 'missing'}" in done.stderr
+
+
+def test_reverting_a_failed_edit_leaves_the_running_version_alone(daemon: DaemonProcess) -> None:
+    daemon.write_module("auditstages", STAGES)
+    daemon.write_pipeline("noisy", NOISY)
+    daemon.start()
+    before = daemon.pipeline("noisy")
+    daemon.write_pipeline("noisy", NOISY.replace("auditstages:sink", "auditstages:nothere"))
+    failed = daemon.client.post("/reload").json()
+    assert list(failed["failed"]) == ["noisy"] and "nothere" in failed["failed"]["noisy"]
+    assert daemon.pipeline("noisy")["error"]
+
+    daemon.write_pipeline("noisy", NOISY)  # back to what runs: the content hash is the running one
+    result = daemon.client.post("/reload").json()
+    assert result == {"added": [], "updated": [], "removed": [], "unchanged": ["noisy"], "failed": {}}
+    after = daemon.pipeline("noisy")
+    assert after["state"] == "running" and after["error"] is None and after["last_reload"]["ok"] is True
+    assert after["loaded_at"] == before["loaded_at"] and after["version"] == before["version"]  # not restarted
+    assert daemon.stop() == 0
