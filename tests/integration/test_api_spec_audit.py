@@ -188,3 +188,25 @@ def test_args_for_a_non_producer_names_its_kind(api: httpx.Client) -> None:
     body = ok(r, 400)
     assert body["status_code"] == 400
     assert "'acc' is an accumulator" in body["detail"], body
+
+
+def test_utilization_covers_the_last_60_s_even_when_nobody_reads_stats(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipelined.engine import stats
+    from pipelined.engine.counters import StageCounters
+
+    clock = [1000.0]
+    monkeypatch.setattr(stats, "_now", lambda: clock[0])
+    counters = StageCounters()
+    meter = stats.StageMeter(counters, "processor", workers=1, latency=False)
+    assert meter in stats._SAMPLER._meters  # the daemon-wide sampler ticks it
+    counters.add("items_in", 10)
+    counters.add("busy_seconds", 10)  # 10 s inside the callable, then idle
+    clock[0] += 10
+    busy = meter.row(0, 10, 1, 0)
+    assert busy["utilization"] > 0.9 and busy["throughput_per_s"] > 0
+    for _ in range(16):  # the sampler's ticks over the next 80 s; nobody reads the stats
+        clock[0] += stats.SAMPLE_EVERY_S
+        meter.sample()
+    idle = meter.row(0, 10, 1, 0)
+    assert idle["utilization"] == 0.0 and idle["throughput_per_s"] == 0.0
+    assert stats._SAMPLER._thread is not None and stats._SAMPLER._thread.is_alive()

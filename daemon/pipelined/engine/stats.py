@@ -1,21 +1,29 @@
 """Stats rows (api.md "Stats"): counters from the book, windows and latency per version.
 
 `utilization` and `throughput_per_s` compare the counters now with a sample taken about 60 s
-ago (samples are taken whenever stats are read, plus one at start), or since the version
-started when that is shorter. Latency samples (track_latency) are kept per chunk.
+ago, or since the version started when that is shorter. Samples are taken whenever stats are
+read, at start, and every `SAMPLE_EVERY_S` by one daemon-wide sampler thread — so a stage that
+has been idle for a minute shows 0 (and no bottleneck) even if nobody read its stats meanwhile.
+Latency samples (track_latency) are kept per chunk.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+import weakref
 from collections import deque
 from typing import Any
 
 from pipelined.engine.counters import COUNTER_NAMES, StageCounters
 
 WINDOW_S = 60.0
+SAMPLE_EVERY_S = 5.0
 LATENCY_SAMPLES = 20_000
+
+
+def _now() -> float:
+    return time.monotonic()
 
 
 class StageMeter:
@@ -27,13 +35,14 @@ class StageMeter:
         self._latency: deque[float] | None = deque(maxlen=LATENCY_SAMPLES) if latency else None
         self._lock = threading.Lock()
         self.sample()
+        _SAMPLER.watch(self)
 
     def _work_count(self, totals: dict[str, float]) -> float:
         return totals["items_out"] if self.kind == "producer" else totals["items_in"]
 
     def sample(self) -> dict[str, float]:
         totals = self.counters.totals()
-        now = time.monotonic()
+        now = _now()
         with self._lock:
             self._samples.append((now, self._work_count(totals), totals["busy_seconds"]))
             while len(self._samples) > 2 and self._samples[1][0] <= now - WINDOW_S:
@@ -79,3 +88,33 @@ class StageMeter:
             return round(values[min(len(values) - 1, int(q * len(values)))], 3)
 
         return {"p50": pick(0.50), "p90": pick(0.90), "p99": pick(0.99)}
+
+
+class _Sampler:
+    """One daemon thread sampling every live meter every `SAMPLE_EVERY_S` (meters held weakly)."""
+
+    def __init__(self) -> None:
+        self._meters: weakref.WeakSet[StageMeter] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, meter: StageMeter) -> None:
+        with self._lock:
+            self._meters.add(meter)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._loop, name="pipelined-stats-sampler", daemon=True)
+                self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            time.sleep(SAMPLE_EVERY_S)
+            with self._lock:
+                meters = list(self._meters)
+            for meter in meters:
+                try:
+                    meter.sample()
+                except Exception:  # noqa: BLE001, S112 - a sample is best effort; the next one comes
+                    continue
+
+
+_SAMPLER = _Sampler()
