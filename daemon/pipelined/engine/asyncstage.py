@@ -18,9 +18,9 @@ from typing import Any
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
 from pipelined.engine.invoke import Invoker
-from pipelined.engine.queues import Chunk, StageQueue
+from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target
-from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of
+from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of, rejected_failure
 from pipelined.errors import StartError
 from pipelined.logs import enter_log_context
 from pipelined.spec import StageSpec
@@ -43,6 +43,7 @@ class AsyncStage(StageBase):
         self.concurrency = max(1, workers)
         self.workers = 1  # one thread (utilization is measured against `concurrency` slots)
         self.invoker = make_invoker()
+        self._per_item = self.routes_per_item(self.invoker.wants_ctx)
         self.loop = asyncio.new_event_loop()
         self._free = self.concurrency
         self._free_cond = threading.Condition()
@@ -144,17 +145,27 @@ class AsyncStage(StageBase):
         calls = [self.invoker.acall_item(item, run_id, sink_for(i)) for i, item in enumerate(items)]
         results = await asyncio.gather(*calls, return_exceptions=True)
         cell.busy_seconds += (time.perf_counter() - began) * n
+        per_item = outcome.routed_already = self._per_item
         for item, result, routed in zip(items, results, routed_per_item, strict=True):
             if isinstance(result, Exception):
                 outcome.failures.append(failure_of(item, result))
-            elif isinstance(result, BaseException):
+                continue
+            if isinstance(result, BaseException):
                 outcome.failures.append(Failure(item, result, error_text(result)))
-            else:
-                outputs, filtered = result
-                if filtered and not routed:
-                    outcome.filtered += 1
-                outcome.outputs.extend(outputs)
-                outcome.routed.extend(routed)
+                continue
+            outputs, filtered = result
+            if per_item:  # a refusal fails this item's attempt only (it is retried)
+                try:
+                    outcome.finished += self.route_item(chunk.run, outputs, routed)
+                except QueueRejected as exc:
+                    outcome.failures.append(rejected_failure(item, exc))
+                    continue
+                except QueueAbandoned:
+                    pass  # drain deadline: the receiving side dead-lettered what it held
+            if filtered and not routed:
+                outcome.filtered += 1
+            outcome.outputs.extend(outputs)
+            outcome.routed.extend(routed)
         try:
             self.complete(chunk, outcome, cell)
         finally:

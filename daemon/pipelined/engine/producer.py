@@ -24,7 +24,7 @@ from pipelined.engine.queues import QueueAbandoned, QueueRejected
 from pipelined.engine.retry import backoff_delay
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
-from pipelined.engine.stage import StageServices
+from pipelined.engine.stage import REJECTED_TEXT, StageServices
 from pipelined.errors import StartError
 from pipelined.logs import enter_log_context, exit_log_context
 from pipelined.spec import StageSpec
@@ -259,18 +259,28 @@ class ProducerStage:
         n = len(buf)
         cell.items_out += n
         run.settle(produced=n)
+        if n > 1 and target.may_reject():
+            # a full "reject" queue refuses a whole chunk: offer the items one by one, so the
+            # queue takes what it has room for and a chunk larger than the queue still goes in
+            for item in buf:
+                self._send(run, [item], target)
+        else:
+            self._send(run, buf, target)
+
+    def _send(self, run: Run, items: list[Any], target: Target) -> None:
+        """Send, retrying a refusal with backoff up to max_retries (then dead-lettered)."""
         attempt = 0
         while True:
             try:
-                finished = target.send(run, buf)
+                finished = target.send(run, items)
                 break
             except QueueAbandoned:
                 return
             except QueueRejected as exc:
                 attempt += 1
-                if attempt > self.spec.max_retries or self.stopping:
-                    text = f"QueueRejected: the queue of stage {exc} is full (on_full = reject)"
-                    self.services.dead_letter(self.name, run, buf, attempt, exc, text=text, entered=False)
+                if attempt > self.spec.max_retries:
+                    text = REJECTED_TEXT.format(exc)
+                    self.services.dead_letter(self.name, run, items, attempt, exc, text=text, entered=False)
                     return
                 time.sleep(backoff_delay(self.spec.retry_backoff, attempt))
         if finished:

@@ -280,6 +280,9 @@ class PipelineRuntime:
             return self._runs_cond.wait_for(lambda: not self._runs, max(0.0, deadline - time.monotonic()))
 
     # -- services for stages ----------------------------------------------------------------
+    def has_rejecting_queue(self) -> bool:
+        return any(q.on_full == "reject" for q in self.queues.values())
+
     def target_for(self, stage: str) -> Target:
         target = self._targets.get(stage)
         if target is None:

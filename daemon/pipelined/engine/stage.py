@@ -66,9 +66,20 @@ class StageServices(Protocol):
         *,
         text: str | None = None,
         held: int = 0,
+        entered: bool = True,
     ) -> None: ...
 
     def record_latency(self, stage: str, enqueued_at: float, n: int) -> None: ...
+
+    def has_rejecting_queue(self) -> bool: ...
+
+
+REJECTED_TEXT = "QueueRejected: the queue of stage {} is full (on_full = reject)"
+
+
+def rejected_failure(item: Any, exc: QueueRejected) -> Failure:
+    """An item whose results a full `on_full = "reject"` queue refused: that attempt failed."""
+    return Failure(item, exc, REJECTED_TEXT.format(exc))
 
 
 class StageBase:
@@ -113,6 +124,14 @@ class StageBase:
             return held
 
     # -- routing ----------------------------------------------------------------------------
+    def routes_per_item(self, wants_ctx: bool) -> bool:
+        """Route each item's results on their own (so a refusal fails just that item's attempt)
+        when the downstream may refuse them (`on_full = "reject"`), or when the callable can
+        `ctx.emit_to` and some queue of the pipeline may refuse."""
+        if self.target.may_reject() and not self.is_consumer:
+            return True
+        return wants_ctx and self.services.has_rejecting_queue()
+
     def emit_to_checker(self, stage: str, item: Any) -> None:
         """ctx.emit_to sink used while calling: only checks the target exists."""
         self.services.target_for(stage)
@@ -159,7 +178,11 @@ class StageBase:
     def _send_to(self, run: Run, stage: str, value: Any) -> int:
         try:
             return self.services.target_for(stage).send(run, [value])
-        except (QueueAbandoned, QueueRejected):
+        except QueueAbandoned:
+            return 0
+        except QueueRejected as exc:  # not routed per item (see routes_per_item): never lost
+            text = REJECTED_TEXT.format(exc)
+            self.services.dead_letter(self.name, run, [value], 1, exc, text=text, entered=False)
             return 0
 
     def _failed(self, chunk: Chunk, failures: list[Failure]) -> None:

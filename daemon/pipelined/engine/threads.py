@@ -21,7 +21,7 @@ from pipelined.engine.invoke import Invoker
 from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
-from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of
+from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of, rejected_failure
 from pipelined.errors import StartError
 from pipelined.logs import enter_log_context, exit_log_context
 from pipelined.spec import StageSpec
@@ -52,7 +52,7 @@ class ThreadStage(StageBase):
         self.make_invoker = make_invoker
         self._exclusive = threading.Lock() if workers == 1 else None
         self._inline: tuple[Invoker, Callable[[Any], Any] | None, CounterCell] | None = None
-        self._per_item = target.may_reject() and not self.is_consumer
+        self._per_item = self.routes_per_item(make_invoker().wants_ctx)
         self.per_item_s: float | None = None  # moving average of time per item in the callable
         self._threads: list[threading.Thread] = []
         self._started = 0
@@ -234,8 +234,7 @@ class ThreadStage(StageBase):
                 if per_item:
                     outcome.finished += self.route_item(run, outputs, routed)
             except QueueRejected as exc:
-                text = f"QueueRejected: the queue of stage {exc} is full (on_full = reject)"
-                outcome.failures.append(Failure(item, exc, text))
+                outcome.failures.append(rejected_failure(item, exc))
                 continue
             except Exception as exc:
                 outcome.failures.append(failure_of(item, exc))
