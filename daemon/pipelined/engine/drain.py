@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pipelined.engine")
 
-AFTER_DEADLINE_S = 2.0  # how long stuck workers get after the deadline before drained anyway
+AFTER_DEADLINE_S = 2.0  # how long runs get to settle after the deadline's dead letters
+STUCK_WORKERS_S = 0.25  # how long workers still inside user code get after the deadline
+WAIT_GRACE_S = 1.0  # a waiter whose timeout ends at the deadline also sees the deadline's outcome
 
 
 class Drainer:
@@ -35,7 +37,15 @@ class Drainer:
         self._thread.start()
 
     def wait(self, timeout: float | None) -> bool:
-        return self._done.wait(timeout)
+        """True once drained. A caller that waits until (about) the deadline — `?wait=true`
+        with the default timeout, the pipeline's drain_timeout — also gets the moment the
+        drain needs to dead-letter what is left then, so it sees `drained`, not a timeout."""
+        began = time.monotonic()
+        if self._done.wait(timeout):
+            return True
+        if timeout is not None and began + timeout >= self.deadline - 0.1:
+            return self._done.wait(max(0.0, self.deadline - time.monotonic()) + WAIT_GRACE_S)
+        return False
 
     def _run(self) -> None:
         rt = self.runtime
@@ -43,10 +53,13 @@ class Drainer:
             for producer in rt.producers.values():
                 for run in producer.stop():
                     run.source_finished(cancelled=True)
-            if not rt.wait_runs_ended(self.deadline):
+            if rt.wait_runs_ended(self.deadline):
+                self._stop_workers(self.deadline + AFTER_DEADLINE_S)
+            else:
                 self._abandon()
                 rt.wait_runs_ended(time.monotonic() + AFTER_DEADLINE_S)
-            self._stop_workers(max(self.deadline, time.monotonic()) + AFTER_DEADLINE_S)
+                # whatever a worker still computes is discarded: do not wait long for it
+                self._stop_workers(time.monotonic() + STUCK_WORKERS_S)
         except Exception:
             log.exception("drain failed", extra={"pipeline": rt.spec.name})
         finally:
