@@ -16,8 +16,9 @@ class PipelineBook:
     def __init__(self, name: str, state_dir: Path | str | None) -> None:
         self.name = name
         self.state_dir = None if state_dir is None else Path(state_dir)
-        self.runs = RunTracker(name)
         self.dead_letters = DeadLetterStore(name, self.state_dir)
+        # run ids never repeat one that a dead letter from before a restart names
+        self.runs = RunTracker(name, first=self.dead_letters.highest_run_number() + 1)
         self._counters: dict[str, StageCounters] = {}
         self._lock = threading.Lock()
 

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from pipelined.engine.runs import utc_now_iso
+from pipelined.engine.runs import RUN_PREFIX, utc_now_iso
 
 log = logging.getLogger("pipelined.engine")
 
@@ -105,6 +105,16 @@ class DeadLetterStore:
         """Newest first, at most `limit`."""
         with self._lock:
             return list(itertools.islice(reversed(self._letters), max(0, limit)))
+
+    def highest_run_number(self) -> int:
+        """The largest N of the run ids `r-N` the stored letters name (0 if none)."""
+        highest = 0
+        with self._lock:
+            for letter in self._letters:
+                run = letter.get("run") if isinstance(letter, dict) else None
+                if isinstance(run, str) and run.startswith(RUN_PREFIX) and run[len(RUN_PREFIX):].isdigit():
+                    highest = max(highest, int(run[len(RUN_PREFIX):]))
+        return highest
 
     def __len__(self) -> int:
         return len(self._letters)

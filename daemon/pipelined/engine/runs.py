@@ -23,6 +23,7 @@ from typing import Any, Protocol
 from pipelined.errors import NotFound
 
 RUNS_KEPT = 1000
+RUN_PREFIX = "r-"
 
 
 def utc_now_iso() -> str:
@@ -159,11 +160,11 @@ class Run:
 class RunTracker:
     """Run ids and history of one pipeline (lives in its PipelineBook, across versions)."""
 
-    def __init__(self, pipeline: str, keep: int = RUNS_KEPT) -> None:
+    def __init__(self, pipeline: str, keep: int = RUNS_KEPT, first: int = 1) -> None:
         self.pipeline = pipeline
         self.keep = keep
         self._lock = threading.Lock()
-        self._next = 1
+        self._next = max(1, first)
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self.started = 0
         self.completed = 0
@@ -172,7 +173,7 @@ class RunTracker:
 
     def new_run(self, stage: str, listener: RunListener | None) -> Run:
         with self._lock:
-            run_id = f"r-{self._next:06d}"
+            run_id = f"{RUN_PREFIX}{self._next:06d}"
             self._next += 1
             run = Run(run_id, self.pipeline, stage, listener)
             self._runs[run_id] = run
