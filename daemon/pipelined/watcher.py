@@ -72,6 +72,7 @@ class ConfWatcher:
             self._watching = self._existing()
             if not self._watching:
                 self.ready.set()
+                first = False  # a conf dir created later may arrive with files in it: re-scan then
                 self._wake.wait(RETRY_SECONDS)
                 continue
             try:

@@ -198,3 +198,17 @@ def test_reverting_a_failed_edit_leaves_the_running_version_alone(daemon: Daemon
     assert after["state"] == "running" and after["error"] is None and after["last_reload"]["ok"] is True
     assert after["loaded_at"] == before["loaded_at"] and after["version"] == before["version"]  # not restarted
     assert daemon.stop() == 0
+
+
+def test_a_conf_dir_created_after_start_is_loaded_by_the_watcher(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon(watch=True)
+    daemon.write_module("auditstages", STAGES)
+    daemon.conf_dir.rmdir()
+    daemon.start()
+    assert daemon.client.get("/pipelines").json() == []
+    staged = daemon.base_dir / "staged"
+    staged.mkdir()
+    (staged / "noisy.toml").write_text(NOISY)
+    staged.rename(daemon.conf_dir)  # the directory appears with its file already in it
+    daemon.wait_state("noisy", "running")
+    assert daemon.stop() == 0
