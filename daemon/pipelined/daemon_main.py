@@ -103,11 +103,19 @@ class Daemon:
         return ConfWatcher(self._watched_directories, lambda _paths: self.supervisor.request_reload("watcher"))
 
     def _watched_directories(self) -> list[Path]:
+        from pipelined.reload import declared_code_dirs
+
         dirs = {self.settings.daemon.conf_dir}
         with self.supervisor.slots_lock:
-            for slot in self.supervisor.slots.values():
-                if slot.version is not None:
-                    dirs.update(slot.version.spec.python_path)
+            slots = list(self.supervisor.slots.values())
+        for slot in slots:
+            if slot.version is not None:
+                dirs.update(slot.version.spec.python_path)
+            else:  # failed at load: fixing its code (e.g. adding the missing function) reloads it too
+                try:
+                    dirs.update(declared_code_dirs(slot.path, slot.path.read_bytes()))
+                except OSError:
+                    continue
         return sorted(dirs)
 
     def _after_reload(self, _supervisor: Any) -> None:

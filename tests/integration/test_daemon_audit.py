@@ -212,3 +212,17 @@ def test_a_conf_dir_created_after_start_is_loaded_by_the_watcher(make_daemon: Ca
     staged.rename(daemon.conf_dir)  # the directory appears with its file already in it
     daemon.wait_state("noisy", "running")
     assert daemon.stop() == 0
+
+
+def test_fixing_the_code_of_a_pipeline_that_failed_to_load_starts_it(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon(watch=True)
+    code = daemon.base_dir / "code"
+    code.mkdir()
+    (code / "auditstages.py").write_text(STAGES.replace("def sink(", "def not_sink_yet("))
+    daemon.write_pipeline("noisy", 'python_path = ["../code"]\n' + NOISY)
+    daemon.start()
+    assert daemon.pipeline("noisy")["state"] == "failed"
+    (code / "auditstages.py").write_text(STAGES)  # the missing function is there now
+    daemon.wait_state("noisy", "running")
+    assert daemon.pipeline("noisy")["error"] is None
+    assert daemon.stop() == 0
