@@ -358,7 +358,7 @@ class Supervisor(PipelineQueries):
 def freeze_startup_objects() -> None:
     """Once, after the first apply: collect, then move every object alive now (Litestar, uvicorn,
     the first versions' code) out of the collector's reach, so full collections stop rescanning
-    them (docs/performance-workers.md). They are still freed by reference counting; only garbage
+    them (docs/performance.md). They are still freed by reference counting; only garbage
     cycles among them (e.g. the modules of a first version that a reload replaces) are kept."""
     gc.collect()
     gc.freeze()
