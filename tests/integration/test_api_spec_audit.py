@@ -25,6 +25,24 @@ def inc(x):
 def sink(x):
     pass
 
+def _fails_once(x, dir, tag):
+    import pathlib
+
+    marker = pathlib.Path(dir) / f"{tag}-{x}"
+    if not marker.exists():
+        marker.touch()
+        raise ValueError(f"first attempt of {x}")
+    return x
+
+
+def flaky(x, dir, tag):
+    return _fails_once(x, dir, tag)
+
+
+async def aflaky(x, dir, tag):
+    return _fails_once(x, dir, tag)
+
+
 class BadSetup:
     def setup(self):
         raise RuntimeError("no database")
@@ -97,6 +115,40 @@ kind = "consumer"
 call = "auditstages:sink"
 """
 
+# every item fails its first attempt at each stage (threads, processes, async), then succeeds
+FLAKY = """
+max_retries = 3
+retry_backoff = "1ms"
+
+[[stage]]
+name = "src"
+kind = "producer"
+call = "auditstages:produce"
+auto_start = false
+args = {{ n = 4 }}
+
+[[stage]]
+name = "t"
+call = "auditstages:flaky"
+args = {{ dir = "{dir}", tag = "t" }}
+
+[[stage]]
+name = "p"
+call = "auditstages:flaky"
+processes = 1
+args = {{ dir = "{dir}", tag = "p" }}
+
+[[stage]]
+name = "a"
+call = "auditstages:aflaky"
+args = {{ dir = "{dir}", tag = "a" }}
+
+[[stage]]
+name = "sink"
+kind = "consumer"
+call = "auditstages:sink"
+"""
+
 ISO_UTC_MICROS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 
 
@@ -104,7 +156,9 @@ ISO_UTC_MICROS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 def audit_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     daemon = DaemonProcess(tmp_path_factory.mktemp("audit"), settings="[api]\nconfig_write = true\n")
     daemon.write_module("auditstages", STAGES)
-    for name, text in (("flow", FLOW), ("off", OFF), ("nostart", NOSTART)):
+    markers = daemon.base_dir / "markers"
+    markers.mkdir()
+    for name, text in (("flow", FLOW), ("off", OFF), ("nostart", NOSTART), ("flaky", FLAKY.format(dir=markers))):
         daemon.write_pipeline(name, text)
     daemon.start()
     try:
@@ -210,3 +264,16 @@ def test_utilization_covers_the_last_60_s_even_when_nobody_reads_stats(monkeypat
     idle = meter.row(0, 10, 1, 0)
     assert idle["utilization"] == 0.0 and idle["throughput_per_s"] == 0.0
     assert stats._SAMPLER._thread is not None and stats._SAMPLER._thread.is_alive()
+
+
+def test_items_in_counts_each_item_once_whatever_its_retries(api: httpx.Client) -> None:
+    # api.md's example: items_in 1000 = items_out 998 + 2 dead-lettered, with 7 retries besides
+    run = ok(api.post("/pipelines/flaky/stages/src/trigger?wait=true&timeout=60"))
+    assert run["state"] == "completed" and run["items"]["finished"] == 4, run
+    rows = ok(api.get("/pipelines/flaky/stats"))["stages"]
+    assert rows["src"]["items_in"] == 0 and rows["src"]["items_out"] == 4
+    for stage in ("t", "p", "a"):  # threads, worker processes, async
+        row = rows[stage]
+        counts = (row["items_in"], row["items_out"], row["items_failed"], row["items_retried"])
+        assert counts == (4, 4, 4, 4), (stage, row)
+        assert row["items_dead_lettered"] == 0

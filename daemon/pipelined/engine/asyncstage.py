@@ -126,9 +126,10 @@ class AsyncStage(StageBase):
         assert cell is not None
         items = chunk.items
         n = len(items)
-        cell.items_in += n
-        if chunk.attempts:
+        if chunk.attempts:  # a retry: counted once in items_in, when it was first taken
             cell.items_retried += n
+        else:
+            cell.items_in += n
         run_id = chunk.run.id
         enter_log_context(self.services.spec.name, self.name, run_id)  # this task only: user code's log lines
         outcome = Outcome()

@@ -114,9 +114,10 @@ class ProcessStageRunner(StageBase):
 
     def _process(self, chunk: Chunk, cell: CounterCell) -> None:
         items = chunk.items
-        cell.items_in += len(items)
-        if chunk.attempts:
+        if chunk.attempts:  # a retry: counted once in items_in, when it was first taken
             cell.items_retried += len(items)
+        else:
+            cell.items_in += len(items)
         began = cell.begin()
         outcome = Outcome()
         try:

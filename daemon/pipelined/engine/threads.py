@@ -169,9 +169,10 @@ class ThreadStage(StageBase):
         """Call the chunk and complete it; True when the call killed the thread."""
         self.hold(chunk)
         n = len(chunk.items)
-        cell.items_in += n
-        if chunk.attempts:
+        if chunk.attempts:  # a retry: counted once in items_in, when it was first taken
             cell.items_retried += n
+        else:
+            cell.items_in += n
         began = cell.begin()
         outcome = Outcome()
         logged = enter_log_context(self.services.spec.name, self.name, chunk.run.id)  # user code's log lines
@@ -254,7 +255,11 @@ class ThreadStage(StageBase):
         log.error("worker thread died: %s; replacing it", error_text(exc), extra=extra)
         items = chunk.items
         rest = items[index + 1 :]
-        if rest:
+        if rest:  # not called: they are taken (and counted) again
+            if chunk.attempts:
+                cell.items_retried -= len(rest)
+            else:
+                cell.items_in -= len(rest)
             self.queue.put(Chunk(chunk.run, rest, chunk.attempts), force=True)
         chunk.items = items[: index + 1]
         outcome.failures.append(Failure(items[index], exc, error_text(exc)))

@@ -23,7 +23,7 @@ def test_retry_then_success_does_not_stall_other_items() -> None:
         assert sorted(fns.COLLECTED["retry-ok-out"]) == list(range(20))
         row = rt.stats()["stages"]["flaky"]
         assert row["items_failed"] == 40 and row["items_retried"] == 40
-        assert row["items_in"] == 60 and row["items_dead_lettered"] == 0
+        assert row["items_in"] == 20 and row["items_dead_lettered"] == 0  # retries are not new items
         assert rt.book.dead_letters.list() == []
 
 
@@ -144,6 +144,20 @@ def test_dead_thread_is_replaced_and_its_item_retried() -> None:
         assert sorted(fns.COLLECTED["death-out"]) == [0, 1, 2, 3, 4]
         assert rt.stats()["stages"]["mortal"]["items_failed"] == 1
         assert wait_for(lambda: rt.stages["mortal"].live_workers() == 1)
+
+
+def test_items_after_the_one_that_killed_the_thread_are_taken_once() -> None:
+    spec = pipeline(
+        stage("mortal", call="die_once", args={"key": "death-chunk"}, retry_backoff=0.01),
+        stage("sink", "consumer", "collect", args={"key": "death-chunk-out"}),
+    )
+    with running(spec) as rt:
+        run = finished_run(rt, rt.trigger("mortal", items=[0, 1, 2, 3, 4]))  # one chunk
+        assert run["state"] == "completed"
+        assert sorted(fns.COLLECTED["death-chunk-out"]) == [0, 1, 2, 3, 4]
+        row = rt.stats()["stages"]["mortal"]
+        # 5 items (a retry is not a new item); 3 and 4 went back to the queue uncalled, counted once
+        assert (row["items_in"], row["items_failed"], row["items_retried"]) == (5, 1, 1)
 
 
 def test_setup_failure_is_a_start_error_naming_the_stage() -> None:
