@@ -138,13 +138,15 @@ class Daemon:
 
     def run(self) -> int:
         from pipelined.api_server import CannotListen
+        from pipelined.logs import logs_to_stderr
 
         self.supervisor.install_signal_handlers()
         try:
             self.server.start()
         except CannotListen as exc:
             log.error("%s", exc)
-            print(f"pipelined: {exc}", file=sys.stderr)
+            if not logs_to_stderr():  # journal: say it on the terminal too (once: json stays json)
+                print(f"pipelined: {exc}", file=sys.stderr)
             return EXIT_LISTEN
         if self.watcher is not None:
             self.watcher.start()

@@ -177,6 +177,14 @@ def make_handler(log_format: str) -> logging.Handler:
     return handler
 
 
+def logs_to_stderr() -> bool:
+    """True when the root logger writes to stderr (text or json), not to the journal."""
+    return any(
+        isinstance(h, logging.StreamHandler) and getattr(h, "stream", None) is sys.stderr
+        for h in logging.getLogger().handlers
+    )
+
+
 def configure_logging(level: str = "info", log_format: str = "auto") -> str:
     """Replace the root handlers with one for `log_format`; returns the format in use."""
     resolved = resolve_format(log_format)

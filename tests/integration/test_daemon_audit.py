@@ -226,3 +226,15 @@ def test_fixing_the_code_of_a_pipeline_that_failed_to_load_starts_it(make_daemon
     daemon.wait_state("noisy", "running")
     assert daemon.pipeline("noisy")["error"] is None
     assert daemon.stop() == 0
+
+
+def test_cannot_listen_in_json_format_exits_3_with_only_json_lines(make_daemon: Callable[..., DaemonProcess]) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        daemon = make_daemon(listen=f"127.0.0.1:{port}", log_format="json")
+        daemon.start(wait=None)
+        assert daemon.wait_exit(20) == 3
+    entries = [orjson.loads(line) for line in daemon.logs().splitlines()]
+    assert [e["message"] for e in entries if e["logger"] == "pipelined.daemon"] == [f"cannot listen on 127.0.0.1:{port}"]
