@@ -177,6 +177,18 @@ def make_handler(log_format: str) -> logging.Handler:
     return handler
 
 
+def preformatted_line(message: str, level: int = logging.WARNING, name: str = "pipelined") -> bytes:
+    """`message` as the stderr handler would write it (for a signal handler: formatting takes no
+    lock, and the caller writes it with `os.write`)."""
+    record = logging.LogRecord(name, level, __file__, 0, message, None, None)
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and getattr(handler, "stream", None) is sys.stderr:
+            for name_ in CONTEXT_FIELDS:
+                setattr(record, name_, None)
+            return (handler.format(record) + "\n").encode()
+    return f"pipelined: {message}\n".encode()
+
+
 def logs_to_stderr() -> bool:
     """True when the root logger writes to stderr (text or json), not to the journal."""
     return any(

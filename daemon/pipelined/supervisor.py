@@ -24,6 +24,7 @@ from typing import Any
 
 from pipelined import reload as reloading
 from pipelined.errors import Unavailable
+from pipelined.logs import preformatted_line
 from pipelined.notify import Notifier
 from pipelined.pipeline_slot import PipelineSlot
 from pipelined.reload import ReloadResult
@@ -87,7 +88,7 @@ class Supervisor(PipelineQueries):
 
         def on_term(signum: int, frame: Any) -> None:
             if signum == signal.SIGINT and self._stopping:
-                os.write(2, b"pipelined: second SIGINT, exiting now\n")
+                os.write(2, preformatted_line("second SIGINT: exiting now (130) without finishing the drain"))
                 os._exit(130)
             self.request_stop(signal.Signals(signum).name)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import signal
 import socket
 import subprocess
 import sys
@@ -39,6 +40,11 @@ def noisy(x):
 
 def sink(x):
     pass
+
+
+def stuck(x):
+    time.sleep(30)
+    return x
 
 
 class SlowStart:
@@ -238,3 +244,18 @@ def test_cannot_listen_in_json_format_exits_3_with_only_json_lines(make_daemon: 
         assert daemon.wait_exit(20) == 3
     entries = [orjson.loads(line) for line in daemon.logs().splitlines()]
     assert [e["message"] for e in entries if e["logger"] == "pipelined.daemon"] == [f"cannot listen on 127.0.0.1:{port}"]
+
+
+def test_second_sigint_exits_130_and_json_logs_stay_json(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon(log_format="json")
+    daemon.write_module("auditstages", STAGES)
+    daemon.write_pipeline("stuck", 'drain_timeout = "60s"\n[[stage]]\nname = "work"\ncall = "auditstages:stuck"\n'
+                          '[[stage]]\nname = "out"\nkind = "consumer"\ncall = "auditstages:sink"\n')  # fmt: skip
+    daemon.start()
+    assert daemon.client.post("/pipelines/stuck/stages/work/trigger", json={"items": [1]}).status_code == 202
+    daemon.wait_for(lambda: daemon.client.get("/pipelines/stuck/stats").json()["stages"]["work"]["busy"] == 1)
+    daemon.send_signal(signal.SIGINT)
+    daemon.wait_for(lambda: daemon.client.get("/health").status_code == 503, what="/health 503")
+    assert daemon.stop(sig=signal.SIGINT, timeout=10) == 130
+    entries = [orjson.loads(line) for line in daemon.logs().splitlines()]
+    assert any(e["message"].startswith("second SIGINT") for e in entries)
