@@ -160,6 +160,13 @@ PIPELINES = {
         + stage("gate", "slow", 'queue_size = 2\non_full = "reject"\nto = ["out"]')
         + SINK
     ),
+    "reject-emit-to-process": (
+        'max_retries = 100\nretry_backoff = "5ms"\n'
+        + producer("listed", "{ n = 20 }")
+        + stage("r", "emit_to_gate", 'to = ["out"]\nprocesses = 1')
+        + stage("gate", "slow", 'queue_size = 2\non_full = "reject"\nto = ["out"]')
+        + SINK
+    ),
     "batches": producer("gen", "{ n = 7 }") + ACCUMULATOR + stage("out", "record", 'args = { tag = "batch" }', "consumer"),
     "nested": (
         producer("gen", "{ n = 4 }")
@@ -325,7 +332,12 @@ def test_drop_oldest_dead_letters_dropped_items(rt_daemon: DaemonProcess) -> Non
 
 @pytest.mark.parametrize(
     ("pipeline", "n", "sender"),
-    [("reject-producer", 60, "src"), ("reject-async", 20, "a"), ("reject-emit-to", 20, "r")],
+    [
+        ("reject-producer", 60, "src"),
+        ("reject-async", 20, "a"),
+        ("reject-emit-to", 20, "r"),
+        ("reject-emit-to-process", 20, "r"),
+    ],
 )
 def test_reject_fails_the_senders_attempt_and_it_is_retried(
     rt_daemon: DaemonProcess, pipeline: str, n: int, sender: str

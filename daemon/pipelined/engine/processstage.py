@@ -43,7 +43,7 @@ class ProcessStageRunner(StageBase):
         super().__init__(services, spec, queue, target, counters, processes)
         self.pool: Any = None
         self._threads: list[threading.Thread] = []
-        self._per_item = target.may_reject() and not self.is_consumer
+        self._per_item = self.routes_per_item(True)  # ctx.emit_to may aim at any queue
         self.per_item_s: float | None = None  # moving average of a call's time per item
 
     def start(self) -> None:
