@@ -10,7 +10,9 @@ a bool. A nested pipeline is a node with `"kind": "pipeline"` and
 (its entrance) and `exit -> N` (its exit); the parent's edges end at `N`.
 
 Mermaid and DOT draw a nested pipeline as a subgraph/cluster holding its stages plus two small
-`in`/`out` nodes: edges to `N` end at its `in`, edges from `N` start at its `out`. Node ids are
+`in`/`out` nodes: edges to `N` end at its `in`, edges from `N` start at its `out`. A Mermaid
+subgraph title is one line (`N · pipeline · mode`): Mermaid leaves room for one, a second line
+is drawn over the stages. Node ids are
 prefixed and escaped (`st_`, `in_`, `ex_`, `sg_` in Mermaid; `s:`, `i:`, `o:` in DOT) so stage
 names such as `end` or `a-b` never clash with the syntax.
 """
@@ -144,15 +146,18 @@ def _endpoints(graph: Graph, edge: Edge) -> tuple[tuple[str, str], tuple[str, st
 
 def _mermaid_level(graph: Graph, allocation: Allocation, parent: str | None, indent: str) -> Iterator[str]:
     for node in graph.children(parent):
-        label = f"{_mermaid_text(node.id)}<br/>{_mermaid_text(_workers(node, allocation))}"
         if node.kind == "pipeline":
-            yield f'{indent}subgraph {mermaid_id(node.id, "sg")} ["{label}"]'
+            # one line: Mermaid reserves a single text line for a subgraph title, a second one is
+            # drawn over the stages inside it
+            title = _mermaid_text(f"{node.id} · {_workers(node, allocation)}")
+            yield f'{indent}subgraph {mermaid_id(node.id, "sg")} ["{title}"]'
             yield f"{indent}  direction LR"
             yield f'{indent}  {mermaid_id(node.id, "in")}(("in"))'
             yield from _mermaid_level(graph, allocation, node.id, indent + "  ")
             yield f'{indent}  {mermaid_id(node.id, "ex")}(("out"))'
             yield f"{indent}end"
         else:
+            label = f"{_mermaid_text(node.id)}<br/>{_mermaid_text(_workers(node, allocation))}"
             opening, closing = _MERMAID_SHAPES.get(node.kind, ('["', '"]'))
             yield f"{indent}{mermaid_id(node.id)}{opening}{label}{closing}"
 

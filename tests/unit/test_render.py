@@ -164,6 +164,8 @@ def parse_mermaid(text: str) -> tuple[dict[str, str], list[tuple[str, str, str |
     for raw in lines[1:]:
         line = raw.strip()
         if m := SUBGRAPH.match(line):
+            # Mermaid lays a subgraph out with room for one title line: a second would cover stages
+            assert "<br" not in m["label"], f"multi-line subgraph title: {raw!r}"
             open_subgraphs.append(m["id"])
             subgraphs.append(m["id"])
         elif line == "end":
@@ -206,7 +208,9 @@ def test_mermaid_labels_shapes_and_ids() -> None:
     assert 'st_batch{{"batch<br/>accumulator"}}' in text
     assert 'st_store[("store<br/>consumer · 1 thread")]' in text
     nested = render_mermaid(*graph_and_allocation(NESTED))
-    assert "st_end[" in nested and f"subgraph {mermaid_id('fan-out', 'sg')} [" in nested
+    assert "st_end[" in nested
+    assert f'subgraph {mermaid_id("fan-out", "sg")} ["fan-out · pipeline · parallel"]' in nested
+    assert f'subgraph {mermaid_id("deep", "sg")} ["deep · pipeline · sequential"]' in nested
     assert f"{mermaid_id('fan-out', 'in')} -->|weighted 3| st_geo" in nested
     assert f"{mermaid_id('fan-out', 'ex')} -->|round_robin| {mermaid_id('s-1')}" in nested
     assert "-->|broadcast|" in render_mermaid(*graph_and_allocation(BROADCAST))
