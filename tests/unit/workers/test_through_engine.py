@@ -11,6 +11,7 @@ import pytest
 from pipelined.engine import PipelineBook, PipelineRuntime
 from pipelined.graph import build_graph
 from pipelined.spec import PipelineSpec, StageSpec
+from pipelined.workers.batch_outcomes import BatchOutcomes
 
 from .conftest import USERLAND, new_children
 
@@ -70,12 +71,22 @@ def test_batches_taken_in_bulk_keep_outputs_filtered_counts_and_failures(tmp_pat
     runtime = PipelineRuntime(spec, build_graph(spec).graph, None, PipelineBook(spec.name, tmp_path))
     runtime.start()
     wstages = sys.modules["wstages"]
+    pool = runtime.stages["work"].pool
+    replies: list[Any] = []
+    process = pool.process
+
+    def recording(run_id: str | None, items: list[Any]) -> Any:
+        replies.append(process(run_id, items))
+        return replies[-1]
+
+    pool.process = recording
     try:
         wstages.COLLECTED.clear()
         values = list(range(3000))
         run = _run(runtime, values)
         assert run["state"] == "completed", run
         assert sorted(wstages.COLLECTED) == list(range(0, 3000, 2))
+        assert replies and all(isinstance(r, BatchOutcomes) and r._made is None for r in replies)
         assert run["items"]["filtered"] == 1500 and run["items"]["finished"] == 1500
         row = runtime.stats()["stages"]["work"]
         assert (row["items_in"], row["items_out"], row["items_failed"]) == (3000, 1500, 0)
