@@ -89,6 +89,11 @@ def before_run(run):
     note(ev="before_run", run=run["run"], state=run["state"])
 def after_run(run):
     note(ev="after_run", run=run["run"], state=run["state"])
+async def nap(x):
+    note(ev="nap", phase="start", x=x, t=time.time())
+    await asyncio.sleep(x)
+    note(ev="nap", phase="end", x=x, t=time.time())
+    return x
 def raise_hook(*args):
     raise RuntimeError("hook broke")
 '''
@@ -167,6 +172,7 @@ PIPELINES = {
         + stage("gate", "slow", 'queue_size = 2\non_full = "reject"\nto = ["out"]')
         + SINK
     ),
+    "async-slots": stage("a", "nap", "threads = 3") + SINK,
     "batches": producer("gen", "{ n = 7 }") + ACCUMULATOR + stage("out", "record", 'args = { tag = "batch" }', "consumer"),
     "nested": (
         producer("gen", "{ n = 4 }")
@@ -351,6 +357,22 @@ def test_reject_fails_the_senders_attempt_and_it_is_retried(
     if sender != "src":
         assert rows[sender]["items_failed"] == rows[sender]["items_retried"] > 0
     assert rows["out"]["items_in"] >= n
+
+
+def test_async_stage_keeps_threads_coroutines_running(rt_daemon: DaemonProcess) -> None:
+    # one slow item among fast ones: its chunk-mates free their slots as they finish
+    run = run_and_wait(rt_daemon, "async-slots", "a", {"items": [0.6] + [0.1] * 8})
+    assert run["state"] == "completed" and run["items"]["finished"] == 9
+    naps = events(rt_daemon, "nap")
+    slow_end = next(e["t"] for e in naps if e["phase"] == "end" and e["x"] == 0.6)
+    first_fast_end = min(e["t"] for e in naps if e["phase"] == "end" and e["x"] == 0.1)
+    # regression: a chunk's slots were freed only when all of it was done (after the slow one)
+    assert sum(1 for e in naps if e["phase"] == "start" and first_fast_end <= e["t"] < slow_end) >= 2
+    running = max_running = 0
+    for e in sorted(naps, key=lambda e: (e["t"], e["phase"] == "start")):
+        running += 1 if e["phase"] == "start" else -1
+        max_running = max(max_running, running)
+    assert max_running == 3
 
 
 # -- accumulators and nested pipelines ------------------------------------------------------------

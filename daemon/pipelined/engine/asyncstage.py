@@ -142,10 +142,15 @@ class AsyncStage(StageBase):
 
             return sink
 
-        began = time.perf_counter()
-        calls = [self.invoker.acall_item(item, run_id, sink_for(i)) for i, item in enumerate(items)]
-        results = await asyncio.gather(*calls, return_exceptions=True)
-        cell.busy_seconds += (time.perf_counter() - began) * n
+        async def call(index: int, item: Any) -> tuple[list[Any], bool]:
+            began = time.perf_counter()
+            try:
+                return await self.invoker.acall_item(item, run_id, sink_for(index))
+            finally:  # its slot is free now: a slow item never holds back its chunk's others
+                cell.busy_seconds += time.perf_counter() - began
+                self._release_slots(1)
+
+        results = await asyncio.gather(*(call(i, item) for i, item in enumerate(items)), return_exceptions=True)
         per_item = outcome.routed_already = self._per_item
         for item, result, routed in zip(items, results, routed_per_item, strict=True):
             if isinstance(result, Exception):
@@ -167,9 +172,9 @@ class AsyncStage(StageBase):
                 outcome.filtered += 1
             outcome.outputs.extend(outputs)
             outcome.routed.extend(routed)
-        try:
-            self.complete(chunk, outcome, cell)
-        finally:
-            with self._free_cond:
-                self._free += n
-                self._free_cond.notify()
+        self.complete(chunk, outcome, cell)
+
+    def _release_slots(self, n: int) -> None:
+        with self._free_cond:
+            self._free += n
+            self._free_cond.notify()
