@@ -241,6 +241,10 @@ class Supervisor(PipelineQueries):
         self._announce_reloading()  # a watcher event that changes something
         fresh = sorted((ready for ready, is_new in prepared if is_new), key=lambda ready: ready.name)
         changed = [ready for ready, is_new in prepared if not is_new]
+        with self.slots_lock:  # listed at once (state "starting") while they wait their turn
+            for ready in fresh:
+                if ready.name not in self.slots:
+                    self.slots[ready.name] = self._new_slot(ready)
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(changed) + len(removed))),
                                 thread_name_prefix="pipelined-apply") as pool:  # fmt: skip
             removals = {pool.submit(reloading.remove, slot): slot for slot in removed}
@@ -279,7 +283,10 @@ class Supervisor(PipelineQueries):
         from pipelined.engine.book import PipelineBook
 
         book = PipelineBook(ready.name, self.settings.daemon.state_dir)
-        return PipelineSlot(ready.name, ready.path, book, self.budget, self.settings.daemon.drain_timeout)
+        slot = PipelineSlot(ready.name, ready.path, book, self.budget, self.settings.daemon.drain_timeout)
+        slot.file_version = ready.file_version  # shown (state "starting") before it starts
+        slot.version = ready.version  # None when the file is invalid
+        return slot
 
     def _longest_drain(self) -> float:
         with self.slots_lock:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from harness import DaemonProcess
+from harness import DaemonProcess, file_version
 
 STAGES = """
 def produce(n=3):
@@ -277,3 +277,38 @@ def test_items_in_counts_each_item_once_whatever_its_retries(api: httpx.Client) 
         counts = (row["items_in"], row["items_out"], row["items_failed"], row["items_retried"])
         assert counts == (4, 4, 4, 4), (stage, row)
         assert row["items_dead_lettered"] == 0
+
+
+SLOW_START = """
+import time
+
+class SlowSetup:
+    def setup(self):
+        time.sleep(1.5)
+
+    def __call__(self, x):
+        return x
+
+def sink(x):
+    pass
+"""
+
+
+def test_every_pipeline_is_listed_as_starting_while_the_daemon_starts(daemon: DaemonProcess) -> None:
+    daemon.write_module("slowstart", SLOW_START)
+    stages = '[[stage]]\nname = "s"\ncall = "slowstart:{}"\n\n[[stage]]\nname = "o"\nkind = "consumer"\ncall = "slowstart:sink"\n'
+    daemon.write_pipeline("a-slow", stages.format("SlowSetup"))
+    b = daemon.write_pipeline("b", stages.format("sink"))
+    daemon.start(wait="health")
+
+    def listed() -> list[dict[str, Any]]:
+        r = daemon.client.get("/pipelines")
+        return list(r.json()) if r.status_code == 200 else []
+
+    first = daemon.wait_for(listed, 10, what="GET /pipelines lists something")
+    # "b" starts after "a-slow" (name order), yet it is listed from the start, as "starting"
+    assert [p["name"] for p in first] == ["a-slow", "b"], first
+    row = first[1]
+    assert (row["state"], row["version"], row["stages"], row["error"]) == ("starting", file_version(b), 2, None)
+    daemon.wait_for(lambda: daemon._endpoint_ok("/ready"), 20, what="ready")
+    assert {p["name"]: p["state"] for p in listed()} == {"a-slow": "running", "b": "running"}
