@@ -312,3 +312,29 @@ def test_every_pipeline_is_listed_as_starting_while_the_daemon_starts(daemon: Da
     assert (row["state"], row["version"], row["stages"], row["error"]) == ("starting", file_version(b), 2, None)
     daemon.wait_for(lambda: daemon._endpoint_ok("/ready"), 20, what="ready")
     assert {p["name"]: p["state"] for p in listed()} == {"a-slow": "running", "b": "running"}
+
+
+STAGE_ROW_KEYS = {
+    "kind", "items_in", "items_out", "items_failed", "items_retried", "items_dropped",
+    "items_dead_lettered", "queue_depth", "queue_capacity", "threads", "processes", "busy",
+    "utilization", "throughput_per_s",
+}  # fmt: skip
+
+
+def test_exact_shapes_of_trigger_run_stats_and_daemon_stats(api: httpx.Client, audit_daemon: DaemonProcess) -> None:
+    accepted = ok(api.post("/pipelines/flow/stages/src/trigger", json={"args": {"n": 3}}), 202)
+    assert set(accepted) == {"run", "pipeline", "stage"} and accepted["stage"] == "src"
+    run = ok(api.post("/pipelines/flow/stages/inc/trigger?wait=true&timeout=20", json={"items": [1, 2, 3]}))
+    assert set(run) == {"run", "pipeline", "stage", "state", "started_at", "finished_at", "items", "error"}
+    assert run["items"] == {"produced": 3, "in_flight": 0, "finished": 2, "filtered": 0, "dead_lettered": 0}
+    assert ok(api.get("/pipelines/flow/runs"))[0]["run"] == run["run"]  # newest first
+    stats = ok(api.get("/pipelines/flow/stats"))
+    assert set(stats) == {"pipeline", "state", "version", "uptime_s", "runs", "bottleneck", "stages"}
+    for row in stats["stages"].values():
+        assert set(row) == STAGE_ROW_KEYS  # no latency_ms without track_latency
+    assert stats["stages"]["src"]["items_in"] == 0
+    assert stats["stages"]["acc"]["items_out"] <= stats["stages"]["acc"]["items_in"] // 2 + 2  # batches once
+    whole = ok(api.get("/stats"))
+    assert set(whole) == {"daemon", "pipelines"}
+    assert set(whole["daemon"]) == {"version", "uptime_s", "pid", "pipelines", "threads", "processes", "rss_bytes"}
+    assert whole["daemon"]["pid"] == audit_daemon.pid and whole["daemon"]["pipelines"] == len(whole["pipelines"])
