@@ -44,6 +44,7 @@ class ProcessStageRunner(StageBase):
         self.pool: Any = None
         self._threads: list[threading.Thread] = []
         self._per_item = self.routes_per_item(True)  # ctx.emit_to may aim at any queue
+        self._downstream_rejects = self.routes_per_item(False)
         self.per_item_s: float | None = None  # moving average of a call's time per item
 
     def start(self) -> None:
@@ -132,14 +133,15 @@ class ProcessStageRunner(StageBase):
         cell.end(began)
         seconds = took / max(1, len(items))
         self.per_item_s = seconds if self.per_item_s is None else 0.7 * self.per_item_s + 0.3 * seconds
-        per_item = self._per_item
-        plain = None if per_item else getattr(outcomes, "plain_outputs", None)
-        if plain is not None:  # the whole batch succeeded and routed nothing: no per-item objects
+        # a whole batch from a plain function (no ctx, so no emit_to): outputs in bulk, no
+        # per-item objects — unless the downstream may refuse them item by item
+        plain = None if self._downstream_rejects else getattr(outcomes, "plain_outputs", None)
+        if plain is not None:
             if not self.is_consumer:
                 outcome.outputs = plain if isinstance(plain, list) else list(plain)
                 outcome.filtered = outcomes.filtered_count
         else:
-            self._collect(chunk, outcomes, outcome, per_item)
+            self._collect(chunk, outcomes, outcome, self._per_item)
         self.complete(chunk, outcome, cell)
 
     def _collect(self, chunk: Chunk, outcomes: Any, outcome: Outcome, per_item: bool) -> None:

@@ -149,3 +149,36 @@ def test_take_size_grows_with_fast_items_and_shares_slow_ones() -> None:
     assert size(1e-4, 30) == 15  # a short queue is shared between the feeders
     assert size(1e-4, 0) == int(CALL_BUDGET_S / 1e-4)  # empty: take what arrives, up to the budget
     assert size(10.0, 1000) == 1
+
+
+def test_a_rejecting_queue_elsewhere_keeps_the_bulk_path(tmp_path: Path) -> None:
+    """Only a downstream that may refuse forces per-item routing of a plain function's batch
+    (it cannot ctx.emit_to); a rejecting queue elsewhere in the pipeline does not."""
+    spec = PipelineSpec(
+        name="wside", file=USERLAND / "wside.toml", version="0" * 12, python_path=(USERLAND,), max_processes=2,
+        stages=(StageSpec(name="src", kind="producer", call="wstages:items_of", auto_start=False),
+                StageSpec(name="work", call="wstages:keep_even", processes=2),
+                StageSpec(name="sink", kind="consumer", call="wstages:collect"),
+                StageSpec(name="src2", kind="producer", call="wstages:items_of", auto_start=False),
+                StageSpec(name="side", kind="consumer", call="wstages:collect", on_full="reject")),
+    )
+    runtime = PipelineRuntime(spec, build_graph(spec).graph, None, PipelineBook(spec.name, tmp_path))
+    runtime.start()
+    wstages = sys.modules["wstages"]
+    pool = runtime.stages["work"].pool
+    replies: list[Any] = []
+    process = pool.process
+
+    def recording(run_id: str | None, items: list[Any]) -> Any:
+        replies.append(process(run_id, items))
+        return replies[-1]
+
+    pool.process = recording
+    try:
+        wstages.COLLECTED.clear()
+        run = _run(runtime, list(range(500)))
+        assert run["state"] == "completed" and run["items"]["filtered"] == 250, run
+        assert sorted(wstages.COLLECTED) == list(range(0, 500, 2))
+        assert replies and all(isinstance(r, BatchOutcomes) and r._made is None for r in replies)
+    finally:
+        runtime.drain(5.0)
