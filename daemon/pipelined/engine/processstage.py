@@ -147,9 +147,9 @@ class ProcessStageRunner(StageBase):
     def _collect(self, chunk: Chunk, outcomes: Any, outcome: Outcome, per_item: bool) -> None:
         """Read the outcomes one by one: failures, ctx.emit_to pairs, or a rejecting downstream.
 
-        With `per_item` (the downstream's on_full is "reject"), each item's results are routed
-        on their own, and an item whose results are refused fails that attempt, like in a
-        thread stage."""
+        With `per_item` (the downstream, or for ctx.emit_to any queue of the pipeline, may
+        refuse: on_full = "reject"), each item's results are routed on their own, and an item
+        whose results are refused fails that attempt, like in a thread stage."""
         run = chunk.run
         outcome.routed_already = per_item
         failures = outcome.failures
