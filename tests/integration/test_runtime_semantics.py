@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Any
 
 import pytest
@@ -94,6 +95,10 @@ async def nap(x):
     await asyncio.sleep(x)
     note(ev="nap", phase="end", x=x, t=time.time())
     return x
+def paced(n=2, seconds=0.2):
+    for i in range(n):
+        time.sleep(seconds)
+        yield i
 def raise_hook(*args):
     raise RuntimeError("hook broke")
 '''
@@ -173,6 +178,7 @@ PIPELINES = {
         + SINK
     ),
     "async-slots": stage("a", "nap", "threads = 3") + SINK,
+    "fifo": producer("paced").replace("auto_start = false", "auto_start = false\nthreads = 2") + SINK,
     "batches": producer("gen", "{ n = 7 }") + ACCUMULATOR + stage("out", "record", 'args = { tag = "batch" }', "consumer"),
     "nested": (
         producer("gen", "{ n = 4 }")
@@ -259,6 +265,27 @@ def test_producer_kinds_and_argument_merging(rt_daemon: DaemonProcess) -> None:
     assert r.status_code == 400 and "base" in r.json()["detail"]
     seen = sorted(e["x"] for e in events(rt_daemon, "item") if e["tag"] == "out")
     assert {10, 11, 500, 501, 502} <= set(seen)
+
+
+def test_producer_runs_beyond_its_threads_wait_their_turn(rt_daemon: DaemonProcess) -> None:
+    ids = []
+    for _ in range(3):
+        r = rt_daemon.client.post("/pipelines/fifo/stages/src/trigger")
+        assert r.status_code == 202
+        ids.append(r.json()["run"])
+    for run_id in ids:
+        assert rt_daemon.client.get(f"/pipelines/fifo/runs/{run_id}").json()["state"] == "running"
+    runs = []
+    for run_id in ids:
+        url = f"/pipelines/fifo/runs/{run_id}"
+        rt_daemon.wait_for(lambda url=url: rt_daemon.client.get(url).json()["state"] == "completed")
+        runs.append(rt_daemon.client.get(url).json())
+    first, second, third = ([datetime.fromisoformat(r[k]) for k in ("started_at", "finished_at")] for r in runs)
+    assert second[0] < first[1]  # threads = 2: two at once
+    # the third waited for a producer thread (each run produces for 0.4 s); regression:
+    # started_at was the trigger's time, even for a run that waited its turn
+    assert (third[0] - min(first[0], second[0])).total_seconds() >= 0.3
+    assert all(run["items"]["finished"] == 2 for run in runs)
 
 
 def test_filtering_and_generator_processors_count_per_api(rt_daemon: DaemonProcess) -> None:

@@ -166,6 +166,7 @@ class ProducerStage:
 
     def _produce(self, invoker: Invoker, cell: CounterCell, run: Run, call_args: Mapping[str, Any]) -> None:
         extra = {**self._extra, "run": run.id}
+        run.begin()  # a run that waited for a free producer thread (FIFO) starts now
         error = self.hooks.before_run(run.to_dict()) if self.hooks.has_run_hooks else None
         cancelled = False
         if error is None:

@@ -90,6 +90,12 @@ class Run:
             verdict = self._verdict()
         self._act(verdict)
 
+    def begin(self) -> None:
+        """A queued producer run gets a producer thread: it starts now (`started_at`)."""
+        with self.lock:
+            if self.state == "running" and not self.produced:
+                self.started_at = utc_now_iso()
+
     def source_finished(self, error: str | None = None, *, cancelled: bool = False) -> None:
         """The producer returned / raised / was stopped, or the injected items are queued."""
         with self.lock:
