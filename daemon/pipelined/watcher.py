@@ -10,6 +10,7 @@ loaded pipelines (`refresh()`); a watcher error is logged and watching restarts.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -23,6 +24,7 @@ QUIET_MS = 200
 STEP_MS = 50
 MAX_GROUP_MS = 2000
 RETRY_SECONDS = 1.0
+IDENTITY_CHECK_S = 0.5  # how often the watched directories are checked for having been replaced
 
 
 def is_relevant(path: str) -> bool:
@@ -99,6 +101,7 @@ class ConfWatcher:
         )
         pending: set[str] = set()
         last_event = 0.0
+        identity, checked = _identities(directories), time.monotonic()
         for changes in changes_iter:
             self.ready.set()
             if rescan:
@@ -116,3 +119,25 @@ class ConfWatcher:
                 if pending:
                     self.on_change(pending)
                 return
+            if now - checked >= IDENTITY_CHECK_S:
+                checked = now
+                if _identities(directories) != identity or self._existing() != directories:
+                    # a directory was swapped (`mv conf.d.new conf.d`, a symlink re-pointed): the
+                    # watch follows the old one; watch again and re-scan (_run does both)
+                    log.info("watched directories were replaced; watching them again")
+                    if pending:
+                        self.on_change(pending)
+                    return
+
+
+def _identities(directories: frozenset[Path]) -> dict[Path, tuple[int, int] | None]:
+    """(device, inode) of each directory now, None when it is gone."""
+    found: dict[Path, tuple[int, int] | None] = {}
+    for directory in directories:
+        try:
+            st = os.stat(directory)
+        except OSError:
+            found[directory] = None
+            continue
+        found[directory] = (st.st_dev, st.st_ino)
+    return found

@@ -259,3 +259,20 @@ def test_second_sigint_exits_130_and_json_logs_stay_json(make_daemon: Callable[.
     assert daemon.stop(sig=signal.SIGINT, timeout=10) == 130
     entries = [orjson.loads(line) for line in daemon.logs().splitlines()]
     assert any(e["message"].startswith("second SIGINT") for e in entries)
+
+
+def test_a_conf_dir_swapped_by_rename_is_watched_again(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon(watch=True)
+    daemon.write_module("auditstages", STAGES)
+    daemon.write_pipeline("first", NOISY)
+    daemon.start()
+    staged = daemon.base_dir / "conf.new"
+    staged.mkdir()
+    (staged / "second.toml").write_text(NOISY)
+    daemon.conf_dir.rename(daemon.base_dir / "conf.old")
+    staged.rename(daemon.conf_dir)  # a deploy swaps the whole directory
+    daemon.wait_state("second", "running")
+    daemon.wait_for(lambda: daemon.client.get("/pipelines/first").status_code == 404, what="first removed")
+    (daemon.conf_dir / "third.toml").write_text(NOISY)  # and edits in the new directory are seen
+    daemon.wait_state("third", "running")
+    assert daemon.stop() == 0
