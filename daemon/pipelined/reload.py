@@ -82,10 +82,11 @@ def scan_conf_dir(conf_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
             continue
         if PIPELINE_NAME.fullmatch(path.stem):
             files[path.stem] = path
-        else:
-            bad_names[path.name] = (
-                f"{path}: invalid pipeline name {path.stem!r}: a file name must match [a-z0-9][a-z0-9_-]{{0,63}}.toml"
-            )
+        else:  # the very line `pipelined check` prints for it
+            from pipelined.config import pipeline_name_problem
+
+            problem = pipeline_name_problem(path)
+            bad_names[path.name] = str(problem) if problem else f"{path}: invalid pipeline name {path.stem!r}"
     return files, bad_names
 
 

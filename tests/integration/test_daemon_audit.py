@@ -276,3 +276,17 @@ def test_a_conf_dir_swapped_by_rename_is_watched_again(make_daemon: Callable[...
     (daemon.conf_dir / "third.toml").write_text(NOISY)  # and edits in the new directory are seen
     daemon.wait_state("third", "running")
     assert daemon.stop() == 0
+
+
+def test_an_invalid_file_name_is_reported_as_check_reports_it(daemon: DaemonProcess) -> None:
+    daemon.write_module("auditstages", STAGES)
+    bad = daemon.conf_dir / "Bad.Name.toml"
+    bad.write_text(NOISY)
+    daemon.start()
+    checked = cli("check", str(bad))
+    assert checked.returncode == 1
+    line = checked.stdout.splitlines()[0]
+    assert line.startswith(f"{bad}: ") and "invalid pipeline name" in line
+    assert daemon.client.post("/reload").json()["failed"] == {"Bad.Name.toml": line}
+    assert line in daemon.logs()
+    assert daemon.stop() == 0
