@@ -99,6 +99,13 @@ def paced(n=2, seconds=0.2):
     for i in range(n):
         time.sleep(seconds)
         yield i
+async def polling(ctx):
+    i = 0
+    while not ctx.stopping:
+        ctx.emit(i)
+        i += 1
+        await asyncio.sleep(0.01)
+    note(ev="polling", stopping=ctx.stopping, run=ctx.run)
 def raise_hook(*args):
     raise RuntimeError("hook broke")
 '''
@@ -197,6 +204,7 @@ PIPELINES = {
     ),
     "classes": producer("gen") + stage("c", "Tracked", 'threads = 2\nargs = { tag = "classes" }') + SINK,
     "draining": "max_retries = 0\n" + producer("endless") + stage("f", "evens") + SINK,
+    "polling-drain": producer("polling") + SINK,
     "failing-drain": "max_retries = 0\n" + producer("endless") + stage("boom", "fail") + SINK,
     "deadline": (
         'drain_timeout = "300ms"\n'
@@ -450,6 +458,14 @@ def test_drain_cancels_a_running_producer_and_everything_produced_ends(rt_daemon
     assert run["state"] == "cancelled" and run["finished_at"] is not None
     assert items["in_flight"] == 0 and items["dead_lettered"] == 0
     assert items["produced"] == items["finished"] + items["filtered"] + items["dead_lettered"]
+
+
+def test_drain_cancels_an_async_producer_that_polls_ctx_stopping(rt_daemon: DaemonProcess) -> None:
+    run = drain_during_run(rt_daemon, "polling-drain")
+    items = run["items"]
+    assert run["state"] == "cancelled"
+    assert items["produced"] == items["finished"] >= 6 and items["in_flight"] == 0
+    assert [e["stopping"] for e in events(rt_daemon, "polling") if e["run"] == run["run"]] == [True]
 
 
 def test_failed_wins_over_cancelled(rt_daemon: DaemonProcess) -> None:

@@ -1,9 +1,9 @@
 """A producer stage: runs (triggers) wait FIFO; up to `threads` of them produce at once.
 
 Each producer thread owns an Invoker and iterates the user's iterable / generator / async
-generator. Items are buffered and flushed downstream in one step whenever the downstream has
-an idle worker or an empty queue, or the buffer holds FLUSH_AT items — so low rates see no
-batching delay and high rates move lists. On drain the generator is closed at its next yield
+generator in slices that grow while items come fast and the downstream is busy (up to FLUSH_AT)
+and fall back to one item otherwise — so low rates see no batching delay and high rates move
+lists. Items given to `ctx.emit` go downstream at once. On drain the generator is closed at its next yield
 (and `ctx.stopping` turns true); queued runs that never started end `cancelled`.
 """
 
@@ -194,7 +194,6 @@ class ProducerStage:
             self._flush(cell, run, [value], target)
 
         target = self.target
-        hungry = self._hungry
         buf: list[Any] = []
 
         def flush() -> None:
@@ -203,9 +202,10 @@ class ProducerStage:
             self._flush(cell, run, items, target)
 
         def emit(item: Any) -> None:
+            # ctx.emit goes downstream at once: nothing tells when the producer pauses next, so
+            # a buffered item could wait for the end of the run (a function that emits, then sleeps)
             buf.append(item)
-            if len(buf) >= FLUSH_AT or hungry():
-                flush()
+            flush()
 
         if self.pool is not None:
             items: Iterator[Any] = self.pool.produce(run.id, call_args, emit_to)
@@ -216,7 +216,7 @@ class ProducerStage:
             if self.stopping:
                 return True
             # a plain function that emits through ctx returns when it sees ctx.stopping
-            return invoker.kind == "function" and invoker.wants_ctx and self.services.stopping()
+            return invoker.kind in ("function", "async") and invoker.wants_ctx and self.services.stopping()
         finally:
             if buf:
                 flush()
@@ -250,9 +250,6 @@ class ProducerStage:
                 fast_slices += 1
                 if fast_slices >= 3 and size < FLUSH_AT:
                     size *= 2
-
-    def _hungry(self) -> bool:
-        return self.target.idle()
 
     def _flush(self, cell: CounterCell, run: Run, buf: list[Any], target: Target) -> None:
         if self.abandoned:
