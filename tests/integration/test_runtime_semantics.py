@@ -95,8 +95,8 @@ async def nap(x):
     await asyncio.sleep(x)
     note(ev="nap", phase="end", x=x, t=time.time())
     return x
-def paced(n=2, seconds=0.2):
-    for i in range(n):
+def paced(n=2, seconds=0.2, start=0):
+    for i in range(start, start + n):
         time.sleep(seconds)
         yield i
 async def polling(ctx):
@@ -186,6 +186,11 @@ PIPELINES = {
     ),
     "async-slots": stage("a", "nap", "threads = 3") + SINK,
     "fifo": producer("paced").replace("auto_start = false", "auto_start = false\nthreads = 2") + SINK,
+    "waiting": (
+        producer("paced", "{ n = 1000, seconds = 0.01 }").replace("auto_start = false", "auto_start = false\nthreads = 2")
+        + '[[stage]]\nname = "batch"\nkind = "accumulator"\nmax_size = 1000\nmax_wait = "150ms"\n'
+        + stage("out", "record", 'args = { tag = "waited" }', "consumer")
+    ),
     "batches": producer("gen", "{ n = 7 }") + ACCUMULATOR + stage("out", "record", 'args = { tag = "batch" }', "consumer"),
     "nested": (
         producer("gen", "{ n = 4 }")
@@ -419,6 +424,26 @@ def test_accumulator_batches_and_flushes_the_partial_batch_when_the_run_ends(rt_
     assert batches == [[0, 1, 2], [3, 4, 5], [6]]
     row = stage_stats(rt_daemon, "batches")["batch"]
     assert (row["kind"], row["items_out"]) == ("accumulator", 3)
+
+
+def test_accumulator_max_wait_per_run_batches_and_flush_on_drain(rt_daemon: DaemonProcess) -> None:
+    runs = [
+        rt_daemon.client.post("/pipelines/waiting/stages/src/trigger", json={"args": {"start": start}}).json()["run"]
+        for start in (0, 10_000)
+    ]
+    # max_wait: partial batches leave while both runs are still producing
+    rt_daemon.wait_for(lambda: any(e["tag"] == "waited" for e in events(rt_daemon, "item")))
+    assert all(rt_daemon.client.get(f"/pipelines/waiting/runs/{r}").json()["state"] == "running" for r in runs)
+    r = rt_daemon.client.post("/pipelines/waiting/drain", params={"wait": "true"})
+    assert r.status_code == 200
+    batches = [e["x"] for e in events(rt_daemon, "item") if e["tag"] == "waited"]
+    assert all(len({x >= 10_000 for x in batch}) == 1 for batch in batches)  # never mixes runs
+    done = [rt_daemon.client.get(f"/pipelines/waiting/runs/{r}").json() for r in runs]
+    assert [d["state"] for d in done] == ["cancelled", "cancelled"]
+    # on drain the partial batches were flushed: every produced item is in exactly one batch
+    flat = sorted(x for batch in batches for x in batch)
+    assert len(flat) == len(set(flat)) == sum(d["items"]["produced"] for d in done)
+    assert sum(d["items"]["finished"] for d in done) == len(batches)
 
 
 def test_nested_parallel_broadcasts_and_each_copy_finishes(rt_daemon: DaemonProcess) -> None:
