@@ -62,6 +62,7 @@ class Prepared:
     file_version: str
     version: PipelineVersion | None
     error: str | None
+    used_code: dict[str, str] | None = None  # {file: sha256} of the python_path modules it imported
 
 
 def is_pipeline_file(path: Path) -> bool:
@@ -101,22 +102,58 @@ def declared_code_dirs(path: Path, data: bytes) -> tuple[Path, ...]:
     return tuple((path.parent / entry).resolve() for entry in raw if isinstance(entry, str))
 
 
+def code_file_hashes(dirs: tuple[Path, ...]) -> dict[str, str]:
+    """{path: sha256} of every `.py` file under `dirs` (at most MAX_CODE_FILES)."""
+    hashes: dict[str, str] = {}
+    for directory in dirs:
+        for py in sorted(directory.rglob("*.py")) if directory.is_dir() else ():
+            if "__pycache__" in py.parts or len(hashes) >= MAX_CODE_FILES:
+                continue
+            try:
+                hashes[str(py)] = hashlib.sha256(py.read_bytes()).hexdigest()
+            except OSError:
+                continue
+    return hashes
+
+
 def code_fingerprint(dirs: tuple[Path, ...]) -> str:
-    """sha256 over every `.py` file (path and bytes) under `dirs`; "" when there are none."""
+    """sha256 over every `.py` file (path and content hash) under `dirs`; "" when there are none."""
     if not dirs:
         return ""
     digest = hashlib.sha256()
-    count = 0
-    for directory in dirs:
-        for py in sorted(directory.rglob("*.py")) if directory.is_dir() else ():
-            if "__pycache__" in py.parts or count >= MAX_CODE_FILES:
-                continue
-            count += 1
-            try:
-                digest.update(str(py).encode() + b"\0" + py.read_bytes() + b"\0")
-            except OSError:
-                continue
+    for py, sha in code_file_hashes(dirs).items():
+        digest.update(f"{py}\0{sha}\0".encode())
     return digest.hexdigest()
+
+
+def used_code_files(dirs: tuple[Path, ...]) -> list[str]:
+    """Files of the imported modules that live under `dirs` (right after a pipeline's imports,
+    with the modules under `dirs` purged first: what that pipeline uses)."""
+    if not dirs:
+        return []
+    roots = [str(d) + "/" for d in dirs]
+    used = set()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file:
+            resolved = str(Path(file).resolve())
+            if any(resolved.startswith(root) for root in roots):
+                used.add(resolved)
+    return sorted(used)
+
+
+def same_code(used: dict[str, str] | None) -> bool:
+    """True when every file a running version imported still has the content it was loaded
+    with: a change elsewhere under its `python_path` is not this pipeline's."""
+    if not used:
+        return False
+    for py, sha in used.items():
+        try:
+            if hashlib.sha256(Path(py).read_bytes()).hexdigest() != sha:
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def content_key(path: Path) -> tuple[tuple[str, str], str, bytes] | None:
@@ -158,7 +195,9 @@ def prepare(name: str, path: Path, previous_dirs: tuple[Path, ...] = ()) -> Prep
     if keyed is None:
         return None
     key, file_version, data = keyed
-    purge_modules(tuple(set(previous_dirs) | set(declared_code_dirs(path, data))))
+    code_dirs = declared_code_dirs(path, data)
+    before_import = code_file_hashes(code_dirs)
+    purge_modules(tuple(set(previous_dirs) | set(code_dirs)))
     try:
         spec, problems = config.parse_pipeline(data, path)  # the very bytes the key was made of
     except Exception as exc:  # noqa: BLE001 - a bug in parsing must fail only this file
@@ -174,7 +213,8 @@ def prepare(name: str, path: Path, previous_dirs: tuple[Path, ...] = ()) -> Prep
     warnings = tuple(p for p in problems if p.severity == "warning")  # routing warnings included
     for warning in warnings:
         log.warning("%s", warning, extra={"pipeline": name})
-    return Prepared(name, path, key, file_version, PipelineVersion(spec, routed.graph, warnings), None)
+    used = {py: before_import.get(py, "") for py in used_code_files(code_dirs)}
+    return Prepared(name, path, key, file_version, PipelineVersion(spec, routed.graph, warnings), None, used)
 
 
 def apply_change(slot: PipelineSlot, prepared: Prepared, is_new: bool) -> str:

@@ -62,6 +62,7 @@ class Supervisor(PipelineQueries):
         self._ready = False
         self._reloading_all = False
         self._reload_announced = False
+        self.used_code: dict[str, dict[str, str]] = {}  # per pipeline: {file: sha256} its version imported
         self._failed_files: dict[str, str] = {}  # the last reload's `failed` (logged when it changes)
         self._loop_beat = time.monotonic()
         self._busy_until = 0.0
@@ -224,12 +225,26 @@ class Supervisor(PipelineQueries):
             if slot is not None and reloading.back_to_running(slot, keyed[0], keyed[1]):
                 result.unchanged.append(name)
                 continue
+            if self._code_change_not_theirs(slot, keyed[0]):
+                result.unchanged.append(name)
+                continue
             previous_dirs = slot.version.spec.python_path if slot and slot.version else ()
             ready = reloading.prepare(name, path, previous_dirs)
             if ready is not None:
                 prepared.append((ready, slot is None))
         self._apply_in_parallel(prepared, removed, result)
         return result
+
+    def _code_change_not_theirs(self, slot: PipelineSlot | None, key: tuple[str, str]) -> bool:
+        """Only `.py` files changed, and none of those this pipeline's version imported."""
+        if slot is None or slot.seen_key is None or slot.pending_error or slot.seen_key[0] != key[0]:
+            return False
+        if not reloading.same_code(self.used_code.get(slot.name)):
+            return False
+        if slot.running_key == slot.seen_key:
+            slot.running_key = key
+        slot.seen_key = key
+        return True
 
     def _apply_in_parallel(
         self, prepared: list[tuple[reloading.Prepared, bool]], removed: list[PipelineSlot], result: ReloadResult
@@ -255,6 +270,7 @@ class Supervisor(PipelineQueries):
                 future.result()
                 with self.slots_lock:
                     self.slots.pop(slot.name, None)
+                self.used_code.pop(slot.name, None)
                 slot.book.close()
                 result.removed.append(slot.name)
             for future, ready in changes.items():
@@ -273,7 +289,10 @@ class Supervisor(PipelineQueries):
                 slot = self._new_slot(ready)
                 self.slots[ready.name] = slot
         try:
-            return reloading.apply_change(slot, ready, is_new)
+            outcome = reloading.apply_change(slot, ready, is_new)
+            if outcome != "failed":
+                self.used_code[ready.name] = ready.used_code or {}
+            return outcome
         except Exception as exc:  # noqa: BLE001 - one pipeline's bug fails only that pipeline
             log.exception("%s: applying the change failed", ready.name, extra={"pipeline": ready.name})
             slot.record_reload(False, f"{type(exc).__name__}: {exc}")

@@ -290,3 +290,42 @@ def test_an_invalid_file_name_is_reported_as_check_reports_it(daemon: DaemonProc
     assert daemon.client.post("/reload").json()["failed"] == {"Bad.Name.toml": line}
     assert line in daemon.logs()
     assert daemon.stop() == 0
+
+
+def _uses(module: str) -> str:
+    return f"""python_path = ["../code"]
+[[stage]]
+name = "work"
+call = "{module}:work"
+
+[[stage]]
+name = "out"
+kind = "consumer"
+call = "{module}:sink"
+"""
+
+
+def test_a_code_change_reloads_only_the_pipelines_that_use_the_changed_module(daemon: DaemonProcess) -> None:
+    code = daemon.base_dir / "code"
+    code.mkdir()
+    (code / "helper.py").write_text("TAG = 'v1'\n")
+    (code / "mod_a.py").write_text("import helper\n\ndef work(x):\n    return helper.TAG\n\ndef sink(x):\n    pass\n")
+    (code / "mod_b.py").write_text("def work(x):\n    return 'b1'\n\ndef sink(x):\n    pass\n")
+    daemon.write_pipeline("pa", _uses("mod_a"))
+    daemon.write_pipeline("pb", _uses("mod_b"))
+    daemon.start()
+    loaded = {name: daemon.pipeline(name)["loaded_at"] for name in ("pa", "pb")}
+
+    (code / "mod_b.py").write_text("def work(x):\n    return 'b2'\n\ndef sink(x):\n    pass\n")
+    result = daemon.client.post("/reload").json()
+    assert (result["updated"], result["unchanged"]) == (["pb"], ["pa"])
+    assert daemon.pipeline("pa")["loaded_at"] == loaded["pa"]  # not its module: not disturbed
+
+    (code / "helper.py").write_text("TAG = 'v2'\n")  # imported by mod_a: pa's code
+    result = daemon.client.post("/reload").json()
+    assert (result["updated"], result["unchanged"]) == (["pa"], ["pb"])
+    run = daemon.client.post("/pipelines/pa/stages/work/trigger?wait=true", json={"items": [1]}).json()
+    assert run["state"] == "completed"
+    (code / "unused.py").write_text("X = 1\n")  # a new module nobody imports
+    assert daemon.client.post("/reload").json()["unchanged"] == ["pa", "pb"]
+    assert daemon.stop() == 0
