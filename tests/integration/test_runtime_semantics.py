@@ -19,95 +19,55 @@ import pytest
 from harness import DaemonProcess
 
 STAGES = r'''
-import asyncio, json, os, threading, time
+import asyncio, json, os, time
 def note(**fields):
-    with open(os.environ["RTSEM_EVENTS"], "a") as fh:
-        fh.write(json.dumps(fields) + "\n")
-def gen(n=3, start=0):
-    for i in range(start, start + n):
-        yield i
-def listed(n=3):
-    return list(range(n))
+    with open(os.environ["RTSEM_EVENTS"], "a") as fh: fh.write(json.dumps(fields) + "\n")
+def gen(n=3, start=0): yield from range(start, start + n)
+def listed(n=3): return list(range(n))
 async def agen(n=3):
-    for i in range(n):
-        await asyncio.sleep(0)
-        yield i
+    for i in range(n): await asyncio.sleep(0); yield i
 class Counter:
-    def __init__(self, base=100):
-        self.base = base
-    def __call__(self, n=2):
-        return [self.base + i for i in range(n)]
-def evens(x):
-    return x if x % 2 == 0 else None
-def repeat(x):
-    for _ in range(x % 3):
-        yield x
-def record(x, tag=""):
-    note(ev="item", tag=tag, x=x)
-def ident(x):
-    return x
-async def aident(x):
-    await asyncio.sleep(0)
-    return x
-def slow(x, seconds=0.005):
-    time.sleep(seconds)
-    return x
-def fail(x):
-    raise ValueError(f"bad {x}")
-def raising_producer(n=3):
-    yield from range(n)
-    raise RuntimeError("producer broke")
+    def __init__(self, base=100): self.base = base
+    def __call__(self, n=2): return [self.base + i for i in range(n)]
+def evens(x): return x if x % 2 == 0 else None
+def repeat(x): yield from [x] * (x % 3)
+def record(x, tag=""): note(ev="item", tag=tag, x=x)
+def ident(x): return x
+async def aident(x): await asyncio.sleep(0); return x
+def slow(x, seconds=0.005): time.sleep(seconds); return x
+def fail(x): raise ValueError(f"bad {x}")
+def raising_producer(n=3): yield from range(n); raise RuntimeError("producer broke")
 def endless():
     i = 0
-    while True:
-        yield i
-        i += 1
-        time.sleep(0.01)
+    while True: yield i; i += 1; time.sleep(0.01)
+def paced(n=2, seconds=0.2, start=0):
+    for i in range(start, start + n): time.sleep(seconds); yield i
+async def polling(ctx):
+    i = 0
+    while not ctx.stopping: ctx.emit(i); i += 1; await asyncio.sleep(0.01)
+    note(ev="polling", stopping=ctx.stopping, run=ctx.run)
 def with_ctx(x, ctx):
     note(ev="ctx", pipeline=ctx.pipeline, stage=ctx.stage, run=ctx.run, stopping=ctx.stopping,
          logger=hasattr(ctx.logger, "info"))
     ctx.emit(x * 10)
     return x
-def emit_to_computed(x, ctx):
-    ctx.emit_to("no" + "where", x)
-def emit_to_gate(x, ctx):
-    ctx.emit_to("gate", x)
+def emit_to_computed(x, ctx): ctx.emit_to("no" + "where", x)
+def emit_to_gate(x, ctx): ctx.emit_to("gate", x)
 class Tracked:
-    def __init__(self, tag="t"):
-        self.tag = tag
-        note(ev="init", tag=tag)
-    def setup(self):
-        note(ev="setup", tag=self.tag)
-    def close(self):
-        note(ev="close", tag=self.tag)
-    def __call__(self, x):
-        return x
-def on_error_pipeline(item, error, stage):
-    note(ev="on_error", by="pipeline", item=item, error=repr(error), stage=stage)
-def on_error_stage(item, error, stage):
-    note(ev="on_error", by="stage", item=item, error=repr(error), stage=stage)
-def before_run(run):
-    note(ev="before_run", run=run["run"], state=run["state"])
-def after_run(run):
-    note(ev="after_run", run=run["run"], state=run["state"])
+    def __init__(self, tag="t"): self.tag = tag; note(ev="init", tag=tag)
+    def setup(self): note(ev="setup", tag=self.tag)
+    def close(self): note(ev="close", tag=self.tag)
+    def __call__(self, x): return x
 async def nap(x):
     note(ev="nap", phase="start", x=x, t=time.time())
     await asyncio.sleep(x)
     note(ev="nap", phase="end", x=x, t=time.time())
     return x
-def paced(n=2, seconds=0.2, start=0):
-    for i in range(start, start + n):
-        time.sleep(seconds)
-        yield i
-async def polling(ctx):
-    i = 0
-    while not ctx.stopping:
-        ctx.emit(i)
-        i += 1
-        await asyncio.sleep(0.01)
-    note(ev="polling", stopping=ctx.stopping, run=ctx.run)
-def raise_hook(*args):
-    raise RuntimeError("hook broke")
+def on_error_pipeline(item, error, stage): note(ev="on_error", by="pipeline", item=item, error=repr(error), stage=stage)
+def on_error_stage(item, error, stage): note(ev="on_error", by="stage", item=item, error=repr(error), stage=stage)
+def before_run(run): note(ev="before_run", run=run["run"], state=run["state"])
+def after_run(run): note(ev="after_run", run=run["run"], state=run["state"])
+def raise_hook(*args): raise RuntimeError("hook broke")
 '''
 
 
