@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from engine_helpers import build_graph_for, finished_run, pipeline, stage
 
@@ -70,3 +71,14 @@ def test_allocation_from_limits_and_idle_stats() -> None:
     finally:
         rt.drain(5)
     assert rt.stats()["state"] == "drained"
+
+
+def test_run_numbering_resumes_after_the_dead_letters_of_a_previous_life(tmp_path: Path) -> None:
+    book = PipelineBook("p", tmp_path)
+    book.dead_letters.add("r-000007", "s", 1, "ValueError: x", 1)
+    book.dead_letters.add("r-000003", "s", 1, "ValueError: y", 2)
+    book.close()
+    again = PipelineBook("p", tmp_path)  # a daemon restart reads the letters back
+    assert len(again.dead_letters.list()) == 2
+    assert again.runs.new_run("src", None).id == "r-000008"
+    assert PipelineBook("q", tmp_path).runs.new_run("src", None).id == "r-000001"
