@@ -171,6 +171,12 @@ PIPELINES = {
     "draining": "max_retries = 0\n" + producer("endless") + stage("f", "evens") + SINK,
     "polling-drain": producer("polling") + SINK,
     "failing-drain": "max_retries = 0\n" + producer("endless") + stage("boom", "fail") + SINK,
+    "deadline-blocked": (
+        'drain_timeout = "300ms"\n'
+        + producer("listed", "{ n = 400 }")
+        + stage("s", "slow", "args = { seconds = 0.1 }\nqueue_size = 5")
+        + SINK
+    ),
     "deadline": (
         'drain_timeout = "300ms"\n'
         + producer("gen", "{ n = 4 }")
@@ -474,6 +480,22 @@ def test_drain_deadline_dead_letters_shutdown_and_wait_sees_drained(rt_daemon: D
     letters = dead_letters(rt_daemon, "deadline", run_id)
     assert sorted(d["item"] for d in letters) == [0, 1, 2, 3]
     assert all(d["error"] == "shutdown" for d in letters)
+
+
+def test_drain_deadline_with_a_producer_blocked_on_a_full_queue(rt_daemon: DaemonProcess) -> None:
+    run_id = rt_daemon.client.post("/pipelines/deadline-blocked/stages/src/trigger").json()["run"]
+    url = f"/pipelines/deadline-blocked/runs/{run_id}"
+    rt_daemon.wait_for(lambda: rt_daemon.client.get(url).json()["items"]["finished"] >= 2)
+    r = rt_daemon.client.post("/pipelines/deadline-blocked/drain", params={"wait": "true"})
+    assert (r.status_code, r.json()["state"]) == (200, "drained")
+    run = rt_daemon.client.get(url).json()
+    items = run["items"]
+    # regression: items of a chunk half put into the queue were dead-lettered twice
+    assert run["state"] == "failed" and items["in_flight"] == 0
+    assert items["produced"] == items["finished"] + items["dead_lettered"]
+    letters = dead_letters(rt_daemon, "deadline-blocked", run_id)
+    assert len(letters) == len({d["item"] for d in letters}) == items["dead_lettered"] > 0
+    assert {d["error"] for d in letters} == {"shutdown"}
 
 
 # -- dead letters across a restart ------------------------------------------------------------------

@@ -24,7 +24,14 @@ class QueueRejected(Exception):
 
 
 class QueueAbandoned(Exception):
-    """The runtime gave up on the queue (drain deadline): nothing more goes in or out."""
+    """The runtime gave up on the queue (drain deadline): nothing more goes in or out.
+
+    `left`: the items of the chunk being put that did not get in (None: none of them did) —
+    a blocked put may have queued part of its chunk already (the drain dead-letters those)."""
+
+    def __init__(self, stage: str, left: list[Any] | None = None) -> None:
+        super().__init__(stage)
+        self.left = left
 
 
 class Chunk:
@@ -120,7 +127,7 @@ class StageQueue:
                 raise TimeoutError(self.stage)
             self._not_full.wait(left)
             if self.abandoned:
-                raise QueueAbandoned(self.stage)
+                raise QueueAbandoned(self.stage, items)
 
     def _append(self, chunk: Chunk) -> None:
         self._chunks.append(chunk)

@@ -72,8 +72,9 @@ class QueueTarget(Target):
         except QueueRejected:
             run.settle(leave=n)
             raise
-        except QueueAbandoned:  # the drain deadline passed: these cannot go anywhere now
-            self.on_drop(self.queue.stage, [(run, items)], "shutdown")
+        except QueueAbandoned as exc:  # the drain deadline passed: these cannot go anywhere now
+            left = items if exc.left is None else exc.left  # what got in, the drain dead-lettered
+            self.on_drop(self.queue.stage, [(run, left)], "shutdown")
             return 0
         if dropped:
             self.on_drop(self.queue.stage, dropped, "dropped")

@@ -101,6 +101,7 @@ class StageBase:
         self.workers = workers
         self.is_consumer = spec.kind == "consumer"
         self._held: dict[int, Chunk] = {}  # id(chunk) -> chunk being processed
+        self._late: set[int] = set()  # taken just before the deadline, held after it
         self._abandoned = False
         self._lock = threading.Lock()
         self._extra = {"pipeline": services.spec.name, "stage": spec.name}
@@ -108,12 +109,20 @@ class StageBase:
     # -- chunks held by workers -------------------------------------------------------------
     def hold(self, chunk: Chunk) -> None:
         with self._lock:
-            self._held[id(chunk)] = chunk
+            if self._abandoned:  # nobody dead-lettered it: its result must count
+                self._late.add(id(chunk))
+            else:
+                self._held[id(chunk)] = chunk
 
     def release(self, chunk: Chunk) -> bool:
         """False when the drain deadline took the chunk over (its result is discarded)."""
         with self._lock:
-            return self._held.pop(id(chunk), None) is not None and not self._abandoned
+            if self._held.pop(id(chunk), None) is not None:
+                return not self._abandoned
+            if id(chunk) in self._late:
+                self._late.discard(id(chunk))
+                return True
+            return False
 
     def abandon(self) -> list[Chunk]:
         """Drain deadline: the chunks workers still hold (dead-lettered by the caller)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import engine_stagefns as fns
 import pytest
 from engine_helpers import finished_run, pipeline, running, stage, wait_for
@@ -133,3 +135,25 @@ def test_close_is_called_on_drain_and_a_new_runtime_continues_run_ids() -> None:
     assert fns.Scaler.closes == 2
     assert len(fns.COLLECTED["restart"]) == 6
     assert rt.stats()["stages"]["scale"]["items_in"] == 6  # counters survive versions
+
+
+def test_a_put_blocked_at_the_drain_deadline_dead_letters_only_what_did_not_get_in() -> None:
+    import threading
+
+    from pipelined.engine.queues import StageQueue
+    from pipelined.engine.router import QueueTarget
+    from pipelined.engine.runs import Run
+
+    queue = StageQueue("s", 2, "block")
+    dropped: list[tuple[str, list[Any], str]] = []
+    target = QueueTarget(queue, lambda stage, pairs, why: dropped.extend((stage, items, why) for _, items in pairs))
+    run = Run("r-000001", "p", "src", None)
+    sender = threading.Thread(target=target.send, args=(run, [1, 2, 3, 4, 5]))
+    sender.start()
+    assert wait_for(lambda: queue.depth == 2)  # 1 and 2 got in; 3, 4, 5 wait for room
+    taken = queue.abandon()  # the drain deadline: the drain dead-letters what is queued
+    sender.join(5)
+    assert [c.items for c in taken] == [[1, 2]]
+    # regression: the whole chunk was dead-lettered again (twice for 1 and 2; in_flight < 0)
+    assert dropped == [("s", [3, 4, 5], "shutdown")]
+    assert run.in_flight == 5  # all five entered: the 2 + 3 dead letters take each out once
