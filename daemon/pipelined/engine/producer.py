@@ -24,8 +24,7 @@ from pipelined.engine.queues import QueueAbandoned, QueueRejected
 from pipelined.engine.retry import backoff_delay
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
-from pipelined.engine.stage import REJECTED_TEXT, StageServices
-from pipelined.errors import StartError
+from pipelined.engine.stage import REJECTED_TEXT, StageServices, wait_for_setups
 from pipelined.logs import enter_log_context, exit_log_context
 from pipelined.spec import StageSpec
 
@@ -85,14 +84,7 @@ class ProducerStage:
             t = threading.Thread(target=self._run, args=(results, ready), name=name, daemon=True)
             self._threads.append(t)
             t.start()
-        with ready:
-            ready.wait_for(lambda: len(results) == self.workers)
-        errors = [r for r in results if r is not None]
-        if errors:
-            raise StartError(
-                f"pipeline {self.services.spec.name!r}, stage {self.name!r}: setup failed: "
-                f"{error_text(errors[0])}"
-            ) from errors[0]
+        wait_for_setups(results, ready, self.workers, self.services.spec.name, self.name)
 
     def submit(self, run: Run, call_args: Mapping[str, Any]) -> None:
         with self._cond:

@@ -10,6 +10,7 @@ passes them on (into its entrance, or out through its exit); `Terminal` counts t
 from __future__ import annotations
 
 import itertools
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
@@ -21,9 +22,10 @@ from pipelined.graph import Graph
 DropHandler = Callable[[str, list[tuple[Run, list[Any]]], str], None]
 
 
-class Target:
+class Target(ABC):
+    @abstractmethod
     def send(self, run: Run, items: list[Any]) -> int:
-        raise NotImplementedError
+        """Deliver `items` of `run`; returns how many items ended here (terminal) or went on."""
 
     def idle(self) -> bool:
         """True when a worker downstream waits for work (flush now rather than buffer)."""

@@ -20,6 +20,7 @@ from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQ
 from pipelined.engine.retry import RetryTimer, backoff_delay
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
+from pipelined.errors import StartError
 from pipelined.spec import PipelineSpec, StageSpec
 
 log = logging.getLogger("pipelined.engine")
@@ -80,6 +81,19 @@ REJECTED_TEXT = "QueueRejected: the queue of stage {} is full (on_full = reject)
 def rejected_failure(item: Any, exc: QueueRejected) -> Failure:
     """An item whose results a full `on_full = "reject"` queue refused: that attempt failed."""
     return Failure(item, exc, REJECTED_TEXT.format(exc))
+
+
+def wait_for_setups(
+    results: list[BaseException | None], ready: threading.Condition, workers: int, pipeline: str, stage: str
+) -> None:
+    """Block until `workers` setups reported into `results`; StartError naming the stage if any raised."""
+    with ready:
+        ready.wait_for(lambda: len(results) == workers)
+    errors = [r for r in results if r is not None]
+    if errors:
+        raise StartError(
+            f"pipeline {pipeline!r}, stage {stage!r}: setup failed: {error_text(errors[0])}"
+        ) from errors[0]
 
 
 class StageBase:

@@ -21,8 +21,15 @@ from pipelined.engine.invoke import Invoker
 from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
-from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of, rejected_failure
-from pipelined.errors import StartError
+from pipelined.engine.stage import (
+    Failure,
+    Outcome,
+    StageBase,
+    StageServices,
+    failure_of,
+    rejected_failure,
+    wait_for_setups,
+)
 from pipelined.logs import enter_log_context, exit_log_context
 from pipelined.spec import StageSpec
 
@@ -65,14 +72,7 @@ class ThreadStage(StageBase):
         ready = threading.Condition()
         for _ in range(self.workers):
             self._spawn(results, ready)
-        with ready:
-            ready.wait_for(lambda: len(results) == self.workers)
-        errors = [r for r in results if r is not None]
-        if errors:
-            raise StartError(
-                f"pipeline {self.services.spec.name!r}, stage {self.name!r}: "
-                f"setup failed: {error_text(errors[0])}"
-            ) from errors[0]
+        wait_for_setups(results, ready, self.workers, self.services.spec.name, self.name)
 
     def _spawn(
         self, results: list[BaseException | None] | None, ready: threading.Condition | None
