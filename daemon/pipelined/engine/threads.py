@@ -36,6 +36,7 @@ from pipelined.spec import StageSpec
 log = logging.getLogger("pipelined.engine")
 
 MAX_TAKE = 1024
+CALL_BUDGET_S = 0.01  # a worker takes about this much work at once: outputs of slow items flow on
 INLINE_MAX_S = 20e-6  # a stage this fast per item may run in its sender's thread
 _FAILED = object()  # marks a failed item's place among map() results
 
@@ -127,7 +128,7 @@ class ThreadStage(StageBase):
         queue = self.queue
         exclusive = self._exclusive
         if exclusive is None:
-            while (chunk := queue.take(MAX_TAKE, sharers=self.workers)) is not None:
+            while (chunk := queue.take(self._take_limit(), sharers=self.workers)) is not None:
                 if self._process(chunk, invoker, fast, cell):
                     raise WorkerDied(self.name)
             return
@@ -135,13 +136,27 @@ class ThreadStage(StageBase):
         try:
             while queue.wait_available():
                 with exclusive:
-                    chunk = queue.take_nowait(MAX_TAKE)
+                    chunk = queue.take_nowait(self._take_limit())
                     if chunk is not None and self._process(chunk, invoker, fast, cell):
                         raise WorkerDied(self.name)
         finally:
             with exclusive:
                 inline, self._inline = self._inline, None
                 self.counters.retire(inline[2])
+
+    def _take_limit(self) -> int:
+        """How many queued items a worker takes at once: ~CALL_BUDGET_S of work, 1 to MAX_TAKE.
+
+        Outputs of a chunk go downstream when the chunk is done, so a slow stage takes few items
+        (its outputs keep flowing, and a drain deadline finds little in its hands), a fast one
+        takes many (per-chunk costs vanish). Before the first call nothing is known: one item.
+        """
+        per_item = self.per_item_s
+        if per_item is None:
+            return 1
+        if per_item <= CALL_BUDGET_S / MAX_TAKE:
+            return MAX_TAKE
+        return max(1, int(CALL_BUDGET_S / per_item))
 
     def try_inline(self, run: Run, items: list[Any]) -> bool:
         """Process a chunk in the sender's thread (execution affinity).

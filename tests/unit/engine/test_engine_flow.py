@@ -238,3 +238,25 @@ def test_async_stage_awaits_up_to_threads_items_at_once() -> None:
         assert sorted(fns.COLLECTED["async-conc"]) == list(range(1, 65))
         assert elapsed < 1.0  # sequentially: 3.2 s
         assert rt.stats()["stages"]["wait"]["threads"] == 32
+
+
+def test_outputs_of_a_slow_stage_flow_on_while_its_queue_is_full() -> None:
+    # 40 items queue up at once behind a 50 ms stage: a worker must not take them all and hold
+    # every output until the last is done. The first results reach the consumer while most of
+    # the items are still waiting (~2 s of work in all).
+    import time
+
+    spec = pipeline(
+        stage("src", "producer", "count_to", args={"n": 40}, auto_start=False),
+        stage("slow", call="slow", args={"delay": 0.05}),
+        stage("sink", "consumer", "collect", args={"key": "slowflow"}),
+    )
+    with running(spec) as rt:
+        run_id = rt.trigger("src")
+        deadline = time.monotonic() + 10
+        while not fns.COLLECTED["slowflow"]:
+            assert time.monotonic() < deadline, "nothing reached the consumer"
+            time.sleep(0.005)
+        assert rt.book.runs.get(run_id)["items"]["in_flight"] > 20  # most still queued
+        assert finished_run(rt, run_id)["state"] == "completed"
+        assert sorted(fns.COLLECTED["slowflow"]) == list(range(40))
