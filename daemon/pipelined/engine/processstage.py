@@ -24,7 +24,7 @@ from pipelined.spec import StageSpec
 log = logging.getLogger("pipelined.engine")
 
 MAX_TAKE = 1024
-FIRST_TAKE = 16  # before the first call says how long an item takes
+FIRST_TAKE = 1  # before the first call says how long an item takes (a slow first chunk holds its outputs)
 CALL_BUDGET_S = 0.01  # a slow stage's calls are cut to about this much work
 
 
