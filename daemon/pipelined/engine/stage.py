@@ -82,13 +82,20 @@ def rejected_failure(item: Any, exc: QueueRejected) -> Failure:
     """An item whose results a full `on_full = "reject"` queue refused: that attempt failed."""
     return Failure(item, exc, REJECTED_TEXT.format(exc))
 
+SETUP_TIMEOUT_S = 60.0
+
 
 def wait_for_setups(
     results: list[BaseException | None], ready: threading.Condition, workers: int, pipeline: str, stage: str
 ) -> None:
-    """Block until `workers` setups reported into `results`; StartError naming the stage if any raised."""
+    """Block until `workers` setups reported into `results`; StartError naming the stage if any
+    raised, or if they did not all return within SETUP_TIMEOUT_S (a hung setup() must not hold
+    the daemon's start or a reload forever; the stuck thread is left to exit when it can)."""
     with ready:
-        ready.wait_for(lambda: len(results) == workers)
+        if not ready.wait_for(lambda: len(results) >= workers, timeout=SETUP_TIMEOUT_S):
+            raise StartError(
+                f"pipeline {pipeline!r}, stage {stage!r}: setup() did not return within {SETUP_TIMEOUT_S:g} s"
+            )
     errors = [r for r in results if r is not None]
     if errors:
         raise StartError(

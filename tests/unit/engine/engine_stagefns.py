@@ -203,3 +203,13 @@ def on_error_hook(item: Any, error: BaseException, stage: str) -> None:
 def failing_on_error(item: Any, error: BaseException, stage: str) -> None:
     CALLS["on_error_attempted"].append(item)
     raise RuntimeError("on_error broke")
+
+
+class HangingSetup:
+    """setup() blocks until the test lets it go (EVENTS["hanging-setup"])."""
+
+    def setup(self) -> None:
+        EVENTS["hanging-setup"].wait(30)
+
+    def __call__(self, x: Any) -> Any:
+        return x

@@ -177,6 +177,28 @@ def test_setup_failure_is_a_start_error_naming_the_stage() -> None:
     assert rt.state == "failed"
 
 
+def test_a_setup_that_never_returns_is_a_start_error_after_the_timeout(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import pytest
+    from engine_helpers import build_graph_for
+
+    from pipelined.engine import PipelineRuntime
+    from pipelined.engine import stage as stage_module
+    from pipelined.errors import StartError
+
+    monkeypatch.setattr(stage_module, "SETUP_TIMEOUT_S", 0.3)
+    spec = pipeline(
+        stage("src", "producer", "count_to"),
+        stage("stuck", call="HangingSetup"),
+    )
+    rt = PipelineRuntime(spec, build_graph_for(spec), None, PipelineBook("p", None))
+    try:
+        with pytest.raises(StartError, match="stage 'stuck'.*did not return within 0.3 s"):
+            rt.start()
+        assert rt.state == "failed"
+    finally:
+        fns.EVENTS["hanging-setup"].set()  # let the stuck thread go
+
+
 def test_traceback_logged_at_first_failure_and_at_dead_letter_only(caplog) -> None:  # type: ignore[no-untyped-def]
     import logging
 
