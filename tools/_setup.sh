@@ -5,7 +5,12 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 EXTRAS="${1:-}"
 
+PY="${PYTHON:-python3}"
 need_apt=()
+# venv/ensurepip and Python.h (systemd-python compiles) are separate packages on Debian
+"$PY" -c 'import ensurepip, venv' 2>/dev/null || need_apt+=(python3-venv)
+"$PY" -c 'import os, sysconfig; raise SystemExit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))' \
+  || need_apt+=(python3-dev)
 pkg-config --exists libsystemd 2>/dev/null || need_apt+=(libsystemd-dev)
 command -v pkg-config >/dev/null || need_apt+=(pkg-config)
 command -v gcc >/dev/null || need_apt+=(gcc)
@@ -24,7 +29,6 @@ if [ "${#need_apt[@]}" -gt 0 ]; then
   fi
 fi
 
-PY="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
   echo "tools: creating .venv with $($PY --version)" >&2
   "$PY" -m venv .venv
