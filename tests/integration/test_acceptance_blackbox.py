@@ -1,0 +1,535 @@
+"""Black-box acceptance scenarios that combine features, driven only through the spec's surface.
+
+One shared daemon (with the conf-dir watcher and config writes on) runs the orders-like pipeline
+from config.md, a nested pipeline and pipelines PUT over the API; a second daemon is stopped with
+SIGTERM in the middle of a flow through a process stage and restarted on the same state dir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from harness import DaemonProcess, file_version, wait_for
+
+STAGES = '''
+import json, os, time
+
+
+def fetch_new(limit=10, tag="t", delay=0.0):
+    for i in range(limit):
+        if delay:
+            time.sleep(delay)
+        yield {"id": i, "tag": tag}
+
+
+def enrich(item):
+    if item["id"] % 5 == 4:
+        return None
+    return {**item, "enriched": True}
+
+
+class Scorer:
+    def __init__(self, delay=0.0):
+        self.delay = delay
+        self.ready = False
+
+    def setup(self):
+        self.ready = True
+
+    def __call__(self, item):
+        assert self.ready, "setup() not called before the first item"
+        if self.delay:
+            time.sleep(self.delay)
+        return {**item, "score": item["id"] * 2, "pid": os.getpid()}
+
+
+def save_batch(batch, out, ctx):
+    line = json.dumps({"run": ctx.run, "ids": [x["id"] for x in batch], "n": len(batch)})
+    with open(out, "a") as fh:
+        fh.write(line + "\\n")
+
+
+def numbers(n=5):
+    return list(range(n))
+
+
+def double(item):
+    return item * 2
+
+
+def negate(item):
+    return -item
+
+
+def sink(item, out):
+    with open(out, "a") as fh:
+        fh.write(json.dumps(item) + "\\n")
+
+
+def slow(item, delay=0.2):
+    time.sleep(delay)
+    return item
+'''
+
+
+def orders_toml(out: Path, *, description: str, score_delay: float = 0.0, max_wait: str = "5s") -> str:
+    return f'''
+description = "{description}"
+max_threads = 8
+max_processes = 2
+max_retries = 3
+
+[[stage]]
+name = "fetch"
+kind = "producer"
+call = "bbstages:fetch_new"
+auto_start = false
+args = {{ limit = 10 }}
+
+[[stage]]
+name = "enrich"
+call = "bbstages:enrich"
+threads = 4
+
+[[stage]]
+name = "score"
+call = "bbstages:Scorer"
+processes = 2
+args = {{ delay = {score_delay} }}
+
+[[stage]]
+name = "batch"
+kind = "accumulator"
+max_size = 3
+max_wait = "{max_wait}"
+
+[[stage]]
+name = "store"
+kind = "consumer"
+call = "bbstages:save_batch"
+args = {{ out = "{out}" }}
+'''
+
+
+NESTED = '''
+description = "nested parallel block"
+
+[[stage]]
+name = "src"
+kind = "producer"
+call = "bbstages:numbers"
+auto_start = false
+
+[[stage]]
+name = "par"
+kind = "pipeline"
+mode = "parallel"
+
+  [[stage.stage]]
+  name = "dbl"
+  call = "bbstages:double"
+
+  [[stage.stage]]
+  name = "neg"
+  call = "bbstages:negate"
+
+[[stage]]
+name = "out"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{ out = "{out}" }}
+'''
+
+
+def saved(out: Path) -> list[dict[str, Any]]:
+    if not out.exists():
+        return []
+    return [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
+
+
+def saved_ids(out: Path, run: str) -> list[int]:
+    return sorted(i for rec in saved(out) if rec["run"] == run for i in rec["ids"])
+
+
+def expected_ids(produced: int) -> list[int]:
+    return [i for i in range(produced) if i % 5 != 4]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
+    base = tmp_path_factory.mktemp("blackbox")
+    d = DaemonProcess(base, watch=True, settings="[api]\nconfig_write = true\n")
+    d.write_module("bbstages", STAGES)
+    d.write_pipeline("orders", orders_toml(base / "orders.out", description="v1"))
+    d.write_pipeline("nested", NESTED.format(out=base / "nested.out"))
+    try:
+        d.start()
+        yield d
+    finally:
+        d.close()
+
+
+def run_of(d: DaemonProcess, name: str, run: str) -> dict[str, Any]:
+    r = d.client.get(f"/pipelines/{name}/runs/{run}")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+def wait_run_done(d: DaemonProcess, name: str, run: str, timeout: float = 20.0) -> dict[str, Any]:
+    return d.wait_for(
+        lambda: (body := run_of(d, name, run))["state"] != "running" and body,
+        timeout,
+        what=f"run {run} of {name} finished",
+    )
+
+
+def stats(d: DaemonProcess, name: str) -> dict[str, Any]:
+    r = d.client.get(f"/pipelines/{name}/stats")
+    assert r.status_code == 200, r.text
+    return dict(r.json())
+
+
+# -- the orders pipeline of config.md ------------------------------------------------------------
+
+
+def test_orders_concurrent_triggers_with_wait_count_exactly(shared: DaemonProcess) -> None:
+    d = shared
+    out = d.base_dir / "orders.out"
+    detail = d.pipeline("orders")
+    assert detail["state"] == "running" and detail["description"] == "v1"
+    assert d.client.get("/pipelines/orders/runs").json() == []  # auto_start = false: no run yet
+    by_name = {s["name"]: s for s in detail["stages"]}
+    assert by_name["enrich"]["threads"] == 4 and by_name["score"]["processes"] == 2
+    assert by_name["fetch"]["auto_start"] is False
+    before = stats(d, "orders")
+
+    results: dict[str, httpx.Response] = {}
+
+    def fire(tag: str) -> None:
+        with httpx.Client(base_url=d.url, timeout=60) as c:
+            results[tag] = c.post(
+                "/pipelines/orders/stages/fetch/trigger?wait=true&timeout=30",
+                json={"args": {"limit": 10, "tag": tag}},
+            )
+
+    threads = [threading.Thread(target=fire, args=(f"r{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert sorted(results) == ["r0", "r1", "r2", "r3"]
+    runs = set()
+    for tag, r in results.items():
+        assert r.status_code == 200, (tag, r.status_code, r.text)
+        body = r.json()
+        assert body["pipeline"] == "orders" and body["stage"] == "fetch"
+        assert body["state"] == "completed", body
+        assert body["items"] == {"produced": 10, "in_flight": 0, "finished": 3, "filtered": 2, "dead_lettered": 0}
+        assert body["finished_at"] is not None and body["error"] is None
+        runs.add(body["run"])
+        # batches never mix runs: 8 surviving items of this run in batches of 3, 3, 2
+        assert saved_ids(out, body["run"]) == expected_ids(10)
+        assert sorted(rec["n"] for rec in saved(out) if rec["run"] == body["run"]) == [2, 3, 3]
+    assert len(runs) == 4
+    listed = [r["run"] for r in d.client.get("/pipelines/orders/runs").json()]
+    assert set(listed) == runs
+
+    after = stats(d, "orders")
+    for key in ("started", "completed"):
+        assert after["runs"][key] - before["runs"][key] == 4, (before["runs"], after["runs"])
+    assert after["runs"]["active"] == 0 and after["runs"]["failed"] == before["runs"]["failed"]
+    delta = {s: {k: after["stages"][s][k] - before["stages"][s][k] for k in ("items_in", "items_out")}
+             for s in ("fetch", "enrich", "score", "batch", "store")}
+    assert delta["fetch"] == {"items_in": 0, "items_out": 40}
+    assert delta["enrich"] == {"items_in": 40, "items_out": 32}
+    assert delta["score"] == {"items_in": 32, "items_out": 32}  # counted in worker processes too
+    assert delta["batch"] == {"items_in": 32, "items_out": 12}
+    assert delta["store"]["items_in"] == 12
+    assert after["stages"]["score"]["processes"] == 2 and after["stages"]["enrich"]["threads"] == 4
+
+
+def test_orders_hot_reload_by_file_edit_while_a_run_is_active(shared: DaemonProcess) -> None:
+    d = shared
+    out = d.base_dir / "orders.out"
+    # v2: a slow scorer, so a backlog builds up behind it
+    v2 = d.write_pipeline("orders", orders_toml(out, description="v2", score_delay=0.02))
+    d.wait_version("orders", file_version(v2), timeout=15)
+    counters_before = stats(d, "orders")["stages"]["enrich"]["items_in"]
+
+    r = d.client.post("/pipelines/orders/stages/fetch/trigger", json={"args": {"limit": 2000, "delay": 0.004, "tag": "long"}})
+    assert r.status_code == 202, r.text
+    long_run = r.json()["run"]
+    d.wait_for(lambda: saved_ids(out, long_run), 15, what="the long run reached the consumer")
+    assert run_of(d, "orders", long_run)["state"] == "running"
+
+    # v3 by file edit (the watcher), while the long run is producing and a backlog is queued
+    v3 = d.write_pipeline("orders", orders_toml(out, description="v3"))
+    d.wait_for(lambda: d.pipeline("orders")["state"] == "draining", 10, interval=0.005,
+               what="the old version draining")
+    # a trigger sent during the swap waits for the new version and is answered by it
+    r = d.client.post("/pipelines/orders/stages/fetch/trigger?wait=true&timeout=30", json={"args": {"tag": "swap"}})
+    assert r.status_code == 200, r.text
+    swap = r.json()
+    assert swap["state"] == "completed", swap
+    assert swap["items"] == {"produced": 10, "in_flight": 0, "finished": 3, "filtered": 2, "dead_lettered": 0}
+    assert saved_ids(out, swap["run"]) == expected_ids(10)
+    detail = d.wait_version("orders", file_version(v3))
+    assert detail["description"] == "v3" and detail["last_reload"]["ok"] is True
+
+    # the long run was ended by the reload: cancelled, nothing in flight, nothing lost
+    old = wait_run_done(d, "orders", long_run)
+    assert old["state"] == "cancelled", old
+    items = old["items"]
+    assert 0 < items["produced"] < 2000 and items["in_flight"] == 0 and items["dead_lettered"] == 0, old
+    assert items["filtered"] == len([i for i in range(items["produced"]) if i % 5 == 4])
+    assert saved_ids(out, long_run) == expected_ids(items["produced"])
+    # counters survive the reload
+    assert stats(d, "orders")["stages"]["enrich"]["items_in"] >= counters_before + items["produced"] + 10
+    dl = d.client.get("/pipelines/orders/dead-letters").json()
+    assert [x for x in dl if x["run"] in (long_run, swap["run"])] == []
+
+
+def test_drain_wait_returns_stats_then_start_and_trigger(shared: DaemonProcess) -> None:
+    d = shared
+    r = d.client.post("/pipelines/orders/drain?wait=true&timeout=20")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["pipeline"] == "orders" and body["state"] == "drained"
+    assert {"runs", "stages", "version", "uptime_s"} <= set(body)
+    assert body["runs"]["active"] == 0
+    r = d.client.post("/pipelines/orders/stages/fetch/trigger", json={})
+    assert r.status_code == 409 and r.json()["status_code"] == 409
+    assert d.client.post("/pipelines/orders/drain").status_code == 409
+    r = d.client.post("/pipelines/orders/start")
+    assert r.status_code == 200 and r.json() == {"state": "running"}
+    assert d.client.post("/pipelines/orders/start").status_code == 409
+    r = d.client.post("/pipelines/orders/stages/fetch/trigger?wait=true", json={"args": {"limit": 5}})
+    assert r.status_code == 200 and r.json()["state"] == "completed"
+    assert r.json()["items"]["produced"] == 5
+
+
+# -- nested pipeline: graph formats and a broadcast flow ------------------------------------------
+
+
+def test_nested_pipeline_graph_formats_and_broadcast_flow(shared: DaemonProcess) -> None:
+    d = shared
+    listed = {p["name"]: p for p in d.client.get("/pipelines").json()}
+    assert listed["nested"]["stages"] == 5 and listed["nested"]["state"] == "running"
+
+    g = d.client.get("/pipelines/nested/graph")
+    assert g.status_code == 200
+    graph = g.json()
+    nodes = {n["id"]: n for n in graph["nodes"]}
+    assert set(nodes) == {"src", "par", "out"}
+    assert nodes["par"]["kind"] == "pipeline" and nodes["src"]["auto_start"] is False
+    assert {(e["from"], e["to"]) for e in graph["edges"]} == {("src", "par"), ("par", "out")}
+    children = nodes["par"]["children"]
+    assert {n["id"] for n in children["nodes"]} == {"dbl", "neg"}
+    child_edges = {(e["from"], e["to"]): e["route"] for e in children["edges"]}
+    assert set(child_edges) == {("par", "dbl"), ("par", "neg"), ("dbl", "par"), ("neg", "par")}
+    assert child_edges[("par", "dbl")] == "broadcast" == child_edges[("par", "neg")]
+
+    m = d.client.get("/pipelines/nested/graph?format=mermaid")
+    assert m.status_code == 200 and m.headers["content-type"].startswith("text/plain")
+    assert m.text.lstrip().startswith("flowchart LR")
+    for name in ("src", "par", "dbl", "neg", "out"):
+        assert name in m.text
+    dot = d.client.get("/pipelines/nested/graph?format=dot")
+    assert dot.status_code == 200 and dot.headers["content-type"].startswith("text/vnd.graphviz")
+    assert dot.text.lstrip().startswith("digraph")
+
+    offline = subprocess.run(
+        [sys.executable, "-m", "pipelined", "graph", str(d.conf_dir / "nested.toml"), "--format", "json"],
+        capture_output=True, text=True, timeout=30, env=d.environment(),
+    )
+    assert offline.returncode == 0, offline.stderr
+    off = json.loads(offline.stdout)
+    assert {(e["from"], e["to"]) for e in off["edges"]} == {("src", "par"), ("par", "out")}
+
+    r = d.client.post("/pipelines/nested/stages/src/trigger?wait=true", json={"args": {"n": 4}})
+    assert r.status_code == 200, r.text
+    run = r.json()
+    assert run["state"] == "completed"
+    assert run["items"] == {"produced": 4, "in_flight": 0, "finished": 8, "filtered": 0, "dead_lettered": 0}
+    got = sorted(json.loads(x) for x in (d.base_dir / "nested.out").read_text().split())
+    assert got == sorted([0, 2, 4, 6, 0, -1, -2, -3])
+    st = stats(d, "nested")
+    assert {"src", "par", "dbl", "neg", "out"} <= set(st["stages"])
+    assert st["stages"]["dbl"]["items_in"] == 4 and st["stages"]["neg"]["items_in"] == 4
+    assert st["stages"]["out"]["items_in"] == 8
+
+
+# -- config writes, reload, metrics -------------------------------------------------------------
+
+
+def test_put_json_pipeline_then_trigger(shared: DaemonProcess) -> None:
+    d = shared
+    out = d.base_dir / "putjson.out"
+    doc = {
+        "description": "written as JSON",
+        "stage": [
+            {"name": "gen", "kind": "producer", "call": "bbstages:numbers", "auto_start": False},
+            {"name": "x2", "call": "bbstages:double", "threads": 2},
+            {"name": "keep", "kind": "consumer", "call": "bbstages:sink", "args": {"out": str(out)}},
+        ],
+    }
+    r = d.client.put("/pipelines/putjson", json=doc)
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == "putjson" and r.json()["description"] == "written as JSON"
+    path = d.conf_dir / "putjson.toml"
+    assert path.exists()
+    d.wait_version("putjson", file_version(path))
+    r = d.client.post("/pipelines/putjson/stages/gen/trigger?wait=true", json={"args": {"n": 3}})
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "completed" and r.json()["items"]["finished"] == 3
+    assert sorted(json.loads(x) for x in out.read_text().split()) == [0, 2, 4]
+
+    bad = dict(doc, stage=[dict(doc["stage"][0], thread=2)])
+    r = d.client.put("/pipelines/putjson", json=bad)
+    assert r.status_code == 400 and "threads" in r.json()["detail"]
+    assert d.pipeline("putjson")["version"] == file_version(path)
+
+    doc["description"] = "updated"
+    r = d.client.put("/pipelines/putjson", json=doc)
+    assert r.status_code == 200, r.text
+    assert d.pipeline("putjson")["description"] == "updated"
+    r = d.client.post("/pipelines/putjson/stages/x2/trigger?wait=true", json={"items": [10]})
+    assert r.status_code == 200 and r.json()["items"]["finished"] == 1
+
+
+def test_post_reload_result_shape_and_invalid_file_name(shared: DaemonProcess) -> None:
+    d = shared
+    (d.conf_dir / "Bad Name.toml").write_text(NESTED.format(out=d.base_dir / "never.out"))
+    (d.conf_dir / "_ignored.toml").write_text("not toml at all [[[")
+    (d.conf_dir / "notes.txt").write_text("ignored")
+    r = d.client.post("/reload")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert set(body) == {"added", "updated", "removed", "unchanged", "failed"}
+    assert isinstance(body["failed"], dict) and "Bad Name.toml" in body["failed"]
+    assert "_ignored" not in json.dumps(body) and "notes" not in json.dumps(body)
+    assert {"orders", "nested"} <= set(body["unchanged"]) | set(body["updated"])
+    names = {p["name"] for p in d.client.get("/pipelines").json()}
+    assert names == {"orders", "nested", "putjson"}
+    (d.conf_dir / "Bad Name.toml").unlink()
+
+
+def test_metrics_names_and_labels(shared: DaemonProcess) -> None:
+    d = shared
+    r = d.client.get("/metrics")
+    assert r.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(r.text)}
+    # prometheus-client strips the _total suffix from counter family names
+    items = families.get("pipelined_stage_items") or families["pipelined_stage_items_total"]
+    labelled = {(s.labels.get("pipeline"), s.labels.get("stage"), s.labels.get("outcome")) for s in items.samples}
+    assert any(p == "orders" and st == "score" for p, st, _ in labelled)
+    assert all(o for _, _, o in labelled)
+    depth = families["pipelined_stage_queue_depth"]
+    assert {"pipeline", "stage"} <= set(depth.samples[0].labels)
+    reloads = families.get("pipelined_reloads") or families["pipelined_reloads_total"]
+    assert any(s.labels.get("pipeline") == "orders" and s.labels.get("result") for s in reloads.samples)
+
+
+# -- SIGTERM during a flow with a process stage; dead letters survive a restart --------------------
+
+SLOW = '''
+drain_timeout = "1s"
+max_retries = 0
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbstages:numbers"
+auto_start = false
+
+[[stage]]
+name = "work"
+call = "bbstages:slow"
+processes = 2
+args = {{ delay = 0.15 }}
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{ out = "{out}" }}
+'''
+
+
+def descendants(pid: int) -> set[int]:
+    parents: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            parents[int(entry)] = int(stat.rsplit(")", 1)[1].split()[1])
+    found: set[int] = set()
+    frontier = {pid}
+    while frontier:
+        frontier = {p for p, pp in parents.items() if pp in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_sigterm_mid_flow_with_process_stage_then_dead_letters_survive_restart(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path)
+    out = tmp_path / "slow.out"
+    d.write_module("bbstages", STAGES)
+    d.write_pipeline("slow", SLOW.format(out=out))
+    d2: DaemonProcess | None = None
+    try:
+        d.start()
+        r = d.client.post("/pipelines/slow/stages/gen/trigger", json={"args": {"n": 60}})
+        assert r.status_code == 202, r.text
+        run = r.json()["run"]
+        d.wait_for(lambda: out.exists() and len(out.read_text().split()) >= 2, 15, what="items consumed")
+        assert run_of(d, "slow", run)["items"]["produced"] == 60
+        workers = descendants(d.pid)
+        assert workers, "the process stage has worker processes"
+        d.send_signal(signal.SIGTERM)
+        assert d.wait_exit(20) == 0
+        wait_for(lambda: not any(alive(p) for p in workers), 10, what="no worker process left")
+
+        done = [json.loads(x) for x in out.read_text().split()]
+        assert len(set(done)) == len(done) and len(done) < 60
+        d2 = DaemonProcess(tmp_path)
+        d2.start()
+        r = d2.client.get("/pipelines/slow/dead-letters?limit=1000")
+        assert r.status_code == 200
+        letters = r.json()
+        assert letters, "what did not finish is dead-lettered"
+        assert {x["error"] for x in letters} == {"shutdown"}
+        assert {x["run"] for x in letters} == {run}
+        assert all(x["stage"] in ("work", "keep") for x in letters)
+        lost = [x["item"] for x in letters]
+        assert len(set(lost)) == len(lost)
+        assert set(lost).isdisjoint(done), "a finished item was also dead-lettered"
+        assert sorted(lost + done) == list(range(60))
+        assert set(letters[0]) >= {"id", "run", "stage", "at", "attempts", "error", "item"}
+        assert d2.stop() == 0
+    finally:
+        d.close()
+        if d2 is not None:
+            d2.close()
