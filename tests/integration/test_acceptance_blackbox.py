@@ -533,3 +533,337 @@ def test_sigterm_mid_flow_with_process_stage_then_dead_letters_survive_restart(t
         d.close()
         if d2 is not None:
             d2.close()
+
+
+# -- more combinations on the shared daemon -----------------------------------------------------
+
+MORE_STAGES = '''
+import asyncio, json, os, threading, time
+
+
+def flaky(item, marks):
+    path = os.path.join(marks, f"att-{item}")
+    with open(path, "a") as fh:
+        fh.write("x")
+    attempts = len(open(path).read())
+    if item == 3:
+        raise ValueError(f"bad {item}")
+    if item == 4 and attempts == 1:
+        raise RuntimeError("transient")
+    return item
+
+
+def on_error(item, error, stage):
+    with open(os.environ.get("BB_ONERROR", "/dev/null"), "a") as fh:
+        fh.write(json.dumps({"item": repr(item), "error": str(error), "stage": str(stage)}) + "\\n")
+
+
+class Gen:
+    def __init__(self, base=100):
+        self.base = base
+
+    def __call__(self, n=3):
+        for i in range(n):
+            yield self.base + i
+
+
+async def aslow(item):
+    await asyncio.sleep(0.01)
+    return item
+
+
+def split(item, ctx):
+    if item % 2:
+        ctx.emit_to("odd", item)
+        return None
+    return item
+
+
+def lockish(item):
+    return threading.Lock() if item == 1 else item
+
+
+def trickle(n=3, delay=0.4):
+    for i in range(n):
+        yield i
+        time.sleep(delay)
+
+
+def stamp(batch, out):
+    with open(out, "a") as fh:
+        fh.write(json.dumps({"t": time.time(), "batch": batch}) + "\\n")
+'''
+
+
+def install_more(d: DaemonProcess) -> None:
+    if not (d.modules_dir / "bbmore.py").exists():
+        d.write_module("bbmore", MORE_STAGES)
+
+
+def put_toml(d: DaemonProcess, name: str, text: str) -> dict[str, Any]:
+    r = d.client.put(f"/pipelines/{name}", content=text, headers={"content-type": "application/toml"})
+    assert r.status_code in (200, 201), r.text
+    d.wait_state(name, "running", timeout=15)
+    return dict(r.json())
+
+
+def test_failures_in_a_process_stage_retry_dead_letter_and_fail_the_run(shared: DaemonProcess) -> None:
+    d = shared
+    install_more(d)
+    marks = d.base_dir / "marks"
+    marks.mkdir()
+    out = d.base_dir / "flaky.out"
+    put_toml(d, "flaky", f'''
+max_retries = 2
+retry_backoff = "10ms"
+
+[hooks]
+on_error = "bbmore:on_error"
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbstages:numbers"
+auto_start = false
+
+[[stage]]
+name = "proc"
+call = "bbmore:flaky"
+processes = 2
+args = {{ marks = "{marks}" }}
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{ out = "{out}" }}
+''')
+    r = d.client.post("/pipelines/flaky/stages/gen/trigger?wait=true", json={"args": {"n": 6}})
+    assert r.status_code == 200, r.text
+    run = r.json()
+    assert run["state"] == "failed" and run["error"], run
+    assert run["items"] == {"produced": 6, "in_flight": 0, "finished": 5, "filtered": 0, "dead_lettered": 1}
+    assert sorted(json.loads(x) for x in out.read_text().split()) == [0, 1, 2, 4, 5]
+    letters = d.client.get("/pipelines/flaky/dead-letters").json()
+    assert len(letters) == 1
+    (letter,) = letters
+    assert letter["run"] == run["run"] and letter["stage"] == "proc" and letter["item"] == 3
+    assert letter["attempts"] == 3 and "ValueError" in letter["error"] and "bad 3" in letter["error"]
+    proc = stats(d, "flaky")["stages"]["proc"]
+    assert (proc["items_in"], proc["items_failed"], proc["items_retried"], proc["items_dead_lettered"]) == (6, 4, 3, 1)
+    assert proc["items_out"] == 5
+    assert stats(d, "flaky")["runs"]["failed"] == 1
+
+
+def test_unpicklable_item_into_a_process_stage_is_dead_lettered_by_repr(shared: DaemonProcess) -> None:
+    d = shared
+    install_more(d)
+    out = d.base_dir / "pickle.out"
+    put_toml(d, "pickly", f'''
+max_retries = 0
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbstages:numbers"
+auto_start = false
+
+[[stage]]
+name = "mk"
+call = "bbmore:lockish"
+
+[[stage]]
+name = "proc"
+call = "bbstages:double"
+processes = 1
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{ out = "{out}" }}
+''')
+    r = d.client.post("/pipelines/pickly/stages/gen/trigger?wait=true", json={"args": {"n": 3}})
+    assert r.status_code == 200, r.text
+    run = r.json()
+    assert run["state"] == "failed"
+    assert run["items"]["produced"] == 3 and run["items"]["finished"] == 2 and run["items"]["dead_lettered"] == 1
+    assert sorted(json.loads(x) for x in out.read_text().split()) == [0, 4]
+    (letter,) = d.client.get("/pipelines/pickly/dead-letters").json()
+    assert isinstance(letter["item"], str) and "lock" in letter["item"].lower()
+    assert "lock" in letter["error"].lower() and ("proc" in letter["error"] or "mk" in letter["error"])
+
+
+def test_class_producer_async_stage_and_emit_to(shared: DaemonProcess) -> None:
+    d = shared
+    install_more(d)
+    out = d.base_dir / "route.out"
+    put_toml(d, "route", f'''
+max_threads = 6
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbmore:Gen"
+auto_start = false
+args = {{ base = 10 }}
+
+[[stage]]
+name = "split"
+call = "bbmore:split"
+threads = 2
+to = ["even"]
+
+[[stage]]
+name = "even"
+call = "bbmore:aslow"
+threads = 8
+to = ["keep"]
+
+[[stage]]
+name = "odd"
+call = "bbstages:negate"
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{ out = "{out}" }}
+''')
+    stages = {s["name"]: s for s in d.pipeline("route")["stages"]}
+    # an async stage counts as one thread of the budget whatever its concurrency: 1+2+1+1+1 fits 6
+    assert stages["split"]["threads"] == stages["split"]["requested_threads"] == 2
+    assert stages["even"]["threads"] == 8
+    assert stages["split"]["downstream"] == ["even"] and stages["odd"]["upstream"] == []
+    r = d.client.post("/pipelines/route/stages/gen/trigger?wait=true", json={"args": {"n": 6}})
+    assert r.status_code == 200, r.text
+    run = r.json()
+    assert run["state"] == "completed", run
+    assert run["items"]["produced"] == 6 and run["items"]["finished"] == 6 and run["items"]["in_flight"] == 0
+    assert sorted(json.loads(x) for x in out.read_text().split()) == sorted([10, 12, 14, -11, -13, -15])
+    # a class producer gets only the trigger's args in __call__: an __init__ arg is refused
+    r = d.client.post("/pipelines/route/stages/gen/trigger", json={"args": {"base": 1}})
+    assert r.status_code == 400 and "base" in r.json()["detail"]
+
+
+def test_accumulator_max_wait_emits_partial_batches_while_the_run_goes_on(shared: DaemonProcess) -> None:
+    d = shared
+    install_more(d)
+    out = d.base_dir / "trickle.out"
+    put_toml(d, "trickle", f'''
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbmore:trickle"
+auto_start = false
+
+[[stage]]
+name = "acc"
+kind = "accumulator"
+max_size = 100
+max_wait = "100ms"
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbmore:stamp"
+args = {{ out = "{out}" }}
+''')
+    r = d.client.post("/pipelines/trickle/stages/gen/trigger", json={"args": {"n": 3, "delay": 0.5}})
+    assert r.status_code == 202
+    run = r.json()["run"]
+    d.wait_for(lambda: out.exists() and out.read_text().strip(), 5, what="a partial batch by max_wait")
+    assert run_of(d, "trickle", run)["state"] == "running"
+    done = wait_run_done(d, "trickle", run)
+    assert done["state"] == "completed" and done["items"]["finished"] == 3
+    batches = [json.loads(x)["batch"] for x in out.read_text().splitlines()]
+    assert batches == [[0], [1], [2]]
+
+
+def test_trigger_waiting_across_a_reload_gets_the_cancelled_run(shared: DaemonProcess) -> None:
+    d = shared
+    install_more(d)
+    out = d.base_dir / "acrossreload.out"
+    text = f'''
+description = "{{desc}}"
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbmore:trickle"
+auto_start = false
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{{{ out = "{out}" }}}}
+'''
+    put_toml(d, "across", text.format(desc="a"))
+    result: dict[str, httpx.Response] = {}
+
+    def waiter() -> None:
+        with httpx.Client(base_url=d.url, timeout=60) as c:
+            result["r"] = c.post("/pipelines/across/stages/gen/trigger?wait=true&timeout=30",
+                                 json={"args": {"n": 100, "delay": 0.05}})
+
+    t = threading.Thread(target=waiter)
+    t.start()
+    d.wait_for(lambda: out.exists() and len(out.read_text().split()) >= 2, 10, what="run under way")
+    r = d.client.put("/pipelines/across", content=text.format(desc="b"), headers={"content-type": "application/toml"})
+    assert r.status_code == 200, r.text
+    t.join(30)
+    assert not t.is_alive()
+    resp = result["r"]
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["state"] == "cancelled" and body["items"]["in_flight"] == 0
+    assert body["items"]["finished"] == body["items"]["produced"] < 100
+    assert len(out.read_text().split()) == body["items"]["produced"]
+    assert d.pipeline("across")["description"] == "b"
+
+
+def test_cli_client_against_the_shared_daemon(shared: DaemonProcess) -> None:
+    d = shared
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pipelined", *args, "--api", d.url, "--json"],
+                              capture_output=True, text=True, timeout=60, env=d.environment())
+
+    p = cli("trigger", "orders", "fetch", "--arg", "limit=7", "--arg", "tag=cli", "--wait")
+    assert p.returncode == 0, p.stderr
+    run = json.loads(p.stdout)
+    assert run["state"] == "completed" and run["items"]["produced"] == 7
+    p = cli("trigger", "nested", "par", "--items", "[1, 2]", "--wait")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["items"]["finished"] == 4
+    p = cli("stats", "orders")
+    assert p.returncode == 0 and json.loads(p.stdout)["pipeline"] == "orders"
+    p = cli("reload")
+    assert p.returncode == 0, p.stderr
+    assert set(json.loads(p.stdout)) == {"added", "updated", "removed", "unchanged", "failed"}
+    p = cli("drain", "nested", "--wait")
+    assert p.returncode == 0, p.stderr
+    assert d.pipeline("nested")["state"] == "drained"
+    p = cli("start", "nested")
+    assert p.returncode == 0, p.stderr
+    assert d.pipeline("nested")["state"] == "running"
+
+
+def test_delete_pipeline_drains_and_removes_its_file(shared: DaemonProcess) -> None:
+    d = shared
+    r = d.client.delete("/pipelines/putjson")
+    assert r.status_code == 200, r.text
+    assert not (d.conf_dir / "putjson.toml").exists()
+    d.wait_for(lambda: d.client.get("/pipelines/putjson").status_code == 404, 10, what="putjson removed")
+    assert d.client.post("/pipelines/putjson/stages/gen/trigger", json={}).status_code == 404
+    assert d.pipeline("orders")["state"] == "running"
+
+
+def test_daemon_stats_totals(shared: DaemonProcess) -> None:
+    d = shared
+    body = d.client.get("/stats").json()
+    names = {p["name"] for p in d.client.get("/pipelines").json()}
+    assert body["daemon"]["pipelines"] == len(names) == len(body["pipelines"])
+    assert body["daemon"]["pid"] == d.pid and body["daemon"]["processes"] >= 2
+    assert body["pipelines"]["orders"]["stages"]["score"]["processes"] == 2
