@@ -170,7 +170,8 @@ def expected_ids(produced: int) -> list[int]:
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     base = tmp_path_factory.mktemp("blackbox")
-    d = DaemonProcess(base, watch=True, settings="[api]\nconfig_write = true\n")
+    d = DaemonProcess(base, watch=True, settings="[api]\nconfig_write = true\n",
+                      env={"BB_ONERROR": str(base / "onerror.jsonl")})
     d.write_module("bbstages", STAGES)
     d.write_pipeline("orders", orders_toml(base / "orders.out", description="v1"))
     d.write_pipeline("nested", NESTED.format(out=base / "nested.out"))
@@ -653,6 +654,9 @@ args = {{ out = "{out}" }}
     assert (proc["items_in"], proc["items_failed"], proc["items_retried"], proc["items_dead_lettered"]) == (6, 4, 3, 1)
     assert proc["items_out"] == 5
     assert stats(d, "flaky")["runs"]["failed"] == 1
+    hooked = [json.loads(x) for x in (d.base_dir / "onerror.jsonl").read_text().splitlines()]
+    assert len(hooked) == 1 and hooked[0]["item"] == "3" and "bad 3" in hooked[0]["error"]
+    assert "proc" in hooked[0]["stage"]
 
 
 def test_unpicklable_item_into_a_process_stage_is_dead_lettered_by_repr(shared: DaemonProcess) -> None:
@@ -867,3 +871,103 @@ def test_daemon_stats_totals(shared: DaemonProcess) -> None:
     assert body["daemon"]["pipelines"] == len(names) == len(body["pipelines"])
     assert body["daemon"]["pid"] == d.pid and body["daemon"]["processes"] >= 2
     assert body["pipelines"]["orders"]["stages"]["score"]["processes"] == 2
+
+
+def test_code_reload_under_python_path_reaches_process_workers(shared: DaemonProcess) -> None:
+    d = shared
+    lib = d.conf_dir / "codelib"
+    lib.mkdir()
+    mod = lib / "bbcode.py"
+    mod.write_text("import os\n\ndef tag(item):\n    return {'v': 1, 'item': item, 'pid': os.getpid()}\n")
+    out = d.base_dir / "code.out"
+    put_toml(d, "code", f'''
+python_path = ["codelib"]
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbstages:numbers"
+auto_start = false
+
+[[stage]]
+name = "tag"
+call = "bbcode:tag"
+processes = 2
+max_items_per_worker = 2
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{ out = "{out}" }}
+''')
+    r = d.client.post("/pipelines/code/stages/gen/trigger?wait=true", json={"args": {"n": 6}})
+    assert r.status_code == 200 and r.json()["state"] == "completed", r.text
+    first = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(x["item"] for x in first) == list(range(6)) and {x["v"] for x in first} == {1}
+    # max_items_per_worker = 2 with two workers: six items need at least three worker processes
+    assert len({x["pid"] for x in first}) >= 3
+
+    loaded = d.pipeline("code")["loaded_at"]
+    mod.write_text("import os\n\ndef tag(item):\n    return {'v': 2, 'item': item, 'pid': os.getpid()}\n")
+    d.wait_for(lambda: d.pipeline("code")["loaded_at"] != loaded and d.pipeline("code")["state"] == "running",
+               15, what="code pipeline reloaded after its .py changed")
+    out.unlink()
+    r = d.client.post("/pipelines/code/stages/gen/trigger?wait=true", json={"args": {"n": 4}})
+    assert r.status_code == 200 and r.json()["state"] == "completed", r.text
+    second = [json.loads(x) for x in out.read_text().splitlines()]
+    assert {x["v"] for x in second} == {2}, second
+
+
+def test_fork_per_item_with_after_fork_hook_and_a_failing_producer(shared: DaemonProcess) -> None:
+    d = shared
+    d.write_module("bbfork", '''
+import os
+
+FORKED = []
+
+
+def after_fork():
+    FORKED.append(os.getpid())
+
+
+def forked(item):
+    return {"item": item, "forked": FORKED == [os.getpid()]}
+
+
+def boom(n=3):
+    for i in range(n):
+        yield i
+    raise KeyError("producer broke")
+''')
+    out = d.base_dir / "fork.out"
+    put_toml(d, "forky", f'''
+[hooks]
+after_fork = "bbfork:after_fork"
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbfork:boom"
+auto_start = false
+
+[[stage]]
+name = "work"
+call = "bbfork:forked"
+processes = 2
+process_mode = "fork_per_item"
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{ out = "{out}" }}
+''')
+    r = d.client.post("/pipelines/forky/stages/gen/trigger?wait=true", json={"args": {"n": 4}})
+    assert r.status_code == 200, r.text
+    run = r.json()
+    assert run["state"] == "failed" and "producer broke" in (run["error"] or ""), run
+    assert run["items"]["produced"] == 4 and run["items"]["finished"] == 4 and run["items"]["dead_lettered"] == 0
+    got = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(x["item"] for x in got) == [0, 1, 2, 3]
+    assert all(x["forked"] for x in got), got
