@@ -971,3 +971,134 @@ args = {{ out = "{out}" }}
     got = [json.loads(x) for x in out.read_text().splitlines()]
     assert sorted(x["item"] for x in got) == [0, 1, 2, 3]
     assert all(x["forked"] for x in got), got
+
+
+def test_drain_mid_run_flushes_the_partial_batch_of_a_process_fed_accumulator(shared: DaemonProcess) -> None:
+    d = shared
+    out = d.base_dir / "ordersd.out"
+    put_toml(d, "ordersd", orders_toml(out, description="drain", score_delay=0.005).replace("max_size = 3", "max_size = 1000"))
+    r = d.client.post("/pipelines/ordersd/stages/fetch/trigger", json={"args": {"limit": 5000, "delay": 0.002}})
+    assert r.status_code == 202
+    run = r.json()["run"]
+    d.wait_for(lambda: run_of(d, "ordersd", run)["items"]["produced"] >= 40, 10, what="run producing")
+    assert not out.exists()  # nothing reached the consumer yet: the batch is not full
+    r = d.client.post("/pipelines/ordersd/drain?wait=true&timeout=20")
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "drained" and r.json()["runs"]["active"] == 0
+    body = run_of(d, "ordersd", run)
+    assert body["state"] == "cancelled", body
+    items = body["items"]
+    assert items["in_flight"] == 0 and items["dead_lettered"] == 0 and items["finished"] == 1, body
+    assert saved_ids(out, run) == expected_ids(items["produced"])
+    assert d.client.post("/pipelines/ordersd/stages/fetch/trigger", json={}).status_code == 409
+    assert d.client.delete("/pipelines/ordersd").status_code == 200
+
+
+def test_drop_oldest_and_reject_account_for_every_item(shared: DaemonProcess) -> None:
+    d = shared
+    out = d.base_dir / "drop.out"
+    put_toml(d, "droppy", f'''
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbstages:numbers"
+auto_start = false
+
+[[stage]]
+name = "slow"
+call = "bbstages:slow"
+queue_size = 2
+on_full = "drop_oldest"
+args = {{ delay = 0.05 }}
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{ out = "{out}" }}
+''')
+    r = d.client.post("/pipelines/droppy/stages/gen/trigger?wait=true", json={"args": {"n": 30}})
+    assert r.status_code == 200, r.text
+    run = r.json()
+    items = run["items"]
+    assert items["produced"] == 30 and items["in_flight"] == 0
+    assert items["dead_lettered"] > 0 and items["finished"] + items["dead_lettered"] == 30, run
+    assert run["state"] == "failed"
+    letters = [x for x in d.client.get("/pipelines/droppy/dead-letters?limit=100").json() if x["run"] == run["run"]]
+    assert len(letters) == items["dead_lettered"] and {x["error"] for x in letters} == {"dropped"}
+    done = [json.loads(x) for x in out.read_text().split()]
+    assert sorted(done + [x["item"] for x in letters]) == list(range(30))
+    assert stats(d, "droppy")["stages"]["slow"]["items_dropped"] == items["dead_lettered"]
+
+    put_toml(d, "rejecty", '''
+[[stage]]
+name = "slow"
+call = "bbstages:slow"
+queue_size = 3
+on_full = "reject"
+args = { delay = 0.01 }
+''')
+    before = stats(d, "rejecty")["runs"]["started"]
+    r = d.client.post("/pipelines/rejecty/stages/slow/trigger", json={"items": [1, 2, 3, 4, 5]})
+    assert r.status_code == 429 and r.json()["status_code"] == 429, r.text
+    r = d.client.post("/pipelines/rejecty/stages/slow/trigger?wait=true", json={"items": [1, 2, 3]})
+    assert r.status_code == 200 and r.json()["state"] == "completed", r.text
+    assert r.json()["items"]["finished"] == 3
+    st = stats(d, "rejecty")
+    assert st["stages"]["slow"]["items_in"] == 3 and st["runs"]["started"] - before == 1
+
+
+def test_disabled_pipeline_and_scaled_limits(shared: DaemonProcess) -> None:
+    d = shared
+    d.write_pipeline("off", '''
+enabled = false
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbstages:numbers"
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = { out = "/dev/null" }
+''')
+    d.wait_state("off", "disabled", timeout=10)
+    assert d.client.post("/pipelines/off/stages/gen/trigger", json={}).status_code == 409
+    assert d.client.post("/pipelines/off/drain").status_code == 409
+
+    put_toml(d, "tight", '''
+max_threads = 3
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbstages:numbers"
+auto_start = false
+
+[[stage]]
+name = "wide"
+call = "bbstages:double"
+threads = 4
+
+[[stage]]
+name = "mid"
+call = "bbstages:negate"
+threads = 2
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = { out = "/dev/null" }
+''')
+    stages = {s["name"]: s for s in d.pipeline("tight")["stages"]}
+    assert (stages["wide"]["threads"], stages["wide"]["requested_threads"]) == (1, 4)
+    assert (stages["mid"]["threads"], stages["mid"]["requested_threads"]) == (1, 2)
+    graph = {n["id"]: n for n in d.client.get("/pipelines/tight/graph").json()["nodes"]}
+    assert graph["wide"]["threads"] == 1
+    r = d.client.post("/pipelines/tight/stages/gen/trigger?wait=true", json={"args": {"n": 20}})
+    assert r.status_code == 200 and r.json()["items"]["finished"] == 20
+    lines = [x for x in d.logs().splitlines() if "wide" in x and "4" in x and "tight" in x and "WARN" in x.upper()]
+    assert len(lines) == 1, lines
