@@ -1102,3 +1102,78 @@ args = { out = "/dev/null" }
     assert r.status_code == 200 and r.json()["items"]["finished"] == 20
     lines = [x for x in d.logs().splitlines() if "wide" in x and "4" in x and "tight" in x and "WARN" in x.upper()]
     assert len(lines) == 1, lines
+
+
+BACKLOG = '''
+description = "{desc}"
+drain_timeout = "{drain}"
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbstages:fetch_new"
+auto_start = false
+
+[[stage]]
+name = "work"
+call = "bbstages:Scorer"
+processes = 2
+args = {{ delay = {delay} }}
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:save_batch"
+args = {{ out = "{out}" }}
+'''
+
+
+def test_sigterm_during_a_reload_swap_and_new_work_refused_while_stopping(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path / "a")
+    out = d.base_dir / "b.out"
+    d.write_module("bbstages", STAGES.replace("def save_batch(batch, out, ctx):\n    line",
+                                              "def save_batch(batch, out, ctx):\n    batch = [batch]\n    line"))
+    d.write_pipeline("b", BACKLOG.format(desc="v1", drain="10s", delay=0.05, out=out))
+    try:
+        d.start()
+        r = d.client.post("/pipelines/b/stages/gen/trigger", json={"args": {"limit": 100000, "delay": 0.002}})
+        assert r.status_code == 202
+        run = r.json()["run"]
+        d.wait_for(lambda: run_of(d, "b", run)["items"]["produced"] >= 40, 10, what="backlog building")
+        d.write_pipeline("b", BACKLOG.format(desc="v2", drain="10s", delay=0.0, out=out))
+        d.send_signal(signal.SIGHUP)
+        d.wait_for(lambda: d.pipeline("b")["state"] == "draining", 10, interval=0.005, what="swap under way")
+        d.send_signal(signal.SIGTERM)
+        d.wait_for(lambda: d.client.get("/health").status_code == 503, 5, interval=0.005, what="health 503")
+        assert d.client.get("/health").json()["status"] == "stopping"
+        r = d.client.post("/pipelines/b/stages/gen/trigger", json={})
+        assert r.status_code in (503, 409), r.text
+        assert d.wait_exit(20) == 0
+        consumed = [i for rec in saved(out) for i in rec["ids"]]
+        assert len(consumed) == len(set(consumed))
+
+        d2 = DaemonProcess(tmp_path / "a")
+        d2.start()
+        letters = d2.client.get("/pipelines/b/dead-letters?limit=1000").json()
+        assert {x["error"] for x in letters} <= {"shutdown"}
+        lost = [x["item"]["id"] for x in letters]
+        assert set(lost).isdisjoint(consumed)
+        assert d2.pipeline("b")["description"] == "v2"
+        assert d2.stop() == 0
+    finally:
+        d.close()
+
+    s = DaemonProcess(tmp_path / "s")
+    s.write_module("bbstages", STAGES)
+    s.write_pipeline("b", BACKLOG.format(desc="v1", drain="60s", delay=0.5, out=s.base_dir / "s.out"))
+    try:
+        s.start()
+        r = s.client.post("/pipelines/b/stages/gen/trigger", json={"args": {"limit": 200}})
+        assert r.status_code == 202
+        s.wait_for(lambda: stats(s, "b")["stages"]["work"]["queue_depth"] > 10, 10, what="backlog")
+        s.send_signal(signal.SIGINT)
+        s.wait_for(lambda: s.client.get("/health").status_code == 503, 5, interval=0.005, what="stopping")
+        s.send_signal(signal.SIGINT)
+        assert s.wait_exit(10) == 130
+    finally:
+        s.close()
