@@ -1177,3 +1177,148 @@ def test_sigterm_during_a_reload_swap_and_new_work_refused_while_stopping(tmp_pa
         assert s.wait_exit(10) == 130
     finally:
         s.close()
+
+
+HOOKS = '''
+import json, os, time
+
+
+def _log(kind, run):
+    with open(os.environ["BB_HOOKS"], "a") as fh:
+        fh.write(json.dumps({"kind": kind, "run": str(getattr(run, "run", None) or getattr(run, "id", None) or run)}) + "\\n")
+
+
+def before_run(run):
+    _log("before", run)
+
+
+def after_run(run):
+    _log("after", run)
+
+
+def bad_batch(batch):
+    if -10 in batch:
+        raise ValueError("batch with -10")
+
+
+def auto(n=2):
+    return [f"auto-{i}" for i in range(n)]
+
+
+def tick(n=2, delay=0.3):
+    for i in range(n):
+        time.sleep(delay)
+        yield i
+'''
+
+
+def test_run_hooks_once_per_run_batch_dead_letters_wait_timeout_and_auto_start(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path, env={"BB_HOOKS": str(tmp_path / "hooks.jsonl")})
+    d.write_module("bbstages", STAGES)
+    d.write_module("bbhooks", HOOKS)
+    out = tmp_path / "auto.out"
+    d.write_pipeline("hooked", '''
+max_retries = 1
+retry_backoff = "1ms"
+
+[hooks]
+before_run = "bbhooks:before_run"
+after_run = "bbhooks:after_run"
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbstages:numbers"
+auto_start = false
+
+[[stage]]
+name = "inner"
+kind = "pipeline"
+
+  [[stage.stage]]
+  name = "x2"
+  call = "bbstages:double"
+  processes = 2
+
+  [[stage.stage]]
+  name = "neg"
+  call = "bbstages:negate"
+
+[[stage]]
+name = "acc"
+kind = "accumulator"
+max_size = 2
+
+[[stage]]
+name = "store"
+kind = "consumer"
+call = "bbhooks:bad_batch"
+''')
+    d.write_pipeline("ticks", '''
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbhooks:tick"
+auto_start = false
+threads = 2
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = { out = "/dev/null" }
+''')
+    d.write_pipeline("auto", f'''
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbhooks:auto"
+args = {{ n = 2 }}
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{ out = "{out}" }}
+''')
+    try:
+        d.start()
+        r = d.client.post("/pipelines/hooked/stages/gen/trigger?wait=true", json={"args": {"n": 6}})
+        assert r.status_code == 200, r.text
+        run = r.json()
+        # items 0..5 -> x2 (processes) -> negate -> batches of 2 -> a consumer that fails one batch
+        assert run["state"] == "failed" and run["error"], run
+        assert run["items"] == {"produced": 6, "in_flight": 0, "finished": 2, "filtered": 0, "dead_lettered": 1}
+        (letter,) = d.client.get("/pipelines/hooked/dead-letters").json()
+        assert letter["stage"] == "store" and letter["attempts"] == 2 and "batch with -10" in letter["error"]
+        assert isinstance(letter["item"], list) and len(letter["item"]) == 2 and -10 in letter["item"]
+        st = stats(d, "hooked")["stages"]
+        assert st["inner"]["kind"] == "pipeline" and st["x2"]["items_in"] == 6 and st["acc"]["items_out"] == 3
+        hooks = [json.loads(x) for x in (tmp_path / "hooks.jsonl").read_text().splitlines()]
+        assert [h["kind"] for h in hooks] == ["before", "after"], hooks
+        assert run["run"] in hooks[0]["run"]
+
+        # ?wait with a short timeout: 202 with the run object, still running
+        r = d.client.post("/pipelines/ticks/stages/gen/trigger?wait=true&timeout=0.2", json={"args": {"n": 3}})
+        assert r.status_code == 202, r.text
+        assert r.json()["state"] == "running" and r.json()["finished_at"] is None
+        # producer threads = 2: three runs at once are all accepted; all complete
+        ids = [d.client.post("/pipelines/ticks/stages/gen/trigger", json={"args": {"n": 1, "delay": 0.2}}).json()["run"]
+               for _ in range(3)]
+        for rid in [r.json()["run"], *ids]:
+            assert wait_run_done(d, "ticks", rid)["state"] == "completed"
+        listed = [x["run"] for x in d.client.get("/pipelines/ticks/runs").json()]
+        assert listed[:4] == [*reversed(ids), r.json()["run"]]
+
+        # auto_start: a run at start, another after a reload of a changed file, another after /start
+        d.wait_for(lambda: len(out.read_text().split()) == 2 if out.exists() else False, 10, what="auto run")
+        d.write_pipeline("auto", (d.conf_dir / "auto.toml").read_text() + "\n# changed\n")
+        assert d.client.post("/reload").json()["updated"] == ["auto"]
+        d.wait_for(lambda: len(out.read_text().split()) == 4, 10, what="auto run after reload")
+        assert d.client.post("/pipelines/auto/drain?wait=true").status_code == 200
+        assert d.client.post("/pipelines/auto/start").status_code == 200
+        d.wait_for(lambda: len(out.read_text().split()) == 6, 10, what="auto run after start")
+        assert stats(d, "auto")["runs"]["completed"] == 3
+        assert d.stop() == 0
+    finally:
+        d.close()
