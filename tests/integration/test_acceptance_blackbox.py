@@ -1322,3 +1322,130 @@ args = {{ out = "{out}" }}
         assert d.stop() == 0
     finally:
         d.close()
+
+
+EDGE = '''
+import os, threading
+
+
+class Picky:
+    def __init__(self, fail_setup=False):
+        self.fail_setup = fail_setup
+
+    def setup(self):
+        if self.fail_setup:
+            raise RuntimeError("setup refused")
+
+    def __call__(self, item):
+        return item + 1
+
+
+def crash_once(item, marks):
+    path = os.path.join(marks, f"crash-{item}")
+    if item == 2 and not os.path.exists(path):
+        open(path, "w").close()
+        os._exit(1)
+    return item
+
+
+def make_lock(item):
+    return threading.Lock()
+
+
+def dyn(item, ctx):
+    ctx.emit_to("no" + "where", item)
+
+
+def bad_after_fork():
+    raise RuntimeError("no fork for you")
+'''
+
+
+def test_failed_setup_on_reload_keeps_old_version_crashed_worker_retried_and_bad_outputs(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path)
+    d.write_module("bbstages", STAGES)
+    d.write_module("bbedge", EDGE)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    out = tmp_path / "edge.out"
+    picky = '''
+[[stage]]
+name = "p"
+call = "bbedge:Picky"
+processes = {procs}
+args = {{ fail_setup = {fail} }}
+'''
+    good = file_version(d.write_pipeline("picky", picky.format(procs=1, fail="false")))
+    d.write_pipeline("crashy", f'''
+retry_backoff = "1ms"
+
+[[stage]]
+name = "c"
+call = "bbedge:crash_once"
+processes = 1
+args = {{ marks = "{marks}" }}
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{ out = "{out}" }}
+''')
+    d.write_pipeline("outs", '''
+max_retries = 0
+
+[[stage]]
+name = "lock"
+call = "bbedge:make_lock"
+processes = 1
+
+[[stage]]
+name = "dyn"
+call = "bbedge:dyn"
+''')
+    d.write_pipeline("forkfail", '''
+[hooks]
+after_fork = "bbedge:bad_after_fork"
+
+[[stage]]
+name = "p"
+call = "bbedge:Picky"
+processes = 1
+''')
+    try:
+        d.start()
+        assert d.pipeline("forkfail")["state"] == "failed"
+        assert "no fork for you" in (d.pipeline("forkfail")["error"] or "")
+        assert d.client.post("/pipelines/forkfail/stages/p/trigger", json={"items": [1]}).status_code == 409
+        assert d.pipeline("picky")["state"] == "running"
+
+        # a new version whose setup() raises: the reload fails and the old version is restored
+        d.write_pipeline("picky", picky.format(procs=1, fail="true"))
+        result = d.client.post("/reload").json()
+        assert "picky" in result["failed"] and "setup refused" in result["failed"]["picky"], result
+        detail = d.pipeline("picky")
+        assert detail["state"] == "running" and detail["version"] == good, detail
+        assert detail["last_reload"]["ok"] is False
+        r = d.client.post("/pipelines/picky/stages/p/trigger?wait=true", json={"items": [1, 2]})
+        assert r.status_code == 200 and r.json()["state"] == "completed", r.text
+
+        # a worker that dies holding an item is replaced and the item retried
+        r = d.client.post("/pipelines/crashy/stages/c/trigger?wait=true", json={"items": [1, 2, 3]})
+        assert r.status_code == 200, r.text
+        assert r.json()["state"] == "completed" and r.json()["items"]["finished"] == 3, r.json()
+        assert sorted(json.loads(x) for x in out.read_text().split()) == [1, 2, 3]
+        c = stats(d, "crashy")["stages"]["c"]
+        assert c["items_failed"] == 1 and c["items_retried"] == 1 and c["items_in"] == 3
+
+        # an unpicklable result of a process stage, and an emit_to target unknown at run time
+        r = d.client.post("/pipelines/outs/stages/lock/trigger?wait=true", json={"items": [1]})
+        assert r.status_code == 200 and r.json()["state"] == "failed", r.text
+        r = d.client.post("/pipelines/outs/stages/dyn/trigger?wait=true", json={"items": [5]})
+        assert r.status_code == 200 and r.json()["state"] == "failed", r.text
+        letters = {x["stage"]: x for x in d.client.get("/pipelines/outs/dead-letters").json()}
+        assert set(letters) == {"lock", "dyn"}
+        assert "lock" in letters["lock"]["error"].lower() and letters["lock"]["item"] == 1
+        assert "nowhere" in letters["dyn"]["error"] and letters["dyn"]["item"] == 5
+        assert d.stop() == 0
+    finally:
+        d.close()
