@@ -1449,3 +1449,44 @@ processes = 1
         assert d.stop() == 0
     finally:
         d.close()
+
+
+def test_partial_batch_of_one_run_flows_while_another_run_is_still_producing(shared: DaemonProcess) -> None:
+    d = shared
+    out = d.base_dir / "twoRuns.out"
+    text = orders_toml(out, description="two runs", score_delay=0.0, max_wait="1h").replace("max_size = 3", "max_size = 100")
+    text = text.replace('auto_start = false\n', 'auto_start = false\nthreads = 2\n', 1)
+    put_toml(d, "tworuns", text)
+    orders_loaded = d.pipeline("orders")["loaded_at"]
+    r = d.client.post("/pipelines/tworuns/stages/fetch/trigger", json={"args": {"limit": 100000, "delay": 0.01}})
+    assert r.status_code == 202
+    long_run = r.json()["run"]
+    d.wait_for(lambda: run_of(d, "tworuns", long_run)["items"]["produced"] >= 5, 10, what="long run producing")
+    r = d.client.post("/pipelines/tworuns/stages/fetch/trigger?wait=true&timeout=10", json={"args": {"limit": 7}})
+    assert r.status_code == 200, r.text
+    short = r.json()
+    assert short["state"] == "completed" and short["items"]["finished"] == 1, short
+    assert saved_ids(out, short["run"]) == expected_ids(7)
+    assert saved_ids(out, long_run) == []  # its batch is not full and its producer goes on
+    assert run_of(d, "tworuns", long_run)["state"] == "running"
+    # another pipeline's reload never disturbed orders
+    assert d.pipeline("orders")["loaded_at"] == orders_loaded
+    assert d.client.delete("/pipelines/tworuns").status_code == 200
+    done = wait_run_done(d, "tworuns", long_run) if d.client.get("/pipelines/tworuns").status_code == 200 else None
+    assert done is None or done["state"] == "cancelled"
+    produced = len({i for rec in saved(out) if rec["run"] == long_run for i in rec["ids"]})
+    assert produced > 0  # the drain flushed the long run's partial batch
+
+
+def test_run_ids_stay_unique_across_reloads_drains_and_restarts_of_a_version(shared: DaemonProcess) -> None:
+    d = shared
+    listed = d.client.get("/pipelines/orders/runs").json()
+    ids = [x["run"] for x in listed]
+    # orders ran in three versions (v1, v2, v3) and after a drain + start
+    assert len(ids) >= 8 and len(ids) == len(set(ids)), ids
+    started = [x["started_at"] for x in listed]
+    assert started == sorted(started, reverse=True)  # newest first
+    for x in listed:
+        assert x["state"] in ("completed", "failed", "cancelled"), x
+        assert run_of(d, "orders", x["run"])["run"] == x["run"]
+    assert d.client.get("/pipelines/orders/runs/r-nope").status_code == 404
