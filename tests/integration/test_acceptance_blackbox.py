@@ -1490,3 +1490,73 @@ def test_run_ids_stay_unique_across_reloads_drains_and_restarts_of_a_version(sha
         assert x["state"] in ("completed", "failed", "cancelled"), x
         assert run_of(d, "orders", x["run"])["run"] == x["run"]
     assert d.client.get("/pipelines/orders/runs/r-nope").status_code == 404
+
+
+SLOWPROC = '''
+description = "{desc}"
+drain_timeout = "500ms"
+max_retries = 0
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbstages:numbers"
+auto_start = false
+
+[[stage]]
+name = "work"
+call = "bbstages:slow"
+processes = 2
+args = {{ delay = 0.25 }}
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{ out = "{out}" }}
+'''
+
+
+def test_drain_deadline_with_a_process_stage_then_a_swap_deadline(shared: DaemonProcess) -> None:
+    d = shared
+    out = d.base_dir / "slowproc.out"
+    put_toml(d, "slowproc", SLOWPROC.format(desc="a", out=out))
+
+    def consumed() -> list[int]:
+        return [json.loads(x) for x in out.read_text().split()] if out.exists() else []
+
+    def check_run(rid: str) -> dict[str, Any]:
+        body = wait_run_done(d, "slowproc", rid)
+        items = body["items"]
+        assert body["state"] == "failed" and items["in_flight"] == 0, body
+        assert items["produced"] == 20 and items["dead_lettered"] > 0, body
+        assert items["finished"] + items["dead_lettered"] == 20, body
+        letters = [x for x in d.client.get("/pipelines/slowproc/dead-letters?limit=1000").json() if x["run"] == rid]
+        assert len(letters) == items["dead_lettered"] and {x["error"] for x in letters} == {"shutdown"}
+        lost = {x["item"] for x in letters}
+        return {"lost": lost, "finished": items["finished"]}
+
+    # an API drain that hits drain_timeout
+    rid = d.client.post("/pipelines/slowproc/stages/gen/trigger", json={"args": {"n": 20}}).json()["run"]
+    d.wait_for(lambda: len(consumed()) >= 1, 10, what="first item through")
+    r = d.client.post("/pipelines/slowproc/drain?wait=true&timeout=10")
+    assert r.status_code == 200 and r.json()["state"] == "drained", r.text
+    first = check_run(rid)
+    d.wait_for(lambda: len(consumed()) == first["finished"], 2, what="consumer count == finished")
+    assert set(consumed()).isdisjoint(first["lost"]) and set(consumed()) | first["lost"] == set(range(20))
+    assert d.client.post("/pipelines/slowproc/start").status_code == 200
+
+    # a reload swap that hits drain_timeout; a trigger with items during the swap goes to the new version
+    out.unlink()
+    rid = d.client.post("/pipelines/slowproc/stages/gen/trigger", json={"args": {"n": 20}}).json()["run"]
+    d.wait_for(lambda: len(consumed()) >= 1, 10, what="first item through")
+    new = d.write_pipeline("slowproc", SLOWPROC.format(desc="b", out=out).replace("delay = 0.25", "delay = 0.0"))
+    d.wait_for(lambda: d.pipeline("slowproc")["state"] == "draining", 10, interval=0.005, what="swap under way")
+    r = d.client.post("/pipelines/slowproc/stages/work/trigger?wait=true", json={"items": [100, 101]})
+    assert r.status_code == 200 and r.json()["state"] == "completed", r.text
+    d.wait_version("slowproc", file_version(new))
+    second = check_run(rid)
+    got = set(consumed()) - {100, 101}
+    assert got.isdisjoint(second["lost"]) and got | second["lost"] == set(range(20))
+    assert {100, 101} <= set(consumed())
+    assert d.client.delete("/pipelines/slowproc").status_code == 200
