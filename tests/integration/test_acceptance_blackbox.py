@@ -439,6 +439,11 @@ def test_metrics_names_and_labels(shared: DaemonProcess) -> None:
     assert all(o for _, _, o in labelled)
     depth = families["pipelined_stage_queue_depth"]
     assert {"pipeline", "stage"} <= set(depth.samples[0].labels)
+    st = stats(d, "orders")["stages"]
+    by_key = {(s.labels["stage"], s.labels["outcome"]): s.value for s in items.samples
+              if s.labels.get("pipeline") == "orders" and not s.name.endswith("_created")}
+    assert by_key[("score", "in")] == st["score"]["items_in"] > 0  # counted in worker processes
+    assert by_key[("enrich", "out")] == st["enrich"]["items_out"]
     reloads = families.get("pipelined_reloads") or families["pipelined_reloads_total"]
     assert any(s.labels.get("pipeline") == "orders" and s.labels.get("result") for s in reloads.samples)
 
@@ -1560,3 +1565,24 @@ def test_drain_deadline_with_a_process_stage_then_a_swap_deadline(shared: Daemon
     assert got.isdisjoint(second["lost"]) and got | second["lost"] == set(range(20))
     assert {100, 101} <= set(consumed())
     assert d.client.delete("/pipelines/slowproc").status_code == 200
+
+
+def test_check_cli_on_the_live_conf_dir(shared: DaemonProcess) -> None:
+    d = shared
+
+    def check(*paths: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "pipelined", "check", *paths],
+                              capture_output=True, text=True, timeout=60, env=d.environment())
+
+    route = check(str(d.conf_dir / "route.toml"))
+    assert route.returncode == 0, route.stdout + route.stderr
+    assert "warning:" in route.stdout + route.stderr and "odd" in route.stdout + route.stderr
+    bad = d.conf_dir / "Bad-Name.toml"
+    bad.write_text((d.conf_dir / "nested.toml").read_text())
+    try:
+        whole = check(str(d.conf_dir))
+        assert whole.returncode == 1, whole.stdout + whole.stderr
+        assert "Bad-Name.toml" in whole.stdout + whole.stderr
+    finally:
+        bad.unlink()
+    assert check(str(d.conf_dir)).returncode == 0
