@@ -1586,3 +1586,24 @@ def test_check_cli_on_the_live_conf_dir(shared: DaemonProcess) -> None:
     finally:
         bad.unlink()
     assert check(str(d.conf_dir)).returncode == 0
+
+
+def test_disabling_by_edit_mid_run_then_enabling_again(shared: DaemonProcess) -> None:
+    d = shared
+    out = d.base_dir / "toggle.out"
+    text = orders_toml(out, description="toggle", score_delay=0.002)
+    put_toml(d, "toggle", text)
+    rid = d.client.post("/pipelines/toggle/stages/fetch/trigger", json={"args": {"limit": 100000, "delay": 0.002}}).json()["run"]
+    d.wait_for(lambda: saved_ids(out, rid), 10, what="run flowing")
+    d.write_pipeline("toggle", "enabled = false\n" + text)
+    d.wait_state("toggle", "disabled", timeout=15)
+    body = wait_run_done(d, "toggle", rid)
+    assert body["state"] == "cancelled" and body["items"]["in_flight"] == 0 and body["items"]["dead_lettered"] == 0, body
+    assert saved_ids(out, rid) == expected_ids(body["items"]["produced"])
+    assert d.client.post("/pipelines/toggle/stages/fetch/trigger", json={}).status_code == 409
+    r = d.client.put("/pipelines/toggle", content=text, headers={"content-type": "application/toml"})
+    assert r.status_code == 200, r.text
+    d.wait_state("toggle", "running", timeout=15)
+    r = d.client.post("/pipelines/toggle/stages/fetch/trigger?wait=true", json={"args": {"limit": 10}})
+    assert r.status_code == 200 and r.json()["state"] == "completed" and r.json()["items"]["finished"] == 3
+    assert d.client.delete("/pipelines/toggle").status_code == 200
