@@ -1607,3 +1607,49 @@ def test_disabling_by_edit_mid_run_then_enabling_again(shared: DaemonProcess) ->
     r = d.client.post("/pipelines/toggle/stages/fetch/trigger?wait=true", json={"args": {"limit": 10}})
     assert r.status_code == 200 and r.json()["state"] == "completed" and r.json()["items"]["finished"] == 3
     assert d.client.delete("/pipelines/toggle").status_code == 200
+
+
+def test_dead_letter_file_rotates_at_64_mib_and_is_read_back(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path)
+    d.write_module("bbbig", '''
+def big(n=70):
+    for i in range(n):
+        yield {"i": i, "pad": "x" * (1 << 20)}
+
+
+def refuse(item):
+    raise ValueError(f"no {item['i']}")
+''')
+    d.write_pipeline("big", '''
+max_retries = 0
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbbig:big"
+auto_start = false
+
+[[stage]]
+name = "no"
+call = "bbbig:refuse"
+''')
+    d2: DaemonProcess | None = None
+    try:
+        d.start()
+        r = d.client.post("/pipelines/big/stages/gen/trigger?wait=true&timeout=60", json={"args": {"n": 70}})
+        assert r.status_code == 200 and r.json()["items"]["dead_lettered"] == 70, r.text
+        files = sorted(p.name for p in (tmp_path / "state" / "dead-letters").iterdir())
+        assert len(files) == 2 and "big.jsonl" in files, files
+        current = tmp_path / "state" / "dead-letters" / "big.jsonl"
+        assert current.stat().st_size <= 64 << 20
+        assert d.stop() == 0
+        d2 = DaemonProcess(tmp_path)
+        d2.start()
+        letters = d2.client.get("/pipelines/big/dead-letters?limit=3").json()
+        assert [x["item"]["i"] for x in letters] == [69, 68, 67]
+        assert letters[0]["error"].startswith("ValueError") or "ValueError" in letters[0]["error"]
+        assert d2.stop() == 0
+    finally:
+        d.close()
+        if d2 is not None:
+            d2.close()
