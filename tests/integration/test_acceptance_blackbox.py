@@ -857,6 +857,15 @@ def test_cli_client_against_the_shared_daemon(shared: DaemonProcess) -> None:
     p = cli("start", "nested")
     assert p.returncode == 0, p.stderr
     assert d.pipeline("nested")["state"] == "running"
+    p = cli("graph", "--remote", "nested")
+    assert p.returncode == 0, p.stderr
+    assert {n["id"] for n in json.loads(p.stdout)["nodes"]} == {"src", "par", "out"}
+    p = cli("status")
+    assert p.returncode == 0, p.stderr
+    assert "orders" in p.stdout
+    gone = subprocess.run([sys.executable, "-m", "pipelined", "status", "--api", "http://127.0.0.1:9"],
+                          capture_output=True, text=True, timeout=60, env=d.environment())
+    assert gone.returncode == 1 and "Traceback" not in gone.stderr and gone.stderr.strip()
 
 
 def test_delete_pipeline_drains_and_removes_its_file(shared: DaemonProcess) -> None:
