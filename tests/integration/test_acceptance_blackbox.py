@@ -1662,3 +1662,50 @@ call = "bbbig:refuse"
         d.close()
         if d2 is not None:
             d2.close()
+
+
+def test_queued_triggers_end_when_the_pipeline_drains_or_reloads(shared: DaemonProcess) -> None:
+    d = shared
+    install_more(d)
+    text = '''
+description = "{desc}"
+
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbmore:trickle"
+auto_start = false
+
+[[stage]]
+name = "keep"
+kind = "consumer"
+call = "bbstages:sink"
+args = { out = "/dev/null" }
+'''
+    put_toml(d, "queued", text.replace("{desc}", "a"))
+
+    def trigger() -> str:
+        r = d.client.post("/pipelines/queued/stages/gen/trigger", json={"args": {"n": 1000, "delay": 0.01}})
+        assert r.status_code == 202, r.text
+        return str(r.json()["run"])
+
+    first, waiting = trigger(), trigger()  # threads = 1: the second waits its turn
+    d.wait_for(lambda: run_of(d, "queued", first)["items"]["produced"] > 0, 10, what="first run producing")
+    assert run_of(d, "queued", waiting)["items"]["produced"] == 0
+    r = d.client.post("/pipelines/queued/drain?wait=true&timeout=10")
+    assert r.status_code == 200, r.text
+    for rid in (first, waiting):
+        body = wait_run_done(d, "queued", rid, timeout=5)
+        assert body["state"] == "cancelled" and body["items"]["in_flight"] == 0, body
+    assert d.client.post("/pipelines/queued/start").status_code == 200
+
+    first, waiting = trigger(), trigger()
+    d.wait_for(lambda: run_of(d, "queued", first)["items"]["produced"] > 0, 10, what="first run producing")
+    r = d.client.put("/pipelines/queued", content=text.replace("{desc}", "b"), headers={"content-type": "application/toml"})
+    assert r.status_code == 200, r.text
+    assert wait_run_done(d, "queued", first, timeout=5)["state"] == "cancelled"
+    body = wait_run_done(d, "queued", waiting, timeout=10)
+    assert body["state"] in ("cancelled", "completed"), body
+    r = d.client.post("/pipelines/queued/stages/gen/trigger?wait=true", json={"args": {"n": 2, "delay": 0}})
+    assert r.status_code == 200 and r.json()["state"] == "completed", r.text
+    assert d.client.delete("/pipelines/queued").status_code == 200
