@@ -182,7 +182,15 @@ class StageQueue:
             self.depth -= len(chunk.items)
             if self.depth < self.capacity:
                 self._not_full.notify_all()
+            self._wake_next()
             return chunk
+
+    def _wake_next(self) -> None:
+        """A taker left work behind (it took its share of a larger chunk): wake an idle sibling,
+        who does the same — so a chunk of N items spreads over N idle workers, not one."""
+        if self._chunks and self.idle_takers > self.pending_wakeups:
+            self.pending_wakeups += 1
+            self._not_empty.notify()
 
     def _pop(self, max_items: int) -> Chunk:
         """The oldest chunk, merged with following chunks of the same run (up to max_items)."""
@@ -229,6 +237,7 @@ class StageQueue:
             self.depth -= len(chunk.items)
             if self.depth < self.capacity:
                 self._not_full.notify_all()
+            self._wake_next()
             return chunk
 
     @property

@@ -213,3 +213,18 @@ class HangingSetup:
 
     def __call__(self, x: Any) -> Any:
         return x
+
+
+_active: dict[str, int] = defaultdict(int)
+PEAK: dict[str, int] = defaultdict(int)
+
+
+def overlap(x: Any, key: str = "overlap", delay: float = 0.05) -> Any:
+    """Records in PEAK[key] how many calls ran at the same time."""
+    with _lock:
+        _active[key] += 1
+        PEAK[key] = max(PEAK[key], _active[key])
+    time.sleep(delay)
+    with _lock:
+        _active[key] -= 1
+    return x

@@ -260,3 +260,16 @@ def test_outputs_of_a_slow_stage_flow_on_while_its_queue_is_full() -> None:
         assert rt.book.runs.get(run_id)["items"]["in_flight"] > 20  # most still queued
         assert finished_run(rt, run_id)["state"] == "completed"
         assert sorted(fns.COLLECTED["slowflow"]) == list(range(40))
+
+
+def test_injected_items_spread_over_all_threads_of_a_stage() -> None:
+    # One chunk of 8 items into a 4-thread stage: all four threads work on it at once (a taker
+    # that leaves items behind wakes an idle sibling), not one thread after the other.
+    spec = pipeline(
+        stage("work", call="overlap", args={"key": "spread4"}, threads=4),
+        stage("sink", "consumer", "collect", args={"key": "spread4"}),
+    )
+    with running(spec) as rt:
+        run = finished_run(rt, rt.trigger("work", items=list(range(8))))
+        assert run["state"] == "completed" and run["items"]["finished"] == 8
+        assert fns.PEAK["spread4"] == 4
