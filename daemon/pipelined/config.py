@@ -89,10 +89,11 @@ def parse_pipeline(text: str | bytes, path: Path) -> tuple[PipelineSpec | None, 
     ck = Checker(str(path), path.stem, LineIndex.scan(source))
     spec = _read_pipeline(ck, document, path, version)
     routable = spec.stages and not any(_blocks_routing(p) for p in ck.problems)
+    reached: set[str] = set()
     if spec.stages:
-        check_code(ck, spec)
+        reached = check_code(ck, spec)
     if routable:
-        _check_graph(ck, spec)
+        _check_graph(ck, spec, reached)
     problems.extend(ck.problems)
     problems = sorted(dict.fromkeys(problems), key=lambda p: p.line or 0)
     has_error = any(p.severity == "error" for p in problems)
@@ -166,8 +167,9 @@ def _python_path(ck: Checker, top: Table, path: Path) -> tuple[Path, ...]:
     return resolved
 
 
-def _check_graph(ck: Checker, spec: PipelineSpec) -> None:
-    """Merge the routing problems (skipped while pipelined.routing does not exist yet)."""
+def _check_graph(ck: Checker, spec: PipelineSpec, reached: set[str]) -> None:
+    """Merge the routing problems; `reached`: stages fed by `ctx.emit_to("literal")`, for which
+    "no stage sends to" is not true (the check found the call that does)."""
     try:
         from pipelined.graph import build_graph
 
@@ -180,7 +182,15 @@ def _check_graph(ck: Checker, spec: PipelineSpec) -> None:
     except Exception as exc:  # noqa: BLE001 - check must report, never crash
         ck.report(ck.pipeline, f"internal error while building the graph: {exc!r}")
         return
-    ck.problems.extend(_with_key_line(ck, problem) for problem in result.problems)
+    ck.problems.extend(
+        _with_key_line(ck, problem)
+        for problem in result.problems
+        if not (
+            problem.severity == "warning"
+            and problem.message.startswith("no stage sends to")
+            and problem.where.split("/")[-1] in reached
+        )
+    )
 
 
 def _with_key_line(ck: Checker, problem: Problem) -> Problem:

@@ -26,9 +26,13 @@ from pipelined.config_values import Checker
 from pipelined.spec import Hooks, PipelineSpec, Problem, StageSpec
 
 
-def check_code(ck: Checker, spec: PipelineSpec) -> None:
-    """Report every problem with the callables and hooks a (structurally valid) spec names."""
+def check_code(ck: Checker, spec: PipelineSpec) -> set[str]:
+    """Report every problem with the callables and hooks a (structurally valid) spec names.
+
+    Returns the stages that calls send to with `ctx.emit_to("literal", ...)` (they are reached
+    even when no edge leads to them)."""
     names = {stage.name for stage in spec.walk()}
+    reached: set[str] = set()
     _check_hooks(ck, spec.hooks, spec.python_path, ck.pipeline, ())
     for stage in spec.walk():
         table = ck.stage_tables.get(stage.name, ())
@@ -36,7 +40,8 @@ def check_code(ck: Checker, spec: PipelineSpec) -> None:
         _check_hooks(ck, stage.hooks, spec.python_path, where, table)
         _warn_fork_hooks(ck, stage, where, table)
         if stage.call is not None:
-            _check_call(ck, stage, spec.python_path, names, where, table)
+            reached |= _check_call(ck, stage, spec.python_path, names, where, table)
+    return reached
 
 
 def _check_hooks(
@@ -63,13 +68,13 @@ def _check_call(
     names: set[str],
     where: str,
     table: TablePath,
-) -> None:
+) -> set[str]:
     assert stage.call is not None
     try:
         obj = import_callable(stage.call, python_path)
     except CallableError as exc:
         ck.report(f"{where}/call", str(exc), table, "call")
-        return
+        return set()
     info = classify(obj, stage.call)
     wrong = check_signature(stage.kind, info, stage.args)
     if wrong:
@@ -85,13 +90,15 @@ def _check_call(
             )
         if info.is_class and stage.kind == "producer" and stage.auto_start:
             _check_auto_start_call(ck, stage, info, where, table)
-    for target in sorted(emit_to_targets(obj) - names):
+    targets = emit_to_targets(obj)
+    for target in sorted(targets - names):
         ck.report(
             f"{where}/call",
             f'{stage.call} calls emit_to("{target}"), but "{target}" is not a stage of this pipeline',
             table,
             "call",
         )
+    return targets & names
 
 
 def _check_auto_start_call(

@@ -422,6 +422,35 @@ def test_emit_to_targets_are_checked_against_every_stage_name(conf: Path) -> Non
     assert any("producer" in m for m in messages(problems))
 
 
+def test_a_stage_fed_only_by_a_literal_emit_to_is_not_reported_unreachable(conf: Path) -> None:
+    text = textwrap.dedent(
+        """\
+        python_path = ["code"]
+
+        [[stage]]
+        name = "src"
+        kind = "producer"
+        call = "cfgt_stages:produce"
+
+        [[stage]]
+        name = "router"
+        kind = "consumer"
+        call = "cfgt_stages:route"
+
+        [[stage]]
+        name = "sink"
+        kind = "consumer"
+        call = "cfgt_stages:save"
+        """
+    )
+    spec, problems = load(conf, text)
+    assert spec is not None, [str(p) for p in problems]
+    assert not [p for p in problems if "sends to" in p.message], problems
+    # without the emit_to call the same stage is (rightly) reported as reached by nothing
+    _, problems = load(conf, text.replace("cfgt_stages:route", "cfgt_stages:save"))
+    assert any('no stage sends to "sink"' in p.message for p in problems)
+
+
 def test_code_problems_are_reported_alongside_structure_problems(conf: Path) -> None:
     _, problems = load(conf, MINIMAL.replace("cfgt_stages:save", "cfgt_stages:absent") + "bogus = 1\n")
     where = [p.where for p in problems]
