@@ -1332,7 +1332,8 @@ args = {{ out = "{out}" }}
         assert d.client.post("/pipelines/auto/drain?wait=true").status_code == 200
         assert d.client.post("/pipelines/auto/start").status_code == 200
         d.wait_for(lambda: len(out.read_text().split()) == 6, 10, what="auto run after start")
-        assert stats(d, "auto")["runs"]["completed"] == 3
+        # the consumer wrote the items a moment before the run ended: poll
+        d.wait_for(lambda: stats(d, "auto")["runs"]["completed"] == 3, 5, what="three completed auto runs")
         assert d.stop() == 0
     finally:
         d.close()
