@@ -1469,7 +1469,7 @@ processes = 1
 def test_partial_batch_of_one_run_flows_while_another_run_is_still_producing(shared: DaemonProcess) -> None:
     d = shared
     out = d.base_dir / "twoRuns.out"
-    text = orders_toml(out, description="two runs", score_delay=0.0, max_wait="1h").replace("max_size = 3", "max_size = 100")
+    text = orders_toml(out, description="two runs", score_delay=0.0, max_wait="1h").replace("max_size = 3", "max_size = 1000000")
     text = text.replace('auto_start = false\n', 'auto_start = false\nthreads = 2\n', 1)
     put_toml(d, "tworuns", text)
     orders_loaded = d.pipeline("orders")["loaded_at"]
