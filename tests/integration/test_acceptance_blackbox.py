@@ -1711,3 +1711,80 @@ args = { out = "/dev/null" }
     r = d.client.post("/pipelines/queued/stages/gen/trigger?wait=true", json={"args": {"n": 2, "delay": 0}})
     assert r.status_code == 200 and r.json()["state"] == "completed", r.text
     assert d.client.delete("/pipelines/queued").status_code == 200
+
+
+STOPPERS = '''
+import asyncio, time
+
+
+def polling(ctx, period=0.005):
+    i = 0
+    while not ctx.stopping:
+        ctx.emit(i)
+        i += 1
+        time.sleep(period)
+    return []
+
+
+async def agen(n=100000):
+    for i in range(n):
+        await asyncio.sleep(0.005)
+        yield i
+'''
+
+
+def test_ctx_stopping_and_async_generator_producers_stop_on_drain_with_broadcast_counts(shared: DaemonProcess) -> None:
+    d = shared
+    d.write_module("bbstop", STOPPERS)
+    out = d.base_dir / "stop.out"
+    put_toml(d, "stoppers", f'''
+[[stage]]
+name = "poll"
+kind = "producer"
+call = "bbstop:polling"
+auto_start = false
+
+[[stage]]
+name = "agen"
+kind = "producer"
+call = "bbstop:agen"
+auto_start = false
+
+[[stage]]
+name = "fan"
+call = "bbstages:double"
+to = ["k1", "k2"]
+fanout = "broadcast"
+
+[[stage]]
+name = "k1"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{ out = "{out}" }}
+
+[[stage]]
+name = "k2"
+kind = "consumer"
+call = "bbstages:sink"
+args = {{ out = "{out}" }}
+from = ["fan"]
+''')
+    runs = [d.client.post(f"/pipelines/stoppers/stages/{s}/trigger", json={}).json()["run"] for s in ("poll", "agen")]
+    d.wait_for(lambda: all(run_of(d, "stoppers", r)["items"]["produced"] >= 5 for r in runs), 10, what="both producing")
+    r = d.client.post("/pipelines/stoppers/drain?wait=true&timeout=10")
+    assert r.status_code == 200, r.text
+    total = 0
+    for rid in runs:
+        body = run_of(d, "stoppers", rid)
+        items = body["items"]
+        assert body["state"] == "cancelled" and items["in_flight"] == 0 and items["dead_lettered"] == 0, body
+        assert items["finished"] == 2 * items["produced"], body  # each broadcast copy counts
+        total += items["finished"]
+    assert len(out.read_text().split()) == total
+    st = stats(d, "stoppers")["stages"]
+    assert st["fan"]["items_out"] * 2 == st["k1"]["items_in"] + st["k2"]["items_in"]
+    graph = d.client.get("/pipelines/stoppers/graph").json()
+    routes = {(e["from"], e["to"]): e["route"] for e in graph["edges"]}
+    assert routes[("fan", "k1")] == routes[("fan", "k2")] == "broadcast"
+    assert routes[("poll", "fan")] == "direct" and routes[("agen", "fan")] == "direct"
+    assert d.client.delete("/pipelines/stoppers").status_code == 200
