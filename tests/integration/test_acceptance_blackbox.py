@@ -1788,3 +1788,54 @@ from = ["fan"]
     assert routes[("fan", "k1")] == routes[("fan", "k2")] == "broadcast"
     assert routes[("poll", "fan")] == "direct" and routes[("agen", "fan")] == "direct"
     assert d.client.delete("/pipelines/stoppers").status_code == 200
+
+
+def test_trigger_during_a_swap_whose_new_version_fails_is_answered_by_the_restored_version(shared: DaemonProcess) -> None:
+    d = shared
+    d.write_module("bbpicky", '''
+import time
+
+
+class Picky:
+    def __init__(self, fail_setup=False, delay=0.0):
+        self.fail_setup, self.delay = fail_setup, delay
+
+    def setup(self):
+        if self.fail_setup:
+            raise RuntimeError("setup refused")
+
+    def __call__(self, item):
+        time.sleep(self.delay)
+        return item
+''')
+    text = '''
+[[stage]]
+name = "gen"
+kind = "producer"
+call = "bbstages:numbers"
+auto_start = false
+
+[[stage]]
+name = "p"
+call = "bbpicky:Picky"
+processes = 2
+args = {{ fail_setup = {fail}, delay = 0.02 }}
+'''
+    put_toml(d, "restore", text.format(fail="false"))
+    good = d.pipeline("restore")["version"]
+    rid = d.client.post("/pipelines/restore/stages/gen/trigger", json={"args": {"n": 80}}).json()["run"]
+    d.wait_for(lambda: stats(d, "restore")["stages"]["p"]["items_out"] >= 2, 10, what="items flowing")
+    d.write_pipeline("restore", text.format(fail="true"))
+    d.wait_for(lambda: d.pipeline("restore")["state"] == "draining", 10, interval=0.005, what="swap under way")
+    r = d.client.post("/pipelines/restore/stages/p/trigger?wait=true&timeout=20", json={"items": [1, 2, 3]})
+    assert r.status_code in (200, 503), r.text
+    if r.status_code == 200:
+        assert r.json()["state"] == "completed" and r.json()["items"]["finished"] == 3, r.json()
+    detail = d.wait_state("restore", "running", timeout=15)
+    assert detail["version"] == good and detail["last_reload"]["ok"] is False
+    assert "setup refused" in (detail["last_reload"]["error"] or "")
+    old = wait_run_done(d, "restore", rid)
+    assert old["items"]["in_flight"] == 0 and old["items"]["finished"] + old["items"]["dead_lettered"] == 80, old
+    r = d.client.post("/pipelines/restore/stages/gen/trigger?wait=true", json={"args": {"n": 4}})
+    assert r.status_code == 200 and r.json()["state"] == "completed", r.text
+    assert d.client.delete("/pipelines/restore").status_code == 200
