@@ -1839,3 +1839,32 @@ args = {{ fail_setup = {fail}, delay = 0.02 }}
     r = d.client.post("/pipelines/restore/stages/gen/trigger?wait=true", json={"args": {"n": 4}})
     assert r.status_code == 200 and r.json()["state"] == "completed", r.text
     assert d.client.delete("/pipelines/restore").status_code == 200
+
+
+def test_daemon_process_budget_is_taken_in_start_order_and_never_rescaled(tmp_path: Path) -> None:
+    d = DaemonProcess(tmp_path, settings="[daemon]\nmax_processes = 3\n")
+    d.write_module("bbstages", STAGES)
+    proc = '''
+[[stage]]
+name = "work"
+call = "bbstages:double"
+processes = 2
+'''
+    d.write_pipeline("first", proc)
+    try:
+        d.start()
+        assert d.pipeline("first")["stages"][0]["processes"] == 2
+        d.write_pipeline("second", proc)
+        assert d.client.post("/reload").json()["added"] == ["second"]
+        second = d.pipeline("second")["stages"][0]
+        assert (second["processes"], second["requested_processes"]) == (1, 2), second
+        assert d.pipeline("first")["stages"][0]["processes"] == 2  # not rescaled
+        for name in ("first", "second"):
+            r = d.client.post(f"/pipelines/{name}/stages/work/trigger?wait=true", json={"items": [1, 2, 3]})
+            assert r.status_code == 200 and r.json()["state"] == "completed", r.text
+        assert d.client.get("/stats").json()["daemon"]["processes"] >= 3
+        warned = [x for x in d.logs().splitlines() if "second" in x and "WARN" in x.upper() and "processes" in x]
+        assert len(warned) == 1, warned
+        assert d.stop() == 0
+    finally:
+        d.close()
