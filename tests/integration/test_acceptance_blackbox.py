@@ -450,8 +450,11 @@ def test_metrics_names_and_labels(shared: DaemonProcess) -> None:
 
 # -- SIGTERM during a flow with a process stage; dead letters survive a restart --------------------
 
-SLOW = '''
-drain_timeout = "1s"
+def slow_process_pipeline(out: object, *, delay: float, drain_timeout: str, desc: str = "") -> str:
+    """gen → work (processes = 2, sleeps `delay` per item) → keep: a flow a drain deadline cuts."""
+    return f"""
+description = "{desc}"
+drain_timeout = "{drain_timeout}"
 max_retries = 0
 
 [[stage]]
@@ -464,14 +467,14 @@ auto_start = false
 name = "work"
 call = "bbstages:slow"
 processes = 2
-args = {{ delay = 0.15 }}
+args = {{ delay = {delay} }}
 
 [[stage]]
 name = "keep"
 kind = "consumer"
 call = "bbstages:sink"
 args = {{ out = "{out}" }}
-'''
+"""
 
 
 def descendants(pid: int) -> set[int]:
@@ -503,7 +506,7 @@ def test_sigterm_mid_flow_with_process_stage_then_dead_letters_survive_restart(t
     d = DaemonProcess(tmp_path)
     out = tmp_path / "slow.out"
     d.write_module("bbstages", STAGES)
-    d.write_pipeline("slow", SLOW.format(out=out))
+    d.write_pipeline("slow", slow_process_pipeline(out, delay=0.15, drain_timeout="1s"))
     d2: DaemonProcess | None = None
     try:
         d.start()
@@ -1507,35 +1510,10 @@ def test_run_ids_stay_unique_across_reloads_drains_and_restarts_of_a_version(sha
     assert d.client.get("/pipelines/orders/runs/r-nope").status_code == 404
 
 
-SLOWPROC = '''
-description = "{desc}"
-drain_timeout = "500ms"
-max_retries = 0
-
-[[stage]]
-name = "gen"
-kind = "producer"
-call = "bbstages:numbers"
-auto_start = false
-
-[[stage]]
-name = "work"
-call = "bbstages:slow"
-processes = 2
-args = {{ delay = 0.25 }}
-
-[[stage]]
-name = "keep"
-kind = "consumer"
-call = "bbstages:sink"
-args = {{ out = "{out}" }}
-'''
-
-
 def test_drain_deadline_with_a_process_stage_then_a_swap_deadline(shared: DaemonProcess) -> None:
     d = shared
     out = d.base_dir / "slowproc.out"
-    put_toml(d, "slowproc", SLOWPROC.format(desc="a", out=out))
+    put_toml(d, "slowproc", slow_process_pipeline(out, delay=0.25, drain_timeout="500ms", desc="a"))
 
     def consumed() -> list[int]:
         return [json.loads(x) for x in out.read_text().split()] if out.exists() else []
@@ -1565,7 +1543,7 @@ def test_drain_deadline_with_a_process_stage_then_a_swap_deadline(shared: Daemon
     out.unlink()
     rid = d.client.post("/pipelines/slowproc/stages/gen/trigger", json={"args": {"n": 20}}).json()["run"]
     d.wait_for(lambda: len(consumed()) >= 1, 10, what="first item through")
-    new = d.write_pipeline("slowproc", SLOWPROC.format(desc="b", out=out).replace("delay = 0.25", "delay = 0.0"))
+    new = d.write_pipeline("slowproc", slow_process_pipeline(out, delay=0.0, drain_timeout="500ms", desc="b"))
     d.wait_for(lambda: d.pipeline("slowproc")["state"] == "draining", 10, interval=0.005, what="swap under way")
     r = d.client.post("/pipelines/slowproc/stages/work/trigger?wait=true", json={"items": [100, 101]})
     assert r.status_code == 200 and r.json()["state"] == "completed", r.text
