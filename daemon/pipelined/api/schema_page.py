@@ -39,7 +39,7 @@ def _schema_name(schema: Any) -> str:
     if "$ref" in schema:
         return str(schema["$ref"]).rsplit("/", 1)[-1]
     if "oneOf" in schema or "anyOf" in schema:
-        return " | ".join(_schema_name(s) for s in schema.get("oneOf", schema.get("anyOf", [])))
+        return " | ".join(_schema_name(s) for s in (schema.get("oneOf") or schema.get("anyOf") or []))
     kind = schema.get("type", "")
     if kind == "array":
         return f"array of {_schema_name(schema.get('items', {})) or 'any'}"

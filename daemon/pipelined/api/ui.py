@@ -1,4 +1,4 @@
-"""`/ui/`: the operator's web page, served from files shipped inside the package (`api/ui/`).
+"""`/ui/`: the operator's web page, served from files shipped inside the package (`api/ui_assets/`).
 
 The page and its assets are public (no token, like `/health`): they hold no data. The page asks
 for the token itself and sends it as `Authorization: Bearer …` on every API call it makes, so
@@ -55,7 +55,7 @@ def load_asset(name: str) -> Asset:
     """The asset's bytes from the installed package (raises 404 for names not shipped)."""
     if name not in ASSETS:
         raise NotFound(f"no such file in the web page's assets: {name!r} (see /ui/)")
-    body = resources.files("pipelined.api").joinpath("ui", name).read_bytes()
+    body = resources.files("pipelined.api").joinpath("ui_assets", name).read_bytes()
     suffix = name[name.rindex(".") :]
     return Asset(body, _MEDIA_TYPES[suffix], '"' + hashlib.sha256(body).hexdigest()[:20] + '"')
 
