@@ -17,6 +17,7 @@ from importlib import resources
 from typing import Any
 
 from litestar import Request, Response, get
+from litestar.params import FromPath
 from litestar.response import Redirect
 
 from pipelined.api.auth import PUBLIC
@@ -77,7 +78,7 @@ async def ui_index(request: AnyRequest) -> Response[Any]:
 
 
 @get("/ui/{asset:str}", opt=PUBLIC, include_in_schema=False, name="ui-asset")
-async def ui_asset(request: AnyRequest, asset: str) -> Response[bytes]:
+async def ui_asset(request: AnyRequest, asset: FromPath[str]) -> Response[bytes]:
     return _asset_response(request, asset)
 
 

@@ -1,5 +1,5 @@
 // DOM and formatting helpers. Data only ever reaches the page through textContent and
-// setAttribute (never innerHTML), so names and items are shown as text, whatever they contain.
+// setAttribute (never parsed as markup), so names and items show as text, whatever they contain.
 
 export const SVG_NS = "http://www.w3.org/2000/svg";
 
