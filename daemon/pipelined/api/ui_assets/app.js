@@ -240,8 +240,19 @@ async function loadPipeline(summary) {
     note.hidden = false;
   }
   setText($("p-desc"), page.detail ? page.detail.description || "" : detailOf(detail));
+  setText($("p-file"), page.detail ? describeFile(page.detail) : "");
   fillStagePicker(page.detail ? page.detail.stages : []);
   page.loaded = `${name}@${summary.version}`;
+}
+
+function describeFile(detail) {
+  const parts = [detail.file];
+  if (detail.loaded_at) parts.push(`loaded ${fmtClock(detail.loaded_at)}`);
+  const limits = detail.limits || {};
+  if (limits.max_threads !== undefined) {
+    parts.push(`limits: ${limits.max_threads} threads, ${limits.max_processes} processes, ${limits.max_retries} retries`);
+  }
+  return parts.join(" · ");
 }
 
 function renderPipeline(summary, stats, runs, dead) {
