@@ -95,6 +95,8 @@ def test_banner_appears_when_the_daemon_stops_and_goes_when_it_is_back(
     expect(page.locator("#conn-text")).to_contain_text("live")
     expect(page.locator("body")).not_to_have_class(re.compile(r"\bstale\b"))
     expect(page.locator("#d-pid")).to_have_text(str(second.pid))
+    # a daemon that is still starting may list no pipeline yet: wait until the graph is drawn again
+    expect(page.locator('#graph g.node[data-stage="sink"] .n-queue')).to_have_text(re.compile(r"^queue"))
     assert page.locator("#graph").bounding_box() == graph_before  # the banner overlays, moves nothing
 
 

@@ -3,7 +3,7 @@
 
 import { ApiError, call, detailOf, getJson, hasToken, pipelinePath, setToken } from "./api.js";
 import { el, fmtBytes, fmtClock, fmtCount, fmtDuration, fmtRate, setText, setVariant, truncate } from "./dom.js";
-import { layoutGraph, renderGraph, updateGraph } from "./graph.js";
+import { clearGraph, layoutGraph, renderGraph, updateGraph } from "./graph.js";
 import { syncRows, updateDeadLetters, updateRuns, updateStages } from "./tables.js";
 
 const REFRESH_MS = 1000;
@@ -203,7 +203,8 @@ function select(name, byUser) {
   page.loaded = null;
   page.detail = null;
   page.handles = new Map();
-  $("graph").replaceChildren();
+  clearGraph($("graph"));
+  $("graph-note").hidden = true;
   for (const id of ["stages", "runs", "dead-letters"]) $(id).tBodies[0].replaceChildren();
   $("trigger-stage").replaceChildren();
   setText($("p-name"), name ?? "–");
@@ -235,7 +236,7 @@ async function loadPipeline(summary) {
   } else {
     page.depths = new Map();
     page.handles = new Map();
-    $("graph").replaceChildren();
+    clearGraph($("graph"));
     setText(note, `No graph: ${detailOf(graph)}`);
     note.hidden = false;
   }
@@ -249,7 +250,7 @@ function describeFile(detail) {
   const parts = [detail.file];
   if (detail.loaded_at) parts.push(`loaded ${fmtClock(detail.loaded_at)}`);
   const limits = detail.limits || {};
-  if (limits.max_threads !== undefined) {
+  if (limits.max_threads !== undefined && limits.max_threads !== null) {
     parts.push(`limits: ${limits.max_threads} threads, ${limits.max_processes} processes, ${limits.max_retries} retries`);
   }
   return parts.join(" · ");

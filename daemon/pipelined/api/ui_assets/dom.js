@@ -60,6 +60,16 @@ export function fmtCompact(n) {
   return String(n);
 }
 
+/** Shortest form, for tight spots: 950, 1k, 1.5k, 12k, 1.2M. */
+export function fmtShort(n) {
+  if (typeof n !== "number" || !Number.isFinite(n)) return "–";
+  const abs = Math.abs(n);
+  for (const [limit, suffix] of [[1e9, "G"], [1e6, "M"], [1e3, "k"]]) {
+    if (abs >= limit) return (n / limit).toFixed(abs >= limit * 10 ? 0 : 1).replace(/\.0$/, "") + suffix;
+  }
+  return String(Math.round(n));
+}
+
 export function fmtRate(perSecond) {
   if (typeof perSecond !== "number" || !Number.isFinite(perSecond)) return "–";
   if (perSecond === 0) return "0/s";

@@ -2,9 +2,9 @@
 // nested pipelines drawn as boxes around their own layout, and live numbers on every stage that
 // update in place (the drawing is rebuilt only when the graph itself changes).
 
-import { fillLevel, fmtCompact, fmtPercent, fmtRate, setAttr, setText, setVariant, svg, truncate } from "./dom.js";
+import { fillLevel, fmtCompact, fmtPercent, fmtRate, fmtShort, setAttr, setText, setVariant, svg, truncate } from "./dom.js";
 
-export const NODE_W = 178;
+export const NODE_W = 184;
 export const NODE_H = 90;
 const COL_GAP = 50;
 const ROW_GAP = 22;
@@ -195,6 +195,7 @@ function drawBox(box, onPick) {
 /** Draw `layout` into the <svg> element; returns the handles updateGraph() needs. */
 export function renderGraph(root, layout, onPick = () => {}) {
   root.replaceChildren();
+  root.removeAttribute("hidden");
   setAttr(root, "viewBox", `0 0 ${layout.width} ${layout.height}`);
   setAttr(root, "width", layout.width);
   setAttr(root, "height", layout.height);
@@ -258,7 +259,7 @@ function updateNode(id, handle, s, bottleneck) {
   const fill = s.queue_capacity > 0 ? Math.min(1, s.queue_depth / s.queue_capacity) : 0;
   setAttr(parts.bar, "width", Math.round(handle.trackWidth * fill));
   setVariant(parts.bar, "fill-", fillLevel(fill));
-  if (s.queue_capacity > 0) setText(parts.queue, `queue ${fmtCompact(s.queue_depth)}/${fmtCompact(s.queue_capacity)}`);
+  if (s.queue_capacity > 0) setText(parts.queue, `queue ${fmtShort(s.queue_depth)}/${fmtShort(s.queue_capacity)}`);
   else setText(parts.queue, `out ${fmtCompact(s.items_out)}`);
   const failed = s.items_failed + s.items_dead_lettered;
   setText(parts.errors, failed ? `${fmtCompact(s.items_failed)} err · ${fmtCompact(s.items_dead_lettered)} dead` : "0 err");
@@ -270,6 +271,14 @@ function updateBox(id, handle, s) {
   if (!s) return setText(handle.parts.numbers, "–");
   const errors = s.items_failed + s.items_dead_lettered;
   setText(handle.parts.numbers, `${fmtRate(s.throughput_per_s)} · in ${fmtCompact(s.items_in)} · out ${fmtCompact(s.items_out)}` + (errors ? ` · ${fmtCompact(errors)} err` : ""));
+}
+
+/** Clear the drawing (no graph to show). */
+export function clearGraph(root) {
+  root.replaceChildren();
+  for (const name of ["viewBox", "width", "height"]) root.removeAttribute(name);
+  root.style.minWidth = "";
+  root.setAttribute("hidden", "");
 }
 
 /** Put the pipeline's latest stats (GET /stats → pipelines[name]) on the drawing. */
