@@ -3,6 +3,8 @@
 - `run`                       → pipelined.daemon_main
 - `check`, `graph FILE`       → pipelined.cli_offline
 - `status stats trigger drain start reload`, `graph --remote NAME` → pipelined.cli_client
+- `runs`, `run-info`, `dead-letters`  → pipelined.cli_runs
+- `top`                       → pipelined.cli_top (Textual is imported only when it runs)
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ SHARED_OPTIONS = ("api", "token_file", "json", "config")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pipelined import cli_client, cli_offline, daemon_main
+    from pipelined import cli_client, cli_offline, cli_runs, cli_top, daemon_main
 
     parser = argparse.ArgumentParser(
         prog="pipelined",
@@ -30,6 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     daemon_main.add_parser(sub)
     cli_offline.add_parsers(sub)
     cli_client.add_parsers(sub)
+    cli_runs.add_parsers(sub)
+    cli_top.add_parser(sub)
     for subparser in sub.choices.values():
         _defer_shared_options(subparser)
     return parser
