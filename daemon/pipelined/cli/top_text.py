@@ -1,8 +1,9 @@
 """`pipelined top` as text: the cells both the live view and `--once` show, the columns that fit
 a terminal's width, the graph view's drawing, and the whole `--once` printout.
 
-The live view (Textual) uses Unicode glyphs (★, █░); `--once` is plain ASCII (`*`, `#.`) so a
-script can split its lines on whitespace whatever the locale.
+The live view (Textual) uses Unicode glyphs (★, █░) and short numbers (1.2k); `--once` is plain
+ASCII (`*` marks the bottleneck) with exact counts, rates with one decimal and queues as
+depth/capacity, so a script can split its lines on whitespace whatever the locale.
 """
 
 from __future__ import annotations
@@ -43,6 +44,11 @@ def human(value: float) -> str:
     if value == int(value) or abs(value) >= 10:
         return f"{value:.0f}"
     return f"{value:.1f}"
+
+
+def exact(value: float) -> str:
+    """`--once`: counts in full (1234), rates with one decimal (80.0) — for scripts."""
+    return str(value) if isinstance(value, int) else f"{value:.1f}"
 
 
 def duration(seconds: float | None) -> str:
@@ -108,8 +114,9 @@ PIPELINE_TITLES = ("PIPELINE", "STATE", "RUNS", "DEAD", "ITEMS/S", "STAGES", "BO
 PIPELINE_NUMERIC = (False, False, True, True, True, True, False)
 
 
-def pipeline_cells(row: PipelineRow) -> list[str]:
-    return [cut(row.name), row.state, str(row.active_runs), human(row.dead), human(row.rate),
+def pipeline_cells(row: PipelineRow, glyphs: Glyphs = UNICODE) -> list[str]:
+    number = human if glyphs is UNICODE else exact
+    return [cut(row.name), row.state, str(row.active_runs), number(row.dead), number(row.rate),
             str(row.stages), cut(row.bottleneck) if row.bottleneck else "-"]  # fmt: skip
 
 
@@ -141,7 +148,7 @@ def stage_cell(row: StageRow, key: str, glyphs: Glyphs = UNICODE) -> str:
         return f"{row.busy}/{row.workers}"
     if key in ("p50", "p99"):
         return latency(getattr(row, key))
-    return human(getattr(row, key))
+    return (human if glyphs is UNICODE else exact)(getattr(row, key))
 
 
 def fit_columns(
@@ -246,7 +253,7 @@ def once_text(views: Sequence[View], interval: float | None = None) -> str:
     first = views[0]
     out = [header_line(first.header, interval, ASCII), ""]
     if first.pipelines:
-        out.append(format_table(PIPELINE_TITLES, [pipeline_cells(p) for p in first.pipelines]))
+        out.append(format_table(PIPELINE_TITLES, [pipeline_cells(p, ASCII) for p in first.pipelines]))
     else:
         out.append("no pipelines loaded")
     for view in views:
