@@ -75,6 +75,7 @@ class TopScreen(Screen[None]):
     #summary { height: 1; background: $boost; }
     #stages { height: 1fr; }
     #graph-box { height: 1fr; display: none; }
+    #graph { text-wrap: nowrap; text-overflow: ellipsis; }
     #status { height: 1; color: $text-muted; }
     """
 

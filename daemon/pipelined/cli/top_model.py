@@ -310,7 +310,7 @@ def _stage_row(
         state = "busy"
     else:
         state = "idle"
-    latency = s.get("latency_ms") if isinstance(s.get("latency_ms"), dict) else None
+    latency = s.get("latency_ms") if isinstance(s.get("latency_ms"), dict) and kind != "producer" else None
     return StageRow(
         name=name,
         kind=kind,

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipelined.cli.top_model import STAGE_COLUMNS, Header, PipelineRow, StageRow, View, sort_title
+from pipelined.cli.top_model import ORDER, STAGE_COLUMNS, Header, PipelineRow, StageRow, View, sort_title
 
 BAR_CELLS = 5
 NAME_WIDTH = 18  # pipeline and stage names are cut to this in tables
@@ -177,8 +177,9 @@ def summary_line(view: View, error: str | None = None, glyphs: Glyphs = UNICODE)
     parts = [f"{chosen.name}: {chosen.state}", f"runs: {chosen.active_runs} active, {chosen.runs_started} started"]
     if chosen.bottleneck:
         parts.append(f"bottleneck {chosen.bottleneck}")
-    order = sort_title(view.sort, view.descending)
-    parts.append(f"sort: {order.replace('↓', '(desc)').replace('↑', '(asc)') if glyphs is ASCII else order}")
+    if view.sort != ORDER:  # the default, pipeline order, goes without saying
+        order = sort_title(view.sort, view.descending)
+        parts.append(f"sort: {order.replace('↓', '(desc)').replace('↑', '(asc)') if glyphs is ASCII else order}")
     if view.filter:
         parts.append(f"filter {view.filter!r}")
     line = glyphs.sep.join(parts)
