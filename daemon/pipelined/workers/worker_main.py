@@ -159,5 +159,6 @@ def _close(conn: Connection, stage_callable: StageCallable, logs: LogBuffer) -> 
         stage_callable.close()
     except Exception as exc:
         error = f"close() failed: {type(exc).__name__}: {exc}"
+    tracing.shutdown()  # export what user code's spans left buffered (a worker exits without atexit)
     with contextlib.suppress(OSError, ValueError):
         conn.send_bytes(protocol.dumps((protocol.CLOSED, error, logs.take())))
