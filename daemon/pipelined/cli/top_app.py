@@ -265,10 +265,12 @@ class TopApp(App[int]):
 
     def refetch_if_needed(self) -> None:
         """The graph view or a failed pipeline's error needs a request: poll now, not at the tick."""
-        chosen = self.model.chosen
+        chosen = self.model.view(time.monotonic()).chosen
         if chosen is None:
             return
-        if (self.show_graph and chosen not in self._result.graphs) or chosen not in self._result.errors:
+        needs_graph = self.show_graph and chosen.name not in self._result.graphs
+        needs_error = chosen.state == "failed" and chosen.name not in self._result.errors
+        if needs_graph or needs_error:
             self._tick()
 
     def action_help(self) -> None:

@@ -216,6 +216,9 @@ def test_one_stats_request_per_refresh_and_extras_once_per_version() -> None:
         # audit (chosen, failed): its error asked once; no request per pipeline
         assert fake.count("stats") == 5 and fake.calls.count(("pipeline", "audit")) == 1
         assert "error: audit.toml: boom" in text(app, "#summary")
+        await pilot.press("tab", "tab", "5", "s")  # choosing and sorting ask nothing more
+        await pilot.pause()
+        assert fake.count("stats") == 5 and len(fake.calls) == 6
         await pilot.press("tab", "g")
         await until(pilot, lambda: "[2] ★ enrich" in text(app, "#graph"), "the graph view")
         assert not app.main.query_one("#stages", DataTable).display
