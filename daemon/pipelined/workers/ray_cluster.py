@@ -397,6 +397,7 @@ def _kill_leftovers(pgid: int, ray_dir: str) -> None:
                 os.kill(int(entry.name), signal.SIGKILL)
 
 
+_configured: RayConfig | None = None
 _clusters: dict[RayConfig, RayCluster] = {}
 _clusters_lock = threading.Lock()
 
@@ -408,6 +409,22 @@ def cluster_for(config: RayConfig) -> RayCluster:
         if cluster is None or cluster._closed:
             cluster = _clusters[config] = RayCluster(config)
         return cluster
+
+
+def configure(config: RayConfig) -> None:
+    """The daemon's `[ray]` settings (host/run.py calls this at start)."""
+    global _configured
+    _configured = config
+
+
+def default_cluster() -> RayCluster:
+    """The cluster of the configured settings; unconfigured (tests of the engine alone): an
+    embedded instance under $PIPELINED_STATE_DIR or the temp dir."""
+    config = _configured
+    if config is None:
+        state = os.environ.get("PIPELINED_STATE_DIR") or os.path.join(tempfile.gettempdir(), f"pipelined-{os.getuid()}")
+        config = RayConfig(state_dir=Path(state))
+    return cluster_for(config)
 
 
 def shutdown_clusters(timeout: float = SHUTDOWN_TIMEOUT) -> None:

@@ -1,7 +1,7 @@
 """`RayStage`: the actors of one `executor = "ray"` stage, behind the process-stage interface.
 
 ```python
-stage = RayStage(pipeline_spec, stage_spec, RayOptions(replicas=2), cluster_for(config))
+stage = RayStage(pipeline_spec, stage_spec, cluster_for(config))  # stage_spec.replicas, .ray_options
 stage.start()                       # connect, start `replicas` actors (setup() in each); StartError
 stage.process(run_id, items)        # -> one ItemOutcome per item, in order; thread-safe, blocking
 stage.stop(timeout)                 # close() in every actor, then kill it
@@ -25,9 +25,8 @@ import logging
 import pickle
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
 from typing import Any
 
 from pipelined.config.spec import PipelineSpec, StageSpec
@@ -46,16 +45,6 @@ REPLACE_BACKOFF = (1.0, 2.0, 5.0, 10.0, 30.0)
 KILLED_CALLER_GRACE = 5.0
 
 
-@dataclass(frozen=True)
-class RayOptions:
-    replicas: int = 1
-    num_cpus: float | None = None
-    num_gpus: float | None = None
-    memory: int | None = None  # bytes
-    resources: Mapping[str, float] = field(default_factory=dict)
-    max_in_flight: int = 2
-
-
 class _Replica:
     def __init__(self, index: int) -> None:
         self.index = index
@@ -67,17 +56,16 @@ class _Replica:
 
 
 class RayStage:
-    def __init__(self, pipeline_spec: PipelineSpec, stage_spec: StageSpec, options: RayOptions,
-                 cluster: RayCluster) -> None:
+    def __init__(self, pipeline_spec: PipelineSpec, stage_spec: StageSpec, cluster: RayCluster) -> None:
         self.pipeline_spec = pipeline_spec
         self.stage_spec = stage_spec
-        self.options = options
+        self.options = stage_spec.ray_options
         self.cluster = cluster
         self.name = stage_spec.name
         self.where = f"{pipeline_spec.file}: {pipeline_spec.name}/{stage_spec.name}"
         self.setup = worker_setup(pipeline_spec, stage_spec)
-        self.max_in_flight = max(1, options.max_in_flight)
-        self._replicas = [_Replica(i) for i in range(max(1, options.replicas))]
+        self.max_in_flight = max(1, self.options.max_in_flight)
+        self._replicas = [_Replica(i) for i in range(max(1, stage_spec.replicas))]
         self._cond = threading.Condition()
         self._stopping = False
         self._started = False

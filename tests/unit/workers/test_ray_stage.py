@@ -14,11 +14,11 @@ from typing import Any
 
 import pytest
 
-from pipelined.config.spec import PipelineSpec, StageSpec
+from pipelined.config.spec import PipelineSpec, RayOptions, StageSpec
 from pipelined.errors import StartError
 from pipelined.workers import ItemOutcome
 from pipelined.workers.ray_cluster import INSTANCE_MARK, RayCluster, RayConfig
-from pipelined.workers.ray_stage import RayOptions, RayStage
+from pipelined.workers.ray_stage import RayStage
 
 USERLAND = Path(__file__).parent / "ray_userland"
 pytestmark = pytest.mark.timeout(300)
@@ -60,11 +60,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RayCluster]:
 
 def make_stage(cluster: RayCluster, call: str, *, replicas: int = 1, args: dict[str, Any] | None = None,
                python_path: tuple[Path, ...] = (USERLAND,)) -> RayStage:
-    stage = StageSpec(name="work", call=call, args=args or {})
+    stage = StageSpec(name="work", call=call, args=args or {}, executor="ray", replicas=replicas,
+                      ray_options=RayOptions(max_in_flight=2))
     audit = StageSpec(name="audit", kind="consumer", call="raystages:double")
     pipeline = PipelineSpec(name="raytest", file=USERLAND / "raytest.toml", version="0" * 12,
                             stages=(stage, audit), python_path=python_path)
-    return RayStage(pipeline, stage, RayOptions(replicas=replicas), cluster)
+    return RayStage(pipeline, stage, cluster)
 
 
 @pytest.fixture(scope="module")
