@@ -114,7 +114,15 @@ class Driver:
                 kwargs["num_cpus"] = config["num_cpus"]
         else:
             kwargs["address"] = config["address"]
-        ray.init(**kwargs)
+        for attempt in (1, 2):
+            try:
+                ray.init(**kwargs)
+                break
+            except Exception as exc:  # a raylet slower than Ray's fixed 30 s (a loaded machine): once more
+                if not config["embedded"] or attempt == 2 or "timed out during startup" not in str(exc):
+                    raise
+                print(f"pipelined ray driver: {exc}; starting the embedded instance again", file=sys.stderr, flush=True)
+                ray.shutdown()
         leave_stop_signals_to_the_daemon()  # ray.init installed its own SIGTERM handler
         self.remote_class = ray.remote(StageActor)
         context = ray.get_runtime_context()
