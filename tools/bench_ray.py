@@ -82,6 +82,11 @@ def calibrate(burn: Callable[[int], int]) -> int:
 
 
 def main() -> int:
+    from pipelined.workers.ray_cluster import INSTALL_HINT, ray_installed
+
+    if not ray_installed():
+        print(f"bench_ray: skipped: Ray is not installed; {INSTALL_HINT}")
+        return 0
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=2000)
     args = parser.parse_args()

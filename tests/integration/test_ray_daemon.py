@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from harness import DaemonProcess
 
 pytestmark = pytest.mark.timeout(400)
