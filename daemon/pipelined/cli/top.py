@@ -17,7 +17,7 @@ from typing import Any
 
 from pipelined.cli.client import ClientError, add_client_options, print_json, resolve_endpoint
 from pipelined.cli.top_model import TopModel
-from pipelined.cli.top_source import HttpSource, TopSource
+from pipelined.cli.top_source import HttpSource, TopSource, checked_stats
 from pipelined.cli.top_text import once_text
 from pipelined.config.durations import parse_duration
 
@@ -77,7 +77,7 @@ def run_top(args: argparse.Namespace) -> int:
 def print_once(source: TopSource, name: str | None, *, as_json: bool = False) -> int:
     """One poll; the header, the pipelines and every pipeline's stages (or NAME's) as text."""
     try:
-        stats = source.stats()
+        stats = checked_stats(source.stats())
     except ClientError as exc:
         print(f"pipelined top: {exc}", file=sys.stderr)
         return 1

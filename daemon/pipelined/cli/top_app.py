@@ -80,17 +80,17 @@ class TopScreen(Screen[None]):
     """
 
     def compose(self) -> ComposeResult:
-        yield Static(id="header")
+        yield Static(id="header", markup=False)  # text from the daemon and the user: never markup
         pipelines: DataTable[Any] = DataTable(id="pipelines", cursor_type="row", cell_padding=0)
         pipelines.can_focus = False
         yield pipelines
-        yield Static(id="summary")
+        yield Static(id="summary", markup=False)
         stages: DataTable[Any] = DataTable(id="stages", cursor_type="none", cell_padding=0)
         stages.can_focus = False
         yield stages
         with VerticalScroll(id="graph-box"):
             yield Static(id="graph")
-        yield Static(id="status")
+        yield Static(id="status", markup=False)
         yield Footer()
 
     def on_mount(self) -> None:

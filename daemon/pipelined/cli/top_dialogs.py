@@ -73,7 +73,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(self.question, id="question")
+            yield Static(self.question, id="question", markup=False)
             with Horizontal(classes="buttons"):
                 yield Button(f"{self.action_label} (y)", id="yes", variant="warning")
                 yield Button("Cancel (n)", id="no")
@@ -126,14 +126,15 @@ class TriggerScreen(ModalScreen[TriggerRequest | None]):
 
     def compose(self) -> ComposeResult:
         with Vertical(classes="dialog"):
-            yield Static(f"Trigger a run of pipeline {self.pipeline!r}? Enter: trigger, Esc: cancel", id="question")
+            yield Static(f"Trigger a run of pipeline {self.pipeline!r}? Enter: trigger, Esc: cancel", id="question",
+                         markup=False)  # fmt: skip
             yield Static("stage (producers: " + (", ".join(n for n, k in self.kinds.items() if k == "producer") or "none")
-                         + ")")  # fmt: skip
+                         + ")", markup=False)  # fmt: skip
             yield Input(value=self.first, id="stage")
             yield Static('producer: args as a JSON object, e.g. {"n": 3} (empty: none); '
                          'other stages: items as a JSON list, e.g. [1, 2]')  # fmt: skip
             yield Input(placeholder="{} or [ ... ]", id="body")
-            yield Static("", id="trigger-error", classes="error")
+            yield Static("", id="trigger-error", classes="error", markup=False)  # names what was typed
             with Horizontal(classes="buttons"):
                 yield Button("Trigger", id="yes", variant="warning")
                 yield Button("Cancel", id="no")

@@ -103,6 +103,7 @@ class View:
     sort: str
     descending: bool
     filter: str
+    wanted: str | None = None  # `pipelined top NAME` while the daemon has no pipeline NAME
 
 
 @dataclass
@@ -216,6 +217,7 @@ class TopModel:
             sort=self.sort,
             descending=self.descending,
             filter=self.filter,
+            wanted=self.chosen if chosen is None and self._history else None,
         )
 
     def _header(self, now: float) -> Header:
@@ -255,9 +257,9 @@ class TopModel:
                 runs_started=int(runs.get("started") or 0),
                 dead=sum(s.dead for s in stage_rows),
                 rate=max((s.rate for s in stage_rows), default=0.0),
-                bottleneck=p.get("bottleneck"),
+                bottleneck=_text(p.get("bottleneck")),
                 stages=len(stage_rows),
-                version=p.get("version"),
+                version=_text(p.get("version")),
             ))  # fmt: skip
         return rows
 
@@ -274,7 +276,7 @@ class TopModel:
         rows = []
         for order, (name, s) in enumerate((p.get("stages") or {}).items()):
             rows.append(_stage_row(name, s, since.get(name), last.get(name), elapsed, state,
-                                   p.get("bottleneck") == name, order))  # fmt: skip
+                                   _text(p.get("bottleneck")) == name, order))  # fmt: skip
         return rows
 
 
@@ -347,6 +349,10 @@ def sort_title(key: str, descending: bool) -> str:
 
 def _matches(text: str, value: str) -> bool:
     return text.lower() in value.lower()
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def _int(value: Any) -> int:

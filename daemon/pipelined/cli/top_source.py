@@ -46,7 +46,7 @@ class HttpSource:
         self._client = ApiClient(endpoint, timeout)
 
     def stats(self) -> dict[str, Any]:
-        return dict(self._client.request("GET", "/stats").json())
+        return checked_stats(self._client.request("GET", "/stats").json())
 
     def pipeline(self, name: str) -> dict[str, Any]:
         return dict(self._client.request("GET", f"/pipelines/{name}").json())
@@ -63,6 +63,35 @@ class HttpSource:
 
     def close(self) -> None:
         self._client.close()
+
+
+NOT_STATS = "not the /stats answer of a pipelined daemon (is --api its address?)"
+
+
+def checked_stats(doc: Any) -> dict[str, Any]:
+    """`doc` if it has the shape of api.md's `GET /stats` answer as far as `top` reads it (objects
+    where objects are expected; the numbers in them are read leniently), else ClientError."""
+
+    def fail(where: str) -> ClientError:
+        return ClientError(f"GET /stats: {NOT_STATS}: {where}")
+
+    if not isinstance(doc, dict):
+        raise fail(f"the answer is a JSON {type(doc).__name__}, not an object")
+    if not isinstance(doc.get("daemon", {}), dict):
+        raise fail('"daemon" is not an object')
+    pipelines = doc.get("pipelines", {})
+    if not isinstance(pipelines, dict):
+        raise fail('"pipelines" is not an object')
+    for name, pipeline in pipelines.items():
+        if not isinstance(pipeline, dict):
+            raise fail(f"pipeline {name!r} is not an object")
+        for key in ("stages", "runs"):
+            if not isinstance(pipeline.get(key) or {}, dict):
+                raise fail(f'"{key}" of pipeline {name!r} is not an object')
+        for stage, value in (pipeline.get("stages") or {}).items():
+            if not isinstance(value, dict):
+                raise fail(f"stage {stage!r} of pipeline {name!r} is not an object")
+    return doc
 
 
 @dataclass
@@ -84,7 +113,7 @@ class Poller:
 
     def poll(self, chosen: str | None, want_graph: bool) -> PollResult:
         try:
-            stats = self.source.stats()
+            stats = checked_stats(self.source.stats())
         except ClientError as exc:
             return PollResult(problem=str(exc))
         result = PollResult(stats=stats)
@@ -92,7 +121,7 @@ class Poller:
         if not pipeline:
             return result
         assert chosen is not None
-        version = pipeline.get("version")
+        version = None if pipeline.get("version") is None else str(pipeline["version"])
         if pipeline.get("state") == "failed":
             key = (chosen, version, "failed")
             if key not in self._errors:

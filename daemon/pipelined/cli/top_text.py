@@ -173,7 +173,11 @@ def summary_line(view: View, error: str | None = None, glyphs: Glyphs = UNICODE)
     """The line above the stage table: the chosen pipeline, its runs, sort and filter."""
     chosen = view.chosen
     if chosen is None:
-        return "no pipeline loaded" if not view.filter else f"no pipeline matches filter {view.filter!r}"
+        if view.filter:
+            return f"no pipeline matches filter {view.filter!r}"
+        if view.wanted is not None and view.pipelines:
+            return f"no pipeline named {view.wanted!r} (yet; it is chosen when it appears): Tab chooses another"
+        return "no pipeline loaded"
     parts = [f"{chosen.name}: {chosen.state}", f"runs: {chosen.active_runs} active, {chosen.runs_started} started"]
     if chosen.bottleneck:
         parts.append(f"bottleneck {chosen.bottleneck}")

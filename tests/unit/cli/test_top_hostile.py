@@ -1,0 +1,108 @@
+"""`pipelined top` against hostile input: text that looks like Textual markup (a filter, a
+pipeline's load error, a stage typed in the trigger dialog), a daemon whose `/stats` answer is
+JSON of the wrong shape, and a pinned pipeline name the daemon does not have. The view must show
+such text as typed, say what is wrong, and keep running."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from test_top_app import run_app, text, until
+from textual.pilot import Pilot
+from textual.widgets import Input, Static
+from top_fakes import FakeSource, stats_doc
+
+from pipelined.cli.top import print_once
+from pipelined.cli.top_app import TopApp
+from pipelined.cli.top_dialogs import TriggerScreen
+
+MARKUP = "[/] [b]bold[/b] [link=x]y"
+KEYS = {"[": "left_square_bracket", "]": "right_square_bracket", "/": "slash", " ": "space", "=": "equals_sign"}
+
+
+def typed(text_: str) -> list[str]:
+    return [KEYS.get(ch, ch) for ch in text_]
+
+
+def test_a_filter_that_looks_like_markup_is_shown_as_typed() -> None:
+    async def scenario(app: TopApp, pilot: Pilot[int], fake: FakeSource) -> None:
+        await pilot.press("slash", *typed("[/]"), "enter")
+        await pilot.pause()
+        assert app.is_running and app.model.filter == "[/]"
+        assert "filter '[/]'" in text(app, "#summary")
+
+    run_app(scenario)
+
+
+class ErrorWithMarkup(FakeSource):
+    def pipeline(self, name: str) -> dict[str, Any]:
+        self._call("pipeline", name)
+        return {"name": name, "state": "failed", "error": f"{name}.toml: ImportError: {MARKUP}"}
+
+
+def test_a_load_error_that_looks_like_markup_is_shown_as_sent() -> None:
+    doc = stats_doc()
+    doc["pipelines"]["audit"]["state"] = "failed"
+
+    async def scenario(app: TopApp, pilot: Pilot[int], fake: FakeSource) -> None:
+        await app.poll_now()
+        await until(pilot, lambda: "error:" in text(app, "#summary"), "the load error")
+        assert app.is_running and text(app, "#summary").endswith(f"error: audit.toml: ImportError: {MARKUP}")
+
+    run_app(scenario, ErrorWithMarkup(doc), pipeline="audit")
+
+
+def test_a_stage_typed_as_markup_in_the_trigger_dialog_is_named_as_typed() -> None:
+    async def scenario(app: TopApp, pilot: Pilot[int], fake: FakeSource) -> None:
+        await pilot.press("t")
+        assert isinstance(app.screen, TriggerScreen)
+        app.screen.query_one("#stage", Input).value = ""
+        await pilot.click("#stage")
+        await pilot.press(*typed("[/]"), "enter")
+        await pilot.pause()
+        assert app.is_running and isinstance(app.screen, TriggerScreen)
+        assert "no stage '[/]'" in str(app.screen.query_one("#trigger-error", Static).render())
+        assert fake.count("trigger") == 0
+
+    run_app(scenario, pipeline="orders")
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        {"daemon": "x", "pipelines": {}},
+        {"pipelines": {"x": "not an object"}},
+        {"pipelines": {"x": {"stages": {"a": None}}}},
+        {"pipelines": {"x": {"stages": ["a"], "runs": []}}},
+        {"pipelines": ["x"]},
+    ],
+)
+def test_a_stats_answer_of_the_wrong_shape_is_said_and_retried(answer: dict[str, Any]) -> None:
+    async def scenario(app: TopApp, pilot: Pilot[int], fake: FakeSource) -> None:
+        fake.doc = answer
+        await app.poll_now()
+        assert app.is_running
+        assert "not the /stats answer of a pipelined daemon" in text(app, "#status")
+        assert "UNREACHABLE" in text(app, "#header")
+        fake.doc = stats_doc()
+        await app.poll_now()  # a good answer again: back
+        assert text(app, "#header").startswith("● reachable") and text(app, "#status") == ""
+
+    run_app(scenario)
+
+
+def test_a_pinned_name_the_daemon_does_not_have_is_said() -> None:
+    async def scenario(app: TopApp, pilot: Pilot[int], fake: FakeSource) -> None:
+        assert text(app, "#summary").startswith("no pipeline named 'nosuch'")
+        await pilot.press("tab")
+        assert app.model.chosen in ("audit", "orders") and text(app, "#summary").startswith(app.model.chosen)
+
+    run_app(scenario, pipeline="nosuch")
+
+
+def test_once_with_a_stats_answer_of_the_wrong_shape_exits_1_saying_so(capsys: pytest.CaptureFixture[str]) -> None:
+    assert print_once(FakeSource({"pipelines": {"x": {"stages": {"a": None}}}}), None) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith("pipelined top: GET /stats: not the /stats answer of a pipelined daemon")
+    assert "stage 'a' of pipeline 'x'" in err
