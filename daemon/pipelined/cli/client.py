@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -28,6 +29,7 @@ DEFAULT_SETTINGS = Path("/etc/pipelined/pipelined.toml")
 UNIX_BASE_URL = "http://pipelined"
 REQUEST_TIMEOUT = 30.0
 RELOAD_TIMEOUT = 900.0  # a reload drains changed pipelines; systemd's own timeout applies on top
+NOT_THE_DAEMON = "is --api the address of a pipelined daemon?"
 
 
 class ClientError(Exception):
@@ -183,6 +185,30 @@ def call_api(
     """One request; ClientError (one line) when unreachable or answered with an error status."""
     with ApiClient(resolve_endpoint(args), timeout) as client:
         return client.request(method, path, params=params, body=body)
+
+
+def segment(value: str, what: str) -> str:
+    """A command-line value as one URL path segment: percent-encoded, so a `/`, `?` or `#` in it
+    stays part of it; '', '.' and '..' are refused (URL normalisation would drop them, and the
+    request would reach another endpoint)."""
+    if value in ("", ".", ".."):
+        raise ClientError(f"{what} {value!r} is not a valid name")
+    return quote(value, safe="")
+
+
+def answer_json(response: httpx.Response, shape: type[dict[str, Any]] | type[list[Any]] = dict) -> Any:
+    """The JSON body of a 2xx answer, checked to be an object (or a list of objects); a
+    ClientError (one line) when it is not, e.g. when --api names some other web server."""
+    where = f"{response.request.method} {response.request.url.path}"
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        text = " ".join(response.text.split())
+        raise ClientError(f"{where}: the answer is not JSON ({text[:60]!r}): {NOT_THE_DAEMON}") from None
+    if not isinstance(body, shape) or (shape is list and not all(isinstance(x, dict) for x in body)):
+        wanted = "a list of objects" if shape is list else "an object"
+        raise ClientError(f"{where}: the answer is not {wanted} but {orjson.dumps(body).decode()[:60]}: {NOT_THE_DAEMON}")
+    return body
 
 
 def _detail(response: httpx.Response) -> str:

@@ -20,10 +20,12 @@ from pipelined.cli.client import (
     REQUEST_TIMEOUT,
     ClientError,
     add_client_options,
+    answer_json,
     call_api,
     format_table,
     guarded,
     print_json,
+    segment,
 )
 
 
@@ -96,13 +98,13 @@ def run_status(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    pipelines = call_api(args, "GET", "/pipelines").json()
+    pipelines = answer_json(call_api(args, "GET", "/pipelines"), list)
     if args.json:
         print_json(pipelines)
     elif not pipelines:
         print("no pipelines loaded")
     else:
-        rows = [[p["name"], p["state"], p.get("version"), p.get("stages"), p.get("error")] for p in pipelines]
+        rows = [[p.get("name"), p.get("state"), p.get("version"), p.get("stages"), p.get("error")] for p in pipelines]
         print(format_table(("NAME", "STATE", "VERSION", "STAGES", "ERROR"), rows))
     return 0
 
@@ -113,17 +115,17 @@ def run_stats(args: argparse.Namespace) -> int:
 
 def _stats(args: argparse.Namespace) -> int:
     if args.name:
-        stats = call_api(args, "GET", f"/pipelines/{args.name}/stats").json()
+        stats = answer_json(call_api(args, "GET", f"/pipelines/{segment(args.name, 'NAME')}/stats"))
         if args.json:
             print_json(stats)
             return 0
         runs = stats.get("runs") or {}
-        print(f"{stats['pipeline']}: {stats['state']}, version {stats.get('version')}, up {stats.get('uptime_s')}s, "
+        print(f"{stats.get('pipeline', args.name)}: {stats.get('state')}, version {stats.get('version')}, up {stats.get('uptime_s')}s, "
               f"runs {runs.get('active', 0)} active / {runs.get('started', 0)} started, "
               f"bottleneck {stats.get('bottleneck') or '-'}")  # fmt: skip
-        print(format_table(STAGE_HEADERS, _stage_rows(stats["pipeline"], stats)))
+        print(format_table(STAGE_HEADERS, _stage_rows(str(stats.get("pipeline", args.name)), stats)))
         return 0
-    stats = call_api(args, "GET", "/stats").json()
+    stats = answer_json(call_api(args, "GET", "/stats"))
     if args.json:
         print_json(stats)
         return 0
@@ -176,21 +178,20 @@ def _trigger(args: argparse.Namespace) -> int:
         if args.timeout is not None:
             params["timeout"] = args.timeout
         timeout = (args.timeout if args.timeout is not None else 30.0) + REQUEST_TIMEOUT
-    response = call_api(args, "POST", f"/pipelines/{args.name}/stages/{args.stage}/trigger",
-                        params=params, body=body, timeout=timeout)  # fmt: skip
-    run = response.json()
+    path = f"/pipelines/{segment(args.name, 'NAME')}/stages/{segment(args.stage, 'STAGE')}/trigger"
+    run = answer_json(call_api(args, "POST", path, params=params, body=body, timeout=timeout))
     if args.json:
         print_json(run)
     elif "state" not in run:
-        print(f"started run {run['run']} of {run['pipeline']} at stage {run['stage']}")
+        print(f"started run {run.get('run')} of {run.get('pipeline')} at stage {run.get('stage')}")
     else:
         items = run.get("items") or {}
-        print(f"run {run['run']}: {run['state']} ({items.get('produced', 0)} produced, "
+        print(f"run {run.get('run')}: {run['state']} ({items.get('produced', 0)} produced, "
               f"{items.get('finished', 0)} finished, {items.get('filtered', 0)} filtered, "
               f"{items.get('dead_lettered', 0)} dead-lettered)" + (f": {run['error']}" if run.get("error") else ""))  # fmt: skip
     if args.wait and run.get("state") != "completed":
         if run.get("state") == "running":
-            print(f"pipelined trigger: run {run['run']} still running after the timeout", file=sys.stderr)
+            print(f"pipelined trigger: run {run.get('run')} still running after the timeout", file=sys.stderr)
         return 1
     return 0
 
@@ -204,8 +205,8 @@ def _drain(args: argparse.Namespace) -> int:
     if args.wait and args.timeout is not None:
         params["timeout"] = args.timeout
     timeout = (args.timeout or 600.0) + REQUEST_TIMEOUT if args.wait else REQUEST_TIMEOUT
-    response = call_api(args, "POST", f"/pipelines/{args.name}/drain", params=params, timeout=timeout)
-    result = response.json()
+    response = call_api(args, "POST", f"/pipelines/{segment(args.name, 'NAME')}/drain", params=params, timeout=timeout)
+    result = answer_json(response)
     if args.json:
         print_json(result)
     else:
@@ -221,7 +222,7 @@ def run_start(args: argparse.Namespace) -> int:
 
 
 def _start(args: argparse.Namespace) -> int:
-    result = call_api(args, "POST", f"/pipelines/{args.name}/start", timeout=120.0).json()
+    result = answer_json(call_api(args, "POST", f"/pipelines/{segment(args.name, 'NAME')}/start", timeout=120.0))
     if args.json:
         print_json(result)
     else:
@@ -234,7 +235,7 @@ def run_reload(args: argparse.Namespace) -> int:
 
 
 def _reload(args: argparse.Namespace) -> int:
-    result = call_api(args, "POST", "/reload", timeout=RELOAD_TIMEOUT).json()
+    result = answer_json(call_api(args, "POST", "/reload", timeout=RELOAD_TIMEOUT))
     failed: dict[str, str] = result.get("failed") or {}
     if args.json:
         print_json(result)
@@ -255,9 +256,9 @@ def remote_graph(args: argparse.Namespace) -> int:
 
 def _remote_graph(args: argparse.Namespace) -> int:
     fmt = "json" if getattr(args, "json", False) else getattr(args, "format", None) or "mermaid"
-    response = call_api(args, "GET", f"/pipelines/{args.remote}/graph", params={"format": fmt})
+    response = call_api(args, "GET", f"/pipelines/{segment(args.remote, 'NAME')}/graph", params={"format": fmt})
     if fmt == "json":
-        print_json(response.json())
+        print_json(answer_json(response))
     else:
         sys.stdout.write(response.text if response.text.endswith("\n") else response.text + "\n")
     return 0

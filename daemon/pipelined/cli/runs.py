@@ -17,7 +17,15 @@ from typing import Any
 
 import orjson
 
-from pipelined.cli.client import ClientError, add_client_options, call_api, format_table, print_json
+from pipelined.cli.client import (
+    ClientError,
+    add_client_options,
+    answer_json,
+    call_api,
+    format_table,
+    print_json,
+    segment,
+)
 
 DEFAULT_RUNS = 20
 DEFAULT_DEAD_LETTERS = 20
@@ -82,7 +90,7 @@ def run_runs(args: argparse.Namespace) -> int:
 
 
 def _runs(args: argparse.Namespace) -> int:
-    runs = call_api(args, "GET", f"/pipelines/{args.name}/runs").json()[: args.limit]
+    runs = answer_json(call_api(args, "GET", f"/pipelines/{segment(args.name, 'NAME')}/runs"), list)[: args.limit]
     if args.json:
         print_json(runs)
     elif not runs:
@@ -109,7 +117,8 @@ def run_run_info(args: argparse.Namespace) -> int:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    run = call_api(args, "GET", f"/pipelines/{args.name}/runs/{args.run}").json()
+    path = f"/pipelines/{segment(args.name, 'NAME')}/runs/{segment(args.run, 'RUN')}"
+    run = answer_json(call_api(args, "GET", path))
     if args.json:
         print_json(run)
         return 0
@@ -138,7 +147,8 @@ def run_dead_letters(args: argparse.Namespace) -> int:
 
 
 def _dead_letters(args: argparse.Namespace) -> int:
-    letters = call_api(args, "GET", f"/pipelines/{args.name}/dead-letters", params={"limit": args.limit}).json()
+    path = f"/pipelines/{segment(args.name, 'NAME')}/dead-letters"
+    letters = answer_json(call_api(args, "GET", path, params={"limit": args.limit}), list)
     if args.json:
         print_json(letters)
     elif not letters:

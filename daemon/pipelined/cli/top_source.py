@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pipelined.cli.client import ApiClient, ClientError, Endpoint
+from pipelined.cli.client import ApiClient, ClientError, Endpoint, answer_json, segment
 
 POLL_TIMEOUT_S = 5.0  # a daemon that does not answer within this counts as unreachable
 ACTION_TIMEOUT_S = 30.0  # trigger / drain
@@ -46,20 +46,21 @@ class HttpSource:
         self._client = ApiClient(endpoint, timeout)
 
     def stats(self) -> dict[str, Any]:
-        return checked_stats(self._client.request("GET", "/stats").json())
+        return checked_stats(answer_json(self._client.request("GET", "/stats")))
 
     def pipeline(self, name: str) -> dict[str, Any]:
-        return dict(self._client.request("GET", f"/pipelines/{name}").json())
+        return dict(answer_json(self._client.request("GET", f"/pipelines/{segment(name, 'NAME')}")))
 
     def graph(self, name: str) -> dict[str, Any]:
-        return dict(self._client.request("GET", f"/pipelines/{name}/graph").json())
+        return dict(answer_json(self._client.request("GET", f"/pipelines/{segment(name, 'NAME')}/graph")))
 
     def trigger(self, name: str, stage: str, body: dict[str, Any] | None) -> dict[str, Any]:
-        path = f"/pipelines/{name}/stages/{stage}/trigger"
-        return dict(self._client.request("POST", path, body=body, timeout=ACTION_TIMEOUT_S).json())
+        path = f"/pipelines/{segment(name, 'NAME')}/stages/{segment(stage, 'STAGE')}/trigger"
+        return dict(answer_json(self._client.request("POST", path, body=body, timeout=ACTION_TIMEOUT_S)))
 
     def drain(self, name: str) -> dict[str, Any]:
-        return dict(self._client.request("POST", f"/pipelines/{name}/drain", timeout=ACTION_TIMEOUT_S).json())
+        path = f"/pipelines/{segment(name, 'NAME')}/drain"
+        return dict(answer_json(self._client.request("POST", path, timeout=ACTION_TIMEOUT_S)))
 
     def close(self) -> None:
         self._client.close()
