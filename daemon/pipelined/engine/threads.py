@@ -9,7 +9,9 @@ goes back to the queue.
 
 from __future__ import annotations
 
+import functools
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +41,8 @@ MAX_TAKE = 1024
 CALL_BUDGET_S = 0.01  # a worker takes about this much work at once: outputs of slow items flow on
 INLINE_MAX_S = 20e-6  # a stage this fast per item may run in its sender's thread
 _FAILED = object()  # marks a failed item's place among map() results
+_NOT_NONE = functools.partial(operator.is_not, None)  # identity only: never calls a value's __eq__
+STOP_ITERATION_TEXT = "StopIteration: raised by the stage's function (it fails the item like any exception)"
 
 
 class WorkerDied(Exception):
@@ -210,29 +214,41 @@ class ThreadStage(StageBase):
         return False
 
     def _call_fast(self, fn: Callable[[Any], Any], items: list[Any], outcome: Outcome) -> None:
-        """map() in C over the chunk; a raising item leaves a marker and the map resumes after it."""
+        """map() in C over the chunk; a raising item leaves a marker and the map resumes after it.
+
+        A StopIteration raised by the function ends map() as if the chunk were exhausted: the
+        results then fall short of the items, and the item after the last result is the one
+        that raised it (it fails like any other exception; the map resumes after it).
+        Outputs are told from filtered items by identity (`is None`): a value whose `==`
+        is elementwise (numpy, pandas) must never be compared."""
         results: list[Any] = []
         failures = outcome.failures
         rest = iter(items)
+        n = len(items)
         while True:
             try:
                 results.extend(map(fn, rest))
-                break
             except Exception as exc:
                 failures.append(failure_of(items[len(results)], exc))
                 results.append(_FAILED)
+                continue
             except BaseException:
                 outcome.died_at = len(results)
-                outcome.filtered = results.count(None)
-                outcome.outputs = [r for r in results if r is not None and r is not _FAILED]
+                self._take_outputs(results, outcome, failed=True)
                 raise
-        if self.is_consumer:
-            return
-        if failures or None in results:
-            outcome.filtered = results.count(None)
-            outcome.outputs = [r for r in results if r is not None and r is not _FAILED]
-        else:
-            outcome.outputs = results
+            if len(results) < n:
+                failures.append(Failure(items[len(results)], StopIteration(), STOP_ITERATION_TEXT))
+                results.append(_FAILED)
+                continue
+            break
+        if not self.is_consumer:
+            self._take_outputs(results, outcome, failed=bool(failures))
+
+    @staticmethod
+    def _take_outputs(results: list[Any], outcome: Outcome, *, failed: bool) -> None:
+        kept = [r for r in results if r is not None and r is not _FAILED] if failed else list(filter(_NOT_NONE, results))
+        outcome.outputs = kept
+        outcome.filtered = len(results) - len(kept) - (sum(1 for r in results if r is _FAILED) if failed else 0)
 
     def _call_each(self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool) -> None:
         run = chunk.run
