@@ -187,6 +187,7 @@ class ProducerStage:
 
         target = self.target
         buf: list[Any] = []
+        sent_early = [0]  # items of the slice being pulled that ctx.emit flushed ahead of its own
 
         def flush() -> None:
             items = buf[:]
@@ -195,7 +196,9 @@ class ProducerStage:
 
         def emit(item: Any) -> None:
             # ctx.emit goes downstream at once: nothing tells when the producer pauses next, so
-            # a buffered item could wait for the end of the run (a function that emits, then sleeps)
+            # a buffered item could wait for the end of the run (a function that emits, then sleeps).
+            # Items already pulled into the slice go first (order kept) and still count as pulled.
+            sent_early[0] += len(buf)
             buf.append(item)
             flush()
 
@@ -204,7 +207,7 @@ class ProducerStage:
         else:
             items = invoker.iterate_producer(call_args, run.id, emit_to, emit)
         try:
-            self._pull(items, buf, flush)
+            self._pull(items, buf, flush, sent_early)
             if self.stopping:
                 return True
             # a plain function that emits through ctx returns when it sees ctx.stopping
@@ -216,24 +219,31 @@ class ProducerStage:
             if close is not None:
                 close()
 
-    def _pull(self, items: Iterator[Any], buf: list[Any], flush: Callable[[], None]) -> None:
+    def _pull(
+        self, items: Iterator[Any], buf: list[Any], flush: Callable[[], None], sent_early: list[int]
+    ) -> None:
         """Move items from the user's iterator in slices pulled at C speed.
 
         The slice grows (doubling up to FLUSH_AT, after three fast slices in a row) while items
         come fast and the downstream is busy, and falls back to one item as soon as a slice took long to fill (a slow or paced
-        producer) or the downstream waits idle — so low rates see no batching delay.
+        producer) or the downstream waits idle — so low rates see no batching delay. A slice
+        that came back short means the iterator is exhausted; items `ctx.emit` flushed out of
+        the slice while it was being pulled (`sent_early`) count as pulled.
         """
         size = 1
         fast_slices = 0
         target = self.target
         while not self.stopping:
+            sent_early[0] = 0
             began = time.perf_counter()
             buf.extend(islice(items, size))
-            if not buf:
+            pulled = len(buf) + sent_early[0]
+            if not pulled:
                 return
-            short = len(buf) < size
+            short = pulled < size
             took = time.perf_counter() - began
-            flush()
+            if buf:
+                flush()
             if short:
                 return
             if took > SLOW_SLICE_S or target.idle():
