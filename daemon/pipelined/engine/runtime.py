@@ -23,7 +23,8 @@ from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
 from pipelined.engine.producer import ProducerStage
 from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
 from pipelined.engine.retry import RetryTimer
-from pipelined.engine.router import RouterBuilder, Target
+from pipelined.engine.router import Target, inject
+from pipelined.engine.routerbuild import RouterBuilder
 from pipelined.engine.runs import Run
 from pipelined.engine.stagebuild import build_stage
 from pipelined.engine.stats import StageMeter
@@ -218,27 +219,25 @@ class PipelineRuntime:
             run.source_finished(error)
             return run.id
         n = len(items)
-        run.settle(produced=n, enter=n)
-        queue = self.queues.get(stage)
-        try:
-            if queue is None:  # a nested pipeline: through its entrance
-                run.settle(finished=self._targets[stage].send(run, items))
-                run.settle(leave=n)
-            else:
-                dropped = queue.put_all_or_nothing(Chunk(run, items), INJECT_TIMEOUT)
-                if dropped:
-                    self._dropped(stage, dropped)
-        except QueueRejected:
+        run.settle(produced=n, enter=n)  # in flight while they are handed over
+        try:  # into every queue they reach (a nested pipeline's children), or into none
+            finished = inject(self._targets[stage], run, items, INJECT_TIMEOUT)
+        except QueueRejected as exc:
             self._forget_run(run)
+            queue = self.queues[str(exc)]
+            whose = "its queue" if queue.stage == stage else f"the queue of stage {queue.stage!r}"
             raise QueueFull(
-                f"{where}: its queue has no room for {n} items "
-                f"({queue.depth}/{queue.capacity} queued, on_full = \"reject\")" if queue else f"{where}: queue full"
+                f"{where}: {whose} has no room for {n} items "
+                f"({queue.depth}/{queue.capacity} queued, on_full = \"reject\")"
             ) from None
-        except TimeoutError:
+        except TimeoutError as exc:
             self._forget_run(run)
+            whose = "" if str(exc) == stage else f" into stage {str(exc)!r}"
             raise Unavailable(
-                f"{where}: could not enqueue {n} items within {INJECT_TIMEOUT:g} s (queue full, on_full = \"block\")"
+                f"{where}: could not enqueue {n} items{whose} within {INJECT_TIMEOUT:g} s "
+                f"(queue full, on_full = \"block\")"
             ) from None
+        run.settle(leave=n, finished=finished)
         run.source_finished()
         return run.id
 
