@@ -61,7 +61,10 @@ class PipelineRuntime:
         self.producers: dict[str, ProducerStage] = {}
         self.accumulators: list[AccumulatorStage] = []  # topological order
         self.meters: dict[str, StageMeter] = {}
-        self._targets: dict[str, Target] = {}
+        self._targets: dict[str, Target] = {}  # ctx.emit_to and injections: never inline
+        self._targets_unbounded: dict[str, Target] = {}  # emit_to that may close a cycle
+        self._follows: dict[tuple[str, str], bool] = {}
+        self._builder: RouterBuilder | None = None
         self._async_names: set[str] = set()
         self._runs: set[Run] = set()
         self._runs_cond = threading.Condition()
@@ -130,9 +133,11 @@ class PipelineRuntime:
         builder = RouterBuilder(
             self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get
         )
+        self._builder = builder
         for node in self.graph.nodes:
             if node.kind != "producer":
                 self._targets[node.id] = builder.entrance(node.id, inline=False)
+                self._targets_unbounded[node.id] = builder.entrance(node.id, inline=False, never_block=True)
         for node in self.graph.nodes:
             if node.kind == "pipeline":
                 continue
@@ -282,11 +287,23 @@ class PipelineRuntime:
     def has_rejecting_queue(self) -> bool:
         return any(q.on_full == "reject" for q in self.queues.values())
 
-    def target_for(self, stage: str) -> Target:
+    def target_for(self, stage: str, sender: str | None = None) -> Target:
+        """Where `ctx.emit_to(stage, ...)` puts; ValueError for a stage that takes no items.
+
+        A `sender` stage waits for room only if `stage` is downstream of it in the graph;
+        otherwise (upstream, itself, a sibling: a possible cycle) its items go in past a full
+        queue's bound, so two stages can never wait for room in each other's queues. Producers
+        (no sender) have no queue anyone waits for: they always wait."""
         target = self._targets.get(stage)
         if target is None:
             raise ValueError(f"ctx.emit_to: pipeline {self.spec.name!r} has no stage {stage!r} that takes items")
-        return target
+        if sender is None:
+            return target
+        follows = self._follows.get((sender, stage))
+        if follows is None:
+            assert self._builder is not None
+            follows = self._follows[(sender, stage)] = self._builder.follows_graph(sender, target)
+        return target if follows else self._targets_unbounded[stage]
 
     def dead_letter(
         self,

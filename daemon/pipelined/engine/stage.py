@@ -55,7 +55,7 @@ class StageServices(Protocol):
 
     def stopping(self) -> bool: ...
 
-    def target_for(self, stage: str) -> Target: ...
+    def target_for(self, stage: str, sender: str | None = None) -> Target: ...
 
     def dead_letter(
         self,
@@ -170,7 +170,7 @@ class StageBase:
         """Route one item's results (may raise QueueRejected: that attempt fails)."""
         finished = self.target.send(run, outputs) if outputs and not self.is_consumer else 0
         for stage, value in routed:
-            finished += self.services.target_for(stage).send(run, [value])
+            finished += self.services.target_for(stage, self.name).send(run, [value])
         return finished
 
     # -- completing a chunk -----------------------------------------------------------------
@@ -207,7 +207,7 @@ class StageBase:
 
     def _send_to(self, run: Run, stage: str, value: Any) -> int:
         try:
-            return self.services.target_for(stage).send(run, [value])
+            return self.services.target_for(stage, self.name).send(run, [value])
         except QueueAbandoned:
             return 0
         except QueueRejected as exc:  # not routed per item (see routes_per_item): never lost
