@@ -86,10 +86,14 @@ class ProducerStage:
             t.start()
         wait_for_setups(results, ready, self.workers, self.services.spec.name, self.name)
 
-    def submit(self, run: Run, call_args: Mapping[str, Any]) -> None:
+    def submit(self, run: Run, call_args: Mapping[str, Any]) -> bool:
+        """Queue a run (FIFO); False when the producer was stopped (drain) and takes none."""
         with self._cond:
+            if self._closed:
+                return False
             self._jobs.append((run, call_args))
             self._cond.notify()
+            return True
 
     def stop(self) -> list[Run]:
         """Drain: stop producing; returns the queued runs that never started (to cancel)."""

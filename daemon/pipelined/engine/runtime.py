@@ -21,7 +21,7 @@ from pipelined.engine.book import PipelineBook
 from pipelined.engine.drain import Drainer
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
 from pipelined.engine.producer import ProducerStage
-from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
+from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.retry import RetryTimer
 from pipelined.engine.router import Target, inject
 from pipelined.engine.routerbuild import RouterBuilder
@@ -187,14 +187,13 @@ class PipelineRuntime:
     def trigger(
         self, stage: str, args: Mapping[str, Any] | None = None, items: list[Any] | None = None
     ) -> str:
-        """Start a run at `stage`; its id. BadRequest / Conflict / NotFound / QueueFull / Unavailable."""
+        """Start a run at `stage`; its id. BadRequest / Conflict / NotFound / QueueFull / Unavailable.
+
+        The run is registered in the same step that finds the pipeline running (under the state
+        lock `begin_drain` takes), so a drain that begins meanwhile waits for it: it is never
+        left `running`, and its items never go into a queue nobody takes from any more."""
         where = f"pipeline {self.spec.name!r}"
-        with self._state_lock:
-            state = self.state
-        if state != "running":
-            if state == "starting":
-                raise Unavailable(f"{where} is starting")
-            raise Conflict(f"{where} is {state}: it takes no triggers")
+        self._check_running()
         spec = self.spec.stage(stage)
         if spec is None:
             raise NotFound(f"{where} has no stage {stage!r}")
@@ -206,18 +205,32 @@ class PipelineRuntime:
                 raise BadRequest(f"{where}: 'args' must be an object")
             producer = self.producers[stage]
             call_args = producer.binder.bind_producer_args(args)
-            run = self._new_run(stage)
-            producer.submit(run, call_args)
+            with self._state_lock:
+                self._check_running()
+                run = self._new_run(stage)
+            if not producer.submit(run, call_args):  # the drain stopped the producer meanwhile
+                self._forget_run(run)
+                raise Conflict(f"pipeline {self.spec.name!r} is draining: it takes no triggers")
             return run.id
         if args is not None:
             raise BadRequest(f"{where} is a {spec.kind}: give 'items', not 'args'")
         if not isinstance(items, list) or not items:
             raise BadRequest(f"{where}: 'items' must be a non-empty list")
-        return self._inject(stage, spec, list(items))
+        with self._state_lock:
+            self._check_running()
+            run = self._new_run(stage)
+        return self._inject(run, stage, list(items))
 
-    def _inject(self, stage: str, spec: StageSpec, items: list[Any]) -> str:
+    def _check_running(self) -> None:
+        state = self.state
+        if state != "running":
+            where = f"pipeline {self.spec.name!r}"
+            if state == "starting":
+                raise Unavailable(f"{where} is starting")
+            raise Conflict(f"{where} is {state}: it takes no triggers")
+
+    def _inject(self, run: Run, stage: str, items: list[Any]) -> str:
         where = f"pipeline {self.spec.name!r}, stage {stage!r}"
-        run = self._new_run(stage)
         assert self.hooks is not None
         error = self.hooks.before_run(run.to_dict()) if self.hooks.has_run_hooks else None
         if error is not None:
@@ -241,6 +254,11 @@ class PipelineRuntime:
             raise Unavailable(
                 f"{where}: could not enqueue {n} items{whose} within {INJECT_TIMEOUT:g} s "
                 f"(queue full, on_full = \"block\")"
+            ) from None
+        except QueueAbandoned:  # the drain deadline passed while it waited for room: none got in
+            self._forget_run(run)
+            raise Unavailable(
+                f"{where}: the pipeline drained before there was room for {n} items; none was accepted"
             ) from None
         run.settle(leave=n, finished=finished)
         run.source_finished()
