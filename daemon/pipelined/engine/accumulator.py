@@ -50,8 +50,9 @@ class AccumulatorStage:
         self._first_at: dict[Run, float] = {}
         self._lock = threading.Lock()  # held while a chunk is handled; abandon() takes it
         self._abandoned = False
+        self._extra = {"pipeline": services.spec.name, "stage": spec.name}
         self._thread = threading.Thread(
-            target=self._loop, name=f"{services.spec.name}:{spec.name}", daemon=True
+            target=self._run, name=f"{services.spec.name}:{spec.name}", daemon=True
         )
 
     def start(self) -> None:
@@ -81,6 +82,15 @@ class AccumulatorStage:
             return held
 
     # -- the accumulator thread -------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            try:
+                self._loop()
+                return
+            except BaseException:  # outside any user code (an engine fault): never die silently
+                log.exception("the accumulator thread failed; it goes on", extra=self._extra)
+                time.sleep(0.01)
+
     def _loop(self) -> None:
         """Take chunks, buffer them, send full / expired / requested batches.
 

@@ -91,18 +91,31 @@ class AsyncStage(StageBase):
             with self._free_cond:
                 self._free -= len(chunk.items)
             self.hold(chunk)
-            self.loop.call_soon_threadsafe(self._launch, chunk)
+            try:
+                self.loop.call_soon_threadsafe(self._launch, chunk)
+            except BaseException as exc:  # the loop is gone (an engine fault): fail the chunk, go on
+                log.exception("cannot hand a chunk to the event loop", extra=self._extra)
+                self._release_slots(len(chunk.items))
+                self._fail_chunk(chunk, exc)
         self.loop.call_soon_threadsafe(self._finish)
 
     # -- loop thread ------------------------------------------------------------------------
     def _run_loop(self) -> None:
+        """Run the loop until `_finish` stops it. Something that escapes it (a BaseException
+        from a task the callable started) is logged and the loop runs on in this thread: its
+        tasks are still there, and the feeder keeps handing it chunks."""
         asyncio.set_event_loop(self.loop)
         try:
-            self.loop.run_forever()
+            while True:
+                try:
+                    self.loop.run_forever()
+                    break
+                except BaseException as exc:
+                    log.error("the event loop stopped on %s; it runs on", error_text(exc), extra=self._extra)
         finally:
             try:
                 self.invoker.close()
-            except Exception:
+            except BaseException:
                 log.exception("close() failed", extra=self._extra)
             if self._cell is not None:
                 self.counters.retire(self._cell)
@@ -122,6 +135,19 @@ class AsyncStage(StageBase):
         self.loop.create_task(wait_all())
 
     async def _process(self, chunk: Chunk) -> None:
+        try:
+            await self._call_chunk(chunk)
+        except BaseException as exc:  # outside the per-item guard (an engine fault): never lose the chunk
+            log.exception("processing a chunk failed", extra=self._extra)
+            self._fail_chunk(chunk, exc)
+
+    def _fail_chunk(self, chunk: Chunk, exc: BaseException) -> None:
+        """Every item of the chunk fails this attempt (a no-op when it was completed already)."""
+        assert self._cell is not None
+        outcome = Outcome(failures=[Failure(item, exc, error_text(exc)) for item in chunk.items])
+        self.complete(chunk, outcome, self._cell)
+
+    async def _call_chunk(self, chunk: Chunk) -> None:
         cell = self._cell
         assert cell is not None
         items = chunk.items
@@ -142,10 +168,14 @@ class AsyncStage(StageBase):
 
             return sink
 
-        async def call(index: int, item: Any) -> tuple[list[Any], bool]:
+        async def call(index: int, item: Any) -> tuple[list[Any], bool] | BaseException:
             began = time.perf_counter()
             try:
                 return await self.invoker.acall_item(item, run_id, sink_for(index))
+            except (KeyboardInterrupt, SystemExit) as exc:  # the task would stop the loop itself
+                log.error("an item raised %s (not an Exception): that attempt fails", error_text(exc),
+                          extra={**self._extra, "run": run_id})
+                return exc
             finally:  # its slot is free now: a slow item never holds back its chunk's others
                 cell.busy_seconds += time.perf_counter() - began
                 self._release_slots(1)

@@ -107,8 +107,8 @@ class ProducerStage:
 
     def abandon(self) -> list[Run]:
         """Drain deadline: discard whatever the producers still yield; their runs end now."""
-        self.abandoned = True
         with self._cond:
+            self.abandoned = True
             return list(self._producing)
 
     def live_workers(self) -> int:
@@ -142,12 +142,17 @@ class ProducerStage:
         cell = self.counters.cell()
         try:
             while (job := self._next_job()) is not None:
-                self._produce(invoker, cell, *job)
+                try:
+                    self._produce(invoker, cell, *job)
+                except BaseException:  # outside the per-run guard (an engine fault): log, go on
+                    log.exception("producer thread failed on run %s; it takes the next run", job[0].id,
+                                  extra=self._extra)
+                    self._finish(job[0], "producer thread failed (see the log)", False)
         finally:
             self.counters.retire(cell)
             try:
                 invoker.close()
-            except Exception:
+            except BaseException:
                 log.exception("close() failed", extra=self._extra)
 
     def _next_job(self) -> Job | None:
@@ -169,7 +174,7 @@ class ProducerStage:
             logged = enter_log_context(self.services.spec.name, self.name, run.id)  # user code's log lines
             try:
                 cancelled = self._iterate(invoker, cell, run, call_args)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit / KeyboardInterrupt too: the run fails, the thread goes on
                 text = getattr(exc, "error", None) or error_text(exc)  # ProducerFailed: the worker's
                 error = f"producer raised {text}"
                 trace = getattr(exc, "traceback", None)
@@ -177,9 +182,16 @@ class ProducerStage:
                           exc_info=trace is None, extra=extra)
             finally:
                 exit_log_context(logged)
+        self._finish(run, error, cancelled)
+
+    def _finish(self, run: Run, error: str | None, cancelled: bool) -> None:
+        """The run's source is done — unless the drain deadline already ended it (abandon()):
+        the check and the discard are one step under the lock abandon() takes, so exactly one
+        of them finishes the run."""
         with self._cond:
             self._producing.discard(run)
-        if not self.abandoned:
+            mine = not self.abandoned
+        if mine:
             run.source_finished(error, cancelled=cancelled)
 
     def _iterate(self, invoker: Invoker, cell: CounterCell, run: Run, call_args: Mapping[str, Any]) -> bool:

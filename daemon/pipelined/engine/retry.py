@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable
 
 from pipelined.engine.queues import Chunk, QueueAbandoned, StageQueue
+
+log = logging.getLogger("pipelined.engine")
 
 BACKOFF_CAP = 30.0
 
@@ -59,7 +62,10 @@ class RetryTimer:
             try:
                 queue.put(chunk, force=True)
             except QueueAbandoned:
-                self._on_abandoned(chunk, queue)  # the drain deadline passed meanwhile
+                try:
+                    self._on_abandoned(chunk, queue)  # the drain deadline passed meanwhile
+                except BaseException:
+                    log.exception("dead-lettering a retry after the drain deadline failed")
 
     def take_all(self) -> list[tuple[Chunk, StageQueue]]:
         """Drain deadline: everything still waiting (to be dead-lettered), with its queue."""

@@ -9,6 +9,7 @@ goes back to the queue.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import operator
@@ -21,7 +22,7 @@ from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
-from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
+from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import (
@@ -119,12 +120,16 @@ class ThreadStage(StageBase):
         try:
             self._loop(invoker, cell)
         except WorkerDied:
+            log.warning("worker thread replaced (its callable raised a BaseException)", extra=self._extra)
+            self._spawn(None, None)
+        except BaseException:  # outside the per-item guard (an engine fault): never die silently
+            log.exception("a worker thread failed; replacing it", extra=self._extra)
             self._spawn(None, None)
         finally:
             self.counters.retire(cell)
             try:
                 invoker.close()
-            except Exception:
+            except BaseException:
                 log.exception("close() failed", extra=self._extra)
 
     def _loop(self, invoker: Invoker, cell: CounterCell) -> None:
@@ -283,7 +288,7 @@ class ThreadStage(StageBase):
         """Charge the item being called; complete the items before it, requeue those after."""
         index = outcome.died_at if outcome.died_at >= 0 else 0
         extra = {**self._extra, "run": chunk.run.id}
-        log.error("worker thread died: %s; replacing it", error_text(exc), extra=extra)
+        log.error("an item raised %s (not an Exception): that attempt fails", error_text(exc), extra=extra)
         items = chunk.items
         rest = items[index + 1 :]
         if rest:  # not called: they are taken (and counted) again
@@ -291,7 +296,8 @@ class ThreadStage(StageBase):
                 cell.items_retried -= len(rest)
             else:
                 cell.items_in -= len(rest)
-            self.queue.put(Chunk(chunk.run, rest, chunk.attempts), force=True)
+            with contextlib.suppress(QueueAbandoned):  # the drain deadline took the chunk over
+                self.queue.put(Chunk(chunk.run, rest, chunk.attempts), force=True)
         chunk.items = items[: index + 1]
         outcome.failures.append(Failure(items[index], exc, error_text(exc)))
         self.complete(chunk, outcome, cell)
