@@ -19,13 +19,17 @@ from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
+from pipelined.engine.lateoutputs import POLL_S
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
-from pipelined.engine.router import Target
+from pipelined.engine.router import Target, offer
+from pipelined.engine.runs import Run
 from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of, rejected_failure
 from pipelined.errors import StartError
 from pipelined.logcontext import enter_log_context
 
 log = logging.getLogger("pipelined.engine")
+
+EARLY_AFTER_S = 2 * POLL_S  # finished items' outputs wait at most about this for their chunk
 
 
 class AsyncStage(StageBase):
@@ -44,6 +48,7 @@ class AsyncStage(StageBase):
         self.workers = 1  # one thread (utilization is measured against `concurrency` slots)
         self.invoker = make_invoker()
         self._per_item = self.routes_per_item(self.invoker.wants_ctx)
+        self._early = not self.is_consumer and not self._per_item  # outputs may be routed mid-chunk
         self.loop = asyncio.new_event_loop()
         self._free = self.concurrency
         self._free_cond = threading.Condition()
@@ -160,6 +165,7 @@ class AsyncStage(StageBase):
         enter_log_context(self.services.spec.name, self.name, run_id)  # this task only: user code's log lines
         outcome = Outcome()
         routed_per_item: list[list[tuple[str, Any]]] = [[] for _ in items]
+        early = _EarlyOutputs(self.target, chunk.run, self.loop) if self._early and n > 1 else None
 
         def sink_for(index: int) -> Callable[[str, Any], None]:
             def sink(stage: str, value: Any) -> None:
@@ -171,7 +177,10 @@ class AsyncStage(StageBase):
         async def call(index: int, item: Any) -> tuple[list[Any], bool] | BaseException:
             began = time.perf_counter()
             try:
-                return await self.invoker.acall_item(item, run_id, sink_for(index))
+                result = await self.invoker.acall_item(item, run_id, sink_for(index))
+                if early is not None:
+                    early.add(index, result[0])
+                return result
             except (KeyboardInterrupt, SystemExit) as exc:  # the task would stop the loop itself
                 log.error("an item raised %s (not an Exception): that attempt fails", error_text(exc),
                           extra={**self._extra, "run": run_id})
@@ -181,8 +190,11 @@ class AsyncStage(StageBase):
                 self._release_slots(1)
 
         results = await asyncio.gather(*(call(i, item) for i, item in enumerate(items)), return_exceptions=True)
+        sent: set[int] = set()
+        if early is not None:
+            sent, outcome.sent_early = early.close()
         per_item = outcome.routed_already = self._per_item
-        for item, result, routed in zip(items, results, routed_per_item, strict=True):
+        for index, (item, result, routed) in enumerate(zip(items, results, routed_per_item, strict=True)):
             if isinstance(result, Exception):
                 outcome.failures.append(failure_of(item, result))
                 continue
@@ -200,7 +212,8 @@ class AsyncStage(StageBase):
                     pass  # drain deadline: the receiving side dead-lettered what it held
             if filtered and not routed:
                 outcome.filtered += 1
-            outcome.outputs.extend(outputs)
+            if index not in sent:
+                outcome.outputs.extend(outputs)
             outcome.routed.extend(routed)
         self.complete(chunk, outcome, cell)
 
@@ -208,3 +221,49 @@ class AsyncStage(StageBase):
         with self._free_cond:
             self._free += n
             self._free_cond.notify()
+
+
+class _EarlyOutputs:
+    """Outputs of a chunk's finished items while others are still awaited: routed about
+    EARLY_AFTER_S after they came (by the loop's timer), only if every downstream queue has room
+    now (lateoutputs.py's rule: never wait, never run a stage inline); the rest go with the
+    chunk."""
+
+    def __init__(self, target: Target, run: Run, loop: asyncio.AbstractEventLoop) -> None:
+        self.target = target
+        self.run = run
+        self.loop = loop
+        self.pending: list[tuple[int, list[Any]]] = []
+        self.sent: set[int] = set()
+        self.early = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.done = False
+
+    def add(self, index: int, outputs: list[Any]) -> None:
+        if self.done or not outputs:
+            return
+        self.pending.append((index, outputs))
+        if self.timer is None:
+            self.timer = self.loop.call_later(EARLY_AFTER_S, self.flush)
+
+    def flush(self) -> None:
+        self.timer = None
+        if self.done or not self.pending:
+            return
+        part = [value for _, outputs in self.pending for value in outputs]
+        finished = offer(self.target, self.run, part)
+        if finished is None:  # no room downstream now: try again later (or with the chunk)
+            self.timer = self.loop.call_later(EARLY_AFTER_S, self.flush)
+            return
+        if finished:
+            self.run.settle(finished=finished)
+        self.sent.update(index for index, _ in self.pending)
+        self.early += len(part)
+        self.pending.clear()
+
+    def close(self) -> tuple[set[int], int]:
+        """The chunk is done: (items whose outputs went early, how many outputs that was)."""
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        return self.sent, self.early

@@ -288,6 +288,18 @@ def inject(target: Target, run: Run, items: list[Any], timeout: float) -> int:
     return plan.commit(run, every_queue=True, inline=False)
 
 
+def offer(target: Target, run: Run, items: list[Any]) -> int | None:
+    """Deliver only if every queue has room right now (never waits, never runs a stage
+    inline); the finished count, or None when some queue had no room (nothing delivered)."""
+    plan = Plan()
+    target.plan(items, plan)
+    try:
+        _reserve(plan, 0.0)
+    except (QueueRejected, QueueAbandoned, TimeoutError):
+        return None
+    return plan.commit(run, every_queue=True, inline=False)
+
+
 def _weighted_pattern(weights: Sequence[int]) -> list[int]:
     """Smooth weighted round robin: indices in proportion to weights, evenly interleaved."""
     total = sum(weights)

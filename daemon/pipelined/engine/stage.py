@@ -45,6 +45,7 @@ class Outcome:
     finished: int = 0  # already counted at a terminal (per-item routing)
     routed_already: bool = False
     died_at: int = -1  # index of the item whose call killed the worker thread
+    sent_early: int = 0  # outputs routed while the chunk was still being called (lateoutputs.py)
 
 
 class StageServices(Protocol):
@@ -191,7 +192,7 @@ class StageBase:
             for stage, value in outcome.routed:
                 finished += self._send_to(run, stage, value)
         if not self.is_consumer:
-            cell.items_out += len(outcome.outputs) + len(outcome.routed)
+            cell.items_out += len(outcome.outputs) + len(outcome.routed) + outcome.sent_early
         if failures:
             cell.items_failed += len(failures)
             self._failed(chunk, failures)

@@ -22,8 +22,9 @@ from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
+from pipelined.engine.lateoutputs import WATCHER, InProgress
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
-from pipelined.engine.router import Target
+from pipelined.engine.router import Target, offer
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import (
     Failure,
@@ -64,8 +65,9 @@ class ThreadStage(StageBase):
         super().__init__(services, spec, queue, target, counters, workers)
         self.make_invoker = make_invoker
         self._exclusive = threading.Lock() if workers == 1 else None
-        self._inline: tuple[Invoker, Callable[[Any], Any] | None, CounterCell] | None = None
+        self._inline: tuple[Invoker, Callable[[Any], Any] | None, CounterCell, InProgress] | None = None
         self._per_item = self.routes_per_item(make_invoker().wants_ctx)
+        self._early = not self.is_consumer and not self._per_item  # outputs may be routed mid-chunk
         self.per_item_s: float | None = None  # moving average of time per item in the callable
         self._threads: list[threading.Thread] = []
         self._started = 0
@@ -136,22 +138,54 @@ class ThreadStage(StageBase):
         fast = invoker.fast_function()
         queue = self.queue
         exclusive = self._exclusive
-        if exclusive is None:
-            while (chunk := queue.take(self._take_limit(), sharers=self.workers)) is not None:
-                if self._process(chunk, invoker, fast, cell):
-                    raise WorkerDied(self.name)
-            return
-        self._inline = (invoker, fast, self.counters.cell())
+        slot = self._new_slot()
         try:
-            while queue.wait_available():
-                with exclusive:
-                    chunk = queue.take_nowait(self._take_limit())
-                    if chunk is not None and self._process(chunk, invoker, fast, cell):
+            if exclusive is None:
+                while (chunk := queue.take(self._take_limit(), sharers=self.workers)) is not None:
+                    if self._process(chunk, invoker, fast, cell, slot):
                         raise WorkerDied(self.name)
+                return
+            inline_slot = self._new_slot()
+            self._inline = (invoker, fast, self.counters.cell(), inline_slot)
+            try:
+                while queue.wait_available():
+                    with exclusive:
+                        chunk = queue.take_nowait(self._take_limit())
+                        if chunk is not None and self._process(chunk, invoker, fast, cell, slot):
+                            raise WorkerDied(self.name)
+            finally:
+                with exclusive:
+                    inline, self._inline = self._inline, None
+                    self.counters.retire(inline[2])
+                    WATCHER.unregister(inline_slot)
         finally:
-            with exclusive:
-                inline, self._inline = self._inline, None
-                self.counters.retire(inline[2])
+            WATCHER.unregister(slot)
+
+    def _new_slot(self) -> InProgress:
+        slot = InProgress(self._flush_early)
+        WATCHER.register(slot)
+        return slot
+
+    def _flush_early(self, slot: InProgress) -> None:
+        """The watcher's: route the outputs of the chunk's finished items, if there is room."""
+        with slot.lock:
+            if not slot.active:
+                return
+            results = slot.results
+            n = len(results)
+            if n <= slot.sent:
+                return
+            part = results[slot.sent : n]
+            if slot.raw:
+                part = [r for r in part if r is not None and r is not _FAILED]
+            if part:
+                finished = offer(self.target, slot.run, part)
+                if finished is None:  # no room downstream now: the worker routes them later
+                    return
+                if finished:
+                    slot.run.settle(finished=finished)
+                slot.early += len(part)
+            slot.sent = n
 
     def _take_limit(self) -> int:
         """How many queued items a worker takes at once: ~CALL_BUDGET_S of work, 1 to MAX_TAKE.
@@ -183,14 +217,19 @@ class ThreadStage(StageBase):
             inline = self._inline
             if inline is None or self.queue.closed or self.queue.abandoned:
                 return False
-            invoker, fast, cell = inline
+            invoker, fast, cell, slot = inline
             while (queued := self.queue.take_nowait(MAX_TAKE)) is not None:
-                self._process(queued, invoker, fast, cell)
-            self._process(Chunk(run, items), invoker, fast, cell)
+                self._process(queued, invoker, fast, cell, slot)
+            self._process(Chunk(run, items), invoker, fast, cell, slot)
             return True
 
-    def _process(self, chunk: Chunk, invoker: Invoker, fast: Callable[[Any], Any] | None, cell: CounterCell) -> bool:
-        """Call the chunk and complete it; True when the call killed the thread."""
+    def _process(
+        self, chunk: Chunk, invoker: Invoker, fast: Callable[[Any], Any] | None, cell: CounterCell, slot: InProgress
+    ) -> bool:
+        """Call the chunk and complete it; True when the call killed the thread.
+
+        With more than one item, the chunk's results are shown in `slot`, so the outputs of
+        finished items can be routed while a slow one is still being called (lateoutputs.py)."""
         self.hold(chunk)
         n = len(chunk.items)
         if chunk.attempts:  # a retry: counted once in items_in, when it was first taken
@@ -200,11 +239,12 @@ class ThreadStage(StageBase):
         began = cell.begin()
         outcome = Outcome()
         logged = enter_log_context(self.services.spec.name, self.name, chunk.run.id)  # user code's log lines
+        early = slot if self._early and n > 1 else None
         try:
             if fast is not None and not self._per_item:
-                self._call_fast(fast, chunk.items, outcome)
+                self._call_fast(fast, chunk, outcome, early)
             else:
-                self._call_each(invoker, chunk, outcome, self._per_item)
+                self._call_each(invoker, chunk, outcome, self._per_item, early)
         except BaseException as exc:
             cell.end(began)
             self._died(chunk, outcome, exc, cell)
@@ -218,7 +258,7 @@ class ThreadStage(StageBase):
         self.complete(chunk, outcome, cell)
         return False
 
-    def _call_fast(self, fn: Callable[[Any], Any], items: list[Any], outcome: Outcome) -> None:
+    def _call_fast(self, fn: Callable[[Any], Any], chunk: Chunk, outcome: Outcome, slot: InProgress | None) -> None:
         """map() in C over the chunk; a raising item leaves a marker and the map resumes after it.
 
         A StopIteration raised by the function ends map() as if the chunk were exhausted: the
@@ -226,36 +266,63 @@ class ThreadStage(StageBase):
         that raised it (it fails like any other exception; the map resumes after it).
         Outputs are told from filtered items by identity (`is None`): a value whose `==`
         is elementwise (numpy, pandas) must never be compared."""
+        items = chunk.items
         results: list[Any] = []
+        if slot is not None:
+            slot.start(chunk.run, results, raw=True)
         failures = outcome.failures
         rest = iter(items)
         n = len(items)
-        while True:
-            try:
-                results.extend(map(fn, rest))
-            except Exception as exc:
-                failures.append(failure_of(items[len(results)], exc))
-                results.append(_FAILED)
-                continue
-            except BaseException:
-                outcome.died_at = len(results)
-                self._take_outputs(results, outcome, failed=True)
-                raise
-            if len(results) < n:
-                failures.append(Failure(items[len(results)], StopIteration(), STOP_ITERATION_TEXT))
-                results.append(_FAILED)
-                continue
-            break
+        try:
+            while True:
+                try:
+                    results.extend(map(fn, rest))
+                except Exception as exc:
+                    failures.append(failure_of(items[len(results)], exc))
+                    results.append(_FAILED)
+                    continue
+                if len(results) < n:
+                    failures.append(Failure(items[len(results)], StopIteration(), STOP_ITERATION_TEXT))
+                    results.append(_FAILED)
+                    continue
+                break
+        except BaseException:
+            outcome.died_at = len(results)
+            self._take_outputs(results, outcome, slot, failed=True)
+            raise
         if not self.is_consumer:
-            self._take_outputs(results, outcome, failed=bool(failures))
+            self._take_outputs(results, outcome, slot, failed=bool(failures))
 
     @staticmethod
-    def _take_outputs(results: list[Any], outcome: Outcome, *, failed: bool) -> None:
-        kept = [r for r in results if r is not None and r is not _FAILED] if failed else list(filter(_NOT_NONE, results))
+    def _take_outputs(results: list[Any], outcome: Outcome, slot: InProgress | None, *, failed: bool) -> None:
+        """Outputs of the results the watcher did not route already; filtered items counted."""
+        sent, early = slot.finish() if slot is not None else (0, 0)
+        tail = results[sent:] if sent else results
+        if failed:
+            kept = [r for r in tail if r is not None and r is not _FAILED]
+            failures = sum(1 for r in results if r is _FAILED)
+        else:
+            kept = list(filter(_NOT_NONE, tail))
+            failures = 0
         outcome.outputs = kept
-        outcome.filtered = len(results) - len(kept) - (sum(1 for r in results if r is _FAILED) if failed else 0)
+        outcome.sent_early = early
+        outcome.filtered = len(results) - failures - early - len(kept)
 
-    def _call_each(self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool) -> None:
+    def _call_each(
+        self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool, slot: InProgress | None
+    ) -> None:
+        if slot is None:
+            self._call_items(invoker, chunk, outcome, per_item)
+            return
+        slot.start(chunk.run, outcome.outputs, raw=False)
+        try:
+            self._call_items(invoker, chunk, outcome, per_item)
+        finally:
+            sent, outcome.sent_early = slot.finish()
+            if sent:
+                outcome.outputs = outcome.outputs[sent:]
+
+    def _call_items(self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool) -> None:
         run = chunk.run
         check = self.emit_to_checker
         outcome.routed_already = per_item
