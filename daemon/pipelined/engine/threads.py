@@ -213,9 +213,12 @@ class ThreadStage(StageBase):
         exclusive = self._exclusive
         if exclusive is None or per_item is None or per_item > INLINE_MAX_S:
             return False
+        queue = self.queue
+        if queue.waiting and queue.depth + queue.waiting >= queue.capacity:
+            return False  # a retry backlog fills the bound: the sender waits for room like any other
         with exclusive:
             inline = self._inline
-            if inline is None or self.queue.closed or self.queue.abandoned:
+            if inline is None or queue.closed or queue.abandoned:
                 return False
             invoker, fast, cell, slot = inline
             while (queued := self.queue.take_nowait(MAX_TAKE)) is not None:
