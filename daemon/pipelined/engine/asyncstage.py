@@ -174,10 +174,18 @@ class AsyncStage(StageBase):
 
             return sink
 
+        def spill(part: list[Any]) -> None:
+            """An item emitting many outputs (an async generator): route them as they come."""
+            if self._per_item:
+                outcome.finished += self.route_item(chunk.run, part, [])
+            else:
+                outcome.finished += self._send(chunk.run, part)
+            outcome.sent_early += len(part)
+
         async def call(index: int, item: Any) -> tuple[list[Any], bool] | BaseException:
             began = time.perf_counter()
             try:
-                result = await self.invoker.acall_item(item, run_id, sink_for(index))
+                result = await self.invoker.acall_item(item, run_id, sink_for(index), spill)
                 if early is not None:
                     early.add(index, result[0])
                 return result
@@ -192,7 +200,8 @@ class AsyncStage(StageBase):
         results = await asyncio.gather(*(call(i, item) for i, item in enumerate(items)), return_exceptions=True)
         sent: set[int] = set()
         if early is not None:
-            sent, outcome.sent_early = early.close()
+            sent, sent_early = early.close()
+            outcome.sent_early += sent_early
         per_item = outcome.routed_already = self._per_item
         for index, (item, result, routed) in enumerate(zip(items, results, routed_per_item, strict=True)):
             if isinstance(result, Exception):

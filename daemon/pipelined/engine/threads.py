@@ -168,7 +168,9 @@ class ThreadStage(StageBase):
 
     def _flush_early(self, slot: InProgress) -> None:
         """The watcher's: route the outputs of the chunk's finished items, if there is room."""
-        with slot.lock:
+        if not slot.lock.acquire(blocking=False):
+            return  # the worker routes them itself right now (a streaming generator)
+        try:
             if not slot.active:
                 return
             results = slot.results
@@ -186,6 +188,8 @@ class ThreadStage(StageBase):
                     slot.run.settle(finished=finished)
                 slot.early += len(part)
             slot.sent = n
+        finally:
+            slot.lock.release()
 
     def _take_limit(self) -> int:
         """How many queued items a worker takes at once: ~CALL_BUDGET_S of work, 1 to MAX_TAKE.
@@ -315,20 +319,39 @@ class ThreadStage(StageBase):
         self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool, slot: InProgress | None
     ) -> None:
         if slot is None:
-            self._call_items(invoker, chunk, outcome, per_item)
+            self._call_items(invoker, chunk, outcome, per_item, None)
             return
         slot.start(chunk.run, outcome.outputs, raw=False)
         try:
-            self._call_items(invoker, chunk, outcome, per_item)
+            self._call_items(invoker, chunk, outcome, per_item, slot)
         finally:
             sent, outcome.sent_early = slot.finish()
             if sent:
                 outcome.outputs = outcome.outputs[sent:]
 
-    def _call_items(self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool) -> None:
+    def _call_items(
+        self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool, slot: InProgress | None
+    ) -> None:
         run = chunk.run
         check = self.emit_to_checker
         outcome.routed_already = per_item
+
+        def spill(part: list[Any]) -> None:
+            """An item emitting many outputs (a generator): route them as they come, under
+            back-pressure, after whatever earlier items of the chunk emitted (order kept)."""
+            if per_item:
+                outcome.finished += self.route_item(run, part, [])
+                outcome.sent_early += len(part)
+            elif slot is None:
+                outcome.finished += self._send(run, part)
+                outcome.sent_early += len(part)
+            else:
+                with slot.lock:  # the watcher never waits for a slot's lock
+                    held = outcome.outputs[slot.sent :]
+                    outcome.finished += self._send(run, held + part)
+                    slot.sent = len(outcome.outputs)
+                    slot.early += len(held) + len(part)
+
         for index, item in enumerate(chunk.items):
             routed: list[tuple[str, Any]] = []
 
@@ -337,7 +360,7 @@ class ThreadStage(StageBase):
                 routed.append((stage, value))
 
             try:
-                outputs, filtered = invoker.call_item(item, run.id, sink)
+                outputs, filtered = invoker.call_item(item, run.id, sink, spill)
                 if per_item:
                     outcome.finished += self.route_item(run, outputs, routed)
             except QueueRejected as exc:
