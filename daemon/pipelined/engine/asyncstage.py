@@ -197,6 +197,7 @@ class AsyncStage(StageBase):
                 cell.busy_seconds += time.perf_counter() - began
                 self._release_slots(1)
 
+        traced = None if chunk.run.trace is None else self._traced(chunk)  # current in this task
         results = await asyncio.gather(*(call(i, item) for i, item in enumerate(items)), return_exceptions=True)
         sent: set[int] = set()
         if early is not None:
@@ -224,6 +225,8 @@ class AsyncStage(StageBase):
             if index not in sent:
                 outcome.outputs.extend(outputs)
             outcome.routed.extend(routed)
+        if traced is not None:
+            traced.end(len(outcome.failures))
         self.complete(chunk, outcome, cell)
 
     def _release_slots(self, n: int) -> None:

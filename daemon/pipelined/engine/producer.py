@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
+from pipelined import tracing
 from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
@@ -172,6 +173,8 @@ class ProducerStage:
         cancelled = False
         if error is None:
             logged = enter_log_context(self.services.spec.name, self.name, run.id)  # user code's log lines
+            traced = None if run.trace is None else tracing.start_batch(
+                run.trace, self.services.spec.name, self.name, run.id, 0)  # fmt: skip
             try:
                 cancelled = self._iterate(invoker, cell, run, call_args)
             except BaseException as exc:  # SystemExit / KeyboardInterrupt too: the run fails, the thread goes on
@@ -182,6 +185,8 @@ class ProducerStage:
                           exc_info=trace is None, extra=extra)
             finally:
                 exit_log_context(logged)
+                if traced is not None:
+                    traced.end(1 if error else 0, items=run.produced)
         self._finish(run, error, cancelled)
 
     def _finish(self, run: Run, error: str | None, cancelled: bool) -> None:

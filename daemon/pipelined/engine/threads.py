@@ -247,6 +247,7 @@ class ThreadStage(StageBase):
         outcome = Outcome()
         logged = enter_log_context(self.services.spec.name, self.name, chunk.run.id)  # user code's log lines
         early = slot if self._early and n > 1 else None
+        traced = None if chunk.run.trace is None else self._traced(chunk)
         try:
             if fast is not None and not self._per_item:
                 self._call_fast(fast, chunk, outcome, early)
@@ -258,6 +259,8 @@ class ThreadStage(StageBase):
             return True
         finally:
             exit_log_context(logged)
+            if traced is not None:
+                traced.end(len(outcome.failures))
         took = time.perf_counter() - began
         cell.end(began)
         per_item = took / max(1, n)
