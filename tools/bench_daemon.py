@@ -10,7 +10,10 @@ Starts `pipelined run` (tests/harness.py) with two pipelines:
 W1: each round runs a plain loop over the same functions in this process, then
 `POST /pipelines/w1/stages/src/trigger?wait=true`, and times the daemon by the run's own
 `started_at` / `finished_at`. Prints every round's ratio (plain time / daemon time), the median
-and the best, and the load average before and after (the machine is shared).
+and the best, and the load average before and after (the machine is shared). Also the ratio of
+CPU times (the plain loop's thread vs every thread of the daemon during the whole request, from
+/proc/<pid>/task/*/schedstat): on a loaded machine wall-clock ratios swing 2x either way, CPU
+time much less.
 LAT: p50 / p99 from the producer's yield to the consumer, inside the daemon (targets: p50 ≤
 100 µs, p99 ≤ 1 ms).
 """
@@ -127,6 +130,17 @@ args = {{ path = "{path}" }}
 """
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time used so far by every thread of process `pid` (ns resolution, /proc schedstat)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+            continue  # a thread that just ended
+    return total / 1e9
+
+
 def seconds_between(started: str, finished: str) -> float:
     return (datetime.fromisoformat(finished) - datetime.fromisoformat(started)).total_seconds()
 
@@ -138,27 +152,31 @@ def load() -> str:
 def w1(daemon: DaemonProcess, fns: object, n: int, rounds: int) -> None:
     source, inc, double, total = (getattr(fns, name) for name in ("source", "inc", "double", "total"))
     ratios: list[float] = []
-    plains: list[float] = []
-    engines: list[float] = []
+    cpu_ratios: list[float] = []
     print(f"W1   load average before: {load()}")
     for i in range(rounds):
         began = time.perf_counter()
+        cpu_began = time.thread_time()
         for x in source(n):
             total(double(inc(x)))
         plain = time.perf_counter() - began
+        plain_cpu = time.thread_time() - cpu_began
+        daemon_cpu = cpu_seconds(daemon.pid)
         r = daemon.client.post("/pipelines/w1/stages/src/trigger?wait=true&timeout=300", json={"args": {"n": n}},
                                timeout=320)
+        daemon_cpu = cpu_seconds(daemon.pid) - daemon_cpu
         assert r.status_code == 200, r.text
         run = r.json()
         assert run["state"] == "completed" and run["items"]["finished"] == n, run
         took = seconds_between(run["started_at"], run["finished_at"])
         ratios.append(plain / took)
-        plains.append(plain)
-        engines.append(took)
+        cpu_ratios.append(plain_cpu / daemon_cpu)
         print(f"W1   round {i + 1}: plain {n / plain:>12,.0f} items/s | daemon {n / took:>12,.0f} items/s "
-              f"| ratio {plain / took:.3f}")
+              f"| ratio {plain / took:.3f} | CPU: plain {plain_cpu * 1e3:.0f} ms, daemon {daemon_cpu * 1e3:.0f} ms "
+              f"(whole request), ratio {plain_cpu / daemon_cpu:.3f}")
     print(f"W1   through the daemon: ratio median {statistics.median(ratios):.3f}, best {max(ratios):.3f}, "
-          f"worst {min(ratios):.3f} over {rounds} rounds (target median >= 0.75) | load average after: {load()}")
+          f"worst {min(ratios):.3f} over {rounds} rounds (target median >= 0.75); CPU-time ratio median "
+          f"{statistics.median(cpu_ratios):.3f} | load average after: {load()}")
 
 
 def latency(daemon: DaemonProcess, samples: Path) -> None:

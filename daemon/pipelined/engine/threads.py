@@ -20,6 +20,7 @@ from typing import Any
 
 from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
+from pipelined.engine import fusion
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
 from pipelined.engine.lateoutputs import WATCHER, InProgress
@@ -68,6 +69,7 @@ class ThreadStage(StageBase):
         self._inline: tuple[Invoker, Callable[[Any], Any] | None, CounterCell, InProgress] | None = None
         self._per_item = self.routes_per_item(make_invoker().wants_ctx)
         self._early = not self.is_consumer and not self._per_item  # outputs may be routed mid-chunk
+        self.fusible = workers == 1 and not self._per_item  # may run in a fused chain (fusion.py)
         self.per_item_s: float | None = None  # moving average of time per item in the callable
         self._threads: list[threading.Thread] = []
         self._started = 0
@@ -227,8 +229,34 @@ class ThreadStage(StageBase):
             invoker, fast, cell, slot = inline
             while (queued := self.queue.take_nowait(MAX_TAKE)) is not None:
                 self._process(queued, invoker, fast, cell, slot)
+            if fast is not None and self.fusible and run.trace is None:
+                chain = fusion.chain_from(self)
+                if len(chain) > 1:
+                    try:
+                        fusion.run_fused(chain, run, items)
+                    finally:
+                        fusion.release(chain)
+                    return True
             self._process(Chunk(run, items), invoker, fast, cell, slot)
             return True
+
+    def fast_now(self) -> bool:
+        """Its calls have been fast enough to run in a sender's thread."""
+        per_item = self.per_item_s
+        return per_item is not None and per_item <= INLINE_MAX_S
+
+    def ready_to_fuse(self) -> bool:
+        """With its exclusive lock held: it may join a fused chain for one chunk now."""
+        inline = self._inline
+        queue = self.queue
+        return (
+            inline is not None and inline[1] is not None and not queue.depth and queue.waiting < queue.capacity
+            and not queue.closed and not queue.abandoned
+        )
+
+    def log_base_exception(self, run: Run, exc: BaseException) -> None:
+        log.error("an item raised %s (not an Exception): that attempt fails", error_text(exc),
+                  extra={**self._extra, "run": run.id})
 
     def _process(
         self, chunk: Chunk, invoker: Invoker, fast: Callable[[Any], Any] | None, cell: CounterCell, slot: InProgress
