@@ -58,7 +58,9 @@ def test_tilde_is_not_the_home_directory(roots: tuple[Path, Path], ctx: FakeCont
         list(read_lines("~/.bashrc", ctx=ctx))
 
 
-def test_a_symlink_out_of_the_roots_is_refused(roots: tuple[Path, Path], ctx: FakeContext, tmp_path: Path) -> None:
+def test_a_symlink_out_of_the_roots_is_refused(
+    roots: tuple[Path, Path], ctx: FakeContext, tmp_path: Path
+) -> None:
     readable, _ = roots
     (readable / "link.txt").symlink_to(tmp_path / "secret.txt")
     (readable / "dir").symlink_to(tmp_path)
@@ -79,13 +81,17 @@ def test_devices_fifos_and_directories_are_refused(
     monkeypatch.setenv("PIPELINED_READ_PATHS", os.pathsep.join([str(readable), "/dev"]))
     cases = {"/dev/zero": "a character device", str(fifo): "a FIFO", str(readable): "a directory"}
     for given, kind in cases.items():
-        with pytest.raises(PathRefused, match=f"path: {given} is {kind}; built-in stages only use regular files"):
+        with pytest.raises(
+            PathRefused, match=f"path: {given} is {kind}; built-in stages only use regular files"
+        ):
             list(read_lines(given, ctx=ctx))
         with pytest.raises(PathRefused, match=f"is {kind}"):
             tail_file(given, ctx=ctx)
 
 
-def test_tail_file_refuses_a_path_outside_before_it_exists(roots: tuple[Path, Path], ctx: FakeContext) -> None:
+def test_tail_file_refuses_a_path_outside_before_it_exists(
+    roots: tuple[Path, Path], ctx: FakeContext
+) -> None:
     with pytest.raises(PathRefused, match=r"\(tail_file\): path: /var/log/nothing-here.log is outside"):
         tail_file("/var/log/nothing-here.log", ctx=ctx)
 
@@ -116,7 +122,9 @@ def test_write_jsonl_outside_the_write_roots_fails_each_attempt(
     assert not (readable / "x.jsonl").exists() and not (tmp_path / "escape.jsonl").exists()
 
 
-def test_write_jsonl_never_follows_a_symlink_or_writes_to_a_fifo(roots: tuple[Path, Path], tmp_path: Path) -> None:
+def test_write_jsonl_never_follows_a_symlink_or_writes_to_a_fifo(
+    roots: tuple[Path, Path], tmp_path: Path
+) -> None:
     _, writable = roots
     (writable / "link.jsonl").symlink_to(tmp_path / "victim.jsonl")
     with pytest.raises(PathRefused, match="leads through a symlink"):
