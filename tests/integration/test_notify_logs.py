@@ -14,8 +14,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from pipelined import logs
-from pipelined.notify import Heartbeat, Notifier
+from pipelined import logcontext
+from pipelined.host import logs
+from pipelined.host.notify import Heartbeat, Notifier
 
 
 @pytest.fixture
@@ -102,8 +103,8 @@ def test_text_lines_carry_pipeline_stage_run(monkeypatch: pytest.MonkeyPatch) ->
     stream, logger = _capture("text", monkeypatch)
     logger.info("plain")
     logger.warning("retry %d", 2, extra={"pipeline": "orders", "stage": "enrich", "run": "r-000001"})
-    with logs.log_context(pipeline="orders"):
-        logs.ContextAdapter(logger, {"stage": "store"}).error("boom")
+    with logcontext.log_context(pipeline="orders"):
+        logcontext.ContextAdapter(logger, {"stage": "store"}).error("boom")
     lines = stream.getvalue().splitlines()
     assert lines[0].endswith(" INFO pipelined.test.text plain")
     assert lines[1].endswith(" WARNING pipelined.test.text [orders/enrich run=r-000001] retry 2")

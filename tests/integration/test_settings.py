@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelined.settings import Settings, SettingsInvalid, changed_keys, load_settings, parse_settings
+from pipelined.config.settings import Settings, SettingsInvalid, changed_keys, load_settings, parse_settings
 
 FULL = """
 [daemon]
@@ -28,7 +28,7 @@ max_body = "2MiB"
 
 
 def test_defaults_when_default_file_is_absent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("pipelined.settings.DEFAULT_SETTINGS_PATH", tmp_path / "none.toml")
+    monkeypatch.setattr("pipelined.config.settings.DEFAULT_SETTINGS_PATH", tmp_path / "none.toml")
     settings = load_settings(None)
     assert settings == Settings()
     assert settings.daemon.conf_dir == Path("/etc/pipelined/conf.d")

@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipelined.engine.invoke import Invoker
+from pipelined.calls.invoke import Invoker
 from pipelined.workers.setup import WorkerSetup, import_ref
 
 Row = tuple[list[Any], list[tuple[str, Any]], bool, str | None, str | None, float]
