@@ -100,6 +100,8 @@ class ApiServer:
             self._prepare_directory(path.parent)
             self._remove_stale_socket(path)
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        except KeyError as exc:
+            raise CannotListen(f"cannot listen on {self.listen} ({exc.args[0]})") from None
         except OSError as exc:
             raise CannotListen(f"cannot listen on {self.listen} ({exc.strerror}: {exc.filename or path})") from exc
         try:
@@ -131,9 +133,14 @@ class ApiServer:
             raise KeyError(f"[api] socket_group: no such group {group!r}") from None
 
     def _prepare_directory(self, directory: Path) -> None:
-        """Create the socket's directory (0700, or 0750 for a group socket); refuse one others may write."""
+        """Create the socket's directory (0700, or 0750 and the socket's group for a group socket);
+        refuse one others may write."""
         if not directory.exists():
-            directory.mkdir(mode=0o750 if self.options.group else 0o700, parents=True)
+            mode = 0o750 if self.options.group else 0o700
+            directory.mkdir(mode=mode, parents=True)
+            os.chmod(directory, mode)  # mkdir's mode is reduced by the umask
+            if self.options.group:
+                os.chown(directory, -1, self._gid(self.options.group))
         mode = stat.S_IMODE(directory.stat().st_mode)
         if mode & stat.S_IWOTH:
             raise CannotListen(
