@@ -108,7 +108,7 @@ def make_handler(log_format: str) -> logging.Handler:
     """A handler for an already resolved format (text, json, journal)."""
     handler: logging.Handler
     if log_format == "journal":
-        from systemd.journal import JournalHandler
+        from systemd.journal import JournalHandler  # the C extension loads only when the journal is used
 
         handler = JournalHandler(SYSLOG_IDENTIFIER="pipelined")
         handler.setFormatter(logging.Formatter("%(message)s"))

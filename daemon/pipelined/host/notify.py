@@ -68,7 +68,7 @@ class Notifier:
         if os.environ.get("NOTIFY_SOCKET") != self.socket_address:
             return _send_with_socket(self.socket_address, message)
         try:
-            from systemd import daemon as sd_daemon
+            from systemd import daemon as sd_daemon  # here: a broken extension falls back to the socket
 
             return bool(sd_daemon.notify(message))
         except Exception as exc:  # noqa: BLE001 - notify must never break the daemon

@@ -54,7 +54,7 @@ def release_context(method: str) -> None:
         _helper_users -= 1
         if _helper_users > 0:
             return
-        from multiprocessing import forkserver, resource_tracker
+        from multiprocessing import forkserver, resource_tracker  # only to stop them: stdlib internals
 
         for helper in (getattr(forkserver, "_forkserver", None), getattr(resource_tracker, "_resource_tracker", None)):
             stop = getattr(helper, "_stop", None)
