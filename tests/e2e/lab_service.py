@@ -46,7 +46,7 @@ def wheelhouse() -> Path:
 
 
 def install(lab: SystemdLab) -> None:
-    lab.run("env", f"PIPELINED_WHEELS={wheelhouse_dir()}", str(REPO / "tools" / "install"), check=True, timeout=180)
+    lab.run("env", f"PIPELINED_WHEELS={wheelhouse_dir()}", str(REPO / "tools" / "install"), check=True, timeout=480)
 
 
 def boot_installed(work: Path) -> SystemdLab:
