@@ -111,7 +111,7 @@ class ApiServer:
             finally:
                 os.umask(previous)
             if self.options.group:
-                os.chown(path, -1, self._gid(self.options.group))
+                _set_group(path, self._gid(self.options.group))
             os.chmod(path, self.options.mode)
             sock.listen(2048)
         except (OSError, KeyError) as exc:
@@ -140,7 +140,7 @@ class ApiServer:
             directory.mkdir(mode=mode, parents=True)
             os.chmod(directory, mode)  # mkdir's mode is reduced by the umask
             if self.options.group:
-                os.chown(directory, -1, self._gid(self.options.group))
+                _set_group(directory, self._gid(self.options.group))
         mode = stat.S_IMODE(directory.stat().st_mode)
         if mode & stat.S_IWOTH:
             raise CannotListen(
@@ -163,3 +163,10 @@ class ApiServer:
             self._thread.join(timeout)
         if self.socket_path is not None:
             self.socket_path.unlink(missing_ok=True)
+
+
+def _set_group(path: Path, gid: int) -> None:
+    """chgrp, skipped when it is the group already (the daemon's own group: under systemd's
+    syscall filter, which refuses chown, `Group=` gives the socket its group)."""
+    if path.stat().st_gid != gid:
+        os.chown(path, -1, gid)
