@@ -2,9 +2,10 @@
 
 The app is a thin adapter over `pipelined.supervisor.control.Control`: controllers turn HTTP into Control
 calls (in worker threads), `errors.py` turns every exception into `{"status_code", "detail"}`,
-`auth.py` guards every route but `/health` and `/ready` (and routes marked `opt=PUBLIC`, e.g. the
-web UI's static assets), `request_checks.py` refuses foreign Host and Origin headers and bodies
-that are not JSON (or TOML for a PUT), and all JSON is encoded with orjson.
+`auth.py` guards every route but `/health`, `/ready` and the web page's files (`ui.py`, `/ui/`;
+routes marked `opt=PUBLIC`), `request_checks.py` refuses foreign Host and Origin headers and
+bodies that are not JSON (or TOML for a PUT), and all JSON is encoded with orjson. `/schema` is
+rendered offline (`schema_page.py`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from litestar import Litestar
 from litestar.datastructures import State
 from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from pipelined import __version__
@@ -28,6 +28,8 @@ from pipelined.api.pipelines import PipelinesController
 from pipelined.api.request_checks import HostCheck, OriginAndBodyCheck, host_patterns
 from pipelined.api.responses import OrjsonResponse
 from pipelined.api.runs import RunsController
+from pipelined.api.schema_page import OfflineSchemaPage
+from pipelined.api.ui import ROUTES as UI_ROUTES
 from pipelined.supervisor.control import Control
 
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -79,7 +81,7 @@ def _openapi_config(secured: bool) -> OpenAPIConfig:
         path="/schema",
         components=components,
         security=[{"BearerToken": []}] if secured else None,
-        render_plugins=[ScalarRenderPlugin()],
+        render_plugins=[OfflineSchemaPage()],
     )
 
 
@@ -92,7 +94,7 @@ def create_app(control: Control, api_settings: ApiSettings | None = None) -> Lit
 
     tokens = settings.token_holder()
     return Litestar(
-        route_handlers=[DaemonController, PipelinesController, RunsController],
+        route_handlers=[DaemonController, PipelinesController, RunsController, *UI_ROUTES],
         guards=[bearer_token_guard(tokens)] if tokens.current else [],
         middleware=settings.middleware(),
         exception_handlers=exception_handlers(),

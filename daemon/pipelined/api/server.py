@@ -92,7 +92,10 @@ class ApiServer:
                 reason = f" ({self._error!r})" if self._error and not isinstance(self._error, SystemExit) else ""
                 raise CannotListen(f"cannot listen on {self.listen}{reason}")
             self._thread.join(0.02)
-        log.info("API listening on %s (%s)", self.listen, self.scheme)
+        if self.socket_path is None:
+            log.info("API listening on %s; web page: %s://%s/ui/", self.listen, self.scheme, self.listen)
+        else:
+            log.info("API listening on %s", self.listen)
 
     def _bind_unix_socket(self, path: Path) -> socket.socket:
         """Bound and listening, mode and group set before the first connection can be accepted."""

@@ -14,9 +14,7 @@ The file is read at start only; `changed_keys(old, new)` names what a reload wou
 from __future__ import annotations
 
 import difflib
-import grp
 import ipaddress
-import re
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -30,11 +28,16 @@ from pipelined.config.secrets import (
     read_token,
     token_source,
 )
+from pipelined.config.setting_values import group as _group
+from pipelined.config.setting_values import host_list as _host_list
+from pipelined.config.setting_values import path_list as _path_list
+from pipelined.config.setting_values import socket_mode as _socket_mode
 from pipelined.errors import PipelinedError
 
 DEFAULT_SETTINGS_PATH = Path("/etc/pipelined/pipelined.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "text", "json", "journal")
+SECTIONS = ("daemon", "api", "ray")
 
 
 class SettingsInvalid(PipelinedError):
@@ -121,9 +124,19 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class RaySettings:
+    """Where `executor = "ray"` stages run (docs/config.md, Cluster execution)."""
+
+    address: str = ""  # "": an embedded local instance started on first use; else "auto", "host:port", "ray://host:port"
+    namespace: str = "pipelined"
+    object_store_memory: int | None = None  # bytes, embedded instance only (None: 200 MiB)
+
+
+@dataclass(frozen=True)
 class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    ray: RaySettings = field(default_factory=RaySettings)
     source: Path | None = None  # the file read, None when defaults only
 
     def with_overrides(self, **overrides: Any) -> Settings:
@@ -135,7 +148,8 @@ class Settings:
         unknown = set(overrides) - daemon_names - api_names
         if unknown:
             raise TypeError(f"unknown settings override(s): {sorted(unknown)}")
-        candidate = {"daemon": {**_as_raw(self.daemon), **daemon_changes}, "api": {**_as_raw(self.api), **api_changes}}
+        candidate = {"daemon": {**_as_raw(self.daemon), **daemon_changes}, "api": {**_as_raw(self.api), **api_changes},
+                     "ray": _as_raw(self.ray)}
         return _build(candidate, "command line", self.source)
 
     def check_bind(self) -> None:
@@ -227,18 +241,18 @@ def parse_settings(text: str, path: Path) -> Settings:
     except RecursionError:
         raise SettingsInvalid(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
     for section, value in raw.items():
-        if section not in ("daemon", "api"):
-            hint = _suggest(section, ("daemon", "api"))
+        if section not in SECTIONS:
+            hint = _suggest(section, SECTIONS)
             raise SettingsInvalid(f"{path}: unknown section [{section}]{hint}")
         if not isinstance(value, dict):
             raise SettingsInvalid(f"{path}: [{section}] must be a table")
-    return _build({"daemon": raw.get("daemon", {}), "api": raw.get("api", {})}, str(path), path)
+    return _build({section: raw.get(section, {}) for section in SECTIONS}, str(path), path)
 
 
 def changed_keys(old: Settings, new: Settings) -> list[str]:
     """`[section] key` for every setting that differs (what a reload cannot apply)."""
     changed = []
-    for section in ("daemon", "api"):
+    for section in SECTIONS:
         a, b = getattr(old, section), getattr(new, section)
         changed += [f"[{section}] {f.name}" for f in fields(a) if getattr(a, f.name) != getattr(b, f.name)]
     return changed
@@ -250,7 +264,8 @@ def changed_keys(old: Settings, new: Settings) -> list[str]:
 def _build(raw: dict[str, dict[str, Any]], where: str, source: Path | None) -> Settings:
     daemon = _section(DaemonSettings, raw["daemon"], f"{where}: [daemon]")
     api = _section(ApiSettings, raw["api"], f"{where}: [api]")
-    return Settings(daemon=daemon, api=api, source=source)
+    ray = _section(RaySettings, raw.get("ray", {}), f"{where}: [ray]")
+    return Settings(daemon=daemon, api=api, ray=ray, source=source)
 
 
 def _section(cls: type[Any], values: dict[str, Any], where: str) -> Any:
@@ -322,47 +337,31 @@ def _size(value: Any) -> int:
     return size
 
 
-def _path_list(value: Any) -> tuple[Path, ...]:
-    if isinstance(value, tuple) and all(isinstance(v, Path) for v in value):
-        return value
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise TypeError(f"expected a list of absolute directory paths, got {value!r}")
-    relative = [v for v in value if not v.startswith("/")]
-    if relative:
-        raise ValueError(f"expected absolute paths, got {relative[0]!r}")
-    return tuple(Path(v) for v in value)
-
-
-def _socket_mode(value: Any) -> int:
-    if isinstance(value, str) and re.fullmatch(r"0?[0-7]{3}", value):
-        return int(value, 8)
-    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 0o777:
-        return value
-    raise ValueError(f'expected an octal mode like "0600" or "0660" (a string, or 0o660), got {value!r}')
-
-
-def _group(value: Any) -> str:
+def _ray_address(value: Any) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"expected a group name or number (a string), got {value!r}")
-    if value and not value.isdigit():
-        try:
-            grp.getgrnam(value)
-        except KeyError:
-            raise ValueError(f"no such group {value!r}") from None
+        raise TypeError(f'expected "" (embedded), "auto", "host:port" or "ray://host:port", got {value!r}')
+    value = value.strip()
+    if value in ("", "auto") or value.startswith("ray://"):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'expected "" (embedded), "auto", "host:port" or "ray://host:port", got {value!r}')
     return value
 
 
-def _host_list(value: Any) -> tuple[str, ...]:
-    if isinstance(value, tuple):
-        return value
-    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
-        raise TypeError(f'expected a list of host names like ["pipelined.example.com"], got {value!r}')
-    for host in value:
-        if "/" in host or " " in host or ("*" in host and not host.startswith("*.")) or host == "*":
-            raise ValueError(
-                f'expected host names (a leading "*." for subdomains), without scheme or path, got {host!r}'
-            )
-    return tuple(v.lower() for v in value)
+def _namespace(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise TypeError(f"expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _optional_size(value: Any) -> int | None:
+    if value in ("", None):
+        return None
+    size = _size(value)
+    if size < 75 * 1024 * 1024:  # Ray refuses a smaller object store
+        raise ValueError(f"expected at least 75MiB (the smallest object store Ray accepts), got {value!r}")
+    return size
 
 
 def _listen(value: Any) -> str:
@@ -398,4 +397,7 @@ _CONVERTERS: dict[str, Any] = {
     "allowed_hosts": _host_list,
     "tls_cert": _optional_path,
     "tls_key": _optional_path,
+    "address": _ray_address,
+    "namespace": _namespace,
+    "object_store_memory": _optional_size,
 }
