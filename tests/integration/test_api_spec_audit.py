@@ -160,12 +160,7 @@ def audit_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonPro
     daemon.write_module("auditstages", STAGES)
     markers = daemon.base_dir / "markers"
     markers.mkdir()
-    for name, text in (
-        ("flow", FLOW),
-        ("off", OFF),
-        ("nostart", NOSTART),
-        ("flaky", FLAKY.format(dir=markers)),
-    ):
+    for name, text in (("flow", FLOW), ("off", OFF), ("nostart", NOSTART), ("flaky", FLAKY.format(dir=markers))):
         daemon.write_pipeline(name, text)
     daemon.start()
     try:
@@ -251,9 +246,7 @@ def test_args_for_a_non_producer_names_its_kind(api: httpx.Client) -> None:
     assert "'acc' is an accumulator" in body["detail"], body
 
 
-def test_utilization_covers_the_last_60_s_even_when_nobody_reads_stats(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def test_utilization_covers_the_last_60_s_even_when_nobody_reads_stats(monkeypatch: pytest.MonkeyPatch) -> None:
     from pipelined.engine import stats
     from pipelined.engine.counters import StageCounters
 
@@ -318,12 +311,7 @@ def test_every_pipeline_is_listed_as_starting_while_the_daemon_starts(daemon: Da
     # "b" starts after "a-slow" (name order), yet it is listed from the start, as "starting"
     assert [p["name"] for p in first] == ["a-slow", "b"], first
     row = first[1]
-    assert (row["state"], row["version"], row["stages"], row["error"]) == (
-        "starting",
-        file_version(b),
-        2,
-        None,
-    )
+    assert (row["state"], row["version"], row["stages"], row["error"]) == ("starting", file_version(b), 2, None)
     daemon.wait_for(lambda: daemon._endpoint_ok("/ready"), 20, what="ready")
     assert {p["name"]: p["state"] for p in listed()} == {"a-slow": "running", "b": "running"}
 
@@ -335,9 +323,7 @@ STAGE_ROW_KEYS = {
 }  # fmt: skip
 
 
-def test_exact_shapes_of_trigger_run_stats_and_daemon_stats(
-    api: httpx.Client, audit_daemon: DaemonProcess
-) -> None:
+def test_exact_shapes_of_trigger_run_stats_and_daemon_stats(api: httpx.Client, audit_daemon: DaemonProcess) -> None:
     accepted = ok(api.post("/pipelines/flow/stages/src/trigger", json={"args": {"n": 3}}), 202)
     assert set(accepted) == {"run", "pipeline", "stage"} and accepted["stage"] == "src"
     run = ok(api.post("/pipelines/flow/stages/inc/trigger?wait=true&timeout=20", json={"items": [1, 2, 3]}))
@@ -352,15 +338,5 @@ def test_exact_shapes_of_trigger_run_stats_and_daemon_stats(
     assert stats["stages"]["acc"]["items_out"] <= stats["stages"]["acc"]["items_in"] // 2 + 2  # batches once
     whole = ok(api.get("/stats"))
     assert set(whole) == {"daemon", "pipelines"}
-    assert set(whole["daemon"]) == {
-        "version",
-        "uptime_s",
-        "pid",
-        "pipelines",
-        "threads",
-        "processes",
-        "rss_bytes",
-    }
-    assert whole["daemon"]["pid"] == audit_daemon.pid and whole["daemon"]["pipelines"] == len(
-        whole["pipelines"]
-    )
+    assert set(whole["daemon"]) == {"version", "uptime_s", "pid", "pipelines", "threads", "processes", "rss_bytes"}
+    assert whole["daemon"]["pid"] == audit_daemon.pid and whole["daemon"]["pipelines"] == len(whole["pipelines"])
