@@ -1,6 +1,7 @@
 """api.md, sentence by sentence, against a real daemon: regressions found by the API audit.
 
-One daemon for the module (config writes on, no token: auth has its own tests).
+One daemon for the module (config writes on, so it listens on a unix socket of mode 0600 and
+needs no token: auth has its own tests).
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ ISO_UTC_MICROS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 
 @pytest.fixture(scope="module")
 def audit_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    daemon = DaemonProcess(tmp_path_factory.mktemp("audit"), settings="[api]\nconfig_write = true\n")
+    base = tmp_path_factory.mktemp("audit")
+    daemon = DaemonProcess(base, settings="[api]\nconfig_write = true\n", listen=f"unix:{base / 'api.sock'}")
     daemon.write_module("auditstages", STAGES)
     markers = daemon.base_dir / "markers"
     markers.mkdir()

@@ -88,10 +88,11 @@ def check_body_fits_stage(
 
 
 def config_body_to_toml(body: bytes, content_type: str) -> str:
-    """The body of `PUT /pipelines/{name}` as TOML text: TOML as sent, or a JSON object via tomli-w."""
+    """The body of `PUT /pipelines/{name}` as TOML text: TOML as sent (application/toml), or a
+    JSON object (application/json) via tomli-w. Other media types never get here (415)."""
     if not body.strip():
         raise BadRequest("request body is empty: send the pipeline as TOML (application/toml) or JSON")
-    if "json" in content_type.lower():
+    if content_type.split(";", 1)[0].strip().lower() == "application/json":
         try:
             document = decode_json(body)
         except JsonBodyError as exc:
@@ -112,6 +113,8 @@ def config_body_to_toml(body: bytes, content_type: str) -> str:
         tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BadRequest(f"request body is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise BadRequest("request body is not valid TOML: arrays or tables nested too deeply") from None
     return text
 
 

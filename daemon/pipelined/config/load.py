@@ -24,6 +24,7 @@ from typing import Any
 
 from pipelined.config.code import check_code
 from pipelined.config.lines import LineIndex
+from pipelined.config.permissions import permission_problem
 from pipelined.config.spec import PipelineSpec, Problem
 from pipelined.config.stage import ON_FULL, STAGE_ONLY_HINTS, Inherited, StageReader, read_hooks
 from pipelined.config.values import (
@@ -67,7 +68,10 @@ def pipeline_name_problem(path: Path) -> Problem | None:
 
 
 def load_pipeline(path: Path, check_graph: GraphCheck) -> tuple[PipelineSpec | None, list[Problem]]:
-    """Read and validate one pipeline file."""
+    """Read and validate one pipeline file (refused unread when others may write it)."""
+    refused = permission_problem(path)
+    if refused is not None:
+        return None, [refused]
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -92,6 +96,8 @@ def parse_pipeline(
         document = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:
         return None, [*problems, _syntax_problem(exc, path, source)]
+    except RecursionError:
+        return None, [*problems, Problem(str(path), path.stem, "invalid TOML: arrays or tables nested too deeply")]
     ck = Checker(str(path), path.stem, LineIndex.scan(source))
     spec = _read_pipeline(ck, document, path, version)
     routable = spec.stages and not any(_blocks_routing(p) for p in ck.problems)

@@ -61,6 +61,7 @@ class StageSpec:
     start_method: StartMethod = "forkserver"
     max_items_per_worker: int = 0
     auto_start: bool = True
+    trigger_args: tuple[str, ...] | None = None  # producers: the only args a trigger may set (None: any)
     to: tuple[str, ...] | None = None
     from_: tuple[str, ...] | None = None
     fanout: Fanout | None = None  # None: default (round_robin; broadcast for a parallel block)

@@ -36,7 +36,7 @@ STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 HOOK_NAMES: tuple[str, ...] = ("before_run", "after_run", "before_fork", "after_fork", "on_error")
 STAGE_KEYS: tuple[str, ...] = (
     "name", "kind", "call", "args", "threads", "processes", "process_mode", "start_method",
-    "max_items_per_worker", "auto_start", "to", "from", "fanout", "weights", "queue_size",
+    "max_items_per_worker", "auto_start", "trigger_args", "to", "from", "fanout", "weights", "queue_size",
     "on_full", "max_retries", "retry_backoff", "max_size", "max_wait", "mode", "max_threads",
     "max_processes", "hooks", "stage", "executor", "replicas", "ray_options",
 )  # fmt: skip
@@ -53,6 +53,7 @@ KEY_KINDS: dict[str, tuple[str, ...]] = {
     "replicas": WORKER_KINDS,
     "ray_options": WORKER_KINDS,
     "auto_start": ("producer",),
+    "trigger_args": ("producer",),
     "max_size": ("accumulator",),
     "max_wait": ("accumulator",),
     "mode": ("pipeline",),
@@ -253,6 +254,7 @@ class StageReader:
             )
         max_items = read_int(ck, table, "max_items_per_worker", 0)
         auto_start = read_bool(ck, table, "auto_start")
+        trigger_args = read_str_list(ck, table, "trigger_args")
         return replace(
             spec,
             call=call,
@@ -263,6 +265,7 @@ class StageReader:
             start_method=start_method or "forkserver",  # type: ignore[arg-type]
             max_items_per_worker=max_items or 0,
             auto_start=True if auto_start is None else auto_start,
+            trigger_args=trigger_args,
         )
 
     def _read_nested(self, table: Table, spec: StageSpec) -> StageSpec:

@@ -2,7 +2,8 @@
 
 File: `<state_dir>/dead-letters/<pipeline>.jsonl`, read back when the store is created (so the
 API shows dead letters from before a restart), rotated at 64 MiB keeping one old file
-(`<pipeline>.jsonl.1`). Fields: id, run, stage, at, attempts, error, item (as JSON, or its
+(`<pipeline>.jsonl.1`). The file is 0600 and its directory 0700 whatever the umask (letters
+hold item contents). Fields: id, run, stage, at, attempts, error, item (as JSON, or its
 `repr` when it is not JSON-serialisable).
 """
 
@@ -85,7 +86,7 @@ class DeadLetterStore:
         at = utc_now_iso()
         letters = [
             {
-                "id": f"dl-{self._prefix}-{next(self._seq):06d}",
+                "id": "",  # numbered under the lock below: ids follow the order letters are kept in
                 "run": run,
                 "stage": stage,
                 "at": at,
@@ -95,8 +96,10 @@ class DeadLetterStore:
             }
             for item in items
         ]
-        data = b"".join(orjson.dumps(letter) + b"\n" for letter in letters)
         with self._lock:
+            for letter in letters:
+                letter["id"] = f"dl-{self._prefix}-{next(self._seq):06d}"
+            data = b"".join(orjson.dumps(letter) + b"\n" for letter in letters)
             self._letters.extend(letters)
             self._write(data)
         return letters
@@ -124,8 +127,7 @@ class DeadLetterStore:
             return
         try:
             if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._file = open(self.path, "ab")  # noqa: SIM115 - kept open across calls
+                self._file = _open_private(self.path)
             self._file.write(data)
             self._file.flush()
             if self._file.tell() >= self.rotate_bytes:
@@ -144,3 +146,15 @@ class DeadLetterStore:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+def _open_private(path: Path) -> BinaryIO:
+    """`path` opened for appending, 0600 (also when it existed looser), its directory 0700."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = path.parent.stat()
+    if status.st_mode & 0o077 and status.st_uid == os.geteuid():
+        os.chmod(path.parent, 0o700)  # mkdir's mode is reduced by the umask; an older version made it 0755
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    if os.fstat(fd).st_mode & 0o077:
+        os.fchmod(fd, 0o600)  # written by an older version, or created by hand
+    return os.fdopen(fd, "ab")

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelined.config.load import pipeline_name_problem
+from pipelined.config.permissions import permission_problem
 from pipelined.config.spec import Problem
 from pipelined.graph.check import parse_pipeline
 from pipelined.graph.routing import build_graph
@@ -96,7 +97,7 @@ def declared_code_dirs(path: Path, data: bytes) -> tuple[Path, ...]:
     """The `python_path` directories a file declares (read even when the file is otherwise invalid)."""
     try:
         raw = tomllib.loads(data.decode("utf-8", errors="replace")).get("python_path", [])
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return ()
     if not isinstance(raw, list):
         return ()
@@ -164,7 +165,11 @@ def content_key(path: Path) -> tuple[tuple[str, str], str, bytes] | None:
     except (FileNotFoundError, IsADirectoryError):
         return None
     file_hash = hashlib.sha256(data).hexdigest()
-    return (file_hash, code_fingerprint(declared_code_dirs(path, data))), file_hash[:12], data
+    fingerprint = code_fingerprint(declared_code_dirs(path, data))
+    refused = permission_problem(path)
+    if refused is not None:  # a chmod that fixes (or breaks) it is a change a reload must see
+        fingerprint += f"|refused: {refused.message}"
+    return (file_hash, fingerprint), file_hash[:12], data
 
 
 def purge_modules(dirs: tuple[Path, ...]) -> list[str]:
@@ -193,6 +198,9 @@ def prepare(name: str, path: Path, previous_dirs: tuple[Path, ...] = ()) -> Prep
     if keyed is None:
         return None
     key, file_version, data = keyed
+    refused = permission_problem(path)
+    if refused is not None:  # before any of its code is imported
+        return Prepared(name, path, key, file_version, None, str(refused))
     code_dirs = declared_code_dirs(path, data)
     before_import = code_file_hashes(code_dirs)
     purge_modules(tuple(set(previous_dirs) | set(code_dirs)))

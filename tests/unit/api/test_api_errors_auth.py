@@ -111,5 +111,7 @@ def test_nesting_deeper_than_orjson_allows_is_400(writer: TestClient[Any]) -> No
     def nested(depth: int) -> bytes:
         return b'{"items": [' + b"[" * depth + b"]" * depth + b"]}"
 
-    assert writer.post("/pipelines/orders/stages/enrich/trigger", content=nested(500)).status_code == 202
-    assert_error(writer.post("/pipelines/orders/stages/enrich/trigger", content=nested(2000)), 400, "depth")
+    json = {"content-type": "application/json"}
+    url = "/pipelines/orders/stages/enrich/trigger"
+    assert writer.post(url, content=nested(500), headers=json).status_code == 202
+    assert_error(writer.post(url, content=nested(2000), headers=json), 400, "depth")

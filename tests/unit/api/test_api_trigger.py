@@ -27,7 +27,7 @@ def test_producer_trigger_without_body_answers_202_with_the_run(
 
 def test_args_and_items_pass_through_without_coercion(client: TestClient[Any], fake: FakeControl) -> None:
     body = b'{"args": {"n": "5", "big": 123456789012345678901234567890, "f": 1.0, "x": null, "l": [true]}}'
-    assert trigger(client, content=body).status_code == 202
+    assert trigger(client, content=body, headers={"content-type": "application/json"}).status_code == 202
     args = fake.calls[-1][1][2]
     assert args == {"n": "5", "big": 123456789012345678901234567890, "f": 1.0, "x": None, "l": [True]}
     assert isinstance(args["big"], int) and isinstance(args["f"], float) and isinstance(args["n"], str)

@@ -108,6 +108,7 @@ def test_non_loopback_bind_needs_token_or_allow_insecure(tmp_path: Path) -> None
 def test_token_is_read_and_stripped(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
+    token.chmod(0o600)
     settings = parse_settings(f'[api]\ntoken_file = "{token}"', tmp_path / "pipelined.toml")
     assert settings.api.token() == "s3cret"
     token.write_text("\n")
