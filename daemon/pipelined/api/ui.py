@@ -30,7 +30,7 @@ _MEDIA_TYPES = {
     ".js": "text/javascript",
     ".css": "text/css",
 }
-ASSETS = ("index.html", "app.js", "api.js", "dom.js", "graph.js", "tables.js", "app.css")
+ASSETS = ("index.html", "app.js", "actions.js", "api.js", "dom.js", "graph.js", "tables.js", "app.css")
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

@@ -10,6 +10,19 @@ try {
 } catch {
   token = null; // storage switched off: keep the token in memory only
 }
+if (token && tokenProblem(token)) token = null;
+
+/**
+ * Why `value` cannot be sent as `Authorization: Bearer …` (fetch() refuses header values with
+ * characters beyond U+00FF or control characters, and the page would only see "connection
+ * failed"), or null when it can.
+ */
+export function tokenProblem(value) {
+  const bad = [...value].find((ch) => ch.codePointAt(0) > 0xff || ch.codePointAt(0) < 0x20 || ch === "\x7f");
+  return bad === undefined
+    ? null
+    : `this token cannot be sent in an HTTP header: it holds ${JSON.stringify(bad)} (U+${bad.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}).`;
+}
 
 export function hasToken() {
   return Boolean(token);

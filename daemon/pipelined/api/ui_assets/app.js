@@ -1,7 +1,8 @@
 // The operator page: polls the daemon once a second (GET /stats and /pipelines for everything,
 // plus the chosen pipeline's runs and dead letters), draws it, and sends the actions.
 
-import { ApiError, call, detailOf, getJson, hasToken, pipelinePath, setToken } from "./api.js";
+import { fillStagePicker, initActions, pickStage } from "./actions.js";
+import { ApiError, call, detailOf, getJson, hasToken, pipelinePath, setToken, tokenProblem } from "./api.js";
 import { el, fmtBytes, fmtClock, fmtCount, fmtDuration, fmtRate, setText, setVariant, truncate } from "./dom.js";
 import { clearGraph, layoutGraph, renderGraph, updateGraph } from "./graph.js";
 import { syncRows, updateDeadLetters, updateRuns, updateStages } from "./tables.js";
@@ -9,7 +10,6 @@ import { syncRows, updateDeadLetters, updateRuns, updateStages } from "./tables.
 const REFRESH_MS = 1000;
 const RUNS_SHOWN = 25;
 const DEAD_LETTERS_SHOWN = 20;
-const CONFIRM_MS = 4000;
 
 const $ = (id) => document.getElementById(id);
 
@@ -24,7 +24,36 @@ const page = {
   busy: false,
   again: false,
   waitingForToken: false,
+  lastStats: null, // the previous refresh's GET /stats
+  deadLetters: null, // {key, answer}: the chosen pipeline's dead letters, fetched again when the key changes
 };
+
+/** The pipeline named in the URL's #fragment ("" when there is none or it is not valid %-encoding). */
+function hashName() {
+  try {
+    return decodeURIComponent(window.location.hash.slice(1));
+  } catch {
+    return "";
+  }
+}
+
+/** What the chosen pipeline's dead letters depend on: its dead-letter count in the daemon's last
+ * stats (and which daemon process), so a page kept open does not download the same — possibly
+ * huge — items every second. */
+function deadLetterKey(name, stats) {
+  const pipeline = stats && stats.pipelines && stats.pipelines[name];
+  if (!pipeline) return null;
+  const dead = Object.values(pipeline.stages || {}).reduce((sum, s) => sum + (s.items_dead_lettered || 0), 0);
+  return `${name}|${stats.daemon && stats.daemon.pid}|${dead}`;
+}
+
+async function deadLetters(name) {
+  const key = deadLetterKey(name, page.lastStats);
+  if (key !== null && page.deadLetters && page.deadLetters.key === key) return page.deadLetters.answer;
+  const answer = await call("GET", pipelinePath(name, "dead-letters") + `?limit=${DEAD_LETTERS_SHOWN}`);
+  page.deadLetters = answer.ok && key !== null && page.selected === name ? { key, answer } : null;
+  return answer;
+}
 
 // -- refresh loop ----------------------------------------------------------------------------
 
@@ -66,21 +95,19 @@ async function tick() {
 
 async function pipelineExtras(name) {
   if (!name) return [null, null];
-  return Promise.all([
-    call("GET", pipelinePath(name, "runs")),
-    call("GET", pipelinePath(name, "dead-letters") + `?limit=${DEAD_LETTERS_SHOWN}`),
-  ]);
+  return Promise.all([call("GET", pipelinePath(name, "runs")), deadLetters(name)]);
 }
 
 async function refresh() {
   const asked = page.selected;
   let [stats, pipelines, [runs, dead]] = await Promise.all([getJson("stats"), getJson("pipelines"), pipelineExtras(asked)]);
   if (!pipelines.some((p) => p.name === page.selected)) {
-    const fromHash = decodeURIComponent(window.location.hash.slice(1));
+    const fromHash = hashName();
     const name = pipelines.some((p) => p.name === fromHash) ? fromHash : pipelines.length ? pipelines[0].name : null;
     select(name, false);
   }
   if (page.selected !== asked) [runs, dead] = await pipelineExtras(page.selected);
+  page.lastStats = stats;
   renderDaemon(stats.daemon || {});
   renderPipelineList(pipelines, stats.pipelines || {});
   const summary = pipelines.find((p) => p.name === page.selected) || null;
@@ -129,6 +156,11 @@ function useToken(event) {
   event.preventDefault();
   const value = $("token-input").value.trim();
   if (!value) return;
+  const problem = tokenProblem(value);
+  if (problem) {
+    setText($("token-why"), `Not sent: ${problem} Enter the content of the file named by [api] token_file.`);
+    return;
+  }
   setToken(value);
   $("token-input").value = "";
   $("token-dialog").close();
@@ -202,6 +234,7 @@ function select(name, byUser) {
   page.selected = name;
   page.loaded = null;
   page.detail = null;
+  page.deadLetters = null;
   page.handles = new Map();
   clearGraph($("graph"));
   $("graph-note").hidden = true;
@@ -287,132 +320,13 @@ function renderPipeline(summary, stats, runs, dead) {
   $("dead-empty").hidden = deadList.length > 0;
 }
 
-// -- actions ------------------------------------------------------------------------------------
-
-function fillStagePicker(stages) {
-  const picker = $("trigger-stage");
-  const previous = picker.value;
-  picker.replaceChildren(...stages.map((s) => el("option", { value: s.name, "data-kind": s.kind }, `${s.name} (${s.kind})`)));
-  const producer = stages.find((s) => s.kind === "producer");
-  if (stages.some((s) => s.name === previous)) picker.value = previous;
-  else if (producer) picker.value = producer.name;
-  describeTriggerBody();
-}
-
-function pickedKind() {
-  const option = $("trigger-stage").selectedOptions[0];
-  return option ? option.dataset.kind : null;
-}
-
-function describeTriggerBody() {
-  const producer = pickedKind() === "producer";
-  setText($("trigger-label"), producer ? "args: a JSON object" : "items: a JSON list");
-  $("trigger-body").placeholder = producer ? 'optional, e.g. {"start": 1, "stop": 10}' : "e.g. [1, 2, 3]";
-}
-
-function pickStage(stage) {
-  if ([...$("trigger-stage").options].some((o) => o.value === stage)) {
-    $("trigger-stage").value = stage;
-    describeTriggerBody();
-  }
-}
-
-function showAnswer(answer, summary) {
-  const box = $("answer");
-  const status = el("span", { class: `status status-${String(answer.status)[0]}xx` }, String(answer.status));
-  const text = answer.ok && summary ? summary : detailOf(answer);
-  box.replaceChildren(
-    el("div", { class: "answer-head" }, status, el("span", { class: "mono" }, `${answer.method} ${answer.path}`),
-      el("span", { class: "muted" }, fmtClock(new Date().toISOString()))),
-    el("div", { class: "answer-text" }, text),
-  );
-}
-
-function showLocalError(message) {
-  $("answer").replaceChildren(el("div", { class: "answer-head" }, el("span", { class: "status status-local" }, "not sent")),
-    el("div", { class: "answer-text" }, message));
-}
-
-async function act(method, path, body, summarise) {
-  try {
-    const answer = await call(method, path, body, 30000);
-    showAnswer(answer, answer.ok ? summarise(answer.body) : null);
-  } catch (error) {
-    if (error instanceof ApiError && error.kind === "auth") askForToken(error);
-    else showLocalError(error.message);
-  }
-  refreshSoon();
-}
-
-function trigger(event) {
-  event.preventDefault();
-  const name = page.selected;
-  const stage = $("trigger-stage").value;
-  if (!name || !stage) return showLocalError("choose a pipeline and a stage first");
-  const producer = pickedKind() === "producer";
-  const raw = $("trigger-body").value.trim();
-  let body;
-  if (raw) {
-    let value;
-    try {
-      value = JSON.parse(raw);
-    } catch (error) {
-      return showLocalError(`${producer ? "args" : "items"} is not valid JSON: ${error.message}`);
-    }
-    body = producer ? { args: value } : { items: value };
-  } else if (!producer) {
-    return showLocalError(`stage ${stage} is not a producer: give the items to inject as a JSON list`);
-  }
-  act("POST", pipelinePath(name, "stages", stage, "trigger"), body, (b) => `run ${b.run} started at stage ${b.stage}`);
-}
-
-let drainArmed = null;
-
-function drain() {
-  const button = $("btn-drain");
-  if (!page.selected) return;
-  if (!drainArmed) {
-    button.classList.add("armed");
-    setText(button, "Confirm drain");
-    drainArmed = setTimeout(disarmDrain, CONFIRM_MS);
-    return;
-  }
-  disarmDrain();
-  act("POST", pipelinePath(page.selected, "drain"), undefined, (b) => `state: ${b.state}`);
-}
-
-function disarmDrain() {
-  clearTimeout(drainArmed);
-  drainArmed = null;
-  $("btn-drain").classList.remove("armed");
-  setText($("btn-drain"), "Drain");
-}
-
-function start() {
-  if (page.selected) act("POST", pipelinePath(page.selected, "start"), undefined, (b) => `state: ${b.state}`);
-}
-
-function reloadAll() {
-  act("POST", "reload", undefined, (b) => {
-    const failed = Object.entries(b.failed || {}).map(([n, e]) => `${n}: ${e}`);
-    const parts = ["added", "updated", "removed"].filter((k) => (b[k] || []).length).map((k) => `${k} ${b[k].join(", ")}`);
-    parts.push(`${(b.unchanged || []).length} unchanged`);
-    if (failed.length) parts.push(`failed ${failed.join("; ")}`);
-    return parts.join(" · ");
-  });
-}
-
 function init() {
-  $("btn-drain").addEventListener("click", drain);
-  $("btn-start").addEventListener("click", start);
-  $("btn-reload").addEventListener("click", reloadAll);
+  initActions({ selected: () => page.selected, refreshSoon, askForToken });
   $("btn-forget").addEventListener("click", forgetToken);
   $("btn-forget").hidden = !hasToken();
-  $("trigger-form").addEventListener("submit", trigger);
-  $("trigger-stage").addEventListener("change", describeTriggerBody);
   $("token-form").addEventListener("submit", useToken);
   $("token-dialog").addEventListener("cancel", (event) => event.preventDefault());
-  window.addEventListener("hashchange", () => select(decodeURIComponent(window.location.hash.slice(1)), true));
+  window.addEventListener("hashchange", () => select(hashName(), true));
   tick();
 }
 
