@@ -1,9 +1,10 @@
 """The package layering of daemon/pipelined/ stays true (docs/architecture.md, Layers).
 
-Every module is parsed with `ast`; every import counts, at the top, inside functions and under
-`if TYPE_CHECKING:`. The test fails on an import cycle between modules, a cycle between
-packages, an import of a higher layer, or a built-in stage that imports more than the layers
-user code may see.
+Every module is parsed with `ast`; every import counts, at the top, inside functions, under
+`if TYPE_CHECKING:`, and `importlib.import_module` / `__import__` of a literal name. The test
+fails on an import cycle between modules, a cycle between packages, an import of a higher layer,
+or a built-in stage that imports more than the layers user code may see. The checks themselves
+are tested on synthetic trees (the end of this file).
 """
 
 from __future__ import annotations
@@ -35,20 +36,22 @@ STAGES = "pipelined.stages"
 STAGES_MAY_IMPORT = ("pipelined.errors", "pipelined.logcontext", "pipelined.config", STAGES)
 
 
-def module_name(path: Path) -> str:
-    parts = path.relative_to(ROOT).with_suffix("").parts
+def module_name(path: Path, root: Path = ROOT) -> str:
+    parts = path.relative_to(root).with_suffix("").parts
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
-def all_modules() -> dict[str, Path]:
-    return {module_name(path): path for path in sorted((ROOT / PACKAGE).rglob("*.py"))}
+def all_modules(root: Path = ROOT) -> dict[str, Path]:
+    return {module_name(path, root): path for path in sorted((root / PACKAGE).rglob("*.py"))}
 
 
 MODULES = all_modules()
+DYNAMIC_IMPORTS = {"import_module", "__import__"}  # importlib.import_module("pipelined.x"), __import__(...)
 
 
-def imported(name: str, path: Path) -> Iterator[tuple[str, int]]:
-    """(module imported, line) for every pipelined import in the file, wherever it is."""
+def imported(name: str, path: Path, modules: dict[str, Path] = MODULES) -> Iterator[tuple[str, int]]:
+    """(module imported, line) for every pipelined import in the file, wherever it is — including
+    `importlib.import_module("pipelined.…")` / `__import__("pipelined.…")` with a literal name."""
     is_package = path.name == "__init__.py"
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -66,15 +69,20 @@ def imported(name: str, path: Path) -> Iterator[tuple[str, int]]:
                 continue
             for alias in node.names:  # `from pipelined.x import y`: y may be a module
                 sub = f"{target}.{alias.name}"
-                yield (sub if sub in MODULES else target), node.lineno
+                yield (sub if sub in modules else target), node.lineno
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+            called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", None)
+            target = node.args[0].value
+            if called in DYNAMIC_IMPORTS and isinstance(target, str) and target.split(".")[0] == PACKAGE:
+                yield target, node.lineno
 
 
-def module_graph() -> dict[str, dict[str, int]]:
+def module_graph(modules: dict[str, Path] = MODULES) -> dict[str, dict[str, int]]:
     graph: dict[str, dict[str, int]] = {}
-    for name, path in MODULES.items():
+    for name, path in modules.items():
         edges = graph.setdefault(name, {})
-        for target, line in imported(name, path):
-            while target not in MODULES and "." in target:  # `import pipelined.x.attr`
+        for target, line in imported(name, path, modules):
+            while target not in modules and "." in target:  # `import pipelined.x.attr`
                 target = target.rsplit(".", 1)[0]
             if target != name:
                 edges.setdefault(target, line)
@@ -118,6 +126,32 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
+def package_cycle(graph: dict[str, dict[str, int]]) -> list[str] | None:
+    packages: dict[str, set[str]] = {}
+    for module, edges in graph.items():
+        if module in TOP:
+            continue
+        mine = package_of(module)
+        packages.setdefault(mine, set()).update(
+            package_of(t) for t in edges if t not in TOP and package_of(t) != mine
+        )
+    return find_cycle(packages)
+
+
+def upward_imports(graph: dict[str, dict[str, int]], modules: dict[str, Path] = MODULES,
+                   root: Path = ROOT) -> list[str]:  # fmt: skip
+    upward = []
+    for module, edges in graph.items():
+        mine = layer_of(module)
+        if mine is None:
+            continue
+        for target, line in edges.items():
+            theirs = layer_of(target)
+            if target not in TOP and (theirs is None or theirs > mine):
+                upward.append(f"{modules[module].relative_to(root)}:{line}: {module} imports {target}")
+    return upward
+
+
 GRAPH = module_graph()
 
 
@@ -132,28 +166,12 @@ def test_no_import_cycle_between_modules() -> None:
 
 
 def test_no_import_cycle_between_packages() -> None:
-    packages: dict[str, set[str]] = {}
-    for module, edges in GRAPH.items():
-        if module in TOP:
-            continue
-        mine = package_of(module)
-        packages.setdefault(mine, set()).update(
-            package_of(t) for t in edges if t not in TOP and package_of(t) != mine
-        )
-    cycle = find_cycle(packages)
+    cycle = package_cycle(GRAPH)
     assert cycle is None, "package cycle: " + " -> ".join(cycle or [])
 
 
 def test_no_module_imports_a_higher_layer() -> None:
-    upward = []
-    for module, edges in GRAPH.items():
-        mine = layer_of(module)
-        if mine is None:
-            continue
-        for target, line in edges.items():
-            theirs = layer_of(target)
-            if target not in TOP and (theirs is None or theirs > mine):
-                upward.append(f"{MODULES[module].relative_to(ROOT)}:{line}: {module} imports {target}")
+    upward = upward_imports(GRAPH)
     assert not upward, "imports of a higher layer:\n" + "\n".join(upward)
 
 
@@ -190,3 +208,68 @@ def test_imports_inside_functions_and_type_checking_blocks_count(tmp_path: Path)
         "pipelined.cli.main",
         "pipelined.supervisor.loop",
     }
+
+
+def synthetic_tree(root: Path, files: dict[str, str]) -> dict[str, Path]:
+    """A fake `pipelined` package under `root` (every package gets an `__init__.py`)."""
+    for relative, text in {"__init__.py": "", **files}.items():
+        path = root / PACKAGE / relative
+        for parent in path.relative_to(root).parents:
+            if parent.parts and not (root / parent / "__init__.py").exists():
+                (root / parent).mkdir(parents=True, exist_ok=True)
+                (root / parent / "__init__.py").write_text("")
+        path.write_text(text)
+    return all_modules(root)
+
+
+CLEAN = {
+    "errors.py": "",
+    "config/spec.py": "from pipelined.errors import *\n",
+    "engine/runtime.py": "from pipelined.config import spec\nfrom . import queues\n",
+    "engine/queues.py": "from ..config.spec import X\n",
+    "supervisor/loop.py": "from pipelined.engine.runtime import R\n",
+    "cli/main.py": "def run():\n    from pipelined.supervisor import loop\n",
+}
+
+
+@pytest.mark.parametrize(
+    ("where", "text", "upward"),
+    [
+        ("engine/queues.py", "def f():\n    from pipelined.supervisor import loop\n", "pipelined.supervisor.loop"),
+        ("engine/queues.py", "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pipelined.cli.main import run\n",
+         "pipelined.cli.main"),
+        ("engine/queues.py", "from pipelined import supervisor\n", "pipelined.supervisor"),
+        ("engine/queues.py", "from .. import cli\n", "pipelined.cli"),
+        ("engine/queues.py", "from ..supervisor.loop import L\n", "pipelined.supervisor.loop"),
+        ("engine/queues.py", "import pipelined.cli.main as m\n", "pipelined.cli.main"),
+        ("engine/queues.py", "try:\n    import pipelined.supervisor.loop\nexcept ImportError:\n    pass\n",
+         "pipelined.supervisor.loop"),
+        ("engine/queues.py", "import importlib\nm = importlib.import_module('pipelined.cli.main')\n", "pipelined.cli.main"),
+        ("config/spec.py", "def f():\n    return __import__('pipelined.engine.runtime')\n", "pipelined.engine.runtime"),
+    ],
+)  # fmt: skip
+def test_a_synthetic_tree_with_an_upward_import_is_caught(tmp_path: Path, where: str, text: str, upward: str) -> None:
+    clean = synthetic_tree(tmp_path / "clean", CLEAN)
+    graph = module_graph(clean)
+    assert upward_imports(graph, clean, tmp_path / "clean") == []
+    assert find_cycle({m: set(e) for m, e in graph.items()}) is None and package_cycle(graph) is None
+
+    modules = synthetic_tree(tmp_path / "bad", {**CLEAN, where: CLEAN.get(where, "") + text})
+    found = upward_imports(module_graph(modules), modules, tmp_path / "bad")
+    assert len(found) == 1 and found[0].endswith(f"imports {upward}") and found[0].startswith(f"pipelined/{where}:")
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        {"config/load.py": "from pipelined.config import spec\n", "config/spec.py": "from pipelined.config import load\n"},
+        {"config/load.py": "from . import spec\n", "config/spec.py": "def f():\n    from pipelined.config.load import x\n"},
+        {"config/__init__.py": "from pipelined.config.load import x\n", "config/load.py": "from pipelined import config\n"},
+    ],
+)
+def test_a_synthetic_tree_with_a_module_cycle_is_caught(tmp_path: Path, files: dict[str, str]) -> None:
+    modules = synthetic_tree(tmp_path, {**CLEAN, **files})
+    graph = module_graph(modules)
+    cycle = find_cycle({m: set(e) for m, e in graph.items()})
+    assert cycle is not None and cycle[0] == cycle[-1] and len(cycle) >= 3
+    assert upward_imports(graph, modules, tmp_path) == []  # a cycle inside one layer is still a cycle
