@@ -15,9 +15,11 @@ the last numbers on screen, says why, and the next tick simply tries again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -49,6 +51,33 @@ STATE_STYLES = {
     "draining": "yellow", "drained": "dim", "starting": "yellow", "failed": "bold red", "disabled": "dim",
 }  # fmt: skip
 FILL_STYLES = {"ok": "green", "warn": "yellow", "high": "red"}
+T = TypeVar("T")
+
+
+async def in_thread(call: Callable[..., T], *args: Any) -> T:
+    """`call(*args)` in a daemon thread of its own. Unlike asyncio.to_thread, quitting never waits
+    for it: a request to a daemon that hangs would hold `q` for its whole timeout."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if future.done():
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result, error = call(*args), None
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            result, error = None, exc
+        with contextlib.suppress(RuntimeError):  # the app (and its loop) ended meanwhile
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=run, name="top-request", daemon=True).start()
+    return await future
 
 
 
@@ -153,7 +182,7 @@ class TopApp(App[int]):
             return
         self._polling = True
         try:
-            result = await asyncio.to_thread(self.poller.poll, self.model.chosen, self.show_graph)
+            result = await in_thread(self.poller.poll, self.model.chosen, self.show_graph)
         except Exception as exc:  # noqa: BLE001 - e.g. a body that is not JSON: shown, retried
             result = PollResult(problem=f"{type(exc).__name__}: {exc}")
         finally:
@@ -320,7 +349,7 @@ class TopApp(App[int]):
         """Send an action in a thread; show the API's answer (or its error) in the status line."""
         self.say(f"{what}: sending…")
         try:
-            answer = await asyncio.to_thread(call, *args)
+            answer = await in_thread(call, *args)
         except ClientError as exc:
             self.say(f"{what}: {exc}")
             return

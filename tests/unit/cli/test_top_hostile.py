@@ -5,6 +5,7 @@ such text as typed, say what is wrong, and keep running."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
@@ -106,3 +107,46 @@ def test_once_with_a_stats_answer_of_the_wrong_shape_exits_1_saying_so(capsys: p
     out, err = capsys.readouterr()
     assert out == "" and err.startswith("pipelined top: GET /stats: not the /stats answer of a pipelined daemon")
     assert "stage 'a' of pipeline 'x'" in err
+
+
+class Hanging(FakeSource):
+    """A daemon that accepted the connection and never answers (until `release` is set)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+        self.hanging = threading.Event()
+
+    def stats(self) -> dict[str, Any]:
+        if self.polls_before_hang <= 0:
+            self.hanging.set()
+            self.release.wait(120)
+        self.polls_before_hang -= 1
+        return super().stats()
+
+    polls_before_hang = 1
+
+
+def test_quit_while_a_request_hangs_does_not_wait_for_it() -> None:
+    """`q` must end `pipelined top` now, not when the hanging request times out (5 s for a poll,
+    30 s for a trigger or drain): the blocking calls run in threads nobody waits for at exit."""
+    fake = Hanging()
+
+    async def scenario(app: TopApp, pilot: Pilot[int], fake_: FakeSource) -> None:
+        app.run_worker(app.poll_now())  # the second poll: it hangs
+        await until(pilot, fake.hanging.is_set, "the hanging poll")
+        await pilot.press("q")
+
+    finished = threading.Event()
+
+    def main() -> None:
+        run_app(scenario, fake)
+        finished.set()
+
+    thread = threading.Thread(target=main, daemon=True)
+    thread.start()
+    try:
+        assert finished.wait(60), "pipelined top did not exit while a request was hanging"
+    finally:
+        fake.release.set()
+        thread.join(120)
