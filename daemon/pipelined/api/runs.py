@@ -60,9 +60,9 @@ class RunsController(Controller):
         ] = TRIGGER_TIMEOUT_DEFAULT,
     ) -> OrjsonResponse:
         wait_for = check_timeout(timeout, TRIGGER_TIMEOUT_DEFAULT, TRIGGER_TIMEOUT_MAX)
-        args, items = parse_trigger_body(await request.body())
+        args, items, priority = parse_trigger_body(await request.body())
         control = control_of(request)
-        accepted = await call(request, _checked_trigger, control, name, stage, args, items)
+        accepted = await call(request, _checked_trigger, control, name, stage, args, items, priority)
         if not wait:
             return json_response(accepted, 202)
         finished, run = await call_waiting(request, control.wait_run, name, accepted["run"], wait_for)
@@ -91,6 +91,7 @@ def _checked_trigger(
     stage: FromPath[str],
     args: dict[str, Any] | None,
     items: list[Any] | None,
+    priority: int | None,
 ) -> Any:
     """Reject `args` for a non-producer / `items` for a producer before the Control sees them."""
     if args is not None or items is not None:
@@ -99,4 +100,4 @@ def _checked_trigger(
         except NotFound:
             rows = []  # the trigger below answers 404 with the Control's own words
         check_body_fits_stage(rows, name, stage, args, items)
-    return control.trigger(name, stage, args, items)
+    return control.trigger(name, stage, args, items, priority=priority)

@@ -48,6 +48,7 @@ class StageCounters:
         self._lock = threading.Lock()
         self._base = CounterCell()
         self._cells: list[CounterCell] = []
+        self.throttled_s = 0.0  # time workers waited for a rate_limit token (engine/gate.py)
 
     def cell(self) -> CounterCell:
         cell = CounterCell()
@@ -62,6 +63,10 @@ class StageCounters:
                 for name in (*COUNTER_NAMES, "busy_seconds"):
                     setattr(self._base, name, getattr(self._base, name) + getattr(cell, name))
 
+    def add_throttled(self, seconds: float) -> None:
+        with self._lock:
+            self.throttled_s += seconds
+
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
             setattr(self._base, name, getattr(self._base, name) + n)
@@ -71,6 +76,7 @@ class StageCounters:
         now = time.perf_counter()
         with self._lock:
             cells = [self._base, *self._cells]
+            throttled = self.throttled_s
         totals: dict[str, float] = {name: 0 for name in COUNTER_NAMES}
         busy_seconds = 0.0
         busy = 0
@@ -84,4 +90,5 @@ class StageCounters:
                 busy_seconds += max(0.0, now - since)
         totals["busy_seconds"] = busy_seconds
         totals["busy"] = busy
+        totals["throttled_s"] = throttled
         return totals

@@ -82,10 +82,20 @@ class ProcessStageRunner(StageBase):
     def _feed(self) -> None:
         cell = self.counters.cell()
         queue = self.queue
+        gate = self.gate
         try:
-            while (chunk := queue.take(self._take_size(), sharers=1)) is not None:
-                self.hold(chunk)
-                self._process(chunk, cell)
+            if gate is None:
+                while (chunk := queue.take(self._take_size(), sharers=1)) is not None:
+                    self.hold(chunk)
+                    self._process(chunk, cell)
+                return
+            # rate_limit / concurrency: the tokens (and the slot) are had before the batch leaves
+            while (chunk := gate.take(queue, self._take_size())) is not None:
+                try:
+                    self.hold(chunk)
+                    self._process(chunk, cell)
+                finally:
+                    gate.done()
         finally:
             self.counters.retire(cell)
 

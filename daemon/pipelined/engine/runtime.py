@@ -125,7 +125,9 @@ class PipelineRuntime:
             workers = self.threads_of(stage) or self.processes_of(stage)
             self.meters[stage.name] = StageMeter(counters, stage.kind, workers, self.spec.track_latency)
             if stage.kind not in ("producer", "pipeline"):
-                self.queues[stage.name] = StageQueue(stage.name, stage.queue_size, stage.on_full)
+                self.queues[stage.name] = StageQueue(
+                    stage.name, stage.queue_size, stage.on_full, max_wait_s=self.spec.priority_max_wait
+                )
         builder = RouterBuilder(
             self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get
         )
@@ -181,9 +183,15 @@ class PipelineRuntime:
 
     # -- triggers ---------------------------------------------------------------------------
     def trigger(
-        self, stage: str, args: Mapping[str, Any] | None = None, items: list[Any] | None = None
+        self,
+        stage: str,
+        args: Mapping[str, Any] | None = None,
+        items: list[Any] | None = None,
+        priority: int | None = None,
     ) -> str:
-        """Start a run at `stage`; its id. BadRequest / Conflict / NotFound / QueueFull / Unavailable."""
+        """Start a run at `stage`; its id. BadRequest / Conflict / NotFound / QueueFull / Unavailable.
+
+        `priority` (−10..10, checked by the API): None takes a producer's `priority` key, else 0."""
         where = f"pipeline {self.spec.name!r}"
         with self._state_lock:
             state = self.state
@@ -202,18 +210,18 @@ class PipelineRuntime:
                 raise BadRequest(f"{where}: 'args' must be an object")
             producer = self.producers[stage]
             call_args = producer.binder.bind_producer_args(args)
-            run = self._new_run(stage)
+            run = self._new_run(stage, spec.priority if priority is None else priority)
             producer.submit(run, call_args)
             return run.id
         if args is not None:
             raise BadRequest(f"{where} is a {spec.kind}: give 'items', not 'args'")
         if not isinstance(items, list) or not items:
             raise BadRequest(f"{where}: 'items' must be a non-empty list")
-        return self._inject(stage, spec, list(items))
+        return self._inject(stage, spec, list(items), priority or 0)
 
-    def _inject(self, stage: str, spec: StageSpec, items: list[Any]) -> str:
+    def _inject(self, stage: str, spec: StageSpec, items: list[Any], priority: int = 0) -> str:
         where = f"pipeline {self.spec.name!r}, stage {stage!r}"
-        run = self._new_run(stage)
+        run = self._new_run(stage, priority)
         assert self.hooks is not None
         error = self.hooks.before_run(run.to_dict()) if self.hooks.has_run_hooks else None
         if error is not None:
@@ -244,8 +252,8 @@ class PipelineRuntime:
         run.source_finished()
         return run.id
 
-    def _new_run(self, stage: str) -> Run:
-        run = self.book.runs.new_run(stage, self)
+    def _new_run(self, stage: str, priority: int = 0) -> Run:
+        run = self.book.runs.new_run(stage, self, priority)
         with self._runs_cond:
             self._runs.add(run)
         return run

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.gate import StageGate
 from pipelined.engine.hooks import error_text
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.retry import RetryTimer, backoff_delay
@@ -126,6 +127,11 @@ class StageBase:
         self._abandoned = False
         self._lock = threading.Lock()
         self._extra = {"pipeline": services.spec.name, "stage": spec.name}
+        self.gate: StageGate | None = None  # rate_limit / concurrency (engine/gate.py)
+
+    def use_gate(self, gate: StageGate) -> None:
+        """Before start: take through `gate` (the stage has a rate_limit or a concurrency)."""
+        self.gate = gate
 
     # -- chunks held by workers -------------------------------------------------------------
     def hold(self, chunk: Chunk) -> None:
@@ -151,7 +157,9 @@ class StageBase:
             self._abandoned = True
             held = list(self._held.values())
             self._held.clear()
-            return held
+        if self.gate is not None:  # workers waiting for a token or a slot stop waiting
+            self.gate.wake()
+        return held
 
     # -- routing ----------------------------------------------------------------------------
     def routes_per_item(self, wants_ctx: bool) -> bool:

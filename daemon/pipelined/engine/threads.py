@@ -18,6 +18,7 @@ from typing import Any
 from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.gate import StageGate
 from pipelined.engine.hooks import error_text
 from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
 from pipelined.engine.router import Target
@@ -65,6 +66,10 @@ class ThreadStage(StageBase):
         self._threads: list[threading.Thread] = []
         self._started = 0
         self._threads_lock = threading.Lock()
+
+    def use_gate(self, gate: StageGate) -> None:
+        super().use_gate(gate)
+        self._exclusive = None  # every call goes through the gate: no inline calls by senders
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -127,6 +132,9 @@ class ThreadStage(StageBase):
         fast = invoker.fast_function()
         queue = self.queue
         exclusive = self._exclusive
+        if self.gate is not None:
+            self._gated_loop(self.gate, invoker, fast, cell)
+            return
         if exclusive is None:
             while (chunk := queue.take(self._take_limit(), sharers=self.workers)) is not None:
                 if self._process(chunk, invoker, fast, cell):
@@ -143,6 +151,18 @@ class ThreadStage(StageBase):
             with exclusive:
                 inline, self._inline = self._inline, None
                 self.counters.retire(inline[2])
+
+    def _gated_loop(
+        self, gate: StageGate, invoker: Invoker, fast: Callable[[Any], Any] | None, cell: CounterCell
+    ) -> None:
+        """A stage with rate_limit / concurrency: each take holds a slot and its items' tokens."""
+        while (chunk := gate.take(self.queue, self._take_limit(), self.workers)) is not None:
+            try:
+                died = self._process(chunk, invoker, fast, cell)
+            finally:
+                gate.done()
+            if died:
+                raise WorkerDied(self.name)
 
     def _take_limit(self) -> int:
         """How many queued items a worker takes at once: ~CALL_BUDGET_S of work, 1 to MAX_TAKE.
@@ -169,6 +189,8 @@ class ThreadStage(StageBase):
         per_item = self.per_item_s
         exclusive = self._exclusive
         if exclusive is None or per_item is None or per_item > INLINE_MAX_S:
+            return False
+        if run.priority or self.queue.prioritized:  # the queue orders it among the others
             return False
         with exclusive:
             inline = self._inline
