@@ -17,14 +17,24 @@ import bisect
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, TypeVar
 
-if TYPE_CHECKING:
-    from pipelined.engine.queues import Chunk
-    from pipelined.engine.runs import Run
+from pipelined.engine.runs import Run
 
 
-class PriorityLanes:
+class Queued(Protocol):
+    """What lanes read of a queued chunk (`queues.Chunk`)."""
+
+    run: Run
+    items: list[Any]
+    enqueued_at: float
+    flush: bool
+
+
+Chunk = TypeVar("Chunk", bound=Queued)
+
+
+class PriorityLanes(Generic[Chunk]):
     __slots__ = ("max_wait_s", "_lanes", "_order", "_count", "_picked")
 
     def __init__(self, chunks: Iterable[Chunk], max_wait_s: float) -> None:

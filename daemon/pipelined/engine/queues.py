@@ -68,7 +68,7 @@ class StageQueue:
         self.abandoned = False
         self.max_wait_s = max_wait_s  # priority_max_wait
         self.prioritized = False  # chunks in PriorityLanes (a run with a priority is queued)
-        self._chunks: deque[Chunk] | PriorityLanes = deque()
+        self._chunks: deque[Chunk] | PriorityLanes[Chunk] = deque()
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
@@ -147,13 +147,13 @@ class StageQueue:
             self._not_empty.notify()
 
     def _evict(self) -> Dropped:
-        if self.prioritized and self.depth > self.capacity:
-            assert isinstance(self._chunks, PriorityLanes)
+        if isinstance(self._chunks, PriorityLanes):
+            if self.depth <= self.capacity:
+                return []
             evicted, removed = self._chunks.evict(self.depth - self.capacity)
             self.depth -= removed
             return evicted
         dropped: Dropped = []
-        assert isinstance(self._chunks, deque)
         while self.depth > self.capacity:
             oldest = self._chunks[0]
             excess = self.depth - self.capacity
