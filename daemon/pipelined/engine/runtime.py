@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from pipelined import tracing
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.accumulator import AccumulatorStage
 from pipelined.engine.book import PipelineBook
@@ -254,11 +255,17 @@ class PipelineRuntime:
 
     def _new_run(self, stage: str, priority: int = 0) -> Run:
         run = self.book.runs.new_run(stage, self, priority)
+        if tracing.TRACER is not None:
+            run.trace = tracing.start_run(self.spec.name, stage, run.id)
         with self._runs_cond:
             self._runs.add(run)
         return run
 
     def _forget_run(self, run: Run) -> None:
+        if run.trace is not None:  # the trigger was refused: its span says so
+            run.trace.set_attribute(tracing.ATTR_STATE, "refused")
+            run.trace.end()
+            run.trace = None
         with self._runs_cond:
             self._runs.discard(run)
             self._runs_cond.notify_all()
@@ -273,6 +280,8 @@ class PipelineRuntime:
 
     def run_ended(self, run: Run) -> None:
         self.book.runs.record_end(run)
+        if run.trace is not None:
+            tracing.end_run(run.trace, run.to_dict())
         extra = {**self._extra, "stage": run.stage, "run": run.id}
         log.info("run %s %s%s", run.id, run.state, f": {run.error}" if run.error else "", extra=extra)
         if self.hooks is not None and self.hooks.has_run_hooks:
