@@ -20,7 +20,7 @@ from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.gate import StageGate
 from pipelined.engine.hooks import error_text
-from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
+from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import (
@@ -185,21 +185,29 @@ class ThreadStage(StageBase):
         Under the lock its worker holds per chunk, the sender first processes whatever is
         queued (order kept), then its own chunk, with the stage's own instance — so the
         instance is never called concurrently and a chain of fast stages runs in one thread.
+        A chunk of a run with a priority (or any chunk while the queue holds one) is queued
+        first, and everything is called in the order the queue serves it.
         """
         per_item = self.per_item_s
         exclusive = self._exclusive
         if exclusive is None or per_item is None or per_item > INLINE_MAX_S:
             return False
-        if run.priority or self.queue.prioritized:  # the queue orders it among the others
-            return False
         with exclusive:
             inline = self._inline
-            if inline is None or self.queue.closed or self.queue.abandoned:
+            queue = self.queue
+            if inline is None or queue.closed or queue.abandoned:
                 return False
             invoker, fast, cell = inline
-            while (queued := self.queue.take_nowait(MAX_TAKE)) is not None:
+            ordered = bool(run.priority or queue.prioritized)
+            if ordered:  # runs with priorities: the chunk joins the queue, which orders them all
+                try:
+                    queue.put(Chunk(run, items), force=True)
+                except QueueAbandoned:
+                    return False
+            while (queued := queue.take_nowait(MAX_TAKE)) is not None:
                 self._process(queued, invoker, fast, cell)
-            self._process(Chunk(run, items), invoker, fast, cell)
+            if not ordered:
+                self._process(Chunk(run, items), invoker, fast, cell)
             return True
 
     def _process(self, chunk: Chunk, invoker: Invoker, fast: Callable[[Any], Any] | None, cell: CounterCell) -> bool:

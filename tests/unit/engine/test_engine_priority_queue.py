@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from pathlib import Path
 
 from pipelined.engine.lanes import PriorityLanes
 from pipelined.engine.queues import Chunk, StageQueue
@@ -115,3 +116,31 @@ def test_a_priority_set_on_the_run_later_is_seen_by_the_next_queue() -> None:
     queue.put(Chunk(linked, ["x"]))
     assert taken(queue, 1)[0] == "x"
     assert run("r", 6).to_dict()["priority"] == 6
+
+
+def test_a_fast_stage_called_in_its_senders_thread_still_serves_priorities_first(tmp_path: Path) -> None:
+    """Execution affinity: a sender that calls a fast one-thread stage itself queues a chunk with a
+    priority and calls what is queued in the queue's order (not its own chunk last)."""
+    from engine_helpers import build_graph_for, pipeline, stage
+    from engine_stagefns import COLLECTED
+
+    from pipelined.engine import PipelineBook, PipelineRuntime
+
+    key = "inline-priority"
+    spec = pipeline(stage("fast", "consumer", "collect", args={"key": key}))
+    rt = PipelineRuntime(spec, build_graph_for(spec), None, PipelineBook("p", tmp_path))
+    rt._build()  # the stage, not its worker thread: only the sender calls it here
+    fast = rt.stages["fast"]
+    invoker = fast.make_invoker()
+    fast._inline = (invoker, invoker.fast_function(), fast.counters.cell())
+    fast.per_item_s = 1e-6  # as fast as execution affinity needs
+    queue = rt.queues["fast"]
+    for i in range(3):
+        queue.put(Chunk(run(f"low{i}"), [f"L{i}"]))
+    assert fast.try_inline(run("plain"), ["P"])  # priority 0: the queue first, then its own chunk
+    assert COLLECTED[key] == ["L0", "L1", "L2", "P"]
+    for i in range(3):
+        queue.put(Chunk(run(f"low{i}"), [f"M{i}"]))
+    assert fast.try_inline(run("urgent", 5), ["H"])
+    assert COLLECTED[key][4:] == ["H", "M0", "M1", "M2"]
+    assert not queue.prioritized and queue.depth == 0
