@@ -84,18 +84,20 @@ class ProcessStageRunner(StageBase):
         queue = self.queue
         gate = self.gate
         try:
-            if gate is None:
-                while (chunk := queue.take(self._take_size(), sharers=1)) is not None:
-                    self.hold(chunk)
-                    self._process(chunk, cell)
-                return
-            # rate_limit / concurrency: the tokens (and the slot) are had before the batch leaves
-            while (chunk := gate.take(queue, self._take_size())) is not None:
+            # with rate_limit / concurrency the gate gives the tokens (and the slot) before a batch leaves
+            while (chunk := queue.take(self._take_size(), sharers=1) if gate is None else gate.take(
+                queue, self._take_size()
+            )) is not None:
+                self.hold(chunk)
                 try:
-                    self.hold(chunk)
                     self._process(chunk, cell)
+                except BaseException as exc:  # outside the per-item guard (an engine fault): never die
+                    log.exception("a feeder failed on a chunk; its items fail this attempt", extra=self._extra)
+                    text = f"{type(exc).__name__}: {exc}"
+                    self.complete(chunk, Outcome(failures=[Failure(item, exc, text) for item in chunk.items]), cell)
                 finally:
-                    gate.done()
+                    if gate is not None:
+                        gate.done()
         finally:
             self.counters.retire(cell)
 
