@@ -125,6 +125,7 @@ def test_a_fast_stage_called_in_its_senders_thread_still_serves_priorities_first
     from engine_stagefns import COLLECTED
 
     from pipelined.engine import PipelineBook, PipelineRuntime
+    from pipelined.engine.lateoutputs import WATCHER
 
     key = "inline-priority"
     spec = pipeline(stage("fast", "consumer", "collect", args={"key": key}))
@@ -132,7 +133,8 @@ def test_a_fast_stage_called_in_its_senders_thread_still_serves_priorities_first
     rt._build()  # the stage, not its worker thread: only the sender calls it here
     fast = rt.stages["fast"]
     invoker = fast.make_invoker()
-    fast._inline = (invoker, invoker.fast_function(), fast.counters.cell())
+    slot = fast._new_slot()  # what its worker would hold (late outputs' watcher)
+    fast._inline = (invoker, invoker.fast_function(), fast.counters.cell(), slot)
     fast.per_item_s = 1e-6  # as fast as execution affinity needs
     queue = rt.queues["fast"]
     for i in range(3):
@@ -144,3 +146,4 @@ def test_a_fast_stage_called_in_its_senders_thread_still_serves_priorities_first
     assert fast.try_inline(run("urgent", 5), ["H"])
     assert COLLECTED[key][4:] == ["H", "M0", "M1", "M2"]
     assert not queue.prioritized and queue.depth == 0
+    WATCHER.unregister(slot)
