@@ -59,6 +59,12 @@ def flaky(item, marker_dir: str):
 def record(item, path: str):
     with open(path, "a") as f:
         f.write(json.dumps(item) + "\\n")
+
+def span(item, path: str):
+    began = time.time()
+    time.sleep(0.01)
+    with open(path, "a") as f:
+        f.write(json.dumps([began, time.time()]) + "\\n")
 '''
 
 VERSIONED = "def answer(item):\n    return {'version': %r, 'item': item}\n"
@@ -153,6 +159,23 @@ name = "sink"
 kind = "consumer"
 call = "raycode:record"
 args = {{ path = "{out}/slow.jsonl" }}
+""",
+        "rayrate": f"""
+python_path = ["../code"]
+[[stage]]
+name = "src"
+kind = "producer"
+call = "raycode:numbers"
+auto_start = false
+[[stage]]
+name = "work"
+kind = "consumer"
+call = "raycode:span"
+executor = "ray"
+replicas = 2
+rate_limit = "10/s"
+concurrency = 1
+args = {{ path = "{out}/rate.jsonl" }}
 """,
         "rayreload": f"""
 python_path = ["../versioned"]
@@ -279,6 +302,23 @@ def test_drain_with_batches_in_flight_loses_nothing(ray_daemon: DaemonProcess) -
     assert items["in_flight"] == 0 and items["finished"] + items["dead_lettered"] == items["produced"] > 0
     assert len(lines(ray_daemon.base_dir / "out" / "slow.jsonl")) == items["finished"]
     assert ray_daemon.client.post("/pipelines/rayslow/start", timeout=240).status_code == 200
+
+
+def test_rate_limit_and_concurrency_hold_across_replicas(ray_daemon: DaemonProcess) -> None:
+    """Two actors, rate_limit = "10/s", concurrency = 1: the daemon hands out the tokens and the
+    slot before a batch leaves, so no batch holds more items than tokens and no two overlap."""
+    done = run(ray_daemon, "rayrate", 40)
+    assert done["state"] == "completed" and done["items"]["finished"] == 40, done
+    spans = sorted(tuple(json.loads(line)) for line in (ray_daemon.base_dir / "out" / "rate.jsonl").read_text().splitlines())
+    assert len(spans) == 40
+    for (_, ended), (began, _) in zip(spans, spans[1:], strict=False):
+        assert began >= ended, "two calls in progress at once with concurrency = 1"
+    starts = [began for began, _ in spans]
+    for i in range(len(starts)):  # token bucket: k calls within d seconds need k <= 10 + 10 d (+1)
+        for j in range(i, len(starts)):
+            assert j - i + 1 <= 10 + 10 * (starts[j] - starts[i]) + 1, (i, j, starts[i], starts[j])
+    stats = ray_daemon.client.get("/pipelines/rayrate/stats").json()["stages"]["work"]
+    assert stats["throttled_s"] > 0
 
 
 def test_sigterm_drains_then_stops_the_embedded_ray(ray_daemon: DaemonProcess) -> None:

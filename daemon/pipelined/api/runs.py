@@ -61,10 +61,10 @@ class RunsController(Controller):
         ] = TRIGGER_TIMEOUT_DEFAULT,
     ) -> OrjsonResponse:
         wait_for = check_timeout(timeout, TRIGGER_TIMEOUT_DEFAULT, TRIGGER_TIMEOUT_MAX)
-        args, items = parse_trigger_body(await request.body())
+        args, items, priority = parse_trigger_body(await request.body())
         control = control_of(request)
         traced = {k: v for k in ("traceparent", "tracestate") if (v := request.headers.get(k))} if tracing.TRACER else {}
-        accepted = await call(request, _checked_trigger, control, name, stage, args, items, traced)
+        accepted = await call(request, _checked_trigger, control, name, stage, args, items, priority, traced)
         if not wait:
             return json_response(accepted, 202)
         finished, run = await call_waiting(request, control.wait_run, name, accepted["run"], wait_for)
@@ -93,6 +93,7 @@ def _checked_trigger(
     stage: FromPath[str],
     args: dict[str, Any] | None,
     items: list[Any] | None,
+    priority: int | None,
     trace_headers: dict[str, str],
 ) -> Any:
     """Reject `args` for a non-producer / `items` for a producer before the Control sees them.
@@ -105,4 +106,4 @@ def _checked_trigger(
             rows = []  # the trigger below answers 404 with the Control's own words
         check_body_fits_stage(rows, name, stage, args, items)
     with tracing.incoming(trace_headers):
-        return control.trigger(name, stage, args, items)
+        return control.trigger(name, stage, args, items, priority=priority)

@@ -43,6 +43,7 @@ PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PIPELINE_KEYS: tuple[str, ...] = (
     "description", "enabled", "max_threads", "max_processes", "max_retries", "retry_backoff",
     "queue_size", "on_full", "track_latency", "drain_timeout", "python_path", "hooks", "stage",
+    "priority_max_wait",
 )  # fmt: skip
 ROUTING_KEYS = frozenset({"name", "kind", "to", "from", "fanout", "weights", "mode", "stage"})
 ROUTING_MESSAGES = ("duplicate stage name", 'missing required key "name"', "a nested pipeline needs")
@@ -162,6 +163,7 @@ def _read_pipeline(ck: Checker, document: dict[str, Any], path: Path, version: s
         drain_timeout=read_duration(ck, top, "drain_timeout", positive=True),
         python_path=_python_path(ck, top, path),
         hooks=read_hooks(ck, top),
+        priority_max_wait=_or(read_duration(ck, top, "priority_max_wait", positive=True), defaults.priority_max_wait),
     )
 
 

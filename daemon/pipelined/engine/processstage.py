@@ -82,8 +82,12 @@ class ProcessStageRunner(StageBase):
     def _feed(self) -> None:
         cell = self.counters.cell()
         queue = self.queue
+        gate = self.gate
         try:
-            while (chunk := queue.take(self._take_size(), sharers=1)) is not None:
+            # with rate_limit / concurrency the gate gives the tokens (and the slot) before a batch leaves
+            while (chunk := queue.take(self._take_size(), sharers=1) if gate is None else gate.take(
+                queue, self._take_size()
+            )) is not None:
                 self.hold(chunk)
                 try:
                     self._process(chunk, cell)
@@ -91,6 +95,9 @@ class ProcessStageRunner(StageBase):
                     log.exception("a feeder failed on a chunk; its items fail this attempt", extra=self._extra)
                     text = f"{type(exc).__name__}: {exc}"
                     self.complete(chunk, Outcome(failures=[Failure(item, exc, text) for item in chunk.items]), cell)
+                finally:
+                    if gate is not None:
+                        gate.done()
         finally:
             self.counters.retire(cell)
 

@@ -130,7 +130,9 @@ class PipelineRuntime:
             workers = self.threads_of(stage) or self.processes_of(stage)
             self.meters[stage.name] = StageMeter(counters, stage.kind, workers, self.spec.track_latency)
             if stage.kind not in ("producer", "pipeline"):
-                self.queues[stage.name] = StageQueue(stage.name, stage.queue_size, stage.on_full)
+                self.queues[stage.name] = StageQueue(
+                    stage.name, stage.queue_size, stage.on_full, max_wait_s=self.spec.priority_max_wait
+                )
         builder = RouterBuilder(
             self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get
         )
@@ -188,13 +190,18 @@ class PipelineRuntime:
 
     # -- triggers ---------------------------------------------------------------------------
     def trigger(
-        self, stage: str, args: Mapping[str, Any] | None = None, items: list[Any] | None = None
+        self,
+        stage: str,
+        args: Mapping[str, Any] | None = None,
+        items: list[Any] | None = None,
+        priority: int | None = None,
     ) -> str:
         """Start a run at `stage`; its id. BadRequest / Conflict / NotFound / QueueFull / Unavailable.
 
         The run is registered in the same step that finds the pipeline running (under the state
         lock `begin_drain` takes), so a drain that begins meanwhile waits for it: it is never
-        left `running`, and its items never go into a queue nobody takes from any more."""
+        left `running`, and its items never go into a queue nobody takes from any more.
+        `priority` (−10..10, checked by the API): None takes a producer's `priority` key, else 0."""
         where = f"pipeline {self.spec.name!r}"
         self._check_running()
         spec = self.spec.stage(stage)
@@ -210,7 +217,7 @@ class PipelineRuntime:
             call_args = producer.binder.bind_producer_args(args)
             with self._state_lock:
                 self._check_running()
-                run = self._new_run(stage)
+                run = self._new_run(stage, spec.priority if priority is None else priority)
             if not producer.submit(run, call_args):  # the drain stopped the producer meanwhile
                 self._forget_run(run)
                 raise Conflict(f"pipeline {self.spec.name!r} is draining: it takes no triggers")
@@ -221,7 +228,7 @@ class PipelineRuntime:
             raise BadRequest(f"{where}: 'items' must be a non-empty list")
         with self._state_lock:
             self._check_running()
-            run = self._new_run(stage)
+            run = self._new_run(stage, priority or 0)
         return self._inject(run, stage, list(items))
 
     def _check_running(self) -> None:
@@ -267,8 +274,8 @@ class PipelineRuntime:
         run.source_finished()
         return run.id
 
-    def _new_run(self, stage: str) -> Run:
-        run = self.book.runs.new_run(stage, self)
+    def _new_run(self, stage: str, priority: int = 0) -> Run:
+        run = self.book.runs.new_run(stage, self, priority)
         if tracing.TRACER is not None:
             run.trace = tracing.start_run(self.spec.name, stage, run.id)
         with self._runs_cond:

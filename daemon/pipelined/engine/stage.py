@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from pipelined import tracing
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.gate import StageGate
 from pipelined.engine.hooks import error_text
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.retry import RetryTimer, backoff_delay
@@ -128,6 +129,11 @@ class StageBase:
         self._abandoned = False
         self._lock = threading.Lock()
         self._extra = {"pipeline": services.spec.name, "stage": spec.name}
+        self.gate: StageGate | None = None  # rate_limit / concurrency (engine/gate.py)
+
+    def use_gate(self, gate: StageGate) -> None:
+        """Before start: take through `gate` (the stage has a rate_limit or a concurrency)."""
+        self.gate = gate
 
     # -- chunks held by workers -------------------------------------------------------------
     def hold(self, chunk: Chunk) -> None:
@@ -153,7 +159,9 @@ class StageBase:
             self._abandoned = True
             held = list(self._held.values())
             self._held.clear()
-            return held
+        if self.gate is not None:  # workers waiting for a token or a slot stop waiting
+            self.gate.wake()
+        return held
 
     def _traced(self, chunk: Chunk, current: bool = True) -> tracing.Batch:
         """The chunk's span (only called while tracing is on: `chunk.run.trace` is set)."""

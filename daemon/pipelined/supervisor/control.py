@@ -51,9 +51,15 @@ class Control(Protocol):
         ...
 
     def trigger(
-        self, name: str, stage: str, args: dict[str, Any] | None, items: list[Any] | None
+        self,
+        name: str,
+        stage: str,
+        args: dict[str, Any] | None,
+        items: list[Any] | None,
+        priority: int | None = None,
     ) -> Json:
-        """Start a run; returns {"run", "pipeline", "stage"}. Waits (≤ 10 s) during a swap."""
+        """Start a run; returns {"run", "pipeline", "stage"}. Waits (≤ 10 s) during a swap.
+        `priority` (−10..10): None takes a producer's `priority` key, else 0."""
         ...
 
     def wait_run(self, name: str, run_id: str, timeout: float) -> tuple[bool, Json]:

@@ -105,10 +105,17 @@ class PipelineQueries:
     def pipeline(self, name: str) -> dict[str, Any]:
         return self._slot(name).detail()
 
-    def trigger(self, name: str, stage: str, args: dict[str, Any] | None, items: list[Any] | None) -> dict[str, Any]:
+    def trigger(
+        self,
+        name: str,
+        stage: str,
+        args: dict[str, Any] | None,
+        items: list[Any] | None,
+        priority: int | None = None,
+    ) -> dict[str, Any]:
         self._refuse_new_work()
         slot = self._slot(name)
-        run_id = slot.trigger(stage, args, items)
+        run_id = slot.trigger(stage, args, items, priority)
         return {"run": run_id, "pipeline": name, "stage": stage}
 
     def wait_run(self, name: str, run_id: str, timeout: float) -> tuple[bool, dict[str, Any]]:

@@ -312,12 +312,14 @@ class PipelineSlot:
             raise Conflict(f"pipeline {self.name!r} is {self.state}" + (f": {self.error}" if self.error else ""))
         return runtime
 
-    def trigger(self, stage: str, args: dict[str, Any] | None, items: list[Any] | None) -> str:
+    def trigger(
+        self, stage: str, args: dict[str, Any] | None, items: list[Any] | None, priority: int | None = None
+    ) -> str:
         deadline = time.monotonic() + SWAP_WAIT
         while True:
             runtime = self.current_runtime(max(0.0, deadline - time.monotonic()))
             try:
-                return str(runtime.trigger(stage, args=args, items=items))
+                return str(runtime.trigger(stage, args=args, items=items, priority=priority))
             except Conflict:
                 # the version began draining for a swap between the gate and the trigger: wait for the new one
                 if (self._swapping or self.runtime is not runtime) and time.monotonic() < deadline:

@@ -137,10 +137,12 @@ class FakeControl:
             "stages": stages,
         }
 
-    def trigger(self, name: str, stage: str, args: dict[str, Any] | None, items: list[Any] | None) -> Any:
+    def trigger(
+        self, name: str, stage: str, args: dict[str, Any] | None, items: list[Any] | None, priority: int | None = None
+    ) -> Any:
         with self.lock:
             p = self._get(name)
-            self.calls.append(("trigger", (name, stage, args, items)))
+            self.calls.append(("trigger", (name, stage, args, items) if priority is None else (name, stage, args, items, priority)))
             if stage not in dict(STAGES):
                 raise NotFound(f"pipeline {name!r} has no stage {stage!r}")
             if p.state != "running":
@@ -157,6 +159,7 @@ class FakeControl:
                 "run": run_id,
                 "pipeline": name,
                 "stage": stage,
+                "priority": priority or 0,
                 "state": "running" if slow else "completed",
                 "started_at": NOW,
                 "finished_at": None if slow else NOW,
@@ -228,6 +231,7 @@ class FakeControl:
             "busy": 0,
             "utilization": 0.25,
             "throughput_per_s": 80.0,
+            "throttled_s": 0.0,
         }
         stages = {s: {"kind": kind, **stage} for s, kind in STAGES}
         stages["enrich"]["latency_ms"] = {"p50": 0.4, "p90": 1.1, "p99": 3.0}
