@@ -41,6 +41,7 @@ from typing import Any
 
 from pipelined.workers import ray_driver as msg
 from pipelined.workers.logbridge import replay
+from pipelined.workers.ray_reach import last_error, probe
 
 log = logging.getLogger("pipelined.workers")
 
@@ -113,6 +114,7 @@ class RayCluster:
         self._last_failure: tuple[float, str] | None = None
         self._closed = False
         self._ray_temp: str | None = None  # the temp dir the embedded instance was given
+        self._log_offset = 0  # where the current driver's output starts in driver.log
         self.generation = 0  # +1 per driver started: actors of older generations are gone
 
     # -- connection ----------------------------------------------------------------------------
@@ -132,6 +134,8 @@ class RayCluster:
             if self._last_failure is not None and time.monotonic() - self._last_failure[0] < RECONNECT_EVERY:
                 raise RayUnavailable(self._last_failure[1])
             try:
+                if not self.config.embedded and (why := probe(self.config.address)) is not None:
+                    raise RayUnavailable(f"{self.config.describe()} cannot be reached: {why}")
                 self._start_driver(timeout)
             except RayUnavailable as exc:
                 self._last_failure = (time.monotonic(), str(exc))
@@ -143,6 +147,7 @@ class RayCluster:
         self.ray_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         parent, child = socket.socketpair()
         with open(self.ray_dir / "driver.log", "ab") as output:
+            self._log_offset = output.seek(0, os.SEEK_END)
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pipelined.workers.ray_driver", str(child.fileno())],
                 pass_fds=(child.fileno(),), env=self._driver_env(), cwd=self.ray_dir,
@@ -198,6 +203,9 @@ class RayCluster:
             env.pop("RAY_AUTH_TOKEN", None)
             env["RAY_AUTH_MODE"] = "token"
             env["RAY_AUTH_TOKEN_PATH"] = str(self._token_file())
+            # Ray's single-machine mode: 127.0.0.1 is the node's IP (not the machine's address),
+            # so every port of the instance binds and is advertised on loopback only
+            env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
         if not _writable_home(env.get("HOME")):  # DynamicUser=, ProtectHome=: Ray writes under HOME
             home = self.ray_dir / "home"
             home.mkdir(exist_ok=True, mode=0o700)
@@ -316,6 +324,7 @@ class RayCluster:
     def _lost(self, conn: Connection, proc: subprocess.Popen[bytes]) -> None:
         """The driver's socket closed: fail everything pending, clean up what it left."""
         with self._connect_lock:
+            offset = self._log_offset  # before a new driver may start
             if self._conn is conn:
                 self._conn, self._proc = None, None
             expected = self._closed
@@ -323,9 +332,11 @@ class RayCluster:
             conn.close()
         self._stop_process(proc, 5.0)
         how = self._exit(proc)
+        why = last_error(self.ray_dir / "driver.log", offset)
+        lost = f"the Ray driver process {how}" + (f" ({why})" if why else "")
         if not expected:
-            log.warning("ray: the driver process for %s %s; calls in flight fail and are retried; "
-                        "see %s", self.config.describe(), how, self.ray_dir / "driver.log")
+            log.warning("ray: lost %s: %s; calls in flight fail and are retried; see %s",
+                        self.config.describe(), lost, self.ray_dir / "driver.log")
         with self._pending_lock:
             pending, self._pending = self._pending, {}
         for (kind, _), future in pending.items():
@@ -334,9 +345,9 @@ class RayCluster:
             if kind == "close":
                 future.set_result(None)
             elif kind == "actor":
-                future.set_exception(ActorStartFailed("actor start", f"RayDriverLost: the Ray driver process {how}", None))
+                future.set_exception(ActorStartFailed("actor start", f"RayDriverLost: {lost}", None))
             else:
-                future.set_exception(RayCallFailed(f"RayDriverLost: the Ray driver process {how}", dead=True))
+                future.set_exception(RayCallFailed(f"RayDriverLost: {lost}", dead=True))
 
     # -- shutdown ------------------------------------------------------------------------------
     def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:

@@ -226,6 +226,24 @@ def _text(exc: BaseException) -> str:
     return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
 
 
+def _text_with_cause(exc: BaseException) -> str:
+    """`_text(exc)`, then what caused it: Ray wraps a wrong token or an unreachable GCS into
+    "ConnectionError: Failed to connect to Ray cluster at ...", with the reason in its cause (and
+    there as the last line of a traceback's text)."""
+    text = _text(exc)
+    cause = exc.__cause__ or exc.__context__
+    if cause is None:
+        return text
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    if lines and "Traceback (most recent call last)" in str(cause):
+        name, _, message = lines[-1].partition(": ")
+        root = f"{name.rsplit('.', 1)[-1]}: {message}" if message else name
+    else:
+        root = _text(cause)
+    combined = f"{text} (caused by {root})"
+    return combined if len(combined) <= MAX_ERROR else combined[: MAX_ERROR - 3] + "..."
+
+
 def leave_stop_signals_to_the_daemon() -> None:
     """Ctrl-C and the unit's SIGTERM are the daemon's: it drains, then tells us to shut down."""
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -250,7 +268,7 @@ def main(argv: list[str]) -> int:
         info = driver.connect(message[1])
     except BaseException as exc:  # SystemExit from Ray included: the daemon must hear why
         print(f"pipelined ray driver: connect failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
-        driver.send((CONNECT_FAILED, _text(exc)))
+        driver.send((CONNECT_FAILED, _text_with_cause(exc)))
         driver.shutdown()
         return 1
     driver.send((CONNECTED, info))
