@@ -71,6 +71,8 @@ class RayStage:
         self._started = False
         self._actor_options: dict[str, Any] = {}
         self._extra = {"pipeline": pipeline_spec.name, "stage": stage_spec.name}
+        self.calls = 0  # process() calls sent to an actor, and their items (items per call)
+        self.items_sent = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, run_before_fork_hooks: bool = False) -> None:
@@ -178,6 +180,8 @@ class RayStage:
         finally:
             with self._cond:
                 replica.in_flight -= 1
+                self.calls += 1
+                self.items_sent += len(items)
                 self._cond.notify_all()
 
     def _acquire(self) -> tuple[_Replica | None, str]:
