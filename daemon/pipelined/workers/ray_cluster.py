@@ -173,7 +173,8 @@ class RayCluster:
         if reply[0] != msg.CONNECTED:
             conn.close()
             self._stop_process(proc, 5.0)
-            raise RayUnavailable(f"{self.config.describe()} cannot be reached: {reply[1]}")
+            how = "did not start" if self.config.embedded else "cannot be reached"
+            raise RayUnavailable(f"{self.config.describe()} {how}: {reply[1]}{_hint(reply[1])}")
         self.info = reply[1]
         self._proc, self._conn = proc, conn
         self.generation += 1
@@ -379,6 +380,14 @@ class RayCluster:
         if code < 0:
             return f"was killed by {signal.Signals(-code).name}"
         return f"exited with code {code}"
+
+
+def _hint(error: str) -> str:
+    """What to do about a connect error whose cause is known."""
+    if "/proc/" in error:  # psutil reads /proc/stat, /proc/meminfo: hidden by the unit's ProcSubset=pid
+        return (" (under the shipped systemd unit, Ray needs its drop-in: tools/install --with ray "
+                "installs pipelined-ray.conf, with ProcSubset=all)")
+    return ""
 
 
 def _writable_home(home: str | None) -> bool:

@@ -32,9 +32,16 @@ from typing import Any
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.errors import StartError
 from pipelined.workers import protocol, ray_code
+from pipelined.workers.bounded import bounded
 from pipelined.workers.logbridge import replay
 from pipelined.workers.outcome import ItemOutcome, failed
-from pipelined.workers.ray_cluster import ActorStartFailed, RayCallFailed, RayCluster, RayUnavailable
+from pipelined.workers.ray_cluster import (
+    CONNECT_TIMEOUT,
+    ActorStartFailed,
+    RayCallFailed,
+    RayCluster,
+    RayUnavailable,
+)
 from pipelined.workers.setup import worker_setup
 
 log = logging.getLogger("pipelined.workers")
@@ -77,6 +84,10 @@ class RayStage:
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, run_before_fork_hooks: bool = False) -> None:
         """Connect and start every replica; StartError naming the stage when any fails."""
+        with bounded(CONNECT_TIMEOUT + START_TIMEOUT + 30):  # longer than a reload's watchdog allowance
+            self._start()
+
+    def _start(self) -> None:
         try:
             self.cluster.connect()
         except RayUnavailable as exc:
