@@ -3,7 +3,7 @@
     cluster = cluster_for(RayConfig(address="", namespace="pipelined", state_dir=state_dir))
     cluster.connect()                        # starts the driver; RayUnavailable naming the address
     actor_id, ready = cluster.new_actor(setup, options)   # ready: Future -> info, or ActorStartFailed
-    cluster.call(actor_id, run_id, data, stopping)        # Future -> reply bytes, or RayCallFailed
+    cluster.call(actor_id, run_id, data, stopping)        # blocks: reply bytes, or RayCallFailed
     cluster.close_actor(actor_id)            # Future -> close() error text or None
     shutdown_clusters(timeout)               # at daemon exit
 
@@ -41,12 +41,14 @@ from typing import Any
 
 from pipelined.workers import ray_driver as msg
 from pipelined.workers.logbridge import replay
+from pipelined.workers.ray_channels import CallChannels, ChannelLost, reply_bytes
 from pipelined.workers.ray_reach import last_error, probe
 
 log = logging.getLogger("pipelined.workers")
 
 CONNECT_TIMEOUT = 120.0  # ray.init of an embedded instance takes 4-10 s on a busy machine
 RECONNECT_EVERY = 5.0
+LOSS_WAIT = 15.0  # a call whose channel closed waits this long for the reason the driver went
 SHUTDOWN_TIMEOUT = 15.0
 MAX_SOCKET_DIR = 40  # Ray puts sockets 60 characters below its temp dir; AF_UNIX paths stop at 107
 DEFAULT_OBJECT_STORE = 200 * 1024 * 1024
@@ -115,6 +117,9 @@ class RayCluster:
         self._closed = False
         self._ray_temp: str | None = None  # the temp dir the embedded instance was given
         self._log_offset = 0  # where the current driver's output starts in driver.log
+        self.channels = CallChannels()
+        self._losses: dict[int, str] = {}  # generation -> why its driver went
+        self._lost_cond = threading.Condition()
         self.generation = 0  # +1 per driver started: actors of older generations are gone
 
     # -- connection ----------------------------------------------------------------------------
@@ -178,6 +183,7 @@ class RayCluster:
         self.info = reply[1]
         self._proc, self._conn = proc, conn
         self.generation += 1
+        self.channels.open(conn, self._send_lock, proc.pid, self.generation)
         log.info("ray: connected to %s (driver pid %d, ray %s)", self.config.describe(), proc.pid,
                  self.info.get("ray_version"))
         threading.Thread(target=self._read, args=(conn, proc), name="ray-driver-reader", daemon=True).start()
@@ -265,14 +271,29 @@ class RayCluster:
         actor_id = next(self._ids)
         return actor_id, self._send((msg.ACTOR, actor_id, setup, options), ("actor", actor_id))
 
-    def call(self, actor_id: int, run_id: str | None, data: bytes, stopping: bool) -> Future[bytes]:
-        req = next(self._ids)
-        return self._send((msg.CALL, req, actor_id, run_id, data, stopping), ("call", req))
+    def call(self, actor_id: int, run_id: str | None, data: bytes, stopping: bool) -> bytes:
+        """One pickled batch on an actor, on a call channel: the reply's bytes, or RayCallFailed."""
+        return self._request((msg.CALL, next(self._ids), actor_id, run_id, data, stopping))
 
     def call_itemwise(self, actor_id: int, run_id: str | None, pickles: list[tuple[bytes, str]],
-                      stopping: bool) -> Future[bytes]:
-        req = next(self._ids)
-        return self._send((msg.CALL_ITEMWISE, req, actor_id, run_id, pickles, stopping), ("call", req))
+                      stopping: bool) -> bytes:
+        return self._request((msg.CALL_ITEMWISE, next(self._ids), actor_id, run_id, pickles, stopping))
+
+    def _request(self, message: tuple[Any, ...]) -> bytes:
+        generation = self.generation
+        try:
+            reply = self.channels.request(message)
+        except ChannelLost as exc:
+            if self._conn is None and generation not in self._losses:
+                raise RayCallFailed(f"RayUnavailable: {self.config.describe()} is not connected", dead=True) from None
+            raise RayCallFailed(f"RayDriverLost: {self._loss(generation, str(exc))}", dead=True) from None
+        return reply_bytes(reply, RayCallFailed)
+
+    def _loss(self, generation: int, fallback: str) -> str:
+        """Why the driver of `generation` went (its last error), once _lost has looked."""
+        with self._lost_cond:
+            self._lost_cond.wait_for(lambda: generation in self._losses, LOSS_WAIT)
+            return self._losses.get(generation, f"the Ray driver process is gone ({fallback})")
 
     def close_actor(self, actor_id: int) -> Future[str | None]:
         return self._send((msg.CLOSE, actor_id), ("close", actor_id))
@@ -326,8 +347,10 @@ class RayCluster:
         """The driver's socket closed: fail everything pending, clean up what it left."""
         with self._connect_lock:
             offset = self._log_offset  # before a new driver may start
+            generation = self.generation
             if self._conn is conn:
                 self._conn, self._proc = None, None
+                self.channels.close(generation)
             expected = self._closed
         with contextlib.suppress(OSError):
             conn.close()
@@ -335,6 +358,9 @@ class RayCluster:
         how = self._exit(proc)
         why = last_error(self.ray_dir / "driver.log", offset)
         lost = f"the Ray driver process {how}" + (f" ({why})" if why else "")
+        with self._lost_cond:
+            self._losses[generation] = lost
+            self._lost_cond.notify_all()
         if not expected:
             log.warning("ray: lost %s: %s; calls in flight fail and are retried; see %s",
                         self.config.describe(), lost, self.ray_dir / "driver.log")

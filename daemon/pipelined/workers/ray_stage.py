@@ -226,12 +226,12 @@ class RayStage:
                 return outcomes  # type: ignore[return-value]
             data = protocol.dumps([items[i] for i in sent])
         try:
-            reply = self.cluster.call(actor_id, run_id, data, self._stopping).result()
+            reply = self.cluster.call(actor_id, run_id, data, self._stopping)
             kind, payload, logs = pickle.loads(reply)
             replay(logs)
             if kind == protocol.LOAD_FAILED:
                 pickles = [(protocol.dumps(items[i]), protocol.type_name(items[i])) for i in sent]
-                reply = self.cluster.call_itemwise(actor_id, run_id, pickles, self._stopping).result()
+                reply = self.cluster.call_itemwise(actor_id, run_id, pickles, self._stopping)
                 kind, payload, logs = pickle.loads(reply)
                 replay(logs)
         except RayCallFailed as failure:
