@@ -21,11 +21,9 @@ every RECONNECT_EVERY seconds, failing fast in between.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import logging
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -42,6 +40,8 @@ from typing import Any
 from pipelined.workers import ray_driver as msg
 from pipelined.workers.logbridge import replay
 from pipelined.workers.ray_channels import CallChannels, ChannelLost, reply_bytes
+from pipelined.workers.ray_instance import INSTANCE_MARK as INSTANCE_MARK  # re-exported
+from pipelined.workers.ray_instance import connect_hint, driver_env, kill_leftovers, temp_dir
 from pipelined.workers.ray_reach import last_error, probe
 
 log = logging.getLogger("pipelined.workers")
@@ -50,9 +50,7 @@ CONNECT_TIMEOUT = 120.0  # ray.init of an embedded instance takes 4-10 s on a bu
 RECONNECT_EVERY = 5.0
 LOSS_WAIT = 15.0  # a call whose channel closed waits this long for the reason the driver went
 SHUTDOWN_TIMEOUT = 15.0
-MAX_SOCKET_DIR = 40  # Ray puts sockets 60 characters below its temp dir; AF_UNIX paths stop at 107
 DEFAULT_OBJECT_STORE = 200 * 1024 * 1024
-INSTANCE_MARK = "PIPELINED_RAY_DIR"
 INSTALL_HINT = "install it with: pip install 'pipelined[ray]' (or tools/install --with ray)"
 
 
@@ -179,7 +177,7 @@ class RayCluster:
             conn.close()
             self._stop_process(proc, 5.0)
             how = "did not start" if self.config.embedded else "cannot be reached"
-            raise RayUnavailable(f"{self.config.describe()} {how}: {reply[1]}{_hint(reply[1])}")
+            raise RayUnavailable(f"{self.config.describe()} {how}: {reply[1]}{connect_hint(reply[1])}")
         self.info = reply[1]
         self._proc, self._conn = proc, conn
         self.generation += 1
@@ -191,7 +189,7 @@ class RayCluster:
     def _connect_config(self) -> dict[str, Any]:
         config = self.config
         if config.embedded:
-            self._ray_temp = str(self._temp_dir())
+            self._ray_temp = str(temp_dir(self.ray_dir))
         return {
             "embedded": config.embedded,
             "address": config.address,
@@ -202,46 +200,8 @@ class RayCluster:
         }
 
     def _driver_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["RAY_USAGE_STATS_ENABLED"] = "0"
-        env[INSTANCE_MARK] = str(self.ray_dir)  # inherited by every process of an embedded instance
-        env.pop("RAY_ADDRESS", None)
-        if self.config.embedded:  # private: a token of its own, never the user's ~/.ray/auth_token
-            env.pop("RAY_AUTH_TOKEN", None)
-            env["RAY_AUTH_MODE"] = "token"
-            env["RAY_AUTH_TOKEN_PATH"] = str(self._token_file())
-            # Ray's single-machine mode: 127.0.0.1 is the node's IP (not the machine's address),
-            # so every port of the instance binds and is advertised on loopback only
-            env["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-        if not _writable_home(env.get("HOME")):  # DynamicUser=, ProtectHome=: Ray writes under HOME
-            home = self.ray_dir / "home"
-            home.mkdir(exist_ok=True, mode=0o700)
-            env["HOME"] = str(home)
-        return env
+        return driver_env(dict(os.environ), self.ray_dir, self.config.embedded)
 
-    def _token_file(self) -> Path:
-        token = self.ray_dir / "auth_token"
-        if not token.exists() or not token.read_text().strip():
-            fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32))
-        return token
-
-    def _temp_dir(self) -> Path:
-        """`<state_dir>/ray/tmp`, or a short symlink to it when that path is too long for sockets."""
-        real = self.ray_dir / "tmp"
-        real.mkdir(exist_ok=True, mode=0o700)
-        if len(str(real)) <= MAX_SOCKET_DIR:
-            return real
-        digest = hashlib.sha256(str(real).encode()).hexdigest()[:12]
-        link = Path(tempfile.gettempdir()) / f"pipelined-ray-{os.getuid()}-{digest}"
-        if link.is_symlink() and os.readlink(link) == str(real):
-            return link
-        with contextlib.suppress(FileNotFoundError):
-            if link.is_symlink():
-                link.unlink()
-        os.symlink(real, link)
-        return link
 
     # -- messages ------------------------------------------------------------------------------
     def _send(self, message: tuple[Any, ...], key: tuple[str, int] | None = None) -> Future[Any]:
@@ -318,15 +278,7 @@ class RayCluster:
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == msg.RESULT:
-            future = self._resolve(("call", message[1]))
-            if future is not None:
-                future.set_result(message[2])
-        elif kind == msg.CALL_FAILED:
-            future = self._resolve(("call", message[1]))
-            if future is not None:
-                future.set_exception(RayCallFailed(message[2], message[3]))
-        elif kind == msg.ACTOR_READY:
+        if kind == msg.ACTOR_READY:
             replay(message[3])
             future = self._resolve(("actor", message[1]))
             if future is not None:
@@ -396,7 +348,7 @@ class RayCluster:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         if self.config.embedded:
-            _kill_leftovers(proc.pid, str(self.ray_dir))
+            kill_leftovers(proc.pid, str(self.ray_dir))
 
     @staticmethod
     def _exit(proc: subprocess.Popen[bytes]) -> str:
@@ -406,41 +358,6 @@ class RayCluster:
         if code < 0:
             return f"was killed by {signal.Signals(-code).name}"
         return f"exited with code {code}"
-
-
-def _hint(error: str) -> str:
-    """What to do about a connect error whose cause is known."""
-    if "/proc/" in error:  # psutil reads /proc/stat, /proc/meminfo: hidden by the unit's ProcSubset=pid
-        return (" (under the shipped systemd unit, Ray needs its drop-in: tools/install --with ray "
-                "installs pipelined-ray.conf, with ProcSubset=all)")
-    return ""
-
-
-def _writable_home(home: str | None) -> bool:
-    return bool(home) and os.path.isdir(home or "") and os.access(home or "", os.W_OK)
-
-
-def _kill_leftovers(pgid: int, ray_dir: str) -> None:
-    """SIGKILL what an embedded instance left behind its driver: its process group (GCS, raylet,
-    agents) and every process whose environment carries this instance's mark (Ray's workers
-    run in groups of their own and rename themselves `ray::...`). Only this daemon's processes
-    carry the mark: it is the daemon's state dir."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    mark = f"\0{INSTANCE_MARK}={ray_dir}\0".encode()
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            if entry.stat().st_uid != os.getuid():
-                continue
-            environ = b"\0" + (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if mark in environ:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry.name), signal.SIGKILL)
 
 
 _configured: RayConfig | None = None
