@@ -33,6 +33,7 @@ from pipelined.supervisor.control import Notifier, SilentNotifier
 from pipelined.supervisor.queries import PipelineQueries
 from pipelined.supervisor.reload import ReloadResult
 from pipelined.supervisor.slot import PipelineSlot
+from pipelined.workers.bounded import busy_until
 
 log = logging.getLogger("pipelined.supervisor")
 
@@ -197,7 +198,7 @@ class Supervisor(PipelineQueries):
         if thread is None or not thread.is_alive():
             return False
         now = time.monotonic()
-        return now - self._loop_beat < LOOP_STALL or now < self._busy_until
+        return now - self._loop_beat < LOOP_STALL or now < max(self._busy_until, busy_until())
 
     # -- reload: every file, one pipeline at a time, changes applied in parallel -----------
     def reload_all(self) -> ReloadResult:
