@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import itertools
 import os
 import pickle
@@ -306,17 +307,11 @@ class DiskBuffer:
         """The stored entries with `after` < id <= `up_to`, oldest first, read a page at a time
         (short reads in the writer thread: no reader is ever left open)."""
         while True:
-            rows = self._writer.read(
-                lambda c, a=after: c.execute(
-                    "SELECT id, run, stage, kind, first, count, replays, created, payload FROM entries"
-                    " WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
-                    (a, up_to, page),
-                ).fetchall()
-            )
+            rows: list[tuple[Any, ...]] = self._writer.read(functools.partial(_read_page, after, up_to, page))
             if not rows:
                 return
             for row in rows:
-                yield StoredEntry(*row[:8], payload=bytes(row[8]))
+                yield StoredEntry(*row)
             after = rows[-1][0]
 
     # -- status -----------------------------------------------------------------------------
@@ -349,6 +344,15 @@ class DiskBuffer:
             raise BufferFailed(f"disk buffer {self.path} used in a forked process (pid {os.getpid()})")
 
 
+def _read_page(after: int, up_to: int, page: int, conn: Any) -> list[tuple[Any, ...]]:
+    rows = conn.execute(
+        "SELECT id, run, stage, kind, first, count, replays, created, payload FROM entries"
+        " WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+        (after, up_to, page),
+    ).fetchall()
+    return [(*row[:8], bytes(row[8])) for row in rows]
+
+
 def _read_runs(conn: Any) -> list[StoredRun]:
     pending = dict(conn.execute("SELECT run, sum(count) FROM entries GROUP BY run").fetchall())
     runs = []
@@ -356,7 +360,9 @@ def _read_runs(conn: Any) -> list[StoredRun]:
         "SELECT run, stage, kind, started_at, source_done, error, produced, finished, filtered,"
         " dead_lettered, last_error, priority, parent FROM runs ORDER BY run"
     ).fetchall():
-        runs.append(StoredRun(*row[:4], bool(row[4]), *row[5:], pending_items=int(pending.pop(row[0], 0))))
+        run, stage, kind, started_at, source_done, error, produced, finished, filtered, dead, last_error, priority, parent = row
+        runs.append(StoredRun(run, stage, kind, started_at, bool(source_done), error, produced, finished, filtered,
+                              dead, last_error, priority, parent, int(pending.pop(run, 0))))
     for run, count in pending.items():  # entries whose run row is gone: replay them anyway
         stage = conn.execute("SELECT stage FROM entries WHERE run = ? ORDER BY id LIMIT 1", (run,)).fetchone()[0]
         runs.append(StoredRun(run, stage, "unknown", "", True, None, 0, 0, 0, 0, None, 0, None, int(count)))

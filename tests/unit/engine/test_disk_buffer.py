@@ -214,7 +214,11 @@ def test_after_a_crash_every_committed_unacknowledged_entry_is_there(tmp_path: P
     buf = DiskBuffer.for_pipeline(tmp_path, "p")  # recovers the WAL the crash left
     try:
         entries = {e.id: e for e in buf.entries(buf.begin_replay())}
-        for entry_id in committed - acked:
+        # the child acks every second entry right after its commit line: the last such ack may
+        # have been committed before the kill without its "acked" line having been read
+        last = max(committed)
+        in_flight_ack = {last} if last % 2 == 0 and last not in acked else set()
+        for entry_id in committed - acked - in_flight_ack:
             assert entry_id in entries, f"committed entry {entry_id} lost"
         for entry_id in acked:
             assert entry_id not in entries, f"acknowledged entry {entry_id} replayed"
