@@ -16,6 +16,7 @@ from typing import Any
 
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.lineage import Lineage, Segments, batch_lineage
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
@@ -45,6 +46,8 @@ class AccumulatorStage:
         self.max_size = max(1, spec.max_size)
         self.max_wait = spec.max_wait
         self._buffers: dict[Run, list[Any]] = {}
+        self._segments: dict[Run, Segments] = {}  # the lineages of the buffered items, in order
+        self._ids: dict[Run, list[int]] = {}  # their ctx.item_id numbers, when tracked
         self._first_at: dict[Run, float] = {}
         self._lock = threading.Lock()  # held while a chunk is handled; abandon() takes it
         self._abandoned = False
@@ -69,12 +72,15 @@ class AccumulatorStage:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def abandon(self) -> list[tuple[Run, list[Any]]]:
-        """Drain deadline: hand over every buffered item (dead-lettered by the caller)."""
+    def abandon(self) -> list[tuple[Run, list[Any], list[tuple[Lineage | None, int]]]]:
+        """Drain deadline: hand over every buffered item with the lineages of its parts
+        (dead-lettered by the caller)."""
         with self._lock:
             self._abandoned = True
-            held = list(self._buffers.items())
+            held = [(run, items, self._segments[run].take(len(items))) for run, items in self._buffers.items()]
             self._buffers.clear()
+            self._segments.clear()
+            self._ids.clear()
             self._first_at.clear()
             return held
 
@@ -123,8 +129,12 @@ class AccumulatorStage:
         before = 0 if buffer is None else len(buffer)
         if buffer is None:
             buffer = self._buffers[run] = []
+            self._segments[run] = Segments()
             self._first_at[run] = time.monotonic()
         buffer.extend(chunk.items)
+        self._segments[run].add(chunk.lineage, len(chunk.items))
+        if chunk.ids is not None:
+            self._ids.setdefault(run, []).extend(chunk.ids)
         emitted = finished = 0
         while len(buffer) >= self.max_size:
             batch = buffer[: self.max_size]
@@ -133,25 +143,44 @@ class AccumulatorStage:
             emitted += len(batch)
         if not buffer:
             del self._buffers[run]
+            del self._segments[run]
+            self._ids.pop(run, None)
             del self._first_at[run]
         elif emitted:
             self._first_at[run] = time.monotonic()
         run.settle(leave=emitted, hold=len(buffer) - before, finished=finished)
 
     def _flush(self, run: Run, cell: CounterCell) -> None:
-        buffer = self._buffers.pop(run, None)
+        buffer = self._buffers.get(run)
         self._first_at.pop(run, None)
         if not buffer:
             return
         finished = self._send(run, buffer, cell)
+        del self._buffers[run]
+        del self._segments[run]
+        self._ids.pop(run, None)
         run.settle(leave=len(buffer), hold=-len(buffer), finished=finished)
 
     def _send(self, run: Run, batch: list[Any], cell: CounterCell) -> int:
+        """Send one batch (the first len(batch) items of the run's segments and ids)."""
         cell.items_out += 1
+        lineage = batch_lineage(self._segments[run].take(len(batch)))
+        numbers = self._ids.get(run)
+        ids = None
+        if numbers is not None:
+            ids = numbers[:1]  # a batch's ctx.item_id is its first item's
+            del numbers[: len(batch)]
         while True:
             try:
-                return self.target.send(run, [batch])
+                finished = self.target.send(run, [batch], lineage, ids)
+                break
             except QueueAbandoned:
-                return 0
+                finished = 0
+                break
             except QueueRejected:
                 time.sleep(0.01)  # a batch cannot be retried upstream: wait for room
+        if lineage is not None:  # the batch's own hold: its items stay in their entries until it is done
+            if finished:
+                lineage.apply(0, finished=finished)
+            lineage.seal()
+        return finished

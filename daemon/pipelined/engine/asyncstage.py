@@ -21,7 +21,15 @@ from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target
-from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of, rejected_failure
+from pipelined.engine.stage import (
+    Failure,
+    Outcome,
+    StageBase,
+    StageServices,
+    failure_of,
+    item_id_text,
+    rejected_failure,
+)
 from pipelined.errors import StartError
 from pipelined.logcontext import enter_log_context
 
@@ -142,29 +150,37 @@ class AsyncStage(StageBase):
 
             return sink
 
+        ids = chunk.ids
+        lineage = chunk.lineage
+        attempt = chunk.attempts + 1 + (lineage.replays if lineage is not None else 0)
+
         async def call(index: int, item: Any) -> tuple[list[Any], bool]:
             began = time.perf_counter()
+            item_id = item_id_text(run_id, None if ids is None else ids[index])
             try:
-                return await self.invoker.acall_item(item, run_id, sink_for(index))
+                return await self.invoker.acall_item(item, run_id, sink_for(index), item_id, attempt)
             finally:  # its slot is free now: a slow item never holds back its chunk's others
                 cell.busy_seconds += time.perf_counter() - began
                 self._release_slots(1)
 
         results = await asyncio.gather(*(call(i, item) for i, item in enumerate(items)), return_exceptions=True)
         per_item = outcome.routed_already = self._per_item
-        for item, result, routed in zip(items, results, routed_per_item, strict=True):
+        if ids is not None:
+            outcome.output_ids, outcome.routed_ids = [], []
+        for index, (item, result, routed) in enumerate(zip(items, results, routed_per_item, strict=True)):
             if isinstance(result, Exception):
-                outcome.failures.append(failure_of(item, result))
+                outcome.failures.append(failure_of(item, result, index))
                 continue
             if isinstance(result, BaseException):
-                outcome.failures.append(Failure(item, result, error_text(result)))
+                outcome.failures.append(Failure(item, result, error_text(result), index=index))
                 continue
             outputs, filtered = result
+            number = None if ids is None else ids[index]
             if per_item:  # a refusal fails this item's attempt only (it is retried)
                 try:
-                    outcome.finished += self.route_item(chunk.run, outputs, routed)
+                    outcome.finished += self.route_item(chunk.run, outputs, routed, lineage, number)
                 except QueueRejected as exc:
-                    outcome.failures.append(rejected_failure(item, exc))
+                    outcome.failures.append(rejected_failure(item, exc, index))
                     continue
                 except QueueAbandoned:
                     pass  # drain deadline: the receiving side dead-lettered what it held
@@ -172,6 +188,9 @@ class AsyncStage(StageBase):
                 outcome.filtered += 1
             outcome.outputs.extend(outputs)
             outcome.routed.extend(routed)
+            if number is not None:
+                outcome.output_ids.extend([number] * len(outputs))  # type: ignore[union-attr]
+                outcome.routed_ids.extend([number] * len(routed))  # type: ignore[union-attr]
         self.complete(chunk, outcome, cell)
 
     def _release_slots(self, n: int) -> None:

@@ -9,7 +9,7 @@ docs/durability.md for the layout and why.
     entries(id, run, stage, kind, first, count, replays, created, payload)
         one row per group of items that entered together (a producer's slice, a trigger's
         items, at most MAX_ROW_ITEMS each); deleted when every item derived from it finished
-    runs(run, stage, kind, started_at, source_done, error, produced, finished, filtered,
+    runs(run, stage, kind, started_at, source_done, cancelled, error, produced, finished, filtered,
          dead_lettered, last_error, priority, parent)
         one row per run that has entered items and not ended; counters of acknowledged rows
     meta(key, value)    format, pipeline, created, next_run
@@ -39,6 +39,7 @@ CREATE TABLE IF NOT EXISTS runs (
     kind          TEXT NOT NULL,
     started_at    TEXT NOT NULL,
     source_done   INTEGER NOT NULL DEFAULT 0,
+    cancelled     INTEGER NOT NULL DEFAULT 0,
     error         TEXT,
     produced      INTEGER NOT NULL DEFAULT 0,
     finished      INTEGER NOT NULL DEFAULT 0,

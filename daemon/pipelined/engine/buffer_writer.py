@@ -46,7 +46,7 @@ APPEND = "a"  # (APPEND, id, run, stage, kind, first, count, created, payload)
 ACK = "k"  # (ACK, id, count)
 COUNTERS = "c"  # (COUNTERS, run, finished, filtered, dead_lettered, last_error | None)
 BEGIN_RUN = "r"  # (BEGIN_RUN, run, stage, kind, started_at, priority, parent, number)
-SOURCE_DONE = "s"  # (SOURCE_DONE, run, error | None)
+SOURCE_DONE = "s"  # (SOURCE_DONE, run, error | None, cancelled)
 END_RUN = "e"  # (END_RUN, run)
 REPLAYED = "p"  # (REPLAYED, up_to_id): every entry up to that id is being replayed once more
 BARRIER = "b"  # (BARRIER,): nothing; its Commit tells when everything before it is on disk
@@ -361,7 +361,7 @@ def _apply(conn: sqlite3.Connection, ops: list[tuple[Any, ...]]) -> int:
             begins.append(op[1:7])
             next_run = max(next_run, op[7] + 1)
         elif kind == SOURCE_DONE:
-            sources.append((op[2], op[1]))
+            sources.append((op[2], int(op[3]), op[1]))
         elif kind == END_RUN:
             ends.append((op[1],))
         elif kind == REPLAYED:
@@ -395,7 +395,9 @@ def _apply(conn: sqlite3.Connection, ops: list[tuple[Any, ...]]) -> int:
             [(*c, run) for run, c in counters.items()],
         )
     if sources:
-        conn.executemany("UPDATE runs SET source_done = 1, error = coalesce(?, error) WHERE run = ?", sources)
+        conn.executemany(
+            "UPDATE runs SET source_done = 1, error = coalesce(?, error), cancelled = ? WHERE run = ?", sources
+        )
     if ends:
         conn.executemany("DELETE FROM runs WHERE run = ?", ends)
     conn.execute("COMMIT")

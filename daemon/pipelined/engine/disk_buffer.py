@@ -41,6 +41,7 @@ from pipelined.engine.buffer_file import (
 from pipelined.engine.buffer_writer import BufferFailed, BufferWriter, Commit
 
 __all__ = [
+    "buffer_path",
     "BufferCorrupt",
     "BufferFailed",
     "BufferOpenError",
@@ -115,6 +116,7 @@ class StoredRun:
     kind: str  # "producer" | "inject" | "link" | "unknown" (entries without their run row)
     started_at: str
     source_done: bool
+    cancelled: bool
     error: str | None
     produced: int
     finished: int
@@ -268,10 +270,10 @@ class DiskBuffer:
         number = int(run.rsplit("-", 1)[-1]) if run.rsplit("-", 1)[-1].isdigit() else 0
         return self._writer.submit((w.BEGIN_RUN, run, stage, kind, started_at, priority, parent, number))
 
-    def source_done(self, run: str, error: str | None = None) -> None:
+    def source_done(self, run: str, error: str | None = None, cancelled: bool = False) -> None:
         """The run's producer finished (or the trigger's items are in): it produces no more."""
         self._check_pid()
-        self._submit_quietly([(w.SOURCE_DONE, run, error)])
+        self._submit_quietly([(w.SOURCE_DONE, run, error, cancelled)])
 
     def end_run(self, run: str) -> None:
         self._check_pid()
@@ -357,13 +359,14 @@ def _read_runs(conn: Any) -> list[StoredRun]:
     pending = dict(conn.execute("SELECT run, sum(count) FROM entries GROUP BY run").fetchall())
     runs = []
     for row in conn.execute(
-        "SELECT run, stage, kind, started_at, source_done, error, produced, finished, filtered,"
+        "SELECT run, stage, kind, started_at, source_done, cancelled, error, produced, finished, filtered,"
         " dead_lettered, last_error, priority, parent FROM runs ORDER BY run"
     ).fetchall():
-        run, stage, kind, started_at, source_done, error, produced, finished, filtered, dead, last_error, priority, parent = row
-        runs.append(StoredRun(run, stage, kind, started_at, bool(source_done), error, produced, finished, filtered,
-                              dead, last_error, priority, parent, int(pending.pop(run, 0))))
+        (run, stage, kind, started_at, source_done, cancelled, error, produced, finished, filtered, dead, last_error,
+         priority, parent) = row  # fmt: skip
+        runs.append(StoredRun(run, stage, kind, started_at, bool(source_done), bool(cancelled), error, produced,
+                              finished, filtered, dead, last_error, priority, parent, int(pending.pop(run, 0))))
     for run, count in pending.items():  # entries whose run row is gone: replay them anyway
         stage = conn.execute("SELECT stage FROM entries WHERE run = ? ORDER BY id LIMIT 1", (run,)).fetchone()[0]
-        runs.append(StoredRun(run, stage, "unknown", "", True, None, 0, 0, 0, 0, None, 0, None, int(count)))
+        runs.append(StoredRun(run, stage, "unknown", "", True, False, None, 0, 0, 0, 0, None, 0, None, int(count)))
     return runs

@@ -15,17 +15,20 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from pipelined.engine.counters import StageCounters
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.runs import Run
 from pipelined.graph.model import Graph
 
-DropHandler = Callable[[str, list[tuple[Run, list[Any]]], str], None]
+DropHandler = Callable[[str, list[Chunk], str], None]
+Ids = Sequence[int] | None  # the items' numbers within their run (ctx.item_id), if tracked
 
 
 class Target(ABC):
     @abstractmethod
-    def send(self, run: Run, items: list[Any]) -> int:
-        """Deliver `items` of `run`; returns how many items ended here (terminal) or went on."""
+    def send(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> int:
+        """Deliver `items` of `run` (derived from `lineage`); returns how many items ended here
+        (terminal)."""
 
     def idle(self) -> bool:
         """True when a worker downstream waits for work (flush now rather than buffer)."""
@@ -36,12 +39,12 @@ class Target(ABC):
 
 
 class Terminal(Target):
-    def send(self, run: Run, items: list[Any]) -> int:
+    def send(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> int:
         return len(items)
 
 
 class InlineRunner(Protocol):
-    def try_inline(self, run: Run, items: list[Any]) -> bool: ...
+    def try_inline(self, run: Run, items: list[Any], lineage: Lineage | None, ids: Ids) -> bool: ...
 
 
 class QueueTarget(Target):
@@ -61,22 +64,23 @@ class QueueTarget(Target):
             runner = self._runner = found if hasattr(found, "try_inline") else None
         return runner  # type: ignore[return-value]
 
-    def send(self, run: Run, items: list[Any]) -> int:
+    def send(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> int:
         if not items:
             return 0
         n = len(items)
-        run.settle(enter=n)
+        run.settle(enter=n, lineage=lineage)
         runner = self._inline_runner()
-        if runner is not None and runner.try_inline(run, items):
+        if runner is not None and runner.try_inline(run, items, lineage, ids):
             return 0
+        chunk = Chunk(run, items, lineage=lineage, ids=ids)
         try:
-            dropped = self.queue.put(Chunk(run, items))
+            dropped = self.queue.put(chunk)
         except QueueRejected:
-            run.settle(leave=n)
+            run.settle(leave=n, lineage=lineage)
             raise
         except QueueAbandoned as exc:  # the drain deadline passed: these cannot go anywhere now
-            left = items if exc.left is None else exc.left  # what got in, the drain dead-lettered
-            self.on_drop(self.queue.stage, [(run, left)], "shutdown")
+            left = n if exc.left is None else len(exc.left)  # what got in, the drain took over
+            self.on_drop(self.queue.stage, [chunk.part(n - left, None)], "shutdown")
             return 0
         if dropped:
             self.on_drop(self.queue.stage, dropped, "dropped")
@@ -98,10 +102,10 @@ class ContainerTarget(Target):
         self.counter = counter
         self.inner = inner
 
-    def send(self, run: Run, items: list[Any]) -> int:
+    def send(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> int:
         if items:
             self.counters.add(self.counter, len(items))
-        return self.inner.send(run, items)
+        return self.inner.send(run, items, lineage, ids)
 
     def idle(self) -> bool:
         return self.inner.idle()
@@ -118,31 +122,38 @@ class Router(Target):
         self._pattern = _weighted_pattern(weights) if mode == "weighted" else []
         self._pattern_pos = 0
 
-    def send(self, run: Run, items: list[Any]) -> int:
+    def send(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> int:
         if not items:
             return 0
         k = len(self.targets)
         if self.mode == "broadcast":
-            return sum(t.send(run, list(items)) for t in self.targets)
+            return sum(t.send(run, list(items), lineage, ids) for t in self.targets)
         if self.mode == "weighted":
-            return self._send_weighted(run, items)
+            return self._send_weighted(run, items, lineage, ids)
         start = next(self._offset) % k
         finished = 0
         for i in range(k):
             part = items[i::k]
             if part:
-                finished += self.targets[(start + i) % k].send(run, part)
+                finished += self.targets[(start + i) % k].send(run, part, lineage, None if ids is None else ids[i::k])
         return finished
 
-    def _send_weighted(self, run: Run, items: list[Any]) -> int:
+    def _send_weighted(self, run: Run, items: list[Any], lineage: Lineage | None, ids: Ids) -> int:
         parts: list[list[Any]] = [[] for _ in self.targets]
+        part_ids: list[list[int]] = [[] for _ in self.targets]
         pattern = self._pattern
         pos = self._pattern_pos
-        for item in items:
+        for index, item in enumerate(items):
             parts[pattern[pos]].append(item)
+            if ids is not None:
+                part_ids[pattern[pos]].append(ids[index])
             pos = (pos + 1) % len(pattern)
         self._pattern_pos = pos
-        return sum(t.send(run, part) for t, part in zip(self.targets, parts, strict=True) if part)
+        return sum(
+            t.send(run, part, lineage, None if ids is None else pids)
+            for t, part, pids in zip(self.targets, parts, part_ids, strict=True)
+            if part
+        )
 
     def idle(self) -> bool:
         return any(t.idle() for t in self.targets)

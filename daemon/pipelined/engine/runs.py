@@ -21,6 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
+from pipelined.engine.lineage import Lineage
 from pipelined.errors import NotFound
 
 RUNS_KEPT = 1000
@@ -54,6 +55,7 @@ class Run:
         self.filtered = 0
         self.dead_lettered = 0
         self.held = 0  # items sitting in accumulator buffers (part of in_flight)
+        self.recovered = False  # replayed from a disk buffer after a restart
         self.last_dead_letter_error: str | None = None
         self.source_done = False
         self.cancelled = False
@@ -75,11 +77,14 @@ class Run:
         dead: int = 0,
         produced: int = 0,
         hold: int = 0,
+        lineage: Lineage | None = None,
     ) -> None:
         """Apply one chunk's effect: `enter` items start flight, `leave` end it, ...
 
         Callers add a chunk's outputs (enter) before removing its inputs (leave), so in_flight
-        never reaches 0 while something of the run is still on its way.
+        never reaches 0 while something of the run is still on its way. The chunk's `lineage`
+        (if any) takes the same effect, before the run may end (its entry is acknowledged
+        before the run's end is recorded).
         """
         with self.lock:
             self.in_flight += enter - leave
@@ -89,7 +94,35 @@ class Run:
             self.produced += produced
             self.held += hold
             verdict = self._verdict()
+        if lineage is not None:
+            error = self.last_dead_letter_error if dead else None
+            lineage.apply(enter - leave, finished, filtered, dead, error)
         self._act(verdict)
+
+    def reset_for_replay(
+        self,
+        listener: RunListener,
+        *,
+        produced: int,
+        finished: int,
+        filtered: int,
+        dead_lettered: int,
+        last_error: str | None,
+        error: str | None,
+    ) -> None:
+        """A run whose stored items are replayed: its counters are the stored ones (what its
+        finished rows did), nothing is in flight yet, and the replay is its source."""
+        with self.lock:
+            self.listener = listener
+            self.state = "running"
+            self.finished_at = None
+            self.produced, self.finished, self.filtered = produced, finished, filtered
+            self.dead_lettered = dead_lettered
+            self.in_flight = self.held = 0
+            self.last_dead_letter_error = last_error
+            self.error = error
+            self.source_done = False
+            self.cancelled = False
 
     def begin(self) -> None:
         """A queued producer run gets a producer thread: it starts now (`started_at`)."""
@@ -161,6 +194,7 @@ class Run:
                     "dead_lettered": self.dead_lettered,
                 },
                 "error": self.error,
+                "recovered": self.recovered,
             }
 
 
@@ -188,6 +222,21 @@ class RunTracker:
             self._trim()
             return run
 
+    def adopt(self, run: Run) -> None:
+        """A run recovered from a disk buffer, under its own id; new ids continue after it."""
+        with self._lock:
+            self._runs[run.id] = run
+            self._runs.move_to_end(run.id)
+            self.started += 1
+            number = run.id[len(RUN_PREFIX):]
+            if number.isdigit():
+                self._next = max(self._next, int(number) + 1)
+
+    def reserve(self, next_number: int) -> None:
+        """Run numbers below `next_number` were used before (a disk buffer remembers them)."""
+        with self._lock:
+            self._next = max(self._next, next_number)
+
     def record_end(self, run: Run) -> None:
         """Count a run that ended (called once per run by the runtime)."""
         with self._lock:
@@ -211,6 +260,10 @@ class RunTracker:
         with self._lock:
             if self._runs.pop(run_id, None) is not None:
                 self.started -= 1
+
+    def find(self, run_id: str) -> Run | None:
+        with self._lock:
+            return self._runs.get(run_id)
 
     def run(self, run_id: str) -> Run:
         with self._lock:

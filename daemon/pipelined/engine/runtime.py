@@ -19,7 +19,10 @@ from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.accumulator import AccumulatorStage
 from pipelined.engine.book import PipelineBook
 from pipelined.engine.drain import Drainer
+from pipelined.engine.durable import inject_durably, open_gate
+from pipelined.engine.entry import EntryGate
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.producer import ProducerStage
 from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
 from pipelined.engine.retry import RetryTimer
@@ -68,6 +71,8 @@ class PipelineRuntime:
         self._stopping = False
         self._drainer: Drainer | None = None
         self._extra = {"pipeline": spec.name}
+        self.gate = EntryGate(spec.name, None, False)  # the disk buffer, ids: set up by start()
+        self.replay: Any = None  # durable.Replay while stored items are being replayed
 
     # -- allocation -------------------------------------------------------------------------
     def threads_of(self, stage: StageSpec) -> int:
@@ -94,6 +99,7 @@ class PipelineRuntime:
         """Start every stage (StartError naming the stage if one cannot) and auto_start producers."""
         try:
             self._build()
+            self.replay = open_gate(self)  # the disk buffer (BufferCorrupt: StartError) and its replay
             self.retry.start()
             self._before_fork()
             for producer in self.producers.values():
@@ -113,6 +119,8 @@ class PipelineRuntime:
         with self._state_lock:
             self.state = "running"
         log.info("pipeline version %s running", self.spec.version, extra=self._extra)
+        if self.replay is not None:
+            self.replay.start()
         for name, producer in self.producers.items():
             if producer.spec.auto_start:
                 self.trigger(name)
@@ -201,6 +209,7 @@ class PipelineRuntime:
             producer = self.producers[stage]
             call_args = producer.binder.bind_producer_args(args)
             run = self._new_run(stage)
+            self.gate.begin_run(run, "producer")
             producer.submit(run, call_args)
             return run.id
         if args is not None:
@@ -210,6 +219,8 @@ class PipelineRuntime:
         return self._inject(stage, spec, list(items))
 
     def _inject(self, stage: str, spec: StageSpec, items: list[Any]) -> str:
+        if self.gate.buffer is not None or self.gate.track_ids:
+            return inject_durably(self, stage, items, INJECT_TIMEOUT)
         where = f"pipeline {self.spec.name!r}, stage {stage!r}"
         run = self._new_run(stage)
         assert self.hooks is not None
@@ -262,6 +273,7 @@ class PipelineRuntime:
                 return
 
     def run_ended(self, run: Run) -> None:
+        self.gate.end_run(run)
         self.book.runs.record_end(run)
         extra = {**self._extra, "stage": run.stage, "run": run.id}
         log.info("run %s %s%s", run.id, run.state, f": {run.error}" if run.error else "", extra=extra)
@@ -300,6 +312,7 @@ class PipelineRuntime:
         text: str | None = None,
         held: int = 0,
         entered: bool = True,
+        lineage: Lineage | None = None,
     ) -> None:
         """Record dead letters, count them, call on_error, settle the run."""
         if not items:
@@ -312,16 +325,27 @@ class PipelineRuntime:
         if self.hooks is not None and self.hooks.has_on_error:
             for item in items:
                 self.hooks.on_error(stage, run.id, item, error)
-        run.settle(leave=n if entered else 0, dead=n, hold=-held)
+        run.settle(leave=n if entered else 0, dead=n, hold=-held, lineage=lineage)
 
-    def _dropped(self, stage: str, dropped: list[tuple[Run, list[Any]]], reason: str = "dropped") -> None:
-        for run, items in dropped:
-            if reason == "dropped":
-                self.book.counters(stage).add("items_dropped", len(items))
-            self.dead_letter(stage, run, items, 0, ItemGivenUp(reason), text=reason)
+    def _dropped(self, stage: str, dropped: list[Chunk], reason: str = "dropped") -> None:
+        for chunk in dropped:
+            if reason == "shutdown":
+                self.leftover(stage, chunk.run, chunk.items, chunk.attempts, chunk.lineage)
+                continue
+            self.book.counters(stage).add("items_dropped", len(chunk.items))
+            self.dead_letter(stage, chunk.run, chunk.items, 0, ItemGivenUp(reason), text=reason, lineage=chunk.lineage)
+
+    def leftover(
+        self, stage: str, run: Run, items: list[Any], attempts: int, lineage: Lineage | None, held: int = 0
+    ) -> None:
+        """What the drain deadline finds: dead-lettered "shutdown" — or, with a disk buffer, left
+        stored for the next version or start (its run stays running until then)."""
+        if self.gate.buffer is None:
+            shutdown = ItemGivenUp("shutdown")
+            self.dead_letter(stage, run, items, attempts, shutdown, text="shutdown", held=held, lineage=lineage)
 
     def _retry_abandoned(self, chunk: Chunk, queue: StageQueue) -> None:
-        self.dead_letter(queue.stage, chunk.run, chunk.items, chunk.attempts, ItemGivenUp("shutdown"), text="shutdown")
+        self.leftover(queue.stage, chunk.run, chunk.items, chunk.attempts, chunk.lineage)
 
     def record_latency(self, stage: str, enqueued_at: float, n: int) -> None:
         self.meters[stage].record_latency(time.perf_counter() - enqueued_at, n)
@@ -377,6 +401,9 @@ class PipelineRuntime:
     # -- views ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         return pipeline_stats(self)
+
+    def buffer_stats(self) -> dict[str, Any]:
+        return self.book.buffer_stats(self.spec.buffer)
 
     def stage_rows(self) -> list[dict[str, Any]]:
         return stage_rows(self)

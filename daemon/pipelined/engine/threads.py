@@ -19,8 +19,9 @@ from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
-from pipelined.engine.router import Target
+from pipelined.engine.router import Ids, Target
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import (
     Failure,
@@ -28,6 +29,7 @@ from pipelined.engine.stage import (
     StageBase,
     StageServices,
     failure_of,
+    item_id_text,
     rejected_failure,
     wait_for_setups,
 )
@@ -158,7 +160,7 @@ class ThreadStage(StageBase):
             return MAX_TAKE
         return max(1, int(CALL_BUDGET_S / per_item))
 
-    def try_inline(self, run: Run, items: list[Any]) -> bool:
+    def try_inline(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> bool:
         """Process a chunk in the sender's thread (execution affinity).
 
         Only for a one-thread stage whose calls have been fast (under INLINE_MAX_S per item).
@@ -177,7 +179,7 @@ class ThreadStage(StageBase):
             invoker, fast, cell = inline
             while (queued := self.queue.take_nowait(MAX_TAKE)) is not None:
                 self._process(queued, invoker, fast, cell)
-            self._process(Chunk(run, items), invoker, fast, cell)
+            self._process(Chunk(run, items, lineage=lineage, ids=ids), invoker, fast, cell)
             return True
 
     def _process(self, chunk: Chunk, invoker: Invoker, fast: Callable[[Any], Any] | None, cell: CounterCell) -> bool:
@@ -193,7 +195,7 @@ class ThreadStage(StageBase):
         logged = enter_log_context(self.services.spec.name, self.name, chunk.run.id)  # user code's log lines
         try:
             if fast is not None and not self._per_item:
-                self._call_fast(fast, chunk.items, outcome)
+                self._call_fast(fast, chunk.items, outcome, chunk.ids)
             else:
                 self._call_each(invoker, chunk, outcome, self._per_item)
         except BaseException as exc:
@@ -209,8 +211,9 @@ class ThreadStage(StageBase):
         self.complete(chunk, outcome, cell)
         return False
 
-    def _call_fast(self, fn: Callable[[Any], Any], items: list[Any], outcome: Outcome) -> None:
-        """map() in C over the chunk; a raising item leaves a marker and the map resumes after it."""
+    def _call_fast(self, fn: Callable[[Any], Any], items: list[Any], outcome: Outcome, ids: Ids = None) -> None:
+        """map() in C over the chunk; a raising item leaves a marker and the map resumes after it.
+        With `ids` (ctx.item_id tracked), each output keeps the number of the item it came from."""
         results: list[Any] = []
         failures = outcome.failures
         rest = iter(items)
@@ -219,26 +222,37 @@ class ThreadStage(StageBase):
                 results.extend(map(fn, rest))
                 break
             except Exception as exc:
-                failures.append(failure_of(items[len(results)], exc))
+                failures.append(failure_of(items[len(results)], exc, len(results)))
                 results.append(_FAILED)
             except BaseException:
                 outcome.died_at = len(results)
                 outcome.filtered = results.count(None)
                 outcome.outputs = [r for r in results if r is not None and r is not _FAILED]
+                if ids is not None:
+                    outcome.output_ids = [ids[i] for i, r in enumerate(results) if r is not None and r is not _FAILED]
                 raise
         if self.is_consumer:
             return
         if failures or None in results:
             outcome.filtered = results.count(None)
             outcome.outputs = [r for r in results if r is not None and r is not _FAILED]
+            if ids is not None:
+                outcome.output_ids = [ids[i] for i, r in enumerate(results) if r is not None and r is not _FAILED]
         else:
             outcome.outputs = results
+            outcome.output_ids = None if ids is None else list(ids)
 
     def _call_each(self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool) -> None:
         run = chunk.run
         check = self.emit_to_checker
         outcome.routed_already = per_item
+        ids = chunk.ids
+        lineage = chunk.lineage
+        attempt = chunk.attempts + 1 + (lineage.replays if lineage is not None else 0)
+        if ids is not None:
+            outcome.output_ids, outcome.routed_ids = [], []
         for index, item in enumerate(chunk.items):
+            number = None if ids is None else ids[index]
             routed: list[tuple[str, Any]] = []
 
             def sink(stage: str, value: Any, routed: list[tuple[str, Any]] = routed) -> None:
@@ -246,14 +260,14 @@ class ThreadStage(StageBase):
                 routed.append((stage, value))
 
             try:
-                outputs, filtered = invoker.call_item(item, run.id, sink)
+                outputs, filtered = invoker.call_item(item, run.id, sink, item_id_text(run.id, number), attempt)
                 if per_item:
-                    outcome.finished += self.route_item(run, outputs, routed)
+                    outcome.finished += self.route_item(run, outputs, routed, lineage, number)
             except QueueRejected as exc:
-                outcome.failures.append(rejected_failure(item, exc))
+                outcome.failures.append(rejected_failure(item, exc, index))
                 continue
             except Exception as exc:
-                outcome.failures.append(failure_of(item, exc))
+                outcome.failures.append(failure_of(item, exc, index))
                 continue
             except BaseException:
                 outcome.died_at = index
@@ -262,6 +276,9 @@ class ThreadStage(StageBase):
                 outcome.filtered += 1
             outcome.outputs.extend(outputs)
             outcome.routed.extend(routed)
+            if number is not None:
+                outcome.output_ids.extend([number] * len(outputs))  # type: ignore[union-attr]
+                outcome.routed_ids.extend([number] * len(routed))  # type: ignore[union-attr]
 
     def _died(self, chunk: Chunk, outcome: Outcome, exc: BaseException, cell: CounterCell) -> None:
         """Charge the item being called; complete the items before it, requeue those after."""
@@ -275,7 +292,9 @@ class ThreadStage(StageBase):
                 cell.items_retried -= len(rest)
             else:
                 cell.items_in -= len(rest)
-            self.queue.put(Chunk(chunk.run, rest, chunk.attempts), force=True)
+            self.queue.put(chunk.part(index + 1, None), force=True)
         chunk.items = items[: index + 1]
-        outcome.failures.append(Failure(items[index], exc, error_text(exc)))
+        if chunk.ids is not None:
+            chunk.ids = chunk.ids[: index + 1]
+        outcome.failures.append(Failure(items[index], exc, error_text(exc), index=index))
         self.complete(chunk, outcome, cell)
