@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from pipelined import tracing
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.lineage import Lineage, Segments, batch_lineage
@@ -170,6 +171,9 @@ class AccumulatorStage:
         if numbers is not None:
             ids = numbers[:1]  # a batch's ctx.item_id is its first item's
             del numbers[: len(batch)]
+        if run.trace is not None:  # one span per batch it emits (it calls no user code)
+            tracing.start_batch(run.trace, self.services.spec.name, self.name, run.id, len(batch),
+                                current=False).end(0)  # fmt: skip
         while True:
             try:
                 finished = self.target.send(run, [batch], lineage, ids)

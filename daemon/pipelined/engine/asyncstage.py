@@ -163,6 +163,7 @@ class AsyncStage(StageBase):
                 cell.busy_seconds += time.perf_counter() - began
                 self._release_slots(1)
 
+        traced = None if chunk.run.trace is None else self._traced(chunk)  # current in this task
         results = await asyncio.gather(*(call(i, item) for i, item in enumerate(items)), return_exceptions=True)
         per_item = outcome.routed_already = self._per_item
         if ids is not None:
@@ -191,6 +192,8 @@ class AsyncStage(StageBase):
             if number is not None:
                 outcome.output_ids.extend([number] * len(outputs))  # type: ignore[union-attr]
                 outcome.routed_ids.extend([number] * len(routed))  # type: ignore[union-attr]
+        if traced is not None:
+            traced.end(len(outcome.failures))
         self.complete(chunk, outcome, cell)
 
     def _release_slots(self, n: int) -> None:
