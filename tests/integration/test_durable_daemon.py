@@ -133,7 +133,7 @@ def kill_loop(daemon: DaemonProcess, sync: str, items: int, kills: int) -> None:
     sink = daemon.base_dir / "consumed.txt"
     daemon.write_module("durable_mods", MODULE)
     daemon.write_pipeline("kill", kill_pipeline(sink, sync))
-    daemon.start()
+    daemon.start(timeout=60)
     run_id = trigger(daemon, "kill", "src", {"args": {"n": items}})
     daemon.wait_for(lambda: run_record(daemon, "kill", run_id)["items"]["produced"] == items, timeout=30,
                     what="every item produced (stored)")  # fmt: skip

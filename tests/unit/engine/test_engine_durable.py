@@ -75,6 +75,7 @@ def strand(tmp_path: Path, key: str, spec: PipelineSpec, book: PipelineBook, tri
     run_id = rt.trigger(**trigger)
     wanted = len(trigger.get("items", ())) or 20
     assert wait_for(lambda: book.runs.get(run_id)["items"]["produced"] == wanted)  # all entered
+    assert wait_for(lambda: not any(p._producing for p in rt.producers.values()))  # and its producer done
     assert wait_for(lambda: rt.stats()["stages"]["work"]["items_in"] > 0)
     rt.drain(0.2)
     assert rt.state == "drained"
@@ -227,3 +228,45 @@ def test_a_pipeline_without_ctx_stages_tracks_no_ids(tmp_path: Path) -> None:
     spec = pipeline(stage("src", "producer", "count_to", auto_start=False), stage("sink", "consumer", "collect"))
     with running(spec, tmp_path) as rt:
         assert rt.gate.track_ids is False and rt.gate.buffer is None
+
+
+# -- tail_file offsets follow the items ------------------------------------------------------------
+@pytest.mark.parametrize("buffer", ["memory", "disk"])
+def test_tail_file_saves_an_offset_only_once_its_lines_are_delivered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, buffer: str
+) -> None:
+    state = tmp_path / "state"
+    monkeypatch.setenv("PIPELINED_STATE_DIR", str(state))
+    log = tmp_path / "app.log"
+    log.write_text("".join(f"line {i}\n" for i in range(10)))
+    key = f"tail-offsets-{buffer}"
+    spec = pipeline(
+        stage("src", "producer", "pipelined.stages:tail_file", auto_start=False,
+              args={"path": str(log), "start": "beginning", "poll_interval": "20ms"}),
+        stage("work", call=f"{D}:hold", args={"key": key}),
+        stage("sink", "consumer", "collect", args={"key": key}),
+        buffer=buffer,
+    )
+    offset_file = state / "tail" / "p-src.offset"
+
+    def saved() -> int:
+        text = offset_file.read_text().split() if offset_file.exists() else []
+        return int(text[1]) if text else 0
+
+    with running(spec, state) as rt:
+        run_id = rt.trigger("src")
+        # (the last line read may wait in the producer's slice until another line comes)
+        assert wait_for(lambda: rt.book.runs.get(run_id)["items"]["produced"] >= 9)
+        assert wait_for(lambda: rt.stats()["stages"]["work"]["items_in"] > 0)
+        if buffer == "memory":  # nothing finished yet: a kill -9 now must read every line again
+            assert saved() == 0
+        else:  # in the disk buffer: the offset moves on (the buffer replays those lines)
+            assert wait_for(lambda: saved() >= len("".join(f"line {i}\n" for i in range(8))))
+        dfns.GATES[key].set()
+        produced = rt.book.runs.get(run_id)["items"]["produced"]
+        assert wait_for(lambda: len(fns.COLLECTED[key]) == produced), (fns.COLLECTED[key], produced)
+        delivered = len("".join(f"line {i}\n" for i in range(produced)))
+        last = len(f"line {produced - 1}\n")
+        # up to the lines delivered, never past them (the last one's offset is registered when the
+        # generator is resumed for the next line, so it waits for that line's slice)
+        assert wait_for(lambda: delivered - last <= saved() <= delivered), (saved(), delivered)
