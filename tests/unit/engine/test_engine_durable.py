@@ -270,3 +270,19 @@ def test_tail_file_saves_an_offset_only_once_its_lines_are_delivered(
         # up to the lines delivered, never past them (the last one's offset is registered when the
         # generator is resumed for the next line, so it waits for that line's slice)
         assert wait_for(lambda: delivered - last <= saved() <= delivered), (saved(), delivered)
+
+
+def test_a_memory_version_replays_what_a_disk_version_stored_then_removes_the_file(tmp_path: Path) -> None:
+    key = "durable-to-memory"
+    book = PipelineBook("p", tmp_path)
+    run_id = strand(tmp_path, key, held_pipeline(key), book, {"stage": "work", "items": [1, 2, 3]})
+    memory = pipeline(*held_pipeline(key).stages)  # the same stages, buffer = "memory"
+    rt = start(memory, book)
+    try:
+        assert finished_run(rt, run_id)["state"] == "completed"
+        assert sorted(fns.COLLECTED[key]) == [1, 2, 3]
+        assert wait_for(lambda: not (tmp_path / "buffers" / "p.sqlite3").exists())
+        assert rt.stats()["buffer"]["kind"] == "memory"
+    finally:
+        rt.drain(5)
+        book.close()
