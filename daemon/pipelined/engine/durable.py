@@ -22,8 +22,8 @@ from pipelined.engine.disk_buffer import (
 )
 from pipelined.engine.entry import EntryGate
 from pipelined.engine.hooks import ItemGivenUp
-from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected
-from pipelined.engine.router import RouterBuilder, Target
+from pipelined.engine.queues import QueueAbandoned, QueueRejected
+from pipelined.engine.router import Target, inject
 from pipelined.engine.runs import Run
 from pipelined.errors import BadRequest, QueueFull, StartError, Unavailable
 
@@ -69,16 +69,16 @@ def _wants_ids(rt: PipelineRuntime) -> bool:
     return False
 
 
-def inject_durably(rt: PipelineRuntime, stage: str, items: list[Any], timeout: float) -> str:
+def inject_durably(rt: PipelineRuntime, run: Run, stage: str, items: list[Any], timeout: float) -> str:
     """A trigger's items: numbered, stored (the 202 waits for the commit), then queued."""
     where = f"pipeline {rt.spec.name!r}, stage {stage!r}"
     gate = rt.gate
-    run = rt._new_run(stage)
     assert rt.hooks is not None
     error = rt.hooks.before_run(run.to_dict()) if rt.hooks.has_run_hooks else None
     if error is not None:
         run.source_finished(error)
         return run.id
+    admission = None
 
     def refuse(exc: Exception) -> Exception:
         gate.cancel(admission.lineage if admission is not None else None)
@@ -86,7 +86,6 @@ def inject_durably(rt: PipelineRuntime, stage: str, items: list[Any], timeout: f
         rt._forget_run(run)
         return exc
 
-    admission = None
     try:
         gate.begin_run(run, "inject")
         admission = gate.admit(run, stage, "in", items, 1, refuse=True)
@@ -94,35 +93,36 @@ def inject_durably(rt: PipelineRuntime, stage: str, items: list[Any], timeout: f
             index, _, text = admission.refused[0]
             raise refuse(BadRequest(f"{where}: items[{index}]: {text}"))
         if admission.commit is not None and not admission.commit.wait(timeout):
+            why = gate.buffer.error if gate.buffer is not None else None
             raise refuse(Unavailable(
                 f"{where}: the disk buffer did not store {len(items)} items within {timeout:g} s"
-                f"{': ' + str(gate.buffer.error) if gate.buffer is not None and gate.buffer.error else ''}"
+                + (f": {why}" if why else "")
             ))
     except (BufferUnavailable, BufferFailed) as exc:
         raise refuse(Unavailable(f"{where}: {exc}")) from None
     gate.source_done(run, None, False)
     lineage, ids, items = admission.lineage, admission.ids, admission.items
     n = len(items)
-    run.settle(produced=n, enter=n, lineage=lineage)
-    queue = rt.queues.get(stage)
-    try:
-        if queue is None:  # a nested pipeline: through its entrance
-            run.settle(finished=rt.target_for(stage).send(run, items, lineage, ids), lineage=lineage)
-            run.settle(leave=n, lineage=lineage)
-        else:
-            dropped = queue.put_all_or_nothing(Chunk(run, items, lineage=lineage, ids=ids), timeout)
-            if dropped:
-                rt._dropped(stage, dropped)
-    except QueueRejected:
-        assert queue is not None
+    run.settle(produced=n, enter=n, lineage=lineage)  # in flight while they are handed over
+    try:  # into every queue they reach (a nested pipeline's children), or into none
+        finished = inject(rt._targets[stage], run, items, timeout, lineage, ids)
+    except QueueRejected as exc:
+        queue = rt.queues[str(exc)]
+        whose = "its queue" if queue.stage == stage else f"the queue of stage {queue.stage!r}"
         raise refuse(QueueFull(
-            f"{where}: its queue has no room for {n} items ({queue.depth}/{queue.capacity} queued, "
+            f"{where}: {whose} has no room for {n} items ({queue.depth}/{queue.capacity} queued, "
             f'on_full = "reject")'
         )) from None
-    except TimeoutError:
+    except TimeoutError as exc:
+        whose = "" if str(exc) == stage else f" into stage {str(exc)!r}"
         raise refuse(Unavailable(
-            f'{where}: could not enqueue {n} items within {timeout:g} s (queue full, on_full = "block")'
+            f'{where}: could not enqueue {n} items{whose} within {timeout:g} s (queue full, on_full = "block")'
         )) from None
+    except QueueAbandoned:
+        raise refuse(Unavailable(
+            f"{where}: the pipeline drained before there was room for {n} items; none was accepted"
+        )) from None
+    run.settle(leave=n, finished=finished, lineage=lineage)
     if lineage is not None:
         lineage.seal()
     run.source_finished()
@@ -239,9 +239,7 @@ class Replay:
             spec = rt.spec.stage(stage)
             target: Target | None = None
             if spec is not None and kind == "out" and spec.kind == "producer":
-                builder = RouterBuilder(rt.graph, rt.queues.__getitem__, rt.book.counters, rt._dropped,
-                                        rt.stages.get)  # fmt: skip
-                target = builder.outputs(stage)
+                target = rt._builder.outputs(stage)
             elif spec is not None and kind != "out" and spec.kind != "producer":
                 target = rt.target_for(stage)
             self._targets[key] = target

@@ -19,9 +19,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from pipelined.engine.lineage import Lineage
+from pipelined.engine.runids import RunNumbers
 from pipelined.errors import NotFound
 
 RUNS_KEPT = 1000
@@ -96,8 +98,7 @@ class Run:
             self.held += hold
             verdict = self._verdict()
         if lineage is not None:
-            error = self.last_dead_letter_error if dead else None
-            lineage.apply(enter - leave, finished, filtered, dead, error)
+            lineage.apply(enter - leave, finished, filtered, dead, self.last_dead_letter_error if dead else None)
         self._act(verdict)
 
     def reset_for_replay(
@@ -202,11 +203,13 @@ class Run:
 class RunTracker:
     """Run ids and history of one pipeline (lives in its PipelineBook, across versions)."""
 
-    def __init__(self, pipeline: str, keep: int = RUNS_KEPT, first: int = 1) -> None:
+    def __init__(
+        self, pipeline: str, keep: int = RUNS_KEPT, first: int = 1, state_dir: Path | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.keep = keep
         self._lock = threading.Lock()
-        self._next = max(1, first)
+        self._numbers = RunNumbers(pipeline, state_dir, first)  # never reused, crashes included
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self.started = 0
         self.completed = 0
@@ -215,8 +218,7 @@ class RunTracker:
 
     def new_run(self, stage: str, listener: RunListener | None) -> Run:
         with self._lock:
-            run_id = f"{RUN_PREFIX}{self._next:06d}"
-            self._next += 1
+            run_id = f"{RUN_PREFIX}{self._numbers.take():06d}"
             run = Run(run_id, self.pipeline, stage, listener)
             self._runs[run_id] = run
             self.started += 1
@@ -231,12 +233,16 @@ class RunTracker:
             self.started += 1
             number = run.id[len(RUN_PREFIX):]
             if number.isdigit():
-                self._next = max(self._next, int(number) + 1)
+                self._numbers.skip_to(int(number) + 1)
 
     def reserve(self, next_number: int) -> None:
         """Run numbers below `next_number` were used before (a disk buffer remembers them)."""
         with self._lock:
-            self._next = max(self._next, next_number)
+            self._numbers.skip_to(next_number)
+
+    def find(self, run_id: str) -> Run | None:
+        with self._lock:
+            return self._runs.get(run_id)
 
     def record_end(self, run: Run) -> None:
         """Count a run that ended (called once per run by the runtime)."""
@@ -261,10 +267,6 @@ class RunTracker:
         with self._lock:
             if self._runs.pop(run_id, None) is not None:
                 self.started -= 1
-
-    def find(self, run_id: str) -> Run | None:
-        with self._lock:
-            return self._runs.get(run_id)
 
     def run(self, run_id: str) -> Run:
         with self._lock:

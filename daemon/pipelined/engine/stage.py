@@ -51,6 +51,7 @@ class Outcome:
     finished: int = 0  # already counted at a terminal (per-item routing)
     routed_already: bool = False
     died_at: int = -1  # index of the item whose call killed the worker thread
+    sent_early: int = 0  # outputs routed while the chunk was still being called (lateoutputs.py)
 
 
 class StageServices(Protocol):
@@ -62,7 +63,7 @@ class StageServices(Protocol):
 
     def stopping(self) -> bool: ...
 
-    def target_for(self, stage: str) -> Target: ...
+    def target_for(self, stage: str, sender: str | None = None) -> Target: ...
 
     def dead_letter(
         self,
@@ -195,7 +196,7 @@ class StageBase:
         if outputs and not self.is_consumer:
             finished = self.target.send(run, outputs, lineage, None if ids is None else ids * len(outputs))
         for stage, value in routed:
-            finished += self.services.target_for(stage).send(run, [value], lineage, ids)
+            finished += self.services.target_for(stage, self.name).send(run, [value], lineage, ids)
         return finished
 
     # -- completing a chunk -----------------------------------------------------------------
@@ -218,7 +219,7 @@ class StageBase:
             for i, (stage, value) in enumerate(outcome.routed):
                 finished += self._send_to(run, stage, value, lineage, None if routed_ids is None else routed_ids[i])
         if not self.is_consumer:
-            cell.items_out += len(outcome.outputs) + len(outcome.routed)
+            cell.items_out += len(outcome.outputs) + len(outcome.routed) + outcome.sent_early
         if failures:
             cell.items_failed += len(failures)
             self._failed(chunk, failures)
@@ -226,7 +227,7 @@ class StageBase:
             self.services.record_latency(self.name, chunk.enqueued_at, n - len(failures))
         run.settle(leave=n - len(failures), finished=finished, filtered=filtered, lineage=lineage)
 
-    def _send(self, run: Run, outputs: list[Any], lineage: Lineage | None, ids: list[int] | None) -> int:
+    def _send(self, run: Run, outputs: list[Any], lineage: Lineage | None = None, ids: list[int] | None = None) -> int:
         try:
             return self.target.send(run, outputs, lineage, ids)
         except QueueAbandoned:
@@ -234,7 +235,8 @@ class StageBase:
 
     def _send_to(self, run: Run, stage: str, value: Any, lineage: Lineage | None, item_id: int | None) -> int:
         try:
-            return self.services.target_for(stage).send(run, [value], lineage, None if item_id is None else [item_id])
+            target = self.services.target_for(stage, self.name)
+            return target.send(run, [value], lineage, None if item_id is None else [item_id])
         except QueueAbandoned:
             return 0
         except QueueRejected as exc:  # not routed per item (see routes_per_item): never lost
