@@ -23,19 +23,44 @@ run with tracing on, and retries, take the ordinary path.
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import Chunk
-from pipelined.engine.router import QueueTarget
+from pipelined.engine.router import QueueTarget, Target
 from pipelined.engine.runs import Run
-from pipelined.engine.stage import failure_of
+from pipelined.engine.stage import Failure, StageServices, failure_of
 from pipelined.logcontext import enter_log_fields, exit_log_context
 
-if TYPE_CHECKING:
-    from pipelined.engine.threads import ThreadStage
+
+class ThreadStage(Protocol):
+    """What a chain needs of a stage (engine/threads.py's ThreadStage)."""
+
+    name: str
+    is_consumer: bool
+    target: Target
+    services: StageServices
+    per_item_s: float | None
+    fusible: bool
+    _exclusive: threading.Lock | None
+    _inline: Any  # (invoker, fast function, counter cell, InProgress) while its worker runs
+
+    def fast_now(self) -> bool: ...
+
+    def ready_to_fuse(self) -> bool: ...
+
+    def hold(self, chunk: Chunk) -> None: ...
+
+    def release(self, chunk: Chunk) -> bool: ...
+
+    def _send(self, run: Run, outputs: list[Any]) -> int: ...
+
+    def _failed(self, chunk: Chunk, failures: list[Failure]) -> None: ...
+
+    def log_base_exception(self, run: Run, exc: BaseException) -> None: ...
 
 MAX_CHAIN = 8
 CALL_BUDGET_S = 0.01  # a fused chunk is cut into parts of about this much work (outputs flow on)
