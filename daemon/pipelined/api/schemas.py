@@ -108,6 +108,7 @@ class Run(TypedDict):
     finished_at: str | None
     items: RunItems
     error: str | None
+    recovered: bool  # replayed from a disk buffer after a restart
 
 
 class StateChange(TypedDict):
@@ -147,6 +148,16 @@ class RunCounts(TypedDict):
     active: int
 
 
+class BufferStats(TypedDict):
+    kind: Literal["memory", "disk"]
+    items: int  # items stored (disk), waiting to finish
+    bytes: int  # the buffer file and its WAL
+    oldest_age_s: float  # age of the oldest stored item
+    commits_per_s: float  # over the last 5 s
+    error: str | None  # why new items are refused now (disk full, unwritable), else null
+    sync: NotRequired[Literal["normal", "full"]]
+
+
 class PipelineStats(TypedDict):
     pipeline: str
     state: PipelineState
@@ -155,6 +166,7 @@ class PipelineStats(TypedDict):
     runs: RunCounts
     bottleneck: str | None
     stages: dict[str, StageStats]
+    buffer: BufferStats
 
 
 class DaemonInfo(TypedDict):

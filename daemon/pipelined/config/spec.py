@@ -144,6 +144,8 @@ class PipelineSpec:
     on_full: OnFull = "block"
     track_latency: bool = False
     drain_timeout: float | None = None  # None: the daemon's drain_timeout
+    buffer: str = "memory"  # "memory" | "disk" (config.md, Durable buffer)
+    buffer_sync: str = "normal"  # "normal" | "full": PRAGMA synchronous of the disk buffer
     python_path: tuple[Path, ...] = ()  # absolute
     hooks: Hooks = field(default_factory=Hooks)
     priority_max_wait: float = 30.0  # an item queued this long is served next, whatever its priority

@@ -68,7 +68,10 @@ KEY_KINDS: dict[str, tuple[str, ...]] = {
 }
 PIPELINE_ONLY_HINTS: dict[str, str] = {
     key: f'"{key}" is a pipeline key: put it at the top of the file, before the first [[stage]]'
-    for key in ("description", "enabled", "track_latency", "drain_timeout", "python_path", "priority_max_wait")
+    for key in (
+        "description", "enabled", "track_latency", "drain_timeout", "buffer", "buffer_sync", "python_path",
+        "priority_max_wait",
+    )
 }
 STAGE_ONLY_HINTS: dict[str, str] = {
     key: f'"{key}" is a stage key: put it inside a [[stage]]'

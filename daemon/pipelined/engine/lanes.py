@@ -30,6 +30,12 @@ class Queued(Protocol):
     enqueued_at: float
     flush: bool
 
+    def part(self, start: int, stop: int | None) -> Any:
+        """items[start:stop] as a chunk of its own."""
+
+    def drop_first(self, n: int) -> None:
+        """Forget the first n items."""
+
 
 Chunk = TypeVar("Chunk", bound=Queued)
 
@@ -105,10 +111,10 @@ class PriorityLanes(Generic[Chunk]):
             return oldest
         return best
 
-    def evict(self, excess: int) -> tuple[list[tuple[Run, list[Any]]], int]:
+    def evict(self, excess: int) -> tuple[list[Chunk], int]:
         """Drop at least `excess` items (whole chunks, or the front of one), lowest priority and
         oldest first; control entries (accumulator flush requests) stay. (dropped, items dropped)."""
-        dropped: list[tuple[Run, list[Any]]] = []
+        dropped: list[Chunk] = []
         removed = 0
         for key in reversed(list(self._order)):
             lane = self._lanes[-key]
@@ -119,12 +125,13 @@ class PriorityLanes(Generic[Chunk]):
                     kept.append(chunk)
                     continue
                 take = min(len(chunk.items), excess - removed)
-                dropped.append((chunk.run, chunk.items[:take]))
                 removed += take
                 if take < len(chunk.items):
-                    chunk.items = chunk.items[take:]
+                    dropped.append(chunk.part(0, take))
+                    chunk.drop_first(take)
                     kept.append(chunk)
                 else:
+                    dropped.append(chunk)
                     self._count -= 1
             kept.extend(lane)
             lane.clear()

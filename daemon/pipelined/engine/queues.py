@@ -19,9 +19,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pipelined.engine.lanes import PriorityLanes
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.runs import Run
 
 OnFull = Literal["block", "drop_oldest", "reject"]
@@ -43,21 +45,47 @@ class QueueAbandoned(Exception):
 
 
 class Chunk:
-    """Items of one run travelling together; `attempts` > 0 marks a retry (one item)."""
+    """Items of one run travelling together; `attempts` > 0 marks a retry (one item).
 
-    __slots__ = ("run", "items", "attempts", "enqueued_at", "flush")
+    `lineage`: the entry the items derive from (lineage.py; None in a memory pipeline);
+    `ids`: the items' numbers within their run (ctx.item_id), when the pipeline tracks them."""
+
+    __slots__ = ("run", "items", "attempts", "enqueued_at", "flush", "lineage", "ids")
 
     def __init__(
-        self, run: Run, items: list[Any], attempts: int = 0, *, flush: bool = False
+        self,
+        run: Run,
+        items: list[Any],
+        attempts: int = 0,
+        *,
+        flush: bool = False,
+        lineage: Lineage | None = None,
+        ids: Sequence[int] | None = None,
     ) -> None:
         self.run = run
         self.items = items
         self.attempts = attempts
         self.enqueued_at = time.perf_counter()
         self.flush = flush  # an accumulator flush request for `run` (no items)
+        self.lineage = lineage
+        self.ids = ids
+
+    def part(self, start: int, stop: int | None) -> Chunk:
+        """items[start:stop] as a chunk of its own (same run, attempts, lineage, enqueue time)."""
+        ids = self.ids
+        part = Chunk(self.run, self.items[start:stop], self.attempts, lineage=self.lineage,
+                     ids=None if ids is None else ids[start:stop])
+        part.enqueued_at = self.enqueued_at
+        return part
+
+    def drop_first(self, n: int) -> None:
+        """Forget the first n items (they went elsewhere)."""
+        self.items = self.items[n:]
+        if self.ids is not None:
+            self.ids = self.ids[n:]
 
 
-Dropped = list[tuple[Run, list[Any]]]
+Dropped = list[Chunk]
 
 
 class StageQueue:
@@ -162,24 +190,21 @@ class StageQueue:
 
     def _put_blocking(self, chunk: Chunk, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        items = chunk.items
+        done = 0  # items of the chunk queued so far (in parts, as room appeared)
         while True:
             room = self.capacity - self.depth - self.reserved - self.waiting
-            if room >= len(items):
-                chunk.items = items
-                self._append(chunk)
+            if room >= len(chunk.items) - done:
+                self._append(chunk.part(done, None) if done else chunk)
                 return
             if room > 0:
-                part = Chunk(chunk.run, items[:room], chunk.attempts)
-                part.enqueued_at = chunk.enqueued_at
-                self._append(part)
-                items = items[room:]
+                self._append(chunk.part(done, done + room))
+                done += room
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise TimeoutError(self.stage)
             self._not_full.wait(left)
             if self.abandoned:
-                raise QueueAbandoned(self.stage, items)
+                raise QueueAbandoned(self.stage, chunk.items[done:])
 
     def _append(self, chunk: Chunk) -> None:
         if chunk.run.priority and not self.prioritized:
@@ -207,11 +232,11 @@ class StageQueue:
                 continue
             if len(oldest.items) <= excess:
                 self._chunks.popleft()
-                dropped.append((oldest.run, oldest.items))
+                dropped.append(oldest)
                 self.depth -= len(oldest.items)
             else:
-                dropped.append((oldest.run, oldest.items[:excess]))
-                oldest.items = oldest.items[excess:]
+                dropped.append(oldest.part(0, excess))
+                oldest.drop_first(excess)
                 self.depth -= excess
         return dropped
 
@@ -258,9 +283,8 @@ class StageQueue:
         chunks = self._chunks
         chunk = chunks[0]
         if len(chunk.items) > max_items:
-            part = Chunk(chunk.run, chunk.items[:max_items], chunk.attempts)
-            part.enqueued_at = chunk.enqueued_at
-            chunk.items = chunk.items[max_items:]
+            part = chunk.part(0, max_items)
+            chunk.drop_first(max_items)
             return part
         chunks.popleft()
         if chunk.flush or chunk.attempts:
@@ -269,12 +293,14 @@ class StageQueue:
             return chunk
         while chunks:
             nxt = chunks[0]
-            if nxt.run is not chunk.run or nxt.flush or nxt.attempts:
+            if nxt.run is not chunk.run or nxt.flush or nxt.attempts or nxt.lineage is not chunk.lineage:
                 break
             if len(chunk.items) + len(nxt.items) > max_items:
                 break
             chunks.popleft()
             chunk.items = chunk.items + nxt.items
+            if chunk.ids is not None and nxt.ids is not None:
+                chunk.ids = [*chunk.ids, *nxt.ids]
         if self.prioritized and not chunks:
             self._unprioritize()
         return chunk

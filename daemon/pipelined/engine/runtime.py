@@ -20,7 +20,10 @@ from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.accumulator import AccumulatorStage
 from pipelined.engine.book import PipelineBook
 from pipelined.engine.drain import Drainer
+from pipelined.engine.durable import inject_durably, open_gate
+from pipelined.engine.entry import EntryGate
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.producer import ProducerStage
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.retry import RetryTimer
@@ -57,6 +60,8 @@ class PipelineRuntime:
         self.started_at = time.monotonic()
         self.hooks: HookSet | None = None
         self.retry = RetryTimer(spec.name, self._retry_abandoned)
+        self.gate = EntryGate(spec.name, None, False)  # the disk buffer, item ids: set up by start()
+        self.replay: Any = None  # durable.Replay while stored items are being replayed
         self.queues: dict[str, StageQueue] = {}
         self.stages: dict[str, Any] = {}  # name -> ThreadStage / AsyncStage / ProcessStageRunner / ...
         self.producers: dict[str, ProducerStage] = {}
@@ -99,6 +104,7 @@ class PipelineRuntime:
         """Start every stage (StartError naming the stage if one cannot) and auto_start producers."""
         try:
             self._build()
+            self.replay = open_gate(self)  # the disk buffer (BufferCorrupt: StartError) and its replay
             self.retry.start()
             self._before_fork()
             for producer in self.producers.values():
@@ -118,6 +124,8 @@ class PipelineRuntime:
         with self._state_lock:
             self.state = "running"
         log.info("pipeline version %s running", self.spec.version, extra=self._extra)
+        if self.replay is not None:
+            self.replay.start()
         for name, producer in self.producers.items():
             if producer.spec.auto_start:
                 self.trigger(name)
@@ -218,6 +226,7 @@ class PipelineRuntime:
             with self._state_lock:
                 self._check_running()
                 run = self._new_run(stage, spec.priority if priority is None else priority)
+            self.gate.begin_run(run, "producer")
             if not producer.submit(run, call_args):  # the drain stopped the producer meanwhile
                 self._forget_run(run)
                 raise Conflict(f"pipeline {self.spec.name!r} is draining: it takes no triggers")
@@ -240,6 +249,8 @@ class PipelineRuntime:
             raise Conflict(f"{where} is {state}: it takes no triggers")
 
     def _inject(self, run: Run, stage: str, items: list[Any]) -> str:
+        if self.gate.buffer is not None or self.gate.track_ids:  # stored first / numbered
+            return inject_durably(self, run, stage, items, INJECT_TIMEOUT)
         where = f"pipeline {self.spec.name!r}, stage {stage!r}"
         assert self.hooks is not None
         error = self.hooks.before_run(run.to_dict()) if self.hooks.has_run_hooks else None
@@ -300,6 +311,7 @@ class PipelineRuntime:
                 return
 
     def run_ended(self, run: Run) -> None:
+        self.gate.end_run(run)
         self.book.runs.record_end(run)
         if run.trace is not None:
             tracing.end_run(run.trace, run.to_dict())
@@ -352,6 +364,7 @@ class PipelineRuntime:
         text: str | None = None,
         held: int = 0,
         entered: bool = True,
+        lineage: Lineage | None = None,
     ) -> None:
         """Record dead letters, count them, call on_error, settle the run."""
         if not items:
@@ -364,16 +377,27 @@ class PipelineRuntime:
         if self.hooks is not None and self.hooks.has_on_error:
             for item in items:
                 self.hooks.on_error(stage, run.id, item, error)
-        run.settle(leave=n if entered else 0, dead=n, hold=-held)
+        run.settle(leave=n if entered else 0, dead=n, hold=-held, lineage=lineage)
 
-    def _dropped(self, stage: str, dropped: list[tuple[Run, list[Any]]], reason: str = "dropped") -> None:
-        for run, items in dropped:
-            if reason == "dropped":
-                self.book.counters(stage).add("items_dropped", len(items))
-            self.dead_letter(stage, run, items, 0, ItemGivenUp(reason), text=reason)
+    def _dropped(self, stage: str, dropped: list[Chunk], reason: str = "dropped") -> None:
+        for chunk in dropped:
+            if reason == "shutdown":
+                self.leftover(stage, chunk.run, chunk.items, chunk.attempts, chunk.lineage)
+                continue
+            self.book.counters(stage).add("items_dropped", len(chunk.items))
+            self.dead_letter(stage, chunk.run, chunk.items, 0, ItemGivenUp(reason), text=reason, lineage=chunk.lineage)
+
+    def leftover(
+        self, stage: str, run: Run, items: list[Any], attempts: int, lineage: Lineage | None, held: int = 0
+    ) -> None:
+        """What the drain deadline finds: dead-lettered "shutdown" — or, with a disk buffer, left
+        stored for the next version or start (its run stays running until then)."""
+        if self.gate.buffer is None:
+            shutdown = ItemGivenUp("shutdown")
+            self.dead_letter(stage, run, items, attempts, shutdown, text="shutdown", held=held, lineage=lineage)
 
     def _retry_abandoned(self, chunk: Chunk, queue: StageQueue) -> None:
-        self.dead_letter(queue.stage, chunk.run, chunk.items, chunk.attempts, ItemGivenUp("shutdown"), text="shutdown")
+        self.leftover(queue.stage, chunk.run, chunk.items, chunk.attempts, chunk.lineage)
 
     def record_latency(self, stage: str, enqueued_at: float, n: int) -> None:
         self.meters[stage].record_latency(time.perf_counter() - enqueued_at, n)
@@ -429,6 +453,9 @@ class PipelineRuntime:
     # -- views ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         return pipeline_stats(self)
+
+    def buffer_stats(self) -> dict[str, Any]:
+        return self.book.buffer_stats(self.spec.buffer)
 
     def stage_rows(self) -> list[dict[str, Any]]:
         return stage_rows(self)

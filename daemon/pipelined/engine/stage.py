@@ -17,8 +17,10 @@ from typing import Any, Protocol
 from pipelined import tracing
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.entry import EntryGate
 from pipelined.engine.gate import StageGate
 from pipelined.engine.hooks import error_text
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.retry import RetryTimer, backoff_delay
 from pipelined.engine.router import Target
@@ -34,6 +36,7 @@ class Failure:
     error: BaseException | None  # None when it happened in a worker process
     text: str  # "TypeName: message"
     trace: str | None = None  # formatted traceback
+    index: int = -1  # its place in the chunk (for its ctx.item_id), when known
 
 
 @dataclass
@@ -42,6 +45,8 @@ class Outcome:
 
     outputs: list[Any] = field(default_factory=list)
     routed: list[tuple[str, Any]] = field(default_factory=list)  # ctx.emit_to pairs
+    output_ids: list[int] | None = None  # ctx.item_id numbers of outputs / routed items, when tracked
+    routed_ids: list[int] | None = None
     filtered: int = 0
     failures: list[Failure] = field(default_factory=list)
     finished: int = 0  # already counted at a terminal (per-item routing)
@@ -55,6 +60,7 @@ class StageServices(Protocol):
 
     spec: PipelineSpec
     retry: RetryTimer
+    gate: EntryGate
 
     def stopping(self) -> bool: ...
 
@@ -71,6 +77,7 @@ class StageServices(Protocol):
         text: str | None = None,
         held: int = 0,
         entered: bool = True,
+        lineage: Lineage | None = None,
     ) -> None: ...
 
     def record_latency(self, stage: str, enqueued_at: float, n: int) -> None: ...
@@ -81,9 +88,14 @@ class StageServices(Protocol):
 REJECTED_TEXT = "QueueRejected: the queue of stage {} is full (on_full = reject)"
 
 
-def rejected_failure(item: Any, exc: QueueRejected) -> Failure:
+def rejected_failure(item: Any, exc: QueueRejected, index: int = -1) -> Failure:
     """An item whose results a full `on_full = "reject"` queue refused: that attempt failed."""
-    return Failure(item, exc, REJECTED_TEXT.format(exc))
+    return Failure(item, exc, REJECTED_TEXT.format(exc), index=index)
+
+
+def item_id_text(run_id: str, number: int | None) -> str | None:
+    """ctx.item_id: "<run>.<n>", n the number of the entered item it derives from."""
+    return None if number is None else f"{run_id}.{number}"
 
 SETUP_TIMEOUT_S = 60.0
 
@@ -182,11 +194,17 @@ class StageBase:
         """ctx.emit_to sink used while calling: only checks the target exists."""
         self.services.target_for(stage)
 
-    def route_item(self, run: Run, outputs: list[Any], routed: list[tuple[str, Any]]) -> int:
+    def route_item(
+        self, run: Run, outputs: list[Any], routed: list[tuple[str, Any]], lineage: Lineage | None = None,
+        item_id: int | None = None,
+    ) -> int:
         """Route one item's results (may raise QueueRejected: that attempt fails)."""
-        finished = self.target.send(run, outputs) if outputs and not self.is_consumer else 0
+        ids = None if item_id is None else [item_id]
+        finished = 0
+        if outputs and not self.is_consumer:
+            finished = self.target.send(run, outputs, lineage, None if ids is None else ids * len(outputs))
         for stage, value in routed:
-            finished += self.services.target_for(stage, self.name).send(run, [value])
+            finished += self.services.target_for(stage, self.name).send(run, [value], lineage, ids)
         return finished
 
     # -- completing a chunk -----------------------------------------------------------------
@@ -201,11 +219,13 @@ class StageBase:
         filtered = 0 if self.is_consumer else outcome.filtered
         if self.is_consumer:
             finished += n - len(failures)
+        lineage = chunk.lineage
         if not outcome.routed_already:
             if outcome.outputs and not self.is_consumer:
-                finished += self._send(run, outcome.outputs)
-            for stage, value in outcome.routed:
-                finished += self._send_to(run, stage, value)
+                finished += self._send(run, outcome.outputs, lineage, outcome.output_ids)
+            routed_ids = outcome.routed_ids
+            for i, (stage, value) in enumerate(outcome.routed):
+                finished += self._send_to(run, stage, value, lineage, None if routed_ids is None else routed_ids[i])
         if not self.is_consumer:
             cell.items_out += len(outcome.outputs) + len(outcome.routed) + outcome.sent_early
         if failures:
@@ -213,22 +233,23 @@ class StageBase:
             self._failed(chunk, failures)
         if self.services.spec.track_latency:
             self.services.record_latency(self.name, chunk.enqueued_at, n - len(failures))
-        run.settle(leave=n - len(failures), finished=finished, filtered=filtered)
+        run.settle(leave=n - len(failures), finished=finished, filtered=filtered, lineage=lineage)
 
-    def _send(self, run: Run, outputs: list[Any]) -> int:
+    def _send(self, run: Run, outputs: list[Any], lineage: Lineage | None = None, ids: list[int] | None = None) -> int:
         try:
-            return self.target.send(run, outputs)
+            return self.target.send(run, outputs, lineage, ids)
         except QueueAbandoned:
             return 0  # drain deadline: the receiving side dead-lettered its items
 
-    def _send_to(self, run: Run, stage: str, value: Any) -> int:
+    def _send_to(self, run: Run, stage: str, value: Any, lineage: Lineage | None, item_id: int | None) -> int:
         try:
-            return self.services.target_for(stage, self.name).send(run, [value])
+            target = self.services.target_for(stage, self.name)
+            return target.send(run, [value], lineage, None if item_id is None else [item_id])
         except QueueAbandoned:
             return 0
         except QueueRejected as exc:  # not routed per item (see routes_per_item): never lost
             text = REJECTED_TEXT.format(exc)
-            self.services.dead_letter(self.name, run, [value], 1, exc, text=text, entered=False)
+            self.services.dead_letter(self.name, run, [value], 1, exc, text=text, entered=False, lineage=lineage)
             return 0
 
     def _failed(self, chunk: Chunk, failures: list[Failure]) -> None:
@@ -252,12 +273,16 @@ class StageBase:
                 )
             if give_up:
                 error = failure.error or RuntimeError(failure.text)
-                self.services.dead_letter(self.name, run, [failure.item], attempts, error, text=failure.text)
+                self.services.dead_letter(
+                    self.name, run, [failure.item], attempts, error, text=failure.text, lineage=chunk.lineage
+                )
             else:
-                retry = Chunk(run, [failure.item], attempts)
+                ids = chunk.ids
+                item_id = None if ids is None or failure.index < 0 else [ids[failure.index]]
+                retry = Chunk(run, [failure.item], attempts, lineage=chunk.lineage, ids=item_id)
                 delay = backoff_delay(self.spec.retry_backoff, attempts)
                 self.services.retry.schedule(retry, self.queue, delay)
 
 
-def failure_of(item: Any, exc: BaseException) -> Failure:
-    return Failure(item, exc, error_text(exc))
+def failure_of(item: Any, exc: BaseException, index: int = -1) -> Failure:
+    return Failure(item, exc, error_text(exc), index=index)

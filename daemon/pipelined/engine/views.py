@@ -46,6 +46,8 @@ class RuntimeView(Protocol):
 
     def threads_of(self, stage: StageSpec) -> int: ...
 
+    def buffer_stats(self) -> dict[str, Any]: ...
+
     def processes_of(self, stage: StageSpec) -> int: ...
 
 IDLE_UTILIZATION = 0.001
@@ -81,6 +83,7 @@ def pipeline_stats(rt: RuntimeView) -> dict[str, Any]:
         "runs": rt.book.runs.counts(),
         "bottleneck": bottleneck,
         "stages": stages,
+        "buffer": rt.buffer_stats(),
     }
 
 

@@ -275,4 +275,6 @@ def _failed(slot: PipelineSlot, error: str, keeps_running: bool) -> str:
 def remove(slot: PipelineSlot) -> None:
     with slot.lock:
         slot.drain_runtime()
-        log.info("%s: file removed; pipeline drained and removed", slot.name, extra={"pipeline": slot.name})
+        left = slot.book.discard_buffer()  # a disk buffer: what the drain left is dead-lettered "shutdown"
+        log.info("%s: file removed; pipeline drained and removed%s", slot.name,
+                 f" ({left} buffered items dead-lettered)" if left else "", extra={"pipeline": slot.name})

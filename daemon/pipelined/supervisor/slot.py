@@ -178,6 +178,7 @@ class PipelineSlot:
             "runs": self.book.runs.counts(),
             "bottleneck": None,
             "stages": self._stopped_stage_stats(),
+            "buffer": self.book.buffer_stats(self.version.spec.buffer if self.version is not None else "memory"),
         }
 
     def _stopped_stage_stats(self) -> dict[str, Any]:

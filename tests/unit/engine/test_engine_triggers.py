@@ -133,7 +133,8 @@ def test_stats_shape_and_stage_rows() -> None:
     with running(spec) as rt:
         finished_run(rt, rt.trigger("src"))
         stats = rt.stats()
-        assert set(stats) == {"pipeline", "state", "version", "uptime_s", "runs", "bottleneck", "stages"}
+        assert set(stats) == {"pipeline", "state", "version", "uptime_s", "runs", "bottleneck", "stages", "buffer"}
+        assert stats["buffer"]["kind"] == "memory" and stats["buffer"]["items"] == 0
         assert stats["runs"] == {"started": 1, "completed": 1, "failed": 0, "cancelled": 0, "active": 0}
         assert stats["bottleneck"] == "work"
         row = stats["stages"]["work"]
