@@ -59,15 +59,15 @@ def test_tools_run_passes_its_arguments_to_the_daemon_only(clone: Path) -> None:
         )  # fmt: skip
     try:
 
-        def health() -> bool:
-            if proc.poll() is not None:
-                raise AssertionError(f"tools/run exited {proc.returncode}:\n{log_path.read_text()[-4000:]}")
+        def answering() -> bool:
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        wait_for(health, timeout=INSTALL_TIMEOUT, interval=0.2, what="tools/run answering on the given port")
+        wait_for(lambda: proc.poll() is not None or answering(), timeout=INSTALL_TIMEOUT, interval=0.2,
+                 what="tools/run answering on the given port")  # fmt: skip
+        assert proc.poll() is None, f"tools/run exited {proc.returncode}:\n{log_path.read_text()[-4000:]}"
         # --log-level debug reached the daemon too
         wait_for(lambda: "DEBUG" in log_path.read_text(errors="replace"), timeout=30, what="debug lines")
     finally:
