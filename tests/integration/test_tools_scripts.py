@@ -3,7 +3,8 @@
 Arguments of `tools/run` go to `pipelined run` only and those of `tools/test` to pytest only:
 `tools/_setup.sh` must never read them (once it took `--listen` as a pip extra and `pip install
 -e .[--listen]` failed). Slow (a fresh `.venv` is installed, from the machine's wheels and pip's
-cache), so both scripts share one clone.
+cache), so both scripts share one clone: `tools/test` first installs `.[test]`, then `tools/run` finds
+it installed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from harness import REPO_ROOT, free_port, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -43,9 +45,25 @@ def _clean_env() -> dict[str, str]:
     return env
 
 
+def _without_pip_noise(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if "WARNING: Location" not in line)
+
+
 @pytest.fixture(scope="module")
 def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _fresh_clone(tmp_path_factory.mktemp("tools"))
+
+
+def test_tools_test_passes_its_arguments_to_pytest_only(clone: Path) -> None:
+    result = subprocess.run(
+        ["./tools/test", "-v", "-p", "no:cacheprovider", "tests/unit/test_config_durations.py"],
+        cwd=clone, env=_clean_env(), capture_output=True, text=True, timeout=INSTALL_TIMEOUT,
+    )  # fmt: skip
+    out = _without_pip_noise(result.stdout + result.stderr)
+    assert result.returncode == 0, out[-4000:]
+    ran = [line for line in result.stdout.splitlines() if "::" in line and "PASSED" in line]
+    assert ran, out[-4000:]
+    assert all(line.startswith("tests/unit/test_config_durations.py::") for line in ran), ran
 
 
 def test_tools_run_passes_its_arguments_to_the_daemon_only(clone: Path) -> None:
@@ -67,24 +85,12 @@ def test_tools_run_passes_its_arguments_to_the_daemon_only(clone: Path) -> None:
 
         wait_for(lambda: proc.poll() is not None or answering(), timeout=INSTALL_TIMEOUT, interval=0.2,
                  what="tools/run answering on the given port")  # fmt: skip
-        assert proc.poll() is None, f"tools/run exited {proc.returncode}:\n{log_path.read_text()[-4000:]}"
+        assert proc.poll() is None, f"tools/run exited {proc.returncode}:\n{_without_pip_noise(log_path.read_text())[-4000:]}"
         # --log-level debug reached the daemon too
         wait_for(lambda: "DEBUG" in log_path.read_text(errors="replace"), timeout=30, what="debug lines")
     finally:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
         code = proc.wait(60)
-    assert code == 0, log_path.read_text()[-4000:]
+    assert code == 0, _without_pip_noise(log_path.read_text())[-4000:]
     assert (clone / ".venv" / "bin" / "pipelined").exists()
-
-
-def test_tools_test_passes_its_arguments_to_pytest_only(clone: Path) -> None:
-    result = subprocess.run(
-        ["./tools/test", "-v", "-p", "no:cacheprovider", "tests/unit/test_config_durations.py"],
-        cwd=clone, env=_clean_env(), capture_output=True, text=True, timeout=INSTALL_TIMEOUT,
-    )  # fmt: skip
-    out = result.stdout + result.stderr
-    assert result.returncode == 0, out[-4000:]
-    ran = [line for line in result.stdout.splitlines() if "::" in line and "PASSED" in line]
-    assert ran, out[-4000:]
-    assert all(line.startswith("tests/unit/test_config_durations.py::") for line in ran), ran
