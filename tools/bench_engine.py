@@ -29,9 +29,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "daemon"))
 
+from pipelined.config.spec import PipelineSpec, StageSpec  # noqa: E402
 from pipelined.engine import PipelineBook, PipelineRuntime  # noqa: E402
-from pipelined.graph import build_graph  # noqa: E402
-from pipelined.spec import PipelineSpec, StageSpec  # noqa: E402
+from pipelined.graph.routing import build_graph  # noqa: E402
 
 # -- the user code, as a module the engine imports ------------------------------------------
 fns = types.ModuleType("bench_engine_fns")

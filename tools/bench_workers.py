@@ -80,7 +80,7 @@ def pool_rate(call: str, items: list[int], chunk: int = 256, threads: int = 2, b
 
     Each dispatcher collects the outputs like the engine does: per item (reading every
     ItemOutcome), or with `bulk` from `plain_outputs` when the batch has one."""
-    from pipelined.spec import PipelineSpec, StageSpec
+    from pipelined.config.spec import PipelineSpec, StageSpec
     from pipelined.workers import make_process_stage
 
     stage = StageSpec(name="work", call=f"bench_workers:{call}", processes=2)
@@ -138,9 +138,9 @@ def executor_rate(fn: Callable[[int], int], items: list[int], chunksize: int) ->
 def engine_rate(total: int, middle: tuple[str, ...], *, processes: bool, sink: str = "add_up") -> float:
     """items/s through a real PipelineRuntime: src -> `middle` stages -> `sink`; the last middle
     stage runs in `processes = 2` when `processes`, every other stage in one thread."""
+    from pipelined.config.spec import PipelineSpec, StageSpec
     from pipelined.engine import PipelineBook, PipelineRuntime
-    from pipelined.graph import build_graph
-    from pipelined.spec import PipelineSpec, StageSpec
+    from pipelined.graph.routing import build_graph
 
     stages = [StageSpec(name="src", kind="producer", call="bench_workers:numbers", auto_start=False)]
     for i, call in enumerate(middle):

@@ -1,3 +1,3 @@
-from pipelined.cli import main
+from pipelined.cli.main import main
 
 raise SystemExit(main())

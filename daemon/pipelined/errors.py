@@ -12,15 +12,37 @@
     └── StartError             a pipeline version could not start (setup(), after_fork, limits, ...)
 
 The API maps RequestError subclasses to their `status`; nothing else reaches a client as a trace.
+`Problem` (one error or warning about a file) lives here too, because `ConfigInvalid` carries
+them and every layer reports them; `pipelined.config.spec` re-exports it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Literal
 
-if TYPE_CHECKING:
-    from pipelined.spec import Problem
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One error or warning about a file: printed as `<file>[:<line>]: <where>: <message>`.
+
+    `where` is the path inside the file: `pipeline`, `pipeline/stage`, `pipeline/stage/key`
+    (e.g. `orders/enrich/threads`).
+    """
+
+    file: str
+    where: str
+    message: str
+    line: int | None = None
+    severity: Severity = "error"
+
+    def __str__(self) -> str:
+        loc = f"{self.file}:{self.line}" if self.line else self.file
+        text = f"{loc}: {self.where}: {self.message}"
+        return f"warning: {text}" if self.severity == "warning" else text
 
 
 class PipelinedError(Exception):

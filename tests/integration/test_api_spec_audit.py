@@ -226,7 +226,7 @@ def test_times_are_iso_8601_utc_with_microseconds(api: httpx.Client) -> None:
 
 
 def test_timestamps_keep_microseconds_when_they_are_zero(monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelined import pipeline_slot
+    from pipelined.supervisor import slot as pipeline_slot
 
     class AtWholeSecond(datetime):
         @classmethod

@@ -133,7 +133,7 @@ def test_json_log_format_every_line_is_json_even_python_warnings(make_daemon: Ca
 
 
 def test_startup_freezes_the_objects_alive_then() -> None:
-    from pipelined.supervisor import freeze_startup_objects
+    from pipelined.supervisor.loop import freeze_startup_objects
 
     try:
         freeze_startup_objects()

@@ -62,7 +62,7 @@ def test_required_settings() -> None:
 
 
 def test_stop_timeout_exceeds_default_drain_timeout() -> None:
-    from pipelined.settings import Settings
+    from pipelined.config.settings import Settings
 
     stop = _service_section()["TimeoutStopSec"][0]
     seconds = int(re.fullmatch(r"(\d+)s?", stop).group(1))  # type: ignore[union-attr]

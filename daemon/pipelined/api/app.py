@@ -1,6 +1,6 @@
 """`create_app(control, api_settings)`: the Litestar app the daemon serves with uvicorn.
 
-The app is a thin adapter over `pipelined.control.Control`: controllers turn HTTP into Control
+The app is a thin adapter over `pipelined.supervisor.control.Control`: controllers turn HTTP into Control
 calls (in worker threads), `errors.py` turns every exception into `{"status_code", "detail"}`,
 `auth.py` guards every route but `/health` and `/ready`, and all JSON is encoded with orjson.
 """
@@ -24,7 +24,7 @@ from pipelined.api.errors import exception_handlers, json_errors_only
 from pipelined.api.pipelines import PipelinesController
 from pipelined.api.responses import OrjsonResponse
 from pipelined.api.runs import RunsController
-from pipelined.control import Control
+from pipelined.supervisor.control import Control
 
 DEFAULT_MAX_BODY = 1024 * 1024
 
@@ -39,7 +39,7 @@ class ApiSettings:
 
     @classmethod
     def from_settings(cls, api: Any) -> ApiSettings:
-        """From `pipelined.settings.ApiSettings` (reads the token file: may raise SettingsInvalid)."""
+        """From `pipelined.config.settings.ApiSettings` (reads the token file: may raise SettingsInvalid)."""
         return cls(token=api.token(), config_write=bool(api.config_write), max_body=int(api.max_body))
 
 

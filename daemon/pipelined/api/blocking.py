@@ -16,7 +16,7 @@ import anyio
 from anyio import CapacityLimiter
 from litestar import Request
 
-from pipelined.control import Control
+from pipelined.supervisor.control import Control
 
 T = TypeVar("T")
 

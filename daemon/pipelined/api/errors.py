@@ -103,11 +103,10 @@ def json_errors_only(response: Response[Any]) -> Response[Any]:
     """`after_request`: an error a handler returned as non-JSON (Litestar's HTML 404 page for an
     unknown path under /schema) becomes the usual JSON error."""
     media_type = str(getattr(response.media_type, "value", response.media_type) or "")
-    if response.status_code >= 400 and "json" not in media_type:
+    status = response.status_code
+    if status is not None and status >= 400 and "json" not in media_type:
         detail = "no such endpoint (the OpenAPI document is /schema/openapi.json)"
-        return error_response(
-            response.status_code, detail if response.status_code == 404 else "request failed"
-        )
+        return error_response(status, detail if status == 404 else "request failed")
     return response
 
 

@@ -1,9 +1,8 @@
 """`GET /metrics`: a prometheus_client Collector over what the `Control` reports.
 
-Nothing is counted twice: every sample is read, at scrape time, from `Control.daemon_stats()`
-and `Control.list_pipelines()` (and `Control.reload_counts()` when the control has it — an
-optional extension returning `{pipeline: {"ok": n, "failed": m}}`). `render_metrics(control)`
-is what the API serves; the supervisor's `Control.metrics()` may return it too.
+Nothing is counted twice: every sample is read, at scrape time, from `Control.daemon_stats()`,
+`Control.list_pipelines()` and `Control.reload_counts()` (`{pipeline: {"ok": n, "failed": m}}`).
+`render_metrics(control)` is what the API serves: the supervisor returns data, the API renders it.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from pipelined.control import Control
+from pipelined.supervisor.control import Control
 
 CONTENT_TYPE = "text/plain; version=0.0.4"  # Litestar appends "; charset=utf-8"
 PIPELINE_STATES = ("starting", "running", "draining", "drained", "failed", "disabled")
@@ -137,8 +136,7 @@ class ControlCollector(Collector):
 
     def _reloads(self) -> Iterator[Metric]:
         reloads = CounterMetricFamily("pipelined_reloads", "Reloads by result", labels=["pipeline", "result"])
-        counts_of = getattr(self.control, "reload_counts", None)
-        counts: Mapping[str, Mapping[str, Any]] = counts_of() if callable(counts_of) else {}
+        counts: Mapping[str, Mapping[str, Any]] = self.control.reload_counts()
         for pipeline, by_result in counts.items():
             for result, count in by_result.items():
                 reloads.add_metric([pipeline, str(result)], _number(count) or 0.0)

@@ -19,8 +19,8 @@ from pipelined.api.validation import (
     check_timeout,
     parse_trigger_body,
 )
-from pipelined.control import Control
 from pipelined.errors import NotFound
+from pipelined.supervisor.control import Control
 
 AnyRequest = Request[Any, Any, Any]
 

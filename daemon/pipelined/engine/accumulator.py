@@ -14,12 +14,12 @@ import threading
 import time
 from typing import Any
 
+from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import StageServices
-from pipelined.spec import StageSpec
 
 log = logging.getLogger("pipelined.engine")
 

@@ -15,15 +15,15 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pipelined.calls.invoke import Invoker
+from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
-from pipelined.engine.invoke import Invoker
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target
 from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of, rejected_failure
 from pipelined.errors import StartError
-from pipelined.logs import enter_log_context
-from pipelined.spec import StageSpec
+from pipelined.logcontext import enter_log_context
 
 log = logging.getLogger("pipelined.engine")
 

@@ -12,12 +12,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
+from pipelined.config.spec import PipelineSpec
 from pipelined.engine.hooks import ItemGivenUp
-
-if TYPE_CHECKING:
-    from pipelined.engine.runtime import PipelineRuntime
+from pipelined.engine.queues import StageQueue
+from pipelined.engine.retry import RetryTimer
+from pipelined.engine.runs import Run
 
 log = logging.getLogger("pipelined.engine")
 
@@ -26,8 +28,44 @@ STUCK_WORKERS_S = 0.25  # how long workers still inside user code get after the 
 WAIT_GRACE_S = 1.0  # a waiter whose timeout ends at the deadline also sees the deadline's outcome
 
 
+class DrainedRuntime(Protocol):
+    """What a drain needs of its runtime (`PipelineRuntime` is the one)."""
+
+    @property
+    def spec(self) -> PipelineSpec: ...
+
+    @property
+    def producers(self) -> Mapping[str, Any]: ...  # name -> ProducerStage
+
+    @property
+    def stages(self) -> Mapping[str, Any]: ...  # name -> a queue-fed stage
+
+    @property
+    def queues(self) -> Mapping[str, StageQueue]: ...
+
+    @property
+    def retry(self) -> RetryTimer: ...
+
+    def wait_runs_ended(self, deadline: float) -> bool: ...
+
+    def finish_drain(self) -> None: ...
+
+    def dead_letter(
+        self,
+        stage: str,
+        run: Run,
+        items: list[Any],
+        attempts: int,
+        error: BaseException,
+        *,
+        text: str | None = None,
+        held: int = 0,
+        entered: bool = True,
+    ) -> None: ...
+
+
 class Drainer:
-    def __init__(self, runtime: PipelineRuntime, deadline: float) -> None:
+    def __init__(self, runtime: DrainedRuntime, deadline: float) -> None:
         self.runtime = runtime
         self.deadline = deadline
         self._done = threading.Event()

@@ -15,9 +15,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from pipelined.engine.loading import load_callable
+from pipelined.calls.loading import load_callable
+from pipelined.config.spec import Hooks, PipelineSpec
 from pipelined.errors import StartError
-from pipelined.spec import Hooks, PipelineSpec
 
 log = logging.getLogger("pipelined.engine")
 

@@ -14,12 +14,12 @@ import threading
 import time
 from typing import Any
 
+from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target
 from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices
-from pipelined.errors import StartError
-from pipelined.spec import StageSpec
+from pipelined.workers import make_process_stage
 
 log = logging.getLogger("pipelined.engine")
 
@@ -48,10 +48,6 @@ class ProcessStageRunner(StageBase):
         self.per_item_s: float | None = None  # moving average of a call's time per item
 
     def start(self) -> None:
-        try:
-            from pipelined.workers import make_process_stage
-        except ImportError as exc:
-            raise StartError(f"stage {self.name!r}: processes not supported: {exc}") from exc
         self.pool = make_process_stage(self.services.spec, self.spec, self.workers)
         self.pool.start(run_before_fork_hooks=False)  # the runtime ran before_fork once
         for i in range(self.workers):

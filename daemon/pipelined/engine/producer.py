@@ -17,16 +17,16 @@ from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
+from pipelined.calls.invoke import Invoker
+from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import HookSet, error_text
-from pipelined.engine.invoke import Invoker
 from pipelined.engine.queues import QueueAbandoned, QueueRejected
 from pipelined.engine.retry import backoff_delay
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import REJECTED_TEXT, StageServices, wait_for_setups
-from pipelined.logs import enter_log_context, exit_log_context
-from pipelined.spec import StageSpec
+from pipelined.logcontext import enter_log_context, exit_log_context
 
 log = logging.getLogger("pipelined.engine")
 

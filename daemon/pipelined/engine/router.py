@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from pipelined.engine.counters import StageCounters
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.runs import Run
-from pipelined.graph import Graph
+from pipelined.graph.model import Graph
 
 DropHandler = Callable[[str, list[tuple[Run, list[Any]]], str], None]
 

@@ -13,6 +13,7 @@ after_run the final state.
 
 from __future__ import annotations
 
+import builtins
 import threading
 import time
 from collections import OrderedDict
@@ -228,7 +229,7 @@ class RunTracker:
             runs = list(reversed(self._runs.values()))
         return [r.to_dict() for r in runs]
 
-    def active(self) -> list[Run]:
+    def active(self) -> builtins.list[Run]:  # `list` is the method above here
         with self._lock:
             return [r for r in self._runs.values() if not r.ended]
 

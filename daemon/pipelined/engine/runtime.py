@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.accumulator import AccumulatorStage
 from pipelined.engine.book import PipelineBook
 from pipelined.engine.drain import Drainer
@@ -26,9 +27,10 @@ from pipelined.engine.router import RouterBuilder, Target
 from pipelined.engine.runs import Run
 from pipelined.engine.stagebuild import build_stage
 from pipelined.engine.stats import StageMeter
+from pipelined.engine.views import pipeline_stats, stage_rows
 from pipelined.errors import BadRequest, Conflict, NotFound, QueueFull, StartError, Unavailable
-from pipelined.graph import Graph
-from pipelined.spec import PipelineSpec, StageSpec
+from pipelined.graph.model import Graph
+from pipelined.workers import run_before_fork
 
 log = logging.getLogger("pipelined.engine")
 
@@ -150,8 +152,6 @@ class PipelineRuntime:
         runners = [*self.producers.values(), *self.stages.values()]
         stages = [s.spec for s in runners if getattr(s, "uses_processes", False)]
         if stages:
-            from pipelined.workers import run_before_fork
-
             run_before_fork(self.spec, stages)
 
     def _topo_index(self) -> dict[str, int]:
@@ -376,13 +376,9 @@ class PipelineRuntime:
 
     # -- views ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        from pipelined.engine.views import pipeline_stats
-
         return pipeline_stats(self)
 
     def stage_rows(self) -> list[dict[str, Any]]:
-        from pipelined.engine.views import stage_rows
-
         return stage_rows(self)
 
     def live_workers(self) -> tuple[int, int]:

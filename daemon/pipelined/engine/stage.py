@@ -14,6 +14,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
@@ -21,7 +22,6 @@ from pipelined.engine.retry import RetryTimer, backoff_delay
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
 from pipelined.errors import StartError
-from pipelined.spec import PipelineSpec, StageSpec
 
 log = logging.getLogger("pipelined.engine")
 

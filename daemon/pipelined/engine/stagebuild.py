@@ -2,29 +2,47 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
+from pipelined.calls.invoke import Invoker
+from pipelined.calls.loading import load_callable
+from pipelined.config.spec import StageSpec
 from pipelined.engine.accumulator import AccumulatorStage
+from pipelined.engine.asyncstage import AsyncStage
+from pipelined.engine.book import PipelineBook
 from pipelined.engine.hooks import HookSet, error_text
-from pipelined.engine.invoke import Invoker
-from pipelined.engine.loading import load_callable
+from pipelined.engine.processstage import ProcessStageRunner
 from pipelined.engine.producer import ProducerStage
+from pipelined.engine.queues import StageQueue
 from pipelined.engine.router import Target
+from pipelined.engine.stage import StageServices
+from pipelined.engine.threads import ThreadStage
 from pipelined.errors import StartError
-from pipelined.spec import StageSpec
-
-if TYPE_CHECKING:
-    from pipelined.engine.runtime import PipelineRuntime
+from pipelined.workers import ProcessStage, make_process_stage
 
 
-def build_stage(rt: PipelineRuntime, spec: StageSpec, target: Target, hooks: HookSet) -> Any:
+class StageHost(StageServices, Protocol):
+    """What building a stage needs of its runtime (`PipelineRuntime` is the one), besides the
+    services the stage itself uses."""
+
+    @property
+    def book(self) -> PipelineBook: ...
+
+    @property
+    def queues(self) -> Mapping[str, StageQueue]: ...
+
+    def threads_of(self, stage: StageSpec) -> int: ...
+
+    def processes_of(self, stage: StageSpec) -> int: ...
+
+
+def build_stage(rt: StageHost, spec: StageSpec, target: Target, hooks: HookSet) -> Any:
     counters = rt.book.counters(spec.name)
     where = f"pipeline {rt.spec.name!r}, stage {spec.name!r}"
     if spec.kind == "accumulator":
         return AccumulatorStage(rt, spec, rt.queues[spec.name], target, counters)
     if spec.uses_processes and spec.kind != "producer":
-        from pipelined.engine.processstage import ProcessStageRunner
-
         return ProcessStageRunner(rt, spec, rt.queues[spec.name], target, counters, rt.processes_of(spec))
     if not spec.call:
         raise StartError(f"{where}: no 'call' to run")
@@ -42,17 +60,11 @@ def build_stage(rt: PipelineRuntime, spec: StageSpec, target: Target, hooks: Hoo
             return ProducerStage(rt, spec, target, counters, workers, make_invoker, hooks)
         processes = rt.processes_of(spec)
 
-        def make_pool() -> Any:
-            from pipelined.workers import make_process_stage
-
+        def make_pool() -> ProcessStage:
             return make_process_stage(rt.spec, spec, processes)
 
         return ProducerStage(rt, spec, target, counters, processes, make_invoker, hooks, make_pool)
     if make_invoker().is_async:
-        from pipelined.engine.asyncstage import AsyncStage
-
         concurrency = max(1, spec.threads or 1)  # an async stage's concurrency is never cut
         return AsyncStage(rt, spec, rt.queues[spec.name], target, counters, concurrency, make_invoker)
-    from pipelined.engine.threads import ThreadStage
-
     return ThreadStage(rt, spec, rt.queues[spec.name], target, counters, workers, make_invoker)

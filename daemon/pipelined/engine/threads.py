@@ -15,9 +15,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pipelined.calls.invoke import Invoker
+from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
-from pipelined.engine.invoke import Invoker
 from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
@@ -30,8 +31,7 @@ from pipelined.engine.stage import (
     rejected_failure,
     wait_for_setups,
 )
-from pipelined.logs import enter_log_context, exit_log_context
-from pipelined.spec import StageSpec
+from pipelined.logcontext import enter_log_context, exit_log_context
 
 log = logging.getLogger("pipelined.engine")
 

@@ -3,19 +3,55 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
+from pipelined.config.spec import PipelineSpec, StageSpec
+from pipelined.engine.book import PipelineBook
 from pipelined.engine.counters import COUNTER_NAMES
+from pipelined.engine.queues import StageQueue
+from pipelined.engine.stats import StageMeter
+from pipelined.graph.model import Graph
 
-if TYPE_CHECKING:
-    from pipelined.engine.book import PipelineBook
-    from pipelined.engine.runtime import PipelineRuntime
-    from pipelined.spec import PipelineSpec
+
+class RuntimeView(Protocol):
+    """What the views read of a runtime (`PipelineRuntime` is the one)."""
+
+    @property
+    def spec(self) -> PipelineSpec: ...
+
+    @property
+    def graph(self) -> Graph: ...
+
+    @property
+    def book(self) -> PipelineBook: ...
+
+    @property
+    def allocation(self) -> Any: ...
+
+    @property
+    def state(self) -> str: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    @property
+    def meters(self) -> Mapping[str, StageMeter]: ...
+
+    @property
+    def queues(self) -> Mapping[str, StageQueue]: ...
+
+    @property
+    def stages(self) -> Mapping[str, Any]: ...
+
+    def threads_of(self, stage: StageSpec) -> int: ...
+
+    def processes_of(self, stage: StageSpec) -> int: ...
 
 IDLE_UTILIZATION = 0.001
 
 
-def pipeline_stats(rt: PipelineRuntime) -> dict[str, Any]:
+def pipeline_stats(rt: RuntimeView) -> dict[str, Any]:
     stages: dict[str, Any] = {}
     for stage in rt.spec.walk():
         meter = rt.meters.get(stage.name)
@@ -45,7 +81,7 @@ def pipeline_stats(rt: PipelineRuntime) -> dict[str, Any]:
     }
 
 
-def stage_rows(rt: PipelineRuntime) -> list[dict[str, Any]]:
+def stage_rows(rt: RuntimeView) -> list[dict[str, Any]]:
     rows = []
     alloc_stages = getattr(rt.allocation, "stages", {}) if rt.allocation is not None else {}
     for stage in rt.spec.walk():

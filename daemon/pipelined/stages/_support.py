@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipelined.durations import parse_duration
+from pipelined.config.durations import parse_duration
 
 STATE_DIR_ENV = "PIPELINED_STATE_DIR"
 SYSTEMD_STATE_DIR_ENV = "STATE_DIRECTORY"  # set by systemd for StateDirectory=

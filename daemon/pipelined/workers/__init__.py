@@ -20,8 +20,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol
 
-from pipelined.spec import PipelineSpec, StageSpec
+from pipelined.config.spec import PipelineSpec, StageSpec
+from pipelined.workers.fork_per_item import ForkPerItemStage
 from pipelined.workers.outcome import ItemOutcome, ProducerFailed
+from pipelined.workers.pool import PoolStage
 from pipelined.workers.setup import run_before_fork
 
 __all__ = ["ItemOutcome", "ProcessStage", "ProducerFailed", "make_process_stage", "run_before_fork"]
@@ -44,9 +46,5 @@ class ProcessStage(Protocol):
 def make_process_stage(pipeline_spec: PipelineSpec, stage_spec: StageSpec, processes: int) -> ProcessStage:
     """The process side of a stage with `processes`; `processes` is the effective (allocated) count."""
     if stage_spec.process_mode == "fork_per_item" and stage_spec.kind != "producer":
-        from pipelined.workers.fork_per_item import ForkPerItemStage
-
         return ForkPerItemStage(pipeline_spec, stage_spec, processes)
-    from pipelined.workers.pool import PoolStage
-
     return PoolStage(pipeline_spec, stage_spec, processes)

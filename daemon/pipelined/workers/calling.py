@@ -1,6 +1,6 @@
 """Calling a stage's user code inside a worker process, one batch of items at a time.
 
-The calling itself is the engine's `Invoker` (pipelined/engine/invoke.py), so a stage behaves
+The calling itself is `calls.invoke.Invoker` (pipelined/calls/invoke.py), so a stage behaves
 the same in a worker process as in a thread: functions, generators, `async def`s, async
 generators, classes (instantiated once per worker, TOML `args` to `__init__`, `setup()`/`close()`)
 and `ctx`. This module turns every attempt into a row `(outputs, routed, filtered, error,
@@ -14,7 +14,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from pipelined.engine.invoke import Invoker
+from pipelined.calls.invoke import Invoker
 from pipelined.workers.setup import WorkerSetup, import_ref
 
 Row = tuple[list[Any], list[tuple[str, Any]], bool, str | None, str | None, float]

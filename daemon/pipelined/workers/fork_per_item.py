@@ -17,8 +17,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.errors import StartError
-from pipelined.spec import PipelineSpec, StageSpec
 from pipelined.workers import protocol
 from pipelined.workers.handle import (
     WorkerDied,

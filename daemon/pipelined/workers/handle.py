@@ -17,8 +17,8 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from multiprocessing.context import BaseContext
-from typing import Any
+from multiprocessing.context import ForkContext, ForkServerContext, SpawnContext
+from typing import Any, cast
 
 from pipelined.workers import protocol
 from pipelined.workers.logbridge import replay
@@ -30,9 +30,13 @@ _helpers_lock = threading.Lock()
 _helper_users = 0
 
 
-def acquire_context(method: str) -> BaseContext:
+WorkerContext = ForkContext | ForkServerContext | SpawnContext
+
+
+def acquire_context(method: str) -> WorkerContext:
+    """The context of a start method (\"fork\", \"forkserver\" or \"spawn\", as config checked)."""
     global _helper_users
-    context = multiprocessing.get_context(method)
+    context = cast(WorkerContext, multiprocessing.get_context(method))
     if method != "fork":
         with _helpers_lock:
             _helper_users += 1
@@ -50,7 +54,7 @@ def release_context(method: str) -> None:
         _helper_users -= 1
         if _helper_users > 0:
             return
-        from multiprocessing import forkserver, resource_tracker
+        from multiprocessing import forkserver, resource_tracker  # only to stop them: stdlib internals
 
         for helper in (getattr(forkserver, "_forkserver", None), getattr(resource_tracker, "_resource_tracker", None)):
             stop = getattr(helper, "_stop", None)
@@ -76,7 +80,7 @@ class WorkerStartFailed(Exception):
 class WorkerHandle:
     def __init__(
         self,
-        context: BaseContext,
+        context: WorkerContext,
         setup: WorkerSetup,
         index: int,
         target: Callable[..., None] = worker_main,

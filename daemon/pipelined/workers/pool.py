@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.errors import StartError
-from pipelined.spec import PipelineSpec, StageSpec
 from pipelined.workers import protocol
 from pipelined.workers.handle import (
     WorkerDied,
@@ -27,7 +27,7 @@ from pipelined.workers.handle import (
     release_context,
 )
 from pipelined.workers.outcome import ItemOutcome, ProducerFailed, failed
-from pipelined.workers.pool_producer import _ProducerRun
+from pipelined.workers.pool_producer import ProducerRun, WorkerSlot
 from pipelined.workers.setup import run_before_fork, worker_setup
 
 log = logging.getLogger("pipelined.workers")
@@ -35,12 +35,6 @@ log = logging.getLogger("pipelined.workers")
 START_TIMEOUT = 60.0
 MAX_DEATHS_OUTSIDE_ITEMS = 3
 KILLED_CALLER_GRACE = 5.0
-
-
-class _Slot:
-    def __init__(self, index: int) -> None:
-        self.index = index
-        self.worker: WorkerHandle | None = None
 
 
 class PoolStage:
@@ -51,8 +45,8 @@ class PoolStage:
         self.setup = worker_setup(pipeline_spec, stage_spec)
         self.max_items = stage_spec.max_items_per_worker
         self.method = stage_spec.start_method
-        self._slots = [_Slot(i) for i in range(self.processes)]
-        self._idle: list[_Slot] = []
+        self._slots = [WorkerSlot(i) for i in range(self.processes)]
+        self._idle: list[WorkerSlot] = []
         self._cond = threading.Condition()
         self._started = False
         self._stopping = False
@@ -160,13 +154,13 @@ class PoolStage:
         if slot is None:
             raise ProducerFailed(f"WorkerStopped: stage {self.stage_spec.name!r} is stopping")
         try:
-            yield from _ProducerRun(self, slot, run_id, call_args, emit_to).items()
+            yield from ProducerRun(self, slot, run_id, call_args, emit_to).items()
         finally:
             with self._cond:
                 self._idle.append(slot)
                 self._cond.notify_all()
 
-    def _take_slot(self) -> _Slot | None:
+    def _take_slot(self) -> WorkerSlot | None:
         with self._cond:
             while not self._idle and not self._stopping and self._started:
                 self._cond.wait()
@@ -177,7 +171,7 @@ class PoolStage:
     def _stopped_outcome(self) -> ItemOutcome:
         return failed(f"WorkerStopped: stage {self.stage_spec.name!r} is stopping")
 
-    def replace_worker(self, slot: _Slot) -> WorkerHandle:
+    def replace_worker(self, slot: WorkerSlot) -> WorkerHandle:
         """A fresh worker in `slot` (the old one is stopped or gone). WorkerStartFailed if it fails."""
         if slot.worker is not None:
             slot.worker.stop(time.monotonic() + 10.0)
@@ -195,7 +189,7 @@ class PoolStage:
 class _BatchRun:
     """One `process()` call on one slot: send, collect rows, survive deaths, recycle."""
 
-    def __init__(self, pool: PoolStage, slot: _Slot, run_id: str | None, items: Sequence[Any]) -> None:
+    def __init__(self, pool: PoolStage, slot: WorkerSlot, run_id: str | None, items: Sequence[Any]) -> None:
         self.pool = pool
         self.slot = slot
         self.run_id = run_id

@@ -4,20 +4,38 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from pipelined.config.spec import StageSpec
 from pipelined.workers import protocol
 from pipelined.workers.handle import WorkerDied, WorkerHandle, WorkerStartFailed
 from pipelined.workers.outcome import ProducerFailed
 
-if TYPE_CHECKING:
-    from pipelined.workers.pool import PoolStage, _Slot
-
 CANCEL_GRACE = 10.0
 
 
-class _ProducerRun:
-    def __init__(self, pool: PoolStage, slot: _Slot, run_id: str, call_args: Mapping[str, Any],
+class WorkerSlot:
+    """One of a pool's places for a worker process (None while it is being replaced)."""
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.worker: WorkerHandle | None = None
+
+
+class SlotOwner(Protocol):
+    """What a producer run needs of its pool (`PoolStage` is the one)."""
+
+    @property
+    def stage_spec(self) -> StageSpec: ...
+
+    @property
+    def stopping(self) -> bool: ...
+
+    def replace_worker(self, slot: WorkerSlot) -> WorkerHandle: ...
+
+
+class ProducerRun:
+    def __init__(self, pool: SlotOwner, slot: WorkerSlot, run_id: str, call_args: Mapping[str, Any],
                  emit_to: Callable[[str, Any], None] | None) -> None:
         self.pool = pool
         self.slot = slot

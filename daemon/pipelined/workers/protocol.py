@@ -14,7 +14,7 @@ from __future__ import annotations
 import pickle
 import signal
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 from pipelined.workers.batch_outcomes import BatchOutcomes
 from pipelined.workers.calling import COMPACT, Compact, Row
@@ -66,7 +66,7 @@ def expand(payload: list[Row] | Compact) -> list[Row]:
 def outcomes(payload: list[Row] | Compact) -> Sequence[ItemOutcome]:
     """ItemOutcomes from either form of a reply (the compact one is built lazily: BatchOutcomes)."""
     if not isinstance(payload, tuple) or payload[0] != COMPACT:
-        return [ItemOutcome(*row) for row in payload]  # type: ignore[arg-type]
+        return [ItemOutcome(*row) for row in cast(list[Row], payload)]
     _tag, results, seconds, errors, filtered_when_none = payload
     return BatchOutcomes(results, seconds, errors, filtered_when_none)
 

@@ -3,15 +3,16 @@ and the imports and hooks that run around a fork (`run_before_fork`, `run_after_
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from pipelined.calls.loading import load_callable
+from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.errors import StartError
-from pipelined.spec import PipelineSpec, StageSpec
 
 
 @dataclass(frozen=True)
@@ -68,20 +69,7 @@ def add_python_path(python_path: Iterable[str]) -> None:
 def import_ref(ref: str, python_path: Iterable[str] = ()) -> Any:
     """Import `package.module:attr` (attr may be dotted) with `python_path` on sys.path."""
     add_python_path(python_path)
-    try:
-        from pipelined.callables import import_callable  # written by the config engineer
-    except ImportError:
-        import_callable = None
-    if import_callable is not None:
-        try:
-            return import_callable(ref, [*python_path])
-        except TypeError:
-            pass  # a different signature than expected: use ours
-    module_name, _, attr = ref.partition(":")
-    target: Any = importlib.import_module(module_name)
-    for part in attr.split(".") if attr else ():
-        target = getattr(target, part)
-    return target
+    return load_callable(ref, [Path(entry) for entry in python_path])
 
 
 def run_hooks(refs: Iterable[tuple[str, str]], python_path: Iterable[str]) -> None:

@@ -14,8 +14,8 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from pipelined.config.spec import Problem
 from pipelined.errors import BadRequest, ConfigInvalid, Conflict, NotFound, QueueFull, Unavailable
-from pipelined.spec import Problem
 
 NOW = "2026-11-23T10:00:00.000000+00:00"
 STAGES = (("read", "producer"), ("enrich", "processor"), ("store", "consumer"))
@@ -107,11 +107,6 @@ class FakeControl:
 
     def reload_counts(self) -> dict[str, dict[str, int]]:
         return self.reloads
-
-    def metrics(self) -> bytes:
-        from pipelined.api.metrics import render_metrics
-
-        return render_metrics(self)
 
     # -- pipelines ---------------------------------------------------------------------------
     def list_pipelines(self) -> list[dict[str, Any]]:

@@ -8,9 +8,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from pipelined.config.spec import Hooks, PipelineSpec, StageSpec
 from pipelined.engine import PipelineBook, PipelineRuntime
-from pipelined.graph import build_graph
-from pipelined.spec import Hooks, PipelineSpec, StageSpec
+from pipelined.graph.routing import build_graph
 
 HERE = Path(__file__).resolve().parent
 FNS = "engine_stagefns"

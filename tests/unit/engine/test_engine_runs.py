@@ -1,4 +1,4 @@
-"""RunTracker and Run state rules; allocation from pipelined.limits; stats when idle."""
+"""RunTracker and Run state rules; allocation from pipelined.graph.limits; stats when idle."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 from engine_helpers import build_graph_for, finished_run, pipeline, stage
 
-from pipelined import limits
 from pipelined.engine import PipelineBook, PipelineRuntime
 from pipelined.engine.runs import RunTracker
+from pipelined.graph import limits
 
 
 def test_run_ids_and_history_keep_the_newest() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pipelined.spec import Hooks, PipelineSpec, StageSpec
+from pipelined.config.spec import Hooks, PipelineSpec, StageSpec
 from pipelined.workers import ProcessStage, make_process_stage
 from pipelined.workers.proctree import own_children
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from pipelined.config.spec import Hooks
 from pipelined.errors import StartError
-from pipelined.spec import Hooks
 from pipelined.workers import make_process_stage
 from pipelined.workers.proctree import descendant_pids
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine import PipelineBook, PipelineRuntime
-from pipelined.graph import build_graph
-from pipelined.spec import PipelineSpec, StageSpec
+from pipelined.graph.routing import build_graph
 from pipelined.workers.batch_outcomes import BatchOutcomes
 
 from .conftest import USERLAND, new_children

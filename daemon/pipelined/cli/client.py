@@ -1,0 +1,180 @@
+"""Talking to a running daemon over its HTTP API (httpx): where it is, the request, the output.
+
+The commands that use it are in `pipelined.cli.remote`.
+
+The API address is `--api URL|unix:/path`, else `[api] listen` from the settings file (`--config`,
+default /etc/pipelined/pipelined.toml), else http://127.0.0.1:8470. The token is read from
+`--token-file`, else `$PIPELINED_TOKEN`, else the settings' `[api] token_file` when readable.
+Human tables by default, `--json` for machines. Exit 1 with one clear line on stderr when the
+daemon is unreachable or answers an error (`reload` also when any pipeline failed to reload).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+DEFAULT_API = "http://127.0.0.1:8470"
+DEFAULT_SETTINGS = Path("/etc/pipelined/pipelined.toml")
+UNIX_BASE_URL = "http://pipelined"
+REQUEST_TIMEOUT = 30.0
+RELOAD_TIMEOUT = 900.0  # a reload drains changed pipelines; systemd's own timeout applies on top
+
+
+class ClientError(Exception):
+    """Something to tell the user in one line (exit status 1)."""
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str
+    socket: str | None  # unix socket path, or None for TCP
+    token: str | None
+
+    def describe(self) -> str:
+        return f"unix:{self.socket}" if self.socket else self.base_url
+
+
+# -- options ----------------------------------------------------------------------------------
+def add_client_options(parser: argparse.ArgumentParser) -> None:
+    """`--api`, `--token-file`, `--json`, `--config`: accepted after every client subcommand."""
+    parser.add_argument("--api", metavar="URL", help="daemon API: http://host:port or unix:/path")
+    parser.add_argument("--token-file", type=Path, metavar="FILE", help="file holding the bearer token")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    parser.add_argument("--config", type=Path, metavar="FILE", help="daemon settings file (for [api])")
+
+
+# -- connection -------------------------------------------------------------------------------
+def _settings_api(config: Path | None) -> dict[str, Any]:
+    path = config or DEFAULT_SETTINGS
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        if config is not None:
+            raise ClientError(f"settings file {config} does not exist") from None
+        return {}
+    except (OSError, UnicodeDecodeError) as exc:
+        if config is not None:
+            raise ClientError(f"cannot read settings file {config}: {exc}") from None
+        return {}
+    except tomllib.TOMLDecodeError as exc:
+        raise ClientError(f"{path}: not valid TOML: {exc}") from None
+    api = data.get("api")
+    return api if isinstance(api, dict) else {}
+
+
+def _base_for(listen: str) -> tuple[str, str | None]:
+    if listen.startswith("unix:"):
+        return UNIX_BASE_URL, listen[len("unix:") :]
+    if "://" in listen:
+        return listen.rstrip("/"), None
+    host, _, port = listen.rpartition(":")
+    host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
+    return f"http://{host}:{port}", None
+
+
+def _read_token(path: Path) -> str:
+    try:
+        token = path.read_text().strip()
+    except OSError as exc:
+        raise ClientError(f"cannot read token file {path}: {exc.strerror}") from None
+    if not token:
+        raise ClientError(f"token file {path} is empty")
+    return token
+
+
+def resolve_endpoint(args: argparse.Namespace) -> Endpoint:
+    """Where the daemon listens and which token to send, from flags, environment and settings."""
+    settings_api = _settings_api(getattr(args, "config", None))
+    listen = getattr(args, "api", None) or settings_api.get("listen") or DEFAULT_API
+    base_url, socket = _base_for(str(listen))
+    token_file = getattr(args, "token_file", None)
+    token: str | None = None
+    if token_file is not None:
+        token = _read_token(token_file)
+    elif os.environ.get("PIPELINED_TOKEN"):
+        token = os.environ["PIPELINED_TOKEN"].strip()
+    elif settings_api.get("token_file") and os.access(str(settings_api["token_file"]), os.R_OK):
+        token = _read_token(Path(str(settings_api["token_file"])))
+    return Endpoint(base_url, socket, token)
+
+
+def call_api(
+    args: argparse.Namespace,
+    method: str,
+    path: str,
+    *,
+    params: dict[str, Any] | None = None,
+    body: Any = None,
+    timeout: float = REQUEST_TIMEOUT,
+) -> httpx.Response:
+    """One request; ClientError (one line) when unreachable or answered with an error status."""
+    endpoint = resolve_endpoint(args)
+    transport = httpx.HTTPTransport(uds=endpoint.socket) if endpoint.socket else None
+    headers = {"Authorization": f"Bearer {endpoint.token}"} if endpoint.token else {}
+    content = orjson.dumps(body) if body is not None else None
+    if content is not None:
+        headers["Content-Type"] = "application/json"
+    try:
+        with httpx.Client(base_url=endpoint.base_url, transport=transport, timeout=timeout) as client:
+            response = client.request(method, path, params=params, content=content, headers=headers)
+    except httpx.TimeoutException:
+        raise ClientError(
+            f"the daemon at {endpoint.describe()} did not answer {method} {path} in {timeout:g}s"
+        ) from None
+    except httpx.HTTPError as exc:
+        reason = str(exc) or type(exc).__name__
+        raise ClientError(
+            f"cannot reach the pipelined daemon at {endpoint.describe()} ({reason}); is it running? (--api)"
+        ) from None
+    if response.status_code >= 400:
+        raise ClientError(f"{method} {path}: {response.status_code} {_detail(response)}")
+    return response
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return response.text.strip()[:500] or response.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return response.text.strip()[:500]
+
+
+# -- output -----------------------------------------------------------------------------------
+def print_json(data: Any) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+
+
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [max([len(h), *(len(r[i]) for r in cells)]) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.2f}"
+    return str(value)
+
+
+def guarded(command: str, args: argparse.Namespace, run: Any) -> int:
+    try:
+        return int(run(args) or 0)
+    except ClientError as exc:
+        print(f"pipelined {command}: {exc}", file=sys.stderr)
+        return 1

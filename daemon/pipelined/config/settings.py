@@ -1,0 +1,266 @@
+"""The daemon settings file (`/etc/pipelined/pipelined.toml`) → frozen `Settings`.
+
+    settings = load_settings(path)                  # SettingsInvalid naming file, [section] and key
+    settings = settings.with_overrides(conf_dir=Path("conf.d"), listen="127.0.0.1:9000")
+    settings.daemon.conf_dir, settings.daemon.drain_timeout (seconds), settings.api.listen,
+    settings.api.max_body (bytes), settings.api.token() -> str | None
+
+Every key has a default, so a missing default file means "all defaults". Unknown keys are errors
+with a suggestion: `pipelined.toml: [api]: unknown key "listn" (did you mean "listen"?)`.
+The file is read at start only; `changed_keys(old, new)` names what a reload would need a restart for.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from pipelined.config.durations import parse_duration, parse_size
+from pipelined.errors import PipelinedError
+
+DEFAULT_SETTINGS_PATH = Path("/etc/pipelined/pipelined.toml")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("auto", "text", "json", "journal")
+
+
+class SettingsInvalid(PipelinedError):
+    """The settings file (or a flag) is invalid; the message names file, section and key."""
+
+
+@dataclass(frozen=True)
+class DaemonSettings:
+    conf_dir: Path = Path("/etc/pipelined/conf.d")
+    state_dir: Path = Path("/var/lib/pipelined")
+    max_threads: int = 64
+    max_processes: int = 8
+    log_level: str = "info"
+    log_format: str = "auto"
+    drain_timeout: float = 30.0  # seconds
+
+
+@dataclass(frozen=True)
+class ApiSettings:
+    listen: str = "127.0.0.1:8470"
+    token_file: Path | None = None  # None: no auth
+    allow_insecure: bool = False
+    config_write: bool = False
+    max_body: int = 1024 * 1024  # bytes
+
+    def token(self) -> str | None:
+        """The bearer token (file content, stripped), or None when no token_file is set."""
+        if self.token_file is None:
+            return None
+        try:
+            text = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise SettingsInvalid(f"[api]: token_file: cannot read {self.token_file}: {exc.strerror}") from exc
+        if not text:
+            raise SettingsInvalid(f"[api]: token_file: {self.token_file} is empty")
+        return text
+
+    @property
+    def unix_socket(self) -> Path | None:
+        """The socket path of a `unix:/path` listen address, else None."""
+        return Path(self.listen[len("unix:") :]) if self.listen.startswith("unix:") else None
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        """(host, port) of a TCP listen address (IPv6 hosts without brackets)."""
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    def is_loopback(self) -> bool:
+        """A unix socket, `localhost` or a loopback IP."""
+        if self.unix_socket is not None:
+            return True
+        host = self.host_port[0]
+        if host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            return False
+
+
+@dataclass(frozen=True)
+class Settings:
+    daemon: DaemonSettings = field(default_factory=DaemonSettings)
+    api: ApiSettings = field(default_factory=ApiSettings)
+    source: Path | None = None  # the file read, None when defaults only
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        """Apply command-line flags (None values are ignored): keys of either section, by name."""
+        daemon_names = {f.name for f in fields(DaemonSettings)}
+        api_names = {f.name for f in fields(ApiSettings)}
+        daemon_changes = {k: v for k, v in overrides.items() if v is not None and k in daemon_names}
+        api_changes = {k: v for k, v in overrides.items() if v is not None and k in api_names}
+        unknown = set(overrides) - daemon_names - api_names
+        if unknown:
+            raise TypeError(f"unknown settings override(s): {sorted(unknown)}")
+        candidate = {"daemon": {**_as_raw(self.daemon), **daemon_changes}, "api": {**_as_raw(self.api), **api_changes}}
+        return _build(candidate, "command line", self.source)
+
+    def check_bind(self) -> None:
+        """Refuse a non-loopback TCP listen address without a token (unless allow_insecure)."""
+        api = self.api
+        if api.is_loopback() or api.token_file is not None or api.allow_insecure:
+            return
+        raise SettingsInvalid(
+            f"{self._where('api')}: listen: refusing to listen on non-loopback address {api.listen!r}"
+            " without a token; set [api] token_file (or allow_insecure = true)"
+        )
+
+    def _where(self, section: str) -> str:
+        return f"{self.source}: [{section}]" if self.source else f"[{section}]"
+
+
+def load_settings(path: Path | None = None) -> Settings:
+    """Read `path` (default /etc/pipelined/pipelined.toml; a missing default file = defaults).
+
+    An explicitly given path must exist. Raises SettingsInvalid with the file, section and key.
+    """
+    explicit = path is not None
+    path = path if path is not None else DEFAULT_SETTINGS_PATH
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        if explicit:
+            raise SettingsInvalid(f"{path}: settings file not found") from None
+        return Settings()
+    except OSError as exc:
+        raise SettingsInvalid(f"{path}: cannot read settings file: {exc.strerror}") from exc
+    return parse_settings(data.decode("utf-8", errors="replace"), path)
+
+
+def parse_settings(text: str, path: Path) -> Settings:
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsInvalid(f"{path}: invalid TOML: {exc}") from exc
+    for section, value in raw.items():
+        if section not in ("daemon", "api"):
+            hint = _suggest(section, ("daemon", "api"))
+            raise SettingsInvalid(f"{path}: unknown section [{section}]{hint}")
+        if not isinstance(value, dict):
+            raise SettingsInvalid(f"{path}: [{section}] must be a table")
+    return _build({"daemon": raw.get("daemon", {}), "api": raw.get("api", {})}, str(path), path)
+
+
+def changed_keys(old: Settings, new: Settings) -> list[str]:
+    """`[section] key` for every setting that differs (what a reload cannot apply)."""
+    changed = []
+    for section in ("daemon", "api"):
+        a, b = getattr(old, section), getattr(new, section)
+        changed += [f"[{section}] {f.name}" for f in fields(a) if getattr(a, f.name) != getattr(b, f.name)]
+    return changed
+
+
+# -- validation --------------------------------------------------------------------------------
+
+
+def _build(raw: dict[str, dict[str, Any]], where: str, source: Path | None) -> Settings:
+    daemon = _section(DaemonSettings, raw["daemon"], f"{where}: [daemon]")
+    api = _section(ApiSettings, raw["api"], f"{where}: [api]")
+    return Settings(daemon=daemon, api=api, source=source)
+
+
+def _section(cls: type[Any], values: dict[str, Any], where: str) -> Any:
+    names = [f.name for f in fields(cls)]
+    converted: dict[str, Any] = {}
+    for key, value in values.items():
+        if key not in names:
+            raise SettingsInvalid(f'{where}: unknown key "{key}"{_suggest(key, names)}')
+        try:
+            converted[key] = _CONVERTERS[key](value)
+        except (TypeError, ValueError) as exc:
+            raise SettingsInvalid(f"{where}: {key}: {exc}") from None
+    return cls(**converted)
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f' (did you mean "{close[0]}"?)' if close else ""
+
+
+def _as_raw(section: Any) -> dict[str, Any]:
+    return {f.name: getattr(section, f.name) for f in fields(section)}
+
+
+def _path(value: Any) -> Path:
+    if isinstance(value, Path):
+        return value
+    if not isinstance(value, str) or not value:
+        raise TypeError(f"expected a non-empty path string, got {value!r}")
+    return Path(value)
+
+
+def _optional_path(value: Any) -> Path | None:
+    return None if value in ("", None) else _path(value)
+
+
+def _positive_int(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"expected an integer >= 1, got {value!r}")
+    return value
+
+
+def _bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"expected true or false, got {value!r}")
+    return value
+
+
+def _choice(choices: tuple[str, ...]) -> Any:
+    def convert(value: Any) -> str:
+        if not isinstance(value, str) or value.lower() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
+        return value.lower()
+
+    return convert
+
+
+def _duration(value: Any) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError(f"expected a positive duration, got {value!r}")
+    return seconds
+
+
+def _size(value: Any) -> int:
+    size = parse_size(value)
+    if size < 1:
+        raise ValueError(f"expected a positive size, got {value!r}")
+    return size
+
+
+def _listen(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise TypeError(f'expected "host:port" or "unix:/path", got {value!r}')
+    if value.startswith("unix:"):
+        if not value[len("unix:") :].startswith("/"):
+            raise ValueError(f'expected an absolute socket path after "unix:", got {value!r}')
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'expected "host:port" (port 1-65535) or "unix:/path", got {value!r}')
+    return value
+
+
+_CONVERTERS: dict[str, Any] = {
+    "conf_dir": _path,
+    "state_dir": _path,
+    "max_threads": _positive_int,
+    "max_processes": _positive_int,
+    "log_level": _choice(LOG_LEVELS),
+    "log_format": _choice(LOG_FORMATS),
+    "drain_timeout": _duration,
+    "listen": _listen,
+    "token_file": _optional_path,
+    "allow_insecure": _bool,
+    "config_write": _bool,
+    "max_body": _size,
+}

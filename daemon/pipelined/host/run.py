@@ -1,0 +1,138 @@
+"""`pipelined run`: settings, logging, the API server, the watcher, the heartbeat, the control loop.
+
+The `run` subcommand's parser is `pipelined.cli.main`'s, which imports this module only when
+the daemon runs (it pulls in Litestar, uvicorn and the engine).
+
+Exit statuses: 0 after a normal stop, 2 invalid settings (including a refused non-loopback bind
+without a token), 3 the API cannot listen, 130 after a second SIGINT.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from pipelined.api.app import ApiSettings, create_app
+from pipelined.api.server import ApiServer, CannotListen
+from pipelined.config.settings import Settings, SettingsInvalid, changed_keys, load_settings
+from pipelined.host.logs import configure_logging, logs_to_stderr
+from pipelined.host.notify import Heartbeat, Notifier
+from pipelined.supervisor.loop import Supervisor
+from pipelined.supervisor.reload import declared_code_dirs
+from pipelined.supervisor.watcher import ConfWatcher
+
+log = logging.getLogger("pipelined.daemon")
+
+EXIT_OK, EXIT_SETTINGS, EXIT_LISTEN = 0, 2, 3
+
+
+def resolve_settings(args: argparse.Namespace) -> tuple[Settings, Settings]:
+    """(settings from the file, settings with the flags applied); SettingsInvalid on error."""
+    from_file = load_settings(args.config)
+    settings = from_file.with_overrides(
+        conf_dir=args.conf_dir,
+        state_dir=args.state_dir,
+        listen=args.listen,
+        log_level=args.log_level,
+        log_format=args.log_format,
+    )
+    settings.check_bind()
+    return from_file, settings
+
+
+def run_command(args: argparse.Namespace) -> int:
+    try:
+        from_file, settings = resolve_settings(args)
+        api_settings = ApiSettings.from_settings(settings.api)
+    except SettingsInvalid as exc:
+        text = str(exc)
+        source = getattr(args, "config", None)
+        if text.startswith("[") and source is not None:  # e.g. the token file: name the settings file
+            text = f"{source}: {text}"
+        print(f"pipelined: {text}", file=sys.stderr)
+        return EXIT_SETTINGS
+    configure_logging(settings.daemon.log_level, settings.daemon.log_format)
+    try:
+        settings.daemon.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(f"pipelined: [daemon]: state_dir: cannot create {settings.daemon.state_dir}: {exc.strerror}",
+              file=sys.stderr)  # fmt: skip
+        return EXIT_SETTINGS
+    # Built-in stages (tail_file offsets, relative output paths) and worker processes find the
+    # state dir here; set before any pipeline starts so every child inherits it.
+    os.environ["PIPELINED_STATE_DIR"] = str(settings.daemon.state_dir.resolve())
+    return Daemon(settings, from_file, api_settings, watch=not args.no_watch).run()
+
+
+class Daemon:
+    """Wires the pieces together in the order the spec wants: listen, apply, READY=1."""
+
+    def __init__(self, settings: Settings, from_file: Settings, api_settings: ApiSettings, watch: bool) -> None:
+        self.settings = settings
+        self.from_file = from_file
+        self.notifier = Notifier.from_environment()
+        self.supervisor = Supervisor(settings, self.notifier)
+        self.server = ApiServer(create_app(self.supervisor, api_settings), settings.api.listen)
+        self.heartbeat = Heartbeat(self.notifier, self.supervisor.is_loop_healthy, self.supervisor.status_line)
+        self.watcher = self._make_watcher() if watch else None
+        self.supervisor.on_reloaded.append(self._after_reload)
+        self.supervisor.on_ready.append(self.heartbeat.poke)  # STATUS= right after READY=1
+
+    def _make_watcher(self) -> ConfWatcher:
+        return ConfWatcher(self._watched_directories, lambda _paths: self.supervisor.request_reload("watcher"))
+
+    def _watched_directories(self) -> list[Path]:
+        dirs = {self.settings.daemon.conf_dir}
+        with self.supervisor.slots_lock:
+            slots = list(self.supervisor.slots.values())
+        for slot in slots:
+            if slot.version is not None:
+                dirs.update(slot.version.spec.python_path)
+            else:  # failed at load: fixing its code (e.g. adding the missing function) reloads it too
+                try:
+                    dirs.update(declared_code_dirs(slot.path, slot.path.read_bytes()))
+                except OSError:
+                    continue
+        return sorted(dirs)
+
+    def _after_reload(self, _supervisor: Supervisor) -> None:
+        if self.watcher is not None:
+            self.watcher.refresh()
+        self._log_settings_changes()
+
+    def _log_settings_changes(self) -> None:
+        if self.from_file.source is None:
+            return
+        try:
+            current = load_settings(self.from_file.source)
+        except SettingsInvalid as exc:
+            log.warning("settings file is now invalid (still running with the old settings): %s", exc)
+            return
+        changed = changed_keys(self.from_file, current)
+        if changed:
+            log.warning("settings changed (%s): they take effect after a restart", ", ".join(changed))
+            self.from_file = current
+
+    def run(self) -> int:
+        self.supervisor.install_signal_handlers()
+        try:
+            self.server.start()
+        except CannotListen as exc:
+            log.error("%s", exc)
+            if not logs_to_stderr():  # journal: say it on the terminal too (once: json stays json)
+                print(f"pipelined: {exc}", file=sys.stderr)
+            return EXIT_LISTEN
+        if self.watcher is not None:
+            self.watcher.start()
+        self.heartbeat.start()
+        try:
+            return self.supervisor.run_loop()
+        finally:
+            if self.watcher is not None:
+                self.watcher.stop()
+            self.heartbeat.stop()
+            self.server.stop()
+            logging.shutdown()
