@@ -2,9 +2,9 @@
 
 Delivery: the offset of a line is saved when the generator resumes after yielding it (the engine
 took the line) and when the generator is closed at that yield (a drain or reload: the engine
-keeps what it took). So a drain, reload or restart neither repeats nor skips lines; only a
-crash of the daemon between taking a line and asking for the next one repeats that one line
-(at-least-once).
+keeps what it took). So a drain, reload or restart neither repeats nor skips lines. A crash loses
+the lines the engine took and had not finished (they were only in memory; the offset is past
+them) and may repeat the one line it was taking (docs/stages.md, Delivery).
 """
 
 from __future__ import annotations
