@@ -101,6 +101,7 @@ class AccumulatorStage:
                         self._flush(chunk.run, cell)
                     else:
                         self._add(chunk, cell)
+                del chunk  # not kept while waiting for the next one (its run may end meanwhile)
         finally:
             self.counters.retire(cell)
 

@@ -92,6 +92,7 @@ class AsyncStage(StageBase):
                 self._free -= len(chunk.items)
             self.hold(chunk)
             self.loop.call_soon_threadsafe(self._launch, chunk)
+            del chunk  # not kept while waiting for the next one (its run may end meanwhile)
         self.loop.call_soon_threadsafe(self._finish)
 
     # -- loop thread ------------------------------------------------------------------------

@@ -86,6 +86,7 @@ class ProcessStageRunner(StageBase):
             while (chunk := queue.take(self._take_size(), sharers=1)) is not None:
                 self.hold(chunk)
                 self._process(chunk, cell)
+                del chunk  # not kept while waiting for the next one (its run may end meanwhile)
         finally:
             self.counters.retire(cell)
 

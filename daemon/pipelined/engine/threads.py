@@ -127,9 +127,13 @@ class ThreadStage(StageBase):
         fast = invoker.fast_function()
         queue = self.queue
         exclusive = self._exclusive
+        # `chunk` is dropped before waiting for the next one: a worker waiting on its queue must
+        # not keep the last chunk (its items, the run) alive after that run has ended
         if exclusive is None:
             while (chunk := queue.take(self._take_limit(), sharers=self.workers)) is not None:
-                if self._process(chunk, invoker, fast, cell):
+                died = self._process(chunk, invoker, fast, cell)
+                del chunk
+                if died:
                     raise WorkerDied(self.name)
             return
         self._inline = (invoker, fast, self.counters.cell())
@@ -137,7 +141,9 @@ class ThreadStage(StageBase):
             while queue.wait_available():
                 with exclusive:
                     chunk = queue.take_nowait(self._take_limit())
-                    if chunk is not None and self._process(chunk, invoker, fast, cell):
+                    died = chunk is not None and self._process(chunk, invoker, fast, cell)
+                    del chunk
+                    if died:
                         raise WorkerDied(self.name)
         finally:
             with exclusive:

@@ -228,3 +228,35 @@ def overlap(x: Any, key: str = "overlap", delay: float = 0.05) -> Any:
     with _lock:
         _active[key] -= 1
     return x
+
+
+# -- memory: items that can be watched with weak references -----------------------------------
+class Blob:
+    """An item that weak references can follow (to prove nothing keeps it after its run)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+BLOB_REFS: list[Any] = []
+
+
+def blobs(n: int = 10):  # type: ignore[no-untyped-def]
+    import weakref
+
+    for i in range(n):
+        blob = Blob(i)
+        BLOB_REFS.append(weakref.ref(blob))
+        yield blob
+
+
+def passthrough(x: Any) -> Any:
+    return x
+
+
+def discard(item: Any) -> None:
+    return None
+
+
+async def async_passthrough(x: Any) -> Any:
+    return x
