@@ -56,14 +56,14 @@ def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_tools_test_passes_its_arguments_to_pytest_only(clone: Path) -> None:
     result = subprocess.run(
-        ["./tools/test", "-v", "-p", "no:cacheprovider", "tests/unit/test_config_durations.py"],
+        ["./tools/test", "-v", "-p", "no:cacheprovider", "tests/unit/config/test_config_durations.py"],
         cwd=clone, env=_clean_env(), capture_output=True, text=True, timeout=INSTALL_TIMEOUT,
     )  # fmt: skip
     out = _without_pip_noise(result.stdout + result.stderr)
     assert result.returncode == 0, out[-4000:]
     ran = [line for line in result.stdout.splitlines() if "::" in line and "PASSED" in line]
     assert ran, out[-4000:]
-    assert all(line.startswith("tests/unit/test_config_durations.py::") for line in ran), ran
+    assert all(line.startswith("tests/unit/config/test_config_durations.py::") for line in ran), ran
 
 
 def test_tools_run_passes_its_arguments_to_the_daemon_only(clone: Path) -> None:

@@ -40,6 +40,7 @@ class DaemonSettings:
     log_level: str = "info"
     log_format: str = "auto"
     drain_timeout: float = 30.0  # seconds
+    dead_letter_files: int = 2  # per pipeline, the current one included (rotated at 64 MiB)
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,7 @@ _CONVERTERS: dict[str, Any] = {
     "log_level": _choice(LOG_LEVELS),
     "log_format": _choice(LOG_FORMATS),
     "drain_timeout": _duration,
+    "dead_letter_files": _positive_int,
     "listen": _listen,
     "token_file": _optional_path,
     "allow_insecure": _bool,

@@ -19,6 +19,7 @@ from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.accumulator import AccumulatorStage
 from pipelined.engine.book import PipelineBook
 from pipelined.engine.drain import Drainer
+from pipelined.engine.failurelog import FailureLog, short
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
 from pipelined.engine.producer import ProducerStage
 from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
@@ -55,6 +56,7 @@ class PipelineRuntime:
         self.started_at = time.monotonic()
         self.hooks: HookSet | None = None
         self.retry = RetryTimer(spec.name, self._retry_abandoned)
+        self.failure_log = FailureLog(spec.name)
         self.queues: dict[str, StageQueue] = {}
         self.stages: dict[str, Any] = {}  # name -> ThreadStage / AsyncStage / ProcessStageRunner / ...
         self.producers: dict[str, ProducerStage] = {}
@@ -118,7 +120,7 @@ class PipelineRuntime:
                 self.trigger(name)
 
     def _build(self) -> None:
-        self.hooks = HookSet(self.spec)
+        self.hooks = HookSet(self.spec, self.failure_log)
         for node in self.graph.nodes:
             stage = node.stage
             counters = self.book.counters(stage.name)
@@ -298,16 +300,18 @@ class PipelineRuntime:
         error: BaseException,
         *,
         text: str | None = None,
+        trace: str | None = None,
         held: int = 0,
         entered: bool = True,
     ) -> None:
-        """Record dead letters, count them, call on_error, settle the run."""
+        """Record dead letters (with the traceback, when there is one), count them, call
+        on_error, settle the run."""
         if not items:
             return
         n = len(items)
         text = text or error_text(error)
-        run.last_dead_letter_error = f"stage {stage!r}: {text}"
-        self.book.dead_letters.add_many(run.id, stage, attempts, text, items)
+        run.last_dead_letter_error = f"stage {stage!r}: {short(text)}"
+        self.book.dead_letters.add_many(run.id, stage, attempts, text, items, trace)
         self.book.counters(stage).add("items_dead_lettered", n)
         if self.hooks is not None and self.hooks.has_on_error:
             for item in items:
@@ -354,6 +358,7 @@ class PipelineRuntime:
         """Called by the Drainer when everything is done."""
         with self._state_lock:
             self.state = "drained"
+        self.failure_log.flush()
         log.info("pipeline version %s drained", self.spec.version, extra=self._extra)
 
     def _teardown(self) -> None:
@@ -373,6 +378,7 @@ class PipelineRuntime:
             if stop is not None:
                 stop()
         self.retry.stop()
+        self.failure_log.flush()
 
     # -- views ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

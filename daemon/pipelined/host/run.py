@@ -19,6 +19,7 @@ from pipelined.api.app import ApiSettings, create_app
 from pipelined.api.server import ApiServer, CannotListen
 from pipelined.config.settings import Settings, SettingsInvalid, changed_keys, load_settings
 from pipelined.host.logs import configure_logging, logs_to_stderr
+from pipelined.host.memory import return_big_buffers_to_the_system
 from pipelined.host.notify import Heartbeat, Notifier
 from pipelined.supervisor.loop import Supervisor
 from pipelined.supervisor.reload import declared_code_dirs
@@ -55,6 +56,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"pipelined: {text}", file=sys.stderr)
         return EXIT_SETTINGS
     configure_logging(settings.daemon.log_level, settings.daemon.log_format)
+    return_big_buffers_to_the_system()  # big items' memory goes back when they are done
     try:
         settings.daemon.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

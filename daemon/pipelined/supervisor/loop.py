@@ -300,7 +300,8 @@ class Supervisor(PipelineQueries):
             return "failed"
 
     def _new_slot(self, ready: reloading.Prepared) -> PipelineSlot:
-        book = PipelineBook(ready.name, self.settings.daemon.state_dir)
+        daemon = self.settings.daemon
+        book = PipelineBook(ready.name, daemon.state_dir, dead_letter_files=daemon.dead_letter_files)
         slot = PipelineSlot(ready.name, ready.path, book, self.budget, self.settings.daemon.drain_timeout)
         slot.file_version = ready.file_version  # shown (state "starting") before it starts
         slot.version = ready.version  # None when the file is invalid

@@ -260,3 +260,12 @@ def discard(item: Any) -> None:
 
 async def async_passthrough(x: Any) -> Any:
     return x
+
+
+def big_strings(n: int = 4, size: int = 1000):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        yield str(i) + "x" * (size - 1)
+
+
+def refuse(x: Any) -> Any:
+    raise ValueError(f"refused an item of {len(x)}")
