@@ -14,6 +14,7 @@ import threading
 import time
 from typing import Any
 
+from pipelined import tracing
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
@@ -149,6 +150,9 @@ class AccumulatorStage:
 
     def _send(self, run: Run, batch: list[Any], cell: CounterCell) -> int:
         cell.items_out += 1
+        if run.trace is not None:  # one span per batch it emits (it calls no user code)
+            tracing.start_batch(run.trace, self.services.spec.name, self.name, run.id, len(batch),
+                                current=False).end(0)  # fmt: skip
         while True:
             try:
                 return self.target.send(run, [batch])

@@ -151,6 +151,7 @@ class AsyncStage(StageBase):
                 cell.busy_seconds += time.perf_counter() - began
                 self._release_slots(1)
 
+        traced = None if chunk.run.trace is None else self._traced(chunk)  # current in this task
         results = await asyncio.gather(*(call(i, item) for i, item in enumerate(items)), return_exceptions=True)
         per_item = outcome.routed_already = self._per_item
         for item, result, routed in zip(items, results, routed_per_item, strict=True):
@@ -173,6 +174,8 @@ class AsyncStage(StageBase):
                 outcome.filtered += 1
             outcome.outputs.extend(outputs)
             outcome.routed.extend(routed)
+        if traced is not None:
+            traced.end(len(outcome.failures))
         self.complete(chunk, outcome, cell)
 
     def _release_slots(self, n: int) -> None:

@@ -118,12 +118,18 @@ class ProcessStageRunner(StageBase):
             cell.items_in += len(items)
         began = cell.begin()
         outcome = Outcome()
+        traced = None if chunk.run.trace is None else self._traced(chunk, current=False)
         try:
-            outcomes = self.pool.process(chunk.run.id, items)
+            if traced is None:
+                outcomes = self.pool.process(chunk.run.id, items)
+            else:  # the worker makes this chunk's span current around its calls
+                outcomes = self.pool.process(chunk.run.id, items, trace=traced.traceparent())
         except Exception as exc:
             cell.end(began)
             text = f"{type(exc).__name__}: {exc}"
             outcome.failures = [Failure(item, exc, text) for item in items]
+            if traced is not None:
+                traced.end(len(items))
             self.complete(chunk, outcome, cell)
             return
         took = time.perf_counter() - began
@@ -139,6 +145,8 @@ class ProcessStageRunner(StageBase):
                 outcome.filtered = outcomes.filtered_count
         else:
             self._collect(chunk, outcomes, outcome, self._per_item)
+        if traced is not None:
+            traced.end(len(outcome.failures))
         self.complete(chunk, outcome, cell)
 
     def _collect(self, chunk: Chunk, outcomes: Any, outcome: Outcome, per_item: bool) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
+from pipelined import tracing
 from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
@@ -163,6 +164,8 @@ class ProducerStage:
         cancelled = False
         if error is None:
             logged = enter_log_context(self.services.spec.name, self.name, run.id)  # user code's log lines
+            traced = None if run.trace is None else tracing.start_batch(
+                run.trace, self.services.spec.name, self.name, run.id, 0)  # fmt: skip
             try:
                 cancelled = self._iterate(invoker, cell, run, call_args)
             except Exception as exc:
@@ -173,6 +176,8 @@ class ProducerStage:
                           exc_info=trace is None, extra=extra)
             finally:
                 exit_log_context(logged)
+                if traced is not None:
+                    traced.end(1 if error else 0, items=run.produced)
         with self._cond:
             self._producing.discard(run)
         if not self.abandoned:

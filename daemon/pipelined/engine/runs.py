@@ -58,6 +58,7 @@ class Run:
         self.source_done = False
         self.cancelled = False
         self.listener = listener
+        self.trace: Any = None  # its OpenTelemetry span while tracing is on (pipelined.tracing)
         self.lock = threading.Lock()
         self._ended = threading.Event()
 

@@ -15,6 +15,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from pipelined import tracing
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.accumulator import AccumulatorStage
 from pipelined.engine.book import PipelineBook
@@ -74,7 +75,7 @@ class PipelineRuntime:
     # -- allocation -------------------------------------------------------------------------
     def threads_of(self, stage: StageSpec) -> int:
         alloc = getattr(self.allocation, "stages", {}).get(stage.name) if self.allocation else None
-        if stage.kind in ("accumulator", "pipeline") or stage.uses_processes:
+        if stage.kind in ("accumulator", "pipeline") or stage.uses_processes or stage.uses_ray:
             return 0
         if stage.name in self._async_names:  # its concurrency, never cut (config.md, Limits)
             return max(1, stage.threads or 1)
@@ -138,6 +139,8 @@ class PipelineRuntime:
             if node.kind == "pipeline":
                 continue
             stage = build_stage(self, node.stage, builder.outputs(node.id), self.hooks)
+            if getattr(stage, "uses_ray", False):  # busy and utilization per actor
+                self.meters[node.id].workers = stage.replicas
             if hasattr(stage, "concurrency"):
                 self._async_names.add(node.id)
                 self.meters[node.id].workers = stage.concurrency
@@ -246,11 +249,17 @@ class PipelineRuntime:
 
     def _new_run(self, stage: str) -> Run:
         run = self.book.runs.new_run(stage, self)
+        if tracing.TRACER is not None:
+            run.trace = tracing.start_run(self.spec.name, stage, run.id)
         with self._runs_cond:
             self._runs.add(run)
         return run
 
     def _forget_run(self, run: Run) -> None:
+        if run.trace is not None:  # the trigger was refused: its span says so
+            run.trace.set_attribute(tracing.ATTR_STATE, "refused")
+            run.trace.end()
+            run.trace = None
         with self._runs_cond:
             self._runs.discard(run)
             self._runs_cond.notify_all()
@@ -265,6 +274,8 @@ class PipelineRuntime:
 
     def run_ended(self, run: Run) -> None:
         self.book.runs.record_end(run)
+        if run.trace is not None:
+            tracing.end_run(run.trace, run.to_dict())
         extra = {**self._extra, "stage": run.stage, "run": run.id}
         log.info("run %s %s%s", run.id, run.state, f": {run.error}" if run.error else "", extra=extra)
         if self.hooks is not None and self.hooks.has_run_hooks:
@@ -392,6 +403,6 @@ class PipelineRuntime:
         for stage in [*self.producers.values(), *self.stages.values()]:
             if getattr(stage, "uses_processes", False):
                 processes += stage.live_workers()
-            else:
+            elif not getattr(stage, "uses_ray", False):  # actors are the cluster's, not ours
                 threads += stage.live_workers()
         return threads, processes

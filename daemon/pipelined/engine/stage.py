@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol
 
+from pipelined import tracing
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.failurelog import FailureLog
@@ -156,6 +157,12 @@ class StageBase:
             held = list(self._held.values())
             self._held.clear()
             return held
+
+    def _traced(self, chunk: Chunk, current: bool = True) -> tracing.Batch:
+        """The chunk's span (only called while tracing is on: `chunk.run.trace` is set)."""
+        run = chunk.run
+        return tracing.start_batch(run.trace, self.services.spec.name, self.name, run.id, len(chunk.items),
+                                   chunk.attempts, current)  # fmt: skip
 
     # -- routing ----------------------------------------------------------------------------
     def routes_per_item(self, wants_ctx: bool) -> bool:

@@ -197,6 +197,7 @@ class ThreadStage(StageBase):
         began = cell.begin()
         outcome = Outcome()
         logged = enter_log_context(self.services.spec.name, self.name, chunk.run.id)  # user code's log lines
+        traced = None if chunk.run.trace is None else self._traced(chunk)
         try:
             if fast is not None and not self._per_item:
                 self._call_fast(fast, chunk.items, outcome)
@@ -208,6 +209,8 @@ class ThreadStage(StageBase):
             return True
         finally:
             exit_log_context(logged)
+            if traced is not None:
+                traced.end(len(outcome.failures))
         took = time.perf_counter() - began
         cell.end(began)
         per_item = took / max(1, n)

@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipelined import tracing
 from pipelined.api.app import ApiSettings, create_app
 from pipelined.api.server import ApiServer, CannotListen
 from pipelined.config.settings import Settings, SettingsInvalid, changed_keys, load_settings
@@ -24,6 +25,7 @@ from pipelined.host.notify import Heartbeat, Notifier
 from pipelined.supervisor.loop import Supervisor
 from pipelined.supervisor.reload import declared_code_dirs
 from pipelined.supervisor.watcher import ConfWatcher
+from pipelined.workers import ray_cluster as ray_clusters
 
 log = logging.getLogger("pipelined.daemon")
 
@@ -57,6 +59,7 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_SETTINGS
     configure_logging(settings.daemon.log_level, settings.daemon.log_format)
     return_big_buffers_to_the_system()  # big items' memory goes back when they are done
+    tracing.configure()  # OTEL_TRACES_EXPORTER etc.; off (and nothing imported) when unset
     try:
         settings.daemon.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -66,6 +69,9 @@ def run_command(args: argparse.Namespace) -> int:
     # Built-in stages (tail_file offsets, relative output paths) and worker processes find the
     # state dir here; set before any pipeline starts so every child inherits it.
     os.environ["PIPELINED_STATE_DIR"] = str(settings.daemon.state_dir.resolve())
+    ray_clusters.configure(ray_clusters.RayConfig(
+        address=settings.ray.address, namespace=settings.ray.namespace,
+        object_store_memory=settings.ray.object_store_memory, state_dir=settings.daemon.state_dir.resolve()))
     return Daemon(settings, from_file, api_settings, watch=not args.no_watch).run()
 
 
@@ -137,4 +143,6 @@ class Daemon:
                 self.watcher.stop()
             self.heartbeat.stop()
             self.server.stop()
+            ray_clusters.shutdown_clusters()  # the embedded Ray stops; a cluster is only left
+            tracing.shutdown()  # exports the spans still buffered
             logging.shutdown()
