@@ -4,20 +4,18 @@
 - `content_key(path)` → (sha256 of the file, fingerprint of the `.py` files under its
   `python_path`): the unit of diffing — an unchanged key means nothing to do;
 - `prepare(path)` → a validated, routed `PipelineVersion` or the error text, built before the
-  running version is touched (modules under `python_path` are purged first so the new version
-  imports the current code);
+  running version is touched (only the modules under `python_path` whose files changed are
+  re-imported, and put back if the file is invalid: code_modules.py);
 - `apply_change(slot, prepared)` → "added" | "updated" | "failed" for one pipeline.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
 import logging
 import re
-import sys
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +23,7 @@ from pipelined.config.load import pipeline_name_problem
 from pipelined.config.spec import Problem
 from pipelined.graph.check import parse_pipeline
 from pipelined.graph.routing import build_graph
+from pipelined.supervisor import code_modules
 from pipelined.supervisor.slot import PipelineSlot, PipelineVersion
 
 log = logging.getLogger("pipelined.reload")
@@ -127,22 +126,6 @@ def code_fingerprint(dirs: tuple[Path, ...]) -> str:
     return digest.hexdigest()
 
 
-def used_code_files(dirs: tuple[Path, ...]) -> list[str]:
-    """Files of the imported modules that live under `dirs` (right after a pipeline's imports,
-    with the modules under `dirs` purged first: what that pipeline uses)."""
-    if not dirs:
-        return []
-    roots = [str(d) + "/" for d in dirs]
-    used = set()
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if file:
-            resolved = str(Path(file).resolve())
-            if any(resolved.startswith(root) for root in roots):
-                used.add(resolved)
-    return sorted(used)
-
-
 def same_code(used: dict[str, str] | None) -> bool:
     """True when every file a running version imported still has the content it was loaded
     with: a change elsewhere under its `python_path` is not this pipeline's."""
@@ -167,35 +150,42 @@ def content_key(path: Path) -> tuple[tuple[str, str], str, bytes] | None:
     return (file_hash, code_fingerprint(declared_code_dirs(path, data))), file_hash[:12], data
 
 
-def purge_modules(dirs: tuple[Path, ...]) -> list[str]:
-    """Forget every imported module whose file lives under `dirs` (so the next import is fresh)."""
-    if not dirs:
-        return []
-    roots = [str(d) + "/" for d in dirs]
-    purged = []
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if file and any(str(Path(file).resolve()).startswith(root) for root in roots):
-            del sys.modules[name]
-            purged.append(name)
-    importlib.invalidate_caches()
-    return purged
-
-
 def _errors_text(problems: list[Problem] | tuple[Problem, ...]) -> str | None:
     errors = [str(p) for p in problems if p.severity == "error"]
     return "; ".join(errors) if errors else None
 
 
 def prepare(name: str, path: Path, previous_dirs: tuple[Path, ...] = ()) -> Prepared | None:
-    """Parse, validate and route one file (None if it vanished meanwhile)."""
+    """Parse, validate and route one file (None if it vanished meanwhile).
+
+    Only the `python_path` modules whose files changed are re-imported, and they are put back
+    as they were when the file turns out invalid: running versions keep their code
+    (code_modules.py)."""
     keyed = content_key(path)
     if keyed is None:
         return None
     key, file_version, data = keyed
     code_dirs = declared_code_dirs(path, data)
-    before_import = code_file_hashes(code_dirs)
-    purge_modules(tuple(set(previous_dirs) | set(code_dirs)))
+    dirs = tuple(dict.fromkeys((*previous_dirs, *code_dirs)))
+    before_import = code_file_hashes(dirs)
+    snapshot = code_modules.purge_changed(dirs, before_import)
+    prepared = _parse_and_route(name, path, key, file_version, data)
+    if prepared.version is None:
+        snapshot.restore()
+        return prepared
+    code_modules.record_loaded(snapshot, before_import)
+    used = code_modules.used_files(code_modules.call_modules(_toml(data)), snapshot)
+    return replace(prepared, used_code=used)
+
+
+def _toml(data: bytes) -> Any:
+    try:
+        return tomllib.loads(data.decode("utf-8", errors="replace"))
+    except tomllib.TOMLDecodeError:
+        return {}
+
+
+def _parse_and_route(name: str, path: Path, key: tuple[str, str], file_version: str, data: bytes) -> Prepared:
     try:
         spec, problems = parse_pipeline(data, path)  # the very bytes the key was made of
     except Exception as exc:  # noqa: BLE001 - a bug in parsing must fail only this file
@@ -211,8 +201,7 @@ def prepare(name: str, path: Path, previous_dirs: tuple[Path, ...] = ()) -> Prep
     warnings = tuple(p for p in problems if p.severity == "warning")  # routing warnings included
     for warning in warnings:
         log.warning("%s", warning, extra={"pipeline": name})
-    used = {py: before_import.get(py, "") for py in used_code_files(code_dirs)}
-    return Prepared(name, path, key, file_version, PipelineVersion(spec, routed.graph, warnings), None, used)
+    return Prepared(name, path, key, file_version, PipelineVersion(spec, routed.graph, warnings), None)
 
 
 def apply_change(slot: PipelineSlot, prepared: Prepared, is_new: bool) -> str:
