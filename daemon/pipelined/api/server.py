@@ -3,7 +3,8 @@
 The server runs on its own event loop in a non-main thread, so uvicorn never installs signal
 handlers (it only does so in the main thread): signals stay with the supervisor's control loop.
 `listen` is `host:port` or `unix:/path`. `start()` raises `CannotListen` when the address cannot
-be bound (the daemon then exits 3).
+be bound (the daemon then exits 3). Connections go through `connections.ConnectionGuard`: a
+deadline for every request, a cap on open connections, and a quiet EMFILE.
 """
 
 from __future__ import annotations
@@ -18,7 +19,11 @@ from typing import Any
 
 import uvicorn
 
+from pipelined.api.connections import ConnectionGuard
+
 log = logging.getLogger("pipelined.api_server")
+
+DEFAULT_MAX_CONNECTIONS = 1024
 
 
 class CannotListen(Exception):
@@ -26,9 +31,11 @@ class CannotListen(Exception):
 
 
 class ApiServer:
-    def __init__(self, app: Any, listen: str) -> None:
+    def __init__(self, app: Any, listen: str, *, max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.listen = listen
+        self.guard = ConnectionGuard(max_connections)  # request deadline, connection cap, EMFILE
         options: dict[str, Any] = {
+            "http": self.guard.protocol_class(),
             "log_config": None,
             "access_log": False,
             "lifespan": "on",
@@ -49,9 +56,13 @@ class ApiServer:
 
     def _serve(self) -> None:
         try:
-            asyncio.run(self.server.serve())
+            asyncio.run(self._serve_guarded())
         except BaseException as exc:  # noqa: BLE001 - uvicorn exits with SystemExit on bind errors
             self._error = exc
+
+    async def _serve_guarded(self) -> None:
+        asyncio.get_running_loop().set_exception_handler(self.guard.loop_exception)
+        await self.server.serve()
 
     def start(self, timeout: float = 20.0) -> None:
         """Start serving; returns once the socket listens (CannotListen if it cannot)."""

@@ -51,6 +51,7 @@ class ApiSettings:
     allow_insecure: bool = False
     config_write: bool = False
     max_body: int = 1024 * 1024  # bytes
+    max_connections: int = 1024  # open API connections (and at most 3/4 of RLIMIT_NOFILE)
 
     def token(self) -> str | None:
         """The bearer token (file content, stripped), or None when no token_file is set."""
@@ -305,6 +306,7 @@ _CONVERTERS: dict[str, Any] = {
     "allow_insecure": _bool,
     "config_write": _bool,
     "max_body": _size,
+    "max_connections": _positive_int,
     "address": _ray_address,
     "namespace": _namespace,
     "object_store_memory": _optional_size,

@@ -83,7 +83,8 @@ class Daemon:
         self.from_file = from_file
         self.notifier = Notifier.from_environment()
         self.supervisor = Supervisor(settings, self.notifier)
-        self.server = ApiServer(create_app(self.supervisor, api_settings), settings.api.listen)
+        self.server = ApiServer(create_app(self.supervisor, api_settings), settings.api.listen,
+                                max_connections=settings.api.max_connections)  # fmt: skip
         self.heartbeat = Heartbeat(self.notifier, self.supervisor.is_loop_healthy, self.supervisor.status_line)
         self.watcher = self._make_watcher() if watch else None
         self.supervisor.on_reloaded.append(self._after_reload)

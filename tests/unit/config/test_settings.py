@@ -25,6 +25,7 @@ token_file = "/etc/pipelined/token"
 allow_insecure = true
 config_write = true
 max_body = "2MiB"
+max_connections = 64
 """
 
 
@@ -55,6 +56,7 @@ def test_every_key_parses(tmp_path: Path) -> None:
     assert settings.api.token_file == Path("/etc/pipelined/token")
     assert settings.api.allow_insecure and settings.api.config_write
     assert settings.api.max_body == 2 * 1024 * 1024
+    assert settings.api.max_connections == 64
 
 
 def test_unknown_key_names_file_section_and_suggestion(tmp_path: Path) -> None:
