@@ -85,7 +85,12 @@ class ProcessStageRunner(StageBase):
         try:
             while (chunk := queue.take(self._take_size(), sharers=1)) is not None:
                 self.hold(chunk)
-                self._process(chunk, cell)
+                try:
+                    self._process(chunk, cell)
+                except BaseException as exc:  # outside the per-item guard (an engine fault): never die
+                    log.exception("a feeder failed on a chunk; its items fail this attempt", extra=self._extra)
+                    text = f"{type(exc).__name__}: {exc}"
+                    self.complete(chunk, Outcome(failures=[Failure(item, exc, text) for item in chunk.items]), cell)
                 del chunk  # not kept while waiting for the next one (its run may end meanwhile)
         finally:
             self.counters.retire(cell)

@@ -23,9 +23,10 @@ from pipelined.engine.drain import Drainer
 from pipelined.engine.failurelog import FailureLog, short
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
 from pipelined.engine.producer import ProducerStage
-from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
+from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.retry import RetryTimer
-from pipelined.engine.router import RouterBuilder, Target
+from pipelined.engine.router import Target, inject
+from pipelined.engine.routerbuild import RouterBuilder
 from pipelined.engine.runs import Run
 from pipelined.engine.stagebuild import build_stage
 from pipelined.engine.stats import StageMeter
@@ -63,7 +64,10 @@ class PipelineRuntime:
         self.producers: dict[str, ProducerStage] = {}
         self.accumulators: list[AccumulatorStage] = []  # topological order
         self.meters: dict[str, StageMeter] = {}
-        self._targets: dict[str, Target] = {}
+        self._targets: dict[str, Target] = {}  # ctx.emit_to and injections: never inline
+        self._targets_unbounded: dict[str, Target] = {}  # emit_to that may close a cycle
+        self._follows: dict[tuple[str, str], bool] = {}
+        self._builder: RouterBuilder | None = None
         self._async_names: set[str] = set()
         self._runs: set[Run] = set()
         self._runs_cond = threading.Condition()
@@ -132,9 +136,11 @@ class PipelineRuntime:
         builder = RouterBuilder(
             self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get
         )
+        self._builder = builder
         for node in self.graph.nodes:
             if node.kind != "producer":
                 self._targets[node.id] = builder.entrance(node.id, inline=False)
+                self._targets_unbounded[node.id] = builder.entrance(node.id, inline=False, never_block=True)
         for node in self.graph.nodes:
             if node.kind == "pipeline":
                 continue
@@ -186,14 +192,13 @@ class PipelineRuntime:
     def trigger(
         self, stage: str, args: Mapping[str, Any] | None = None, items: list[Any] | None = None
     ) -> str:
-        """Start a run at `stage`; its id. BadRequest / Conflict / NotFound / QueueFull / Unavailable."""
+        """Start a run at `stage`; its id. BadRequest / Conflict / NotFound / QueueFull / Unavailable.
+
+        The run is registered in the same step that finds the pipeline running (under the state
+        lock `begin_drain` takes), so a drain that begins meanwhile waits for it: it is never
+        left `running`, and its items never go into a queue nobody takes from any more."""
         where = f"pipeline {self.spec.name!r}"
-        with self._state_lock:
-            state = self.state
-        if state != "running":
-            if state == "starting":
-                raise Unavailable(f"{where} is starting")
-            raise Conflict(f"{where} is {state}: it takes no triggers")
+        self._check_running()
         spec = self.spec.stage(stage)
         if spec is None:
             raise NotFound(f"{where} has no stage {stage!r}")
@@ -205,45 +210,62 @@ class PipelineRuntime:
                 raise BadRequest(f"{where}: 'args' must be an object")
             producer = self.producers[stage]
             call_args = producer.binder.bind_producer_args(args)
-            run = self._new_run(stage)
-            producer.submit(run, call_args)
+            with self._state_lock:
+                self._check_running()
+                run = self._new_run(stage)
+            if not producer.submit(run, call_args):  # the drain stopped the producer meanwhile
+                self._forget_run(run)
+                raise Conflict(f"pipeline {self.spec.name!r} is draining: it takes no triggers")
             return run.id
         if args is not None:
             raise BadRequest(f"{where} is a {spec.kind}: give 'items', not 'args'")
         if not isinstance(items, list) or not items:
             raise BadRequest(f"{where}: 'items' must be a non-empty list")
-        return self._inject(stage, spec, list(items))
+        with self._state_lock:
+            self._check_running()
+            run = self._new_run(stage)
+        return self._inject(run, stage, list(items))
 
-    def _inject(self, stage: str, spec: StageSpec, items: list[Any]) -> str:
+    def _check_running(self) -> None:
+        state = self.state
+        if state != "running":
+            where = f"pipeline {self.spec.name!r}"
+            if state == "starting":
+                raise Unavailable(f"{where} is starting")
+            raise Conflict(f"{where} is {state}: it takes no triggers")
+
+    def _inject(self, run: Run, stage: str, items: list[Any]) -> str:
         where = f"pipeline {self.spec.name!r}, stage {stage!r}"
-        run = self._new_run(stage)
         assert self.hooks is not None
         error = self.hooks.before_run(run.to_dict()) if self.hooks.has_run_hooks else None
         if error is not None:
             run.source_finished(error)
             return run.id
         n = len(items)
-        run.settle(produced=n, enter=n)
-        queue = self.queues.get(stage)
-        try:
-            if queue is None:  # a nested pipeline: through its entrance
-                run.settle(finished=self._targets[stage].send(run, items))
-                run.settle(leave=n)
-            else:
-                dropped = queue.put_all_or_nothing(Chunk(run, items), INJECT_TIMEOUT)
-                if dropped:
-                    self._dropped(stage, dropped)
-        except QueueRejected:
+        run.settle(produced=n, enter=n)  # in flight while they are handed over
+        try:  # into every queue they reach (a nested pipeline's children), or into none
+            finished = inject(self._targets[stage], run, items, INJECT_TIMEOUT)
+        except QueueRejected as exc:
             self._forget_run(run)
+            queue = self.queues[str(exc)]
+            whose = "its queue" if queue.stage == stage else f"the queue of stage {queue.stage!r}"
             raise QueueFull(
-                f"{where}: its queue has no room for {n} items "
-                f"({queue.depth}/{queue.capacity} queued, on_full = \"reject\")" if queue else f"{where}: queue full"
+                f"{where}: {whose} has no room for {n} items "
+                f"({queue.depth}/{queue.capacity} queued, on_full = \"reject\")"
             ) from None
-        except TimeoutError:
+        except TimeoutError as exc:
+            self._forget_run(run)
+            whose = "" if str(exc) == stage else f" into stage {str(exc)!r}"
+            raise Unavailable(
+                f"{where}: could not enqueue {n} items{whose} within {INJECT_TIMEOUT:g} s "
+                f"(queue full, on_full = \"block\")"
+            ) from None
+        except QueueAbandoned:  # the drain deadline passed while it waited for room: none got in
             self._forget_run(run)
             raise Unavailable(
-                f"{where}: could not enqueue {n} items within {INJECT_TIMEOUT:g} s (queue full, on_full = \"block\")"
+                f"{where}: the pipeline drained before there was room for {n} items; none was accepted"
             ) from None
+        run.settle(leave=n, finished=finished)
         run.source_finished()
         return run.id
 
@@ -296,11 +318,23 @@ class PipelineRuntime:
     def has_rejecting_queue(self) -> bool:
         return any(q.on_full == "reject" for q in self.queues.values())
 
-    def target_for(self, stage: str) -> Target:
+    def target_for(self, stage: str, sender: str | None = None) -> Target:
+        """Where `ctx.emit_to(stage, ...)` puts; ValueError for a stage that takes no items.
+
+        A `sender` stage waits for room only if `stage` is downstream of it in the graph;
+        otherwise (upstream, itself, a sibling: a possible cycle) its items go in past a full
+        queue's bound, so two stages can never wait for room in each other's queues. Producers
+        (no sender) have no queue anyone waits for: they always wait."""
         target = self._targets.get(stage)
         if target is None:
             raise ValueError(f"ctx.emit_to: pipeline {self.spec.name!r} has no stage {stage!r} that takes items")
-        return target
+        if sender is None:
+            return target
+        follows = self._follows.get((sender, stage))
+        if follows is None:
+            assert self._builder is not None
+            follows = self._follows[(sender, stage)] = self._builder.follows_graph(sender, target)
+        return target if follows else self._targets_unbounded[stage]
 
     def dead_letter(
         self,

@@ -48,6 +48,7 @@ class Outcome:
     finished: int = 0  # already counted at a terminal (per-item routing)
     routed_already: bool = False
     died_at: int = -1  # index of the item whose call killed the worker thread
+    sent_early: int = 0  # outputs routed while the chunk was still being called (lateoutputs.py)
 
 
 class StageServices(Protocol):
@@ -59,7 +60,7 @@ class StageServices(Protocol):
 
     def stopping(self) -> bool: ...
 
-    def target_for(self, stage: str) -> Target: ...
+    def target_for(self, stage: str, sender: str | None = None) -> Target: ...
 
     def dead_letter(
         self,
@@ -181,7 +182,7 @@ class StageBase:
         """Route one item's results (may raise QueueRejected: that attempt fails)."""
         finished = self.target.send(run, outputs) if outputs and not self.is_consumer else 0
         for stage, value in routed:
-            finished += self.services.target_for(stage).send(run, [value])
+            finished += self.services.target_for(stage, self.name).send(run, [value])
         return finished
 
     # -- completing a chunk -----------------------------------------------------------------
@@ -202,7 +203,7 @@ class StageBase:
             for stage, value in outcome.routed:
                 finished += self._send_to(run, stage, value)
         if not self.is_consumer:
-            cell.items_out += len(outcome.outputs) + len(outcome.routed)
+            cell.items_out += len(outcome.outputs) + len(outcome.routed) + outcome.sent_early
         if failures:
             cell.items_failed += len(failures)
             self._failed(chunk, failures)
@@ -218,7 +219,7 @@ class StageBase:
 
     def _send_to(self, run: Run, stage: str, value: Any) -> int:
         try:
-            return self.services.target_for(stage).send(run, [value])
+            return self.services.target_for(stage, self.name).send(run, [value])
         except QueueAbandoned:
             return 0
         except QueueRejected as exc:  # not routed per item (see routes_per_item): never lost
