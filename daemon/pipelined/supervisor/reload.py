@@ -11,10 +11,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import logging
 import re
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -93,27 +96,56 @@ def scan_conf_dir(conf_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
 
 def declared_code_dirs(path: Path, data: bytes) -> tuple[Path, ...]:
     """The `python_path` directories a file declares (read even when the file is otherwise invalid)."""
-    try:
-        raw = tomllib.loads(data.decode("utf-8", errors="replace")).get("python_path", [])
-    except tomllib.TOMLDecodeError:
-        return ()
+    if b"python_path" not in data:
+        return ()  # most files: no TOML parse needed to know it
+    raw = _toml(data).get("python_path", [])
     if not isinstance(raw, list):
         return ()
     return tuple((path.parent / entry).resolve() for entry in raw if isinstance(entry, str))
 
 
 def code_file_hashes(dirs: tuple[Path, ...]) -> dict[str, str]:
-    """{path: sha256} of every `.py` file under `dirs` (at most MAX_CODE_FILES)."""
+    """{path: sha256} of every `.py` file under `dirs` (at most MAX_CODE_FILES). Within one
+    re-scan (`scan_memo()`) each directory is read once, however many pipelines share it."""
     hashes: dict[str, str] = {}
     for directory in dirs:
-        for py in sorted(directory.rglob("*.py")) if directory.is_dir() else ():
-            if "__pycache__" in py.parts or len(hashes) >= MAX_CODE_FILES:
-                continue
-            try:
-                hashes[str(py)] = hashlib.sha256(py.read_bytes()).hexdigest()
-            except OSError:
-                continue
+        memo = _SCAN_MEMO.get(directory) if _SCAN_MEMO is not None else None
+        if memo is None:
+            memo = _hash_directory(directory)
+            if _SCAN_MEMO is not None:
+                _SCAN_MEMO[directory] = memo
+        for py, sha in memo.items():
+            if len(hashes) >= MAX_CODE_FILES:
+                break
+            hashes.setdefault(py, sha)
     return hashes
+
+
+def _hash_directory(directory: Path) -> dict[str, str]:
+    hashes: dict[str, str] = {}
+    for py in sorted(directory.rglob("*.py")) if directory.is_dir() else ():
+        if "__pycache__" in py.parts or len(hashes) >= MAX_CODE_FILES:
+            continue
+        try:
+            hashes[str(py)] = hashlib.sha256(py.read_bytes()).hexdigest()
+        except OSError:
+            continue
+    return hashes
+
+
+_SCAN_MEMO: dict[Path, dict[str, str]] | None = None
+
+
+@contextlib.contextmanager
+def scan_memo() -> Iterator[None]:
+    """One re-scan of the conf dir: the code under a `python_path` is hashed once for all the
+    pipelines that share it (a thousand pipelines on one directory: one pass, not a thousand)."""
+    global _SCAN_MEMO
+    _SCAN_MEMO = {}
+    try:
+        yield
+    finally:
+        _SCAN_MEMO = None
 
 
 def code_fingerprint(dirs: tuple[Path, ...]) -> str:
@@ -155,13 +187,18 @@ def _errors_text(problems: list[Problem] | tuple[Problem, ...]) -> str | None:
     return "; ".join(errors) if errors else None
 
 
-def prepare(name: str, path: Path, previous_dirs: tuple[Path, ...] = ()) -> Prepared | None:
+def prepare(
+    name: str,
+    path: Path,
+    previous_dirs: tuple[Path, ...] = (),
+    keyed: tuple[tuple[str, str], str, bytes] | None = None,
+) -> Prepared | None:
     """Parse, validate and route one file (None if it vanished meanwhile).
 
     Only the `python_path` modules whose files changed are re-imported, and they are put back
     as they were when the file turns out invalid: running versions keep their code
     (code_modules.py)."""
-    keyed = content_key(path)
+    keyed = keyed or content_key(path)  # the re-scan's own reading of the file, when given
     if keyed is None:
         return None
     key, file_version, data = keyed
@@ -173,12 +210,17 @@ def prepare(name: str, path: Path, previous_dirs: tuple[Path, ...] = ()) -> Prep
     if prepared.version is None:
         snapshot.restore()
         return prepared
+    if not dirs:
+        return prepared
     code_modules.record_loaded(snapshot, before_import)
     used = code_modules.used_files(code_modules.call_modules(_toml(data)), snapshot)
     return replace(prepared, used_code=used)
 
 
-def _toml(data: bytes) -> Any:
+@functools.lru_cache(maxsize=4096)
+def _toml(data: bytes) -> dict[str, Any]:
+    """A file's TOML ({} when invalid), parsed once per content: every re-scan asks each file
+    for its `python_path`. Callers only read it."""
     try:
         return tomllib.loads(data.decode("utf-8", errors="replace"))
     except tomllib.TOMLDecodeError:
