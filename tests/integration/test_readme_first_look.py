@@ -30,8 +30,10 @@ def test_the_first_look_works_as_written(tmp_path: Path) -> None:
     assert "/etc/" not in block  # nothing outside the roots
     # the same commands, pointed at this test's daemon instead of a ./tools/run on port 8470
     block = block.replace("localhost:8470", daemon.listen)
-    block = block.replace(".venv/bin/pipelined status", f"{sys.executable} -m pipelined status --api {daemon.url}")
-    block = block.replace(".venv/bin/pipelined", f"{sys.executable} -m pipelined")
+    block = block.replace(".venv/bin/pipelined top", ".venv/bin/pipelined top --once")  # no terminal here
+    client = f"{sys.executable} -m pipelined"
+    block = block.replace(".venv/bin/pipelined check", f"{client} check")
+    block = block.replace(".venv/bin/pipelined", f"{client} --api {daemon.url}")
     try:
         daemon.start(timeout=30)
         done = subprocess.run(

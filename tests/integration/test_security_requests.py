@@ -76,11 +76,11 @@ def test_a_foreign_host_is_refused_before_anything_happens(
 
 def test_the_listen_address_localhost_and_allowed_hosts_are_served(served: DaemonProcess) -> None:
     port = served.port
-    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}",
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "localhost", f"[::1]:{port}", "127.0.0.1:9999",
                  "pipelined.example", f"pipelined.example:{port}", f"a.ops.example:{port}"):  # fmt: skip
         r = send(served, "GET", "/pipelines", headers={"Host": host})
         assert r.status_code == 200, (host, r.text)
-    for host in ("ops.example", "pipelined.example.evil", f"evil.example:{port}", ""):
+    for host in ("ops.example", "pipelined.example.evil", f"evil.example:{port}", "", "localhost.evil:80"):
         assert send(served, "GET", "/pipelines", headers={"Host": host}).status_code == 400, host
 
 

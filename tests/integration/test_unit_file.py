@@ -109,3 +109,32 @@ def test_security_exposure_at_most_1_5(tmp_path: Path) -> None:
     assert match, done.stdout[-2000:] + done.stderr
     assert float(match.group(1)) <= 1.5
     assert done.returncode == 0, done.stderr
+
+
+RAY_DROPIN = REPO / "systemd" / "pipelined-ray.conf"
+
+
+def _with_ray_dropin(tmp_path: Path) -> Path:
+    unit = _unit_with_local_binary(tmp_path)
+    dropins = tmp_path / "pipelined.service.d"
+    dropins.mkdir()
+    (dropins / "ray.conf").write_text(RAY_DROPIN.read_text())
+    return unit
+
+
+def test_ray_dropin_relaxes_only_what_ray_needs() -> None:
+    active = [line.strip() for line in RAY_DROPIN.read_text().splitlines()
+              if line.strip() and not line.strip().startswith(("#", ";"))]
+    assert active == ["[Service]", "ProcSubset=all", "TimeoutStartSec=300"]
+
+
+@needs_analyze
+def test_unit_with_the_ray_dropin_verifies_and_stays_at_most_2(tmp_path: Path) -> None:
+    unit = _with_ray_dropin(tmp_path)
+    done = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    done = subprocess.run(["systemd-analyze", "security", "--offline=true", "--threshold=20", str(unit)],
+                          capture_output=True, text=True, timeout=60)
+    assert "full access to non-process /proc files" in done.stdout  # the drop-in was read
+    match = re.search(r"Overall exposure level for pipelined\.service: (\d+\.\d+)", done.stdout)
+    assert match and float(match.group(1)) <= 2.0, done.stdout[-2000:]

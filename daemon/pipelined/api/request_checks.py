@@ -5,8 +5,8 @@ use it through an operator's browser:
 
 - **Host** (DNS rebinding): a page on `rebind.evil.example` whose name later resolves to
   127.0.0.1 sends `Host: rebind.evil.example`. Only the listen address, `localhost`,
-  `127.0.0.1`, `[::1]` and `[api] allowed_hosts` (with or without the listen port; `*.example.com`
-  for subdomains) are accepted: anything else is 400. Litestar's allowed-hosts matching is used;
+  `127.0.0.1`, `[::1]` and `[api] allowed_hosts` (`*.example.com` for subdomains; any port) are
+  accepted: anything else is 400. Litestar's allowed-hosts matching is used;
   the refusal is the API's usual JSON error. A unix socket is not checked (a browser cannot reach
   one, and its clients send any name), nor are `/health` and `/ready` (probes send addresses).
 - **Origin** (CSRF): browsers send `Origin` with every cross-site POST. A request whose `Origin`
@@ -37,21 +37,27 @@ DEFAULT_PORTS = {"http": 80, "https": 443}
 
 
 def host_patterns(listen: str, allowed_hosts: Iterable[str]) -> list[str] | None:
-    """Litestar allowed-hosts entries for a TCP listen address (None for a unix socket: no check)."""
+    """Litestar allowed-hosts entries (names, without ports) for a TCP listen address; None for a
+    unix socket (no check)."""
     if listen.startswith("unix:"):
         return None
-    host, _, port = listen.rpartition(":")
+    host = listen.rpartition(":")[0]
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
-    names = [host.lower(), *ALWAYS_ALLOWED_HOSTS, *allowed_hosts]
-    patterns: list[str] = []
-    for name in dict.fromkeys(names):
-        patterns += [name] if _has_port(name) else [name, f"{name}:{port}"]
-    return patterns
+    names = [host, *ALWAYS_ALLOWED_HOSTS, *allowed_hosts]
+    return list(dict.fromkeys(host_name(name).lower() for name in names))
 
 
-def _has_port(name: str) -> bool:
-    return name.rpartition(":")[2].isdigit() and (not name.startswith("[") or "]:" in name)
+def host_name(host: str) -> str:
+    """A Host header without its port: `127.0.0.1:8470` → `127.0.0.1`, `[::1]:80` → `[::1]`.
+
+    The port is not checked: a rebinding page cannot choose the name the browser sends, whatever
+    the port (so an SSH tunnel on another local port still reaches the API).
+    """
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    name, sep, port = host.rpartition(":")
+    return name if sep and port.isdigit() else host
 
 
 class HostCheck(AllowedHostsMiddleware):
@@ -64,7 +70,7 @@ class HostCheck(AllowedHostsMiddleware):
         path = scope.get("path", "")
         host = Headers.from_scope(scope).get("host") or ""
         pattern = self.allowed_hosts_regex
-        if pattern is None or path in UNCHECKED_HOST_PATHS or pattern.fullmatch(host.lower()):
+        if pattern is None or path in UNCHECKED_HOST_PATHS or pattern.fullmatch(host_name(host).lower()):
             await self.app(scope, receive, send)
             return
         raise BadRequest(

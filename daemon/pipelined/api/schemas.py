@@ -76,10 +76,12 @@ class PipelineDetail(TypedDict):
 
 
 class TriggerRequest(TypedDict):
-    """Producer stages take `args`, every other kind `items`; never both."""
+    """Producer stages take `args`, every other kind `items`; never both. `priority` (−10..10,
+    default: a producer's `priority` key, else 0): every queue serves higher priorities first."""
 
     args: NotRequired[dict[str, Any]]
     items: NotRequired[list[Any]]
+    priority: NotRequired[int]
 
 
 class TriggerAccepted(TypedDict):
@@ -100,11 +102,13 @@ class Run(TypedDict):
     run: str
     pipeline: str
     stage: str
+    priority: int
     state: RunState
     started_at: str
     finished_at: str | None
     items: RunItems
     error: str | None
+    recovered: bool  # replayed from a disk buffer after a restart
 
 
 class StateChange(TypedDict):
@@ -132,6 +136,7 @@ class StageStats(TypedDict):
     busy: int
     utilization: float
     throughput_per_s: float
+    throttled_s: float
     latency_ms: NotRequired[LatencyMs]
 
 
@@ -143,6 +148,16 @@ class RunCounts(TypedDict):
     active: int
 
 
+class BufferStats(TypedDict):
+    kind: Literal["memory", "disk"]
+    items: int  # items stored (disk), waiting to finish
+    bytes: int  # the buffer file and its WAL
+    oldest_age_s: float  # age of the oldest stored item
+    commits_per_s: float  # over the last 5 s
+    error: str | None  # why new items are refused now (disk full, unwritable), else null
+    sync: NotRequired[Literal["normal", "full"]]
+
+
 class PipelineStats(TypedDict):
     pipeline: str
     state: PipelineState
@@ -151,6 +166,7 @@ class PipelineStats(TypedDict):
     runs: RunCounts
     bottleneck: str | None
     stages: dict[str, StageStats]
+    buffer: BufferStats
 
 
 class DaemonInfo(TypedDict):
@@ -175,7 +191,9 @@ class DeadLetter(TypedDict):
     at: str
     attempts: int
     error: str
+    traceback: str | None
     item: Any
+    truncated: bool
 
 
 class GraphNode(TypedDict):

@@ -42,8 +42,11 @@ from pipelined.config.values import (
 PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PIPELINE_KEYS: tuple[str, ...] = (
     "description", "enabled", "max_threads", "max_processes", "max_retries", "retry_backoff",
-    "queue_size", "on_full", "track_latency", "drain_timeout", "python_path", "hooks", "stage",
+    "queue_size", "on_full", "track_latency", "drain_timeout", "buffer", "buffer_sync", "python_path", "hooks",
+    "stage", "priority_max_wait",
 )  # fmt: skip
+BUFFERS: tuple[str, ...] = ("memory", "disk")
+BUFFER_SYNCS: tuple[str, ...] = ("normal", "full")
 ROUTING_KEYS = frozenset({"name", "kind", "to", "from", "fanout", "weights", "mode", "stage"})
 ROUTING_MESSAGES = ("duplicate stage name", 'missing required key "name"', "a nested pipeline needs")
 GraphCheck = Callable[[PipelineSpec], Sequence[Problem]]
@@ -160,13 +163,23 @@ def _read_pipeline(ck: Checker, document: dict[str, Any], path: Path, version: s
         on_full=inherited.on_full,  # type: ignore[arg-type]
         track_latency=_or(read_bool(ck, top, "track_latency"), False),
         drain_timeout=read_duration(ck, top, "drain_timeout", positive=True),
+        buffer=_or(read_choice(ck, top, "buffer", BUFFERS), "memory"),
+        buffer_sync=_buffer_sync(ck, top),
         python_path=_python_path(ck, top, path),
         hooks=read_hooks(ck, top),
+        priority_max_wait=_or(read_duration(ck, top, "priority_max_wait", positive=True), defaults.priority_max_wait),
     )
 
 
 def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
+
+
+def _buffer_sync(ck: Checker, top: Table) -> str:
+    sync = read_choice(ck, top, "buffer_sync", BUFFER_SYNCS)
+    if sync is not None and top.data.get("buffer", "memory") != "disk":
+        ck.warn(top.at("buffer_sync"), 'has no effect without buffer = "disk"', (), "buffer_sync")
+    return _or(sync, "normal")
 
 
 def _python_path(ck: Checker, top: Table, path: Path) -> tuple[Path, ...]:

@@ -1,17 +1,20 @@
 """`tail_file`: follow a growing file like `tail -F`, across rotation, truncation and restarts.
 
-Delivery: the offset of a line is saved when the generator resumes after yielding it (the engine
-took the line) and when the generator is closed at that yield (a drain or reload: the engine
-keeps what it took). So a drain, reload or restart neither repeats nor skips lines; only a
-crash of the daemon between taking a line and asking for the next one repeats that one line
-(at-least-once).
+Delivery (at-least-once): the offset of a line is saved only once that line and every line
+before it have *finished* — consumed, filtered or dead-lettered, with everything derived from
+them (memory buffer) — or are stored in the disk buffer (`buffer = "disk"`): the engine calls
+back through `ctx.on_delivered`. So a drain, reload or restart neither repeats nor skips lines,
+and after a `kill -9` the lines that had not finished are read again instead of being lost.
+Without an engine context that can tell (a fake ctx, a worker process), the offset is saved
+when the generator resumes after the line (the engine took it).
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -264,9 +267,18 @@ def _follow(
                     yield text
                 finally:  # resumed (the line was taken) or closed at this yield (drain, reload)
                     if store is not None:
-                        store.save(Position(inode, end, path))
+                        _when_delivered(ctx, functools.partial(store.save, Position(inode, end, path)))
     finally:
         follower.close()
         follower.cut.report()
         if store is not None:
-            store.close()
+            _when_delivered(ctx, store.close)  # after the last save
+
+
+def _when_delivered(ctx: StageContext | None, callback: Callable[[], None]) -> None:
+    """Run `callback` once every line yielded so far has finished (or is in the disk buffer)."""
+    on_delivered = getattr(ctx, "on_delivered", None)
+    if on_delivered is None:
+        callback()
+    else:
+        on_delivered(callback)

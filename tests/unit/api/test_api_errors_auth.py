@@ -90,6 +90,7 @@ def test_openapi_describes_every_endpoint_with_models(client: TestClient[Any]) -
     assert set(trigger["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {
         "args",
         "items",
+        "priority",
     }
     assert {"200", "202", "400", "404", "409", "429", "503"} <= set(trigger["responses"])
     put = doc["paths"]["/pipelines/{name}"]["put"]

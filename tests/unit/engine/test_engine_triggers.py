@@ -133,14 +133,15 @@ def test_stats_shape_and_stage_rows() -> None:
     with running(spec) as rt:
         finished_run(rt, rt.trigger("src"))
         stats = rt.stats()
-        assert set(stats) == {"pipeline", "state", "version", "uptime_s", "runs", "bottleneck", "stages"}
+        assert set(stats) == {"pipeline", "state", "version", "uptime_s", "runs", "bottleneck", "stages", "buffer"}
+        assert stats["buffer"]["kind"] == "memory" and stats["buffer"]["items"] == 0
         assert stats["runs"] == {"started": 1, "completed": 1, "failed": 0, "cancelled": 0, "active": 0}
         assert stats["bottleneck"] == "work"
         row = stats["stages"]["work"]
         assert set(row) == {
             "kind", "items_in", "items_out", "items_failed", "items_retried", "items_dropped",
             "items_dead_lettered", "queue_depth", "queue_capacity", "threads", "processes", "busy",
-            "utilization", "throughput_per_s", "latency_ms",
+            "utilization", "throughput_per_s", "throttled_s", "latency_ms",
         }
         assert row["threads"] == 2 and row["queue_capacity"] == 1000 and 0 < row["utilization"] <= 1
         assert row["throughput_per_s"] > 0 and set(row["latency_ms"]) == {"p50", "p90", "p99"}
