@@ -181,7 +181,8 @@ def test_dead_letters_of_a_failing_stage(api: httpx.Client, api_daemon: DaemonPr
     letters = api.get("/pipelines/failing/dead-letters?limit=1").json()
     assert len(letters) == 1
     assert letters[0]["stage"] == "boom" and "ValueError" in letters[0]["error"]
-    assert set(letters[0]) == {"id", "run", "stage", "at", "attempts", "error", "item"}
+    assert set(letters[0]) == {"id", "run", "stage", "at", "attempts", "error", "traceback", "item", "truncated"}
+    assert "ValueError" in letters[0]["traceback"] and letters[0]["truncated"] is False
     assert len(api.get("/pipelines/failing/dead-letters").json()) >= 2
     error(api.get("/pipelines/failing/dead-letters?limit=0"), 400, "limit")
 

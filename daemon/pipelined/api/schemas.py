@@ -191,7 +191,9 @@ class DeadLetter(TypedDict):
     at: str
     attempts: int
     error: str
+    traceback: str | None
     item: Any
+    truncated: bool
 
 
 class GraphNode(TypedDict):

@@ -8,7 +8,9 @@ be bound (the daemon then exits 3).
 A unix socket is bound here, not by uvicorn (which would make it 0666): it is created with mode
 0600 (`socket_mode`, and `socket_group` as its group, widen it on purpose) before it listens, in
 a directory other users may not write. With `tls` (certificate, key) a TCP address serves HTTPS
-through uvicorn's own TLS.
+through uvicorn's own TLS. Connections go through
+`connections.ConnectionGuard`: a deadline for every request, a cap on open connections, and a
+quiet EMFILE.
 """
 
 from __future__ import annotations
@@ -28,7 +30,11 @@ from typing import Any
 
 import uvicorn
 
+from pipelined.api.connections import ConnectionGuard
+
 log = logging.getLogger("pipelined.api_server")
+
+DEFAULT_MAX_CONNECTIONS = 1024
 
 
 class CannotListen(Exception):
@@ -46,10 +52,15 @@ class SocketOptions:
 
 
 class ApiServer:
-    def __init__(self, app: Any, listen: str, options: SocketOptions | None = None) -> None:
+    def __init__(
+        self, app: Any, listen: str, options: SocketOptions | None = None, *,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    ) -> None:
         self.listen = listen
         self.options = options or SocketOptions()
+        self.guard = ConnectionGuard(max_connections)  # request deadline, connection cap, EMFILE
         config: dict[str, Any] = {
+            "http": self.guard.protocol_class(),
             "log_config": None,
             "access_log": False,
             "lifespan": "on",
@@ -77,9 +88,13 @@ class ApiServer:
 
     def _serve(self) -> None:
         try:
-            asyncio.run(self.server.serve(sockets=self._sockets))
+            asyncio.run(self._serve_guarded())
         except BaseException as exc:  # noqa: BLE001 - uvicorn exits with SystemExit on bind errors
             self._error = exc
+
+    async def _serve_guarded(self) -> None:
+        asyncio.get_running_loop().set_exception_handler(self.guard.loop_exception)
+        await self.server.serve(sockets=self._sockets)
 
     def start(self, timeout: float = 20.0) -> None:
         """Start serving; returns once the socket listens (CannotListen if it cannot)."""

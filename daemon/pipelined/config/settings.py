@@ -62,6 +62,7 @@ class DaemonSettings:
         reads = [state, conf, *self.read_paths]
         writes = [state, *self.write_paths]
         return list(dict.fromkeys(reads)), list(dict.fromkeys(writes))
+    dead_letter_files: int = 2  # per pipeline, the current one included (rotated at 64 MiB)
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ class ApiSettings:
     def token_source(self) -> Path | None:
         """The token's file: systemd's `$CREDENTIALS_DIRECTORY/api.token`, else token_file, else None."""
         return token_source(self.token_file)
+    max_connections: int = 1024  # open API connections (and at most 3/4 of RLIMIT_NOFILE)
 
     def token(self) -> str | None:
         """The bearer token (file content, stripped), or None when there is no token file."""
@@ -385,6 +387,7 @@ _CONVERTERS: dict[str, Any] = {
     "log_level": _choice(LOG_LEVELS),
     "log_format": _choice(LOG_FORMATS),
     "drain_timeout": _duration,
+    "dead_letter_files": _positive_int,
     "listen": _listen,
     "token_file": _optional_path,
     "allow_insecure": _bool,
@@ -397,6 +400,7 @@ _CONVERTERS: dict[str, Any] = {
     "allowed_hosts": _host_list,
     "tls_cert": _optional_path,
     "tls_key": _optional_path,
+    "max_connections": _positive_int,
     "address": _ray_address,
     "namespace": _namespace,
     "object_store_memory": _optional_size,

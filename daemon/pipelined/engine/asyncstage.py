@@ -114,6 +114,7 @@ class AsyncStage(StageBase):
                 log.exception("cannot hand a chunk to the event loop", extra=self._extra)
                 self._release_slots(len(chunk.items))
                 self._fail_chunk(chunk, exc)
+            del chunk  # not kept while waiting for the next one (its run may end meanwhile)
         self.loop.call_soon_threadsafe(self._finish)
 
     # -- loop thread ------------------------------------------------------------------------

@@ -9,7 +9,7 @@ from typing import Any
 
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import StageCounters
-from pipelined.engine.deadletters import DeadLetterStore
+from pipelined.engine.deadletters import DEFAULT_FILES, DeadLetterStore
 from pipelined.engine.disk_buffer import DiskBuffer, RestoreFailed, buffer_path
 from pipelined.engine.gate import Slots, StageGate, TokenBucket
 from pipelined.engine.runs import RunTracker
@@ -18,10 +18,10 @@ from pipelined.engine.runs import RunTracker
 class PipelineBook:
     """Lives as long as the pipeline's name; every PipelineRuntime of that name shares it."""
 
-    def __init__(self, name: str, state_dir: Path | str | None) -> None:
+    def __init__(self, name: str, state_dir: Path | str | None, *, dead_letter_files: int = DEFAULT_FILES) -> None:
         self.name = name
         self.state_dir = None if state_dir is None else Path(state_dir)
-        self.dead_letters = DeadLetterStore(name, self.state_dir)
+        self.dead_letters = DeadLetterStore(name, self.state_dir, files=dead_letter_files)
         # run ids never repeat: a high-water mark in the state dir (engine/runids.py), and never
         # one that a dead letter from before a restart names
         self.runs = RunTracker(name, first=self.dead_letters.highest_run_number() + 1, state_dir=self.state_dir)

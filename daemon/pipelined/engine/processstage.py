@@ -99,6 +99,7 @@ class ProcessStageRunner(StageBase):
                 finally:
                     if gate is not None:
                         gate.done()
+                del chunk  # not kept while waiting for the next one (its run may end meanwhile)
         finally:
             self.counters.retire(cell)
 

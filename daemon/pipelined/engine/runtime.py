@@ -22,6 +22,7 @@ from pipelined.engine.book import PipelineBook
 from pipelined.engine.drain import Drainer
 from pipelined.engine.durable import inject_durably, open_gate
 from pipelined.engine.entry import EntryGate
+from pipelined.engine.failurelog import FailureLog, short
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
 from pipelined.engine.lineage import Lineage
 from pipelined.engine.producer import ProducerStage
@@ -62,6 +63,7 @@ class PipelineRuntime:
         self.retry = RetryTimer(spec.name, self._retry_abandoned)
         self.gate = EntryGate(spec.name, None, False)  # the disk buffer, item ids: set up by start()
         self.replay: Any = None  # durable.Replay while stored items are being replayed
+        self.failure_log = FailureLog(spec.name)
         self.queues: dict[str, StageQueue] = {}
         self.stages: dict[str, Any] = {}  # name -> ThreadStage / AsyncStage / ProcessStageRunner / ...
         self.producers: dict[str, ProducerStage] = {}
@@ -131,7 +133,7 @@ class PipelineRuntime:
                 self.trigger(name)
 
     def _build(self) -> None:
-        self.hooks = HookSet(self.spec)
+        self.hooks = HookSet(self.spec, self.failure_log)
         for node in self.graph.nodes:
             stage = node.stage
             counters = self.book.counters(stage.name)
@@ -362,17 +364,19 @@ class PipelineRuntime:
         error: BaseException,
         *,
         text: str | None = None,
+        trace: str | None = None,
         held: int = 0,
         entered: bool = True,
         lineage: Lineage | None = None,
     ) -> None:
-        """Record dead letters, count them, call on_error, settle the run."""
+        """Record dead letters (with the traceback, when there is one), count them, call
+        on_error, settle the run."""
         if not items:
             return
         n = len(items)
         text = text or error_text(error)
-        run.last_dead_letter_error = f"stage {stage!r}: {text}"
-        self.book.dead_letters.add_many(run.id, stage, attempts, text, items)
+        run.last_dead_letter_error = f"stage {stage!r}: {short(text)}"
+        self.book.dead_letters.add_many(run.id, stage, attempts, text, items, trace)
         self.book.counters(stage).add("items_dead_lettered", n)
         if self.hooks is not None and self.hooks.has_on_error:
             for item in items:
@@ -430,6 +434,7 @@ class PipelineRuntime:
         """Called by the Drainer when everything is done."""
         with self._state_lock:
             self.state = "drained"
+        self.failure_log.flush()
         log.info("pipeline version %s drained", self.spec.version, extra=self._extra)
 
     def _teardown(self) -> None:
@@ -449,6 +454,7 @@ class PipelineRuntime:
             if stop is not None:
                 stop()
         self.retry.stop()
+        self.failure_log.flush()
 
     # -- views ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

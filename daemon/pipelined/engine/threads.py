@@ -154,8 +154,12 @@ class ThreadStage(StageBase):
                 self._gated_loop(self.gate, invoker, fast, cell, slot)
                 return
             if exclusive is None:
+                # `chunk` is dropped before waiting for the next one: a worker waiting on its queue
+                # must not keep the last chunk (its items, the run) alive after that run ended
                 while (chunk := queue.take(self._take_limit(), sharers=self.workers)) is not None:
-                    if self._process(chunk, invoker, fast, cell, slot):
+                    died = self._process(chunk, invoker, fast, cell, slot)
+                    del chunk
+                    if died:
                         raise WorkerDied(self.name)
                 return
             inline_slot = self._new_slot()
@@ -164,7 +168,9 @@ class ThreadStage(StageBase):
                 while queue.wait_available():
                     with exclusive:
                         chunk = queue.take_nowait(self._take_limit())
-                        if chunk is not None and self._process(chunk, invoker, fast, cell, slot):
+                        died = chunk is not None and self._process(chunk, invoker, fast, cell, slot)
+                        del chunk
+                        if died:
                             raise WorkerDied(self.name)
             finally:
                 with exclusive:

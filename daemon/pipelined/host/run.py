@@ -26,6 +26,7 @@ from pipelined.api.server import ApiServer, CannotListen, SocketOptions
 from pipelined.config.secrets import expand_credentials
 from pipelined.config.settings import Settings, SettingsInvalid, changed_keys, load_settings
 from pipelined.host.logs import configure_logging, logs_to_stderr
+from pipelined.host.memory import return_big_buffers_to_the_system
 from pipelined.host.notify import Heartbeat, Notifier
 from pipelined.supervisor.loop import Supervisor
 from pipelined.supervisor.reload import declared_code_dirs
@@ -64,6 +65,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"pipelined: {text}", file=sys.stderr)
         return EXIT_SETTINGS
     configure_logging(settings.daemon.log_level, settings.daemon.log_format)
+    return_big_buffers_to_the_system()  # big items' memory goes back when they are done
     tracing.configure()  # OTEL_TRACES_EXPORTER etc.; off (and nothing imported) when unset
     try:
         settings.daemon.state_dir.mkdir(parents=True, exist_ok=True)
@@ -100,7 +102,8 @@ class Daemon:
         api = settings.api
         cert, key = (expand_credentials(p) if p is not None else None for p in (api.tls_cert, api.tls_key))
         options = SocketOptions(api.socket_mode, api.socket_group, cert, key)
-        self.server = ApiServer(create_app(self.supervisor, api_settings), api.listen, options)
+        self.server = ApiServer(create_app(self.supervisor, api_settings), api.listen, options,
+                                max_connections=api.max_connections)  # fmt: skip
         self.heartbeat = Heartbeat(self.notifier, self.supervisor.is_loop_healthy, self.supervisor.status_line)
         self.watcher = self._make_watcher() if watch else None
         self.supervisor.on_reloaded.append(self._after_reload)

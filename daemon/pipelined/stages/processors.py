@@ -27,8 +27,21 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 def to_json_bytes(item: Any) -> bytes:
-    """`item` as one line of JSON; what JSON cannot hold is written as its `repr` string."""
-    return orjson.dumps(item, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    """`item` as one line of JSON; what JSON cannot hold is written as its `repr` string, and so
+    is the whole item when orjson gives up on it (nested deeper than its 255 levels)."""
+    try:
+        return orjson.dumps(item, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(safe_repr(item))
+
+
+def safe_repr(item: Any) -> str:
+    """`repr(item)`, or a placeholder naming its type when repr itself fails (too deep, a broken
+    `__repr__`)."""
+    try:
+        return repr(item)
+    except Exception as exc:  # noqa: BLE001 - RecursionError, or whatever a user's __repr__ raises
+        return f"<unrepresentable {type(item).__name__}: {type(exc).__name__}: {exc}>"
 
 
 def log(

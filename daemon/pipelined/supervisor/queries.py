@@ -12,6 +12,7 @@ import resource
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,11 @@ class PipelineQueries:
         run = self.run(name, run_id)
         return run.get("state") != "running", run
 
+    def run_waiter(self, name: str, run_id: str) -> Callable[[], bool]:
+        self.run(name, run_id)  # 404 for an unknown run, named like the other answers
+        run = self._slot(name).book.runs.run(run_id)
+        return lambda: run.ended
+
     def runs(self, name: str) -> list[dict[str, Any]]:
         return [to_json(run) for run in self._slot(name).book.runs.list()]
 
@@ -155,6 +161,14 @@ class PipelineQueries:
             return slot.state != "failed", slot.stats()
         drained = bool(runtime.wait_drained(slot.drain_timeout if timeout is None else timeout))
         return drained, slot.stats()
+
+    def drain_waiter(self, name: str, timeout: float | None) -> tuple[Callable[[], bool], float]:
+        slot = self._slot(name)
+        runtime = slot.runtime
+        wait = slot.drain_timeout if timeout is None else timeout
+        if runtime is None:
+            return (lambda: True), wait
+        return (lambda: bool(runtime.wait_drained(0))), wait
 
     def start(self, name: str) -> dict[str, Any]:
         if self.is_stopping():

@@ -183,6 +183,11 @@ class FakeControl:
         finished = self.run_done[run_id].wait(timeout)
         return finished, self.run(name, run_id)
 
+    def run_waiter(self, name: str, run_id: str) -> Any:
+        self.run(name, run_id)
+        self.calls.append(("wait_run", (name, run_id)))
+        return self.run_done[run_id].is_set
+
     def runs(self, name: str) -> list[Any]:
         return list(self._get(name).runs)
 
@@ -206,6 +211,10 @@ class FakeControl:
         self.calls.append(("wait_drained", (name, timeout)))
         p = self._get(name)
         return p.drained.wait(0.05 if timeout is None else timeout), self.stats(name)
+
+    def drain_waiter(self, name: str, timeout: float | None) -> Any:
+        self.calls.append(("wait_drained", (name, timeout)))
+        return self._get(name).drained.is_set, 0.05 if timeout is None else timeout
 
     def start(self, name: str) -> Any:
         p = self._get(name)

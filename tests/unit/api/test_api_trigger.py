@@ -117,7 +117,7 @@ def test_wait_returns_200_with_the_finished_run(client: TestClient[Any], fake: F
     r = trigger(client, query="?wait=true", json={"args": {"n": 1}})
     assert r.status_code == 200
     assert r.json()["state"] == "completed" and r.json()["run"] == "r-000001"
-    assert ("wait_run", ("orders", "r-000001", 30.0)) in fake.calls
+    assert ("wait_run", ("orders", "r-000001")) in fake.calls
 
 
 def test_wait_timeout_answers_202_with_the_running_run(client: TestClient[Any], fake: FakeControl) -> None:
