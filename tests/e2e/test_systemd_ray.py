@@ -21,8 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab_service import WHEEL_CACHE
+from lab_service import api as _api
+from lab_service import show as _show
 from systemd_lab import SystemdLab
-from test_systemd_service import WHEEL_CACHE, _api, _show
 
 REPO = Path(__file__).resolve().parents[2]
 STATE = "/var/lib/pipelined"
