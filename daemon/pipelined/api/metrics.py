@@ -128,6 +128,11 @@ class ControlCollector(Collector):
         latency = GaugeMetricFamily(
             "pipelined_stage_latency_seconds", "Queue-to-done latency quantiles", labels=[*labels, "quantile"]
         )
+        throttled = CounterMetricFamily(
+            "pipelined_stage_throttled_seconds",
+            "Time the stage's workers waited for a rate_limit token",
+            labels=labels,
+        )
         replicas = GaugeMetricFamily(
             "pipelined_stage_replicas", "Ray actors of an executor = \"ray\" stage", labels=[*labels, "state"]
         )
@@ -138,6 +143,7 @@ class ControlCollector(Collector):
                         replicas.add_metric([pipeline, stage, state], value)
                 for outcome, key in ITEM_OUTCOMES.items():
                     items.add_metric([pipeline, stage, outcome], _number(sstats.get(key)) or 0.0)
+                throttled.add_metric([pipeline, stage], _number(sstats.get("throttled_s")) or 0.0)
                 for key, family in gauges.items():
                     if (value := _number(sstats.get(key))) is not None:
                         family.add_metric([pipeline, stage], value)
@@ -145,6 +151,7 @@ class ControlCollector(Collector):
                     if (value := _number(ms)) is not None:
                         latency.add_metric([pipeline, stage, "0." + quantile.lstrip("p")], value / 1000)
         yield items
+        yield throttled
         yield from gauges.values()
         yield replicas
         yield latency

@@ -76,10 +76,12 @@ class PipelineDetail(TypedDict):
 
 
 class TriggerRequest(TypedDict):
-    """Producer stages take `args`, every other kind `items`; never both."""
+    """Producer stages take `args`, every other kind `items`; never both. `priority` (−10..10,
+    default: a producer's `priority` key, else 0): every queue serves higher priorities first."""
 
     args: NotRequired[dict[str, Any]]
     items: NotRequired[list[Any]]
+    priority: NotRequired[int]
 
 
 class TriggerAccepted(TypedDict):
@@ -100,6 +102,7 @@ class Run(TypedDict):
     run: str
     pipeline: str
     stage: str
+    priority: int
     state: RunState
     started_at: str
     finished_at: str | None
@@ -133,6 +136,7 @@ class StageStats(TypedDict):
     busy: int
     utilization: float
     throughput_per_s: float
+    throttled_s: float
     latency_ms: NotRequired[LatencyMs]
 
 
@@ -187,7 +191,9 @@ class DeadLetter(TypedDict):
     at: str
     attempts: int
     error: str
+    traceback: str | None
     item: Any
+    truncated: bool
 
 
 class GraphNode(TypedDict):

@@ -250,6 +250,14 @@ class Invoker:
         given = dict(trigger_args or {})
         call_args = given if self.is_class else {**self.stage.args, **given}
         where = f"pipeline {self.pipeline.name!r}, stage {self.stage.name!r} ({self.stage.call})"
+        allowed = self.stage.trigger_args
+        if allowed is not None and not set(given) <= set(allowed):
+            refused = ", ".join(repr(k) for k in given if k not in allowed)
+            may = ", ".join(repr(k) for k in allowed) if allowed else "none"
+            raise BadRequest(
+                f"{where}: a trigger may not set {refused}: the arguments a trigger may set"
+                f" (trigger_args) are: {may}"
+            )
         if "ctx" in call_args and self.wants_ctx:
             raise BadRequest(f"{where}: argument 'ctx' is reserved for the stage context")
         signature = inspect.Signature(list(self._params.values()))

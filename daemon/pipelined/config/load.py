@@ -24,6 +24,7 @@ from typing import Any
 
 from pipelined.config.code import check_code
 from pipelined.config.lines import LineIndex
+from pipelined.config.permissions import permission_problem
 from pipelined.config.spec import PipelineSpec, Problem
 from pipelined.config.stage import ON_FULL, STAGE_ONLY_HINTS, Inherited, StageReader, read_hooks
 from pipelined.config.values import (
@@ -42,7 +43,7 @@ PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PIPELINE_KEYS: tuple[str, ...] = (
     "description", "enabled", "max_threads", "max_processes", "max_retries", "retry_backoff",
     "queue_size", "on_full", "track_latency", "drain_timeout", "buffer", "buffer_sync", "python_path", "hooks",
-    "stage",
+    "stage", "priority_max_wait",
 )  # fmt: skip
 BUFFERS: tuple[str, ...] = ("memory", "disk")
 BUFFER_SYNCS: tuple[str, ...] = ("normal", "full")
@@ -70,7 +71,10 @@ def pipeline_name_problem(path: Path) -> Problem | None:
 
 
 def load_pipeline(path: Path, check_graph: GraphCheck) -> tuple[PipelineSpec | None, list[Problem]]:
-    """Read and validate one pipeline file."""
+    """Read and validate one pipeline file (refused unread when others may write it)."""
+    refused = permission_problem(path)
+    if refused is not None:
+        return None, [refused]
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -95,6 +99,8 @@ def parse_pipeline(
         document = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:
         return None, [*problems, _syntax_problem(exc, path, source)]
+    except RecursionError:
+        return None, [*problems, Problem(str(path), path.stem, "invalid TOML: arrays or tables nested too deeply")]
     ck = Checker(str(path), path.stem, LineIndex.scan(source))
     spec = _read_pipeline(ck, document, path, version)
     routable = spec.stages and not any(_blocks_routing(p) for p in ck.problems)
@@ -161,6 +167,7 @@ def _read_pipeline(ck: Checker, document: dict[str, Any], path: Path, version: s
         buffer_sync=_buffer_sync(ck, top),
         python_path=_python_path(ck, top, path),
         hooks=read_hooks(ck, top),
+        priority_max_wait=_or(read_duration(ck, top, "priority_max_wait", positive=True), defaults.priority_max_wait),
     )
 
 

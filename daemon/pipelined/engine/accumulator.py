@@ -127,17 +127,21 @@ class AccumulatorStage:
                             self._add(chunk, cell, outgoing)
                         for run in self._expired_runs():  # max_wait holds while items keep coming
                             self._pop(run, outgoing)
-                for run, batch, lineage, ids in outgoing:
-                    finished = self._send(run, batch, cell, lineage, ids)
-                    run.settle(leave=len(batch), finished=finished)
-                    if lineage is not None:  # its items stay in their entries until the batch is done
-                        if finished:
-                            lineage.apply(0, finished=finished)
-                        lineage.seal()
+                self._send_all(outgoing, cell)
+                del chunk, outgoing  # nothing of a run is kept while waiting for the next chunk
                 if closed:
                     return
         finally:
             self.counters.retire(cell)
+
+    def _send_all(self, outgoing: list[Batch], cell: CounterCell) -> None:
+        for run, batch, lineage, ids in outgoing:
+            finished = self._send(run, batch, cell, lineage, ids)
+            run.settle(leave=len(batch), finished=finished)
+            if lineage is not None:  # its items stay in their entries until the batch is done
+                if finished:
+                    lineage.apply(0, finished=finished)
+                lineage.seal()
 
     def _next_timeout(self) -> float | None:
         if self.max_wait is None or not self._first_at:

@@ -53,7 +53,9 @@ class AsyncStage(StageBase):
         make_invoker: Callable[[], Invoker],
     ) -> None:
         super().__init__(services, spec, queue, target, counters, workers)
-        self.concurrency = max(1, workers)
+        # items awaited at once: `threads`, capped by `concurrency` (a rate_limit's tokens come
+        # through the gate, like for every stage)
+        self.concurrency = min(max(1, workers), spec.concurrency or workers)
         self.workers = 1  # one thread (utilization is measured against `concurrency` slots)
         self.invoker = make_invoker()
         self._per_item = self.routes_per_item(self.invoker.wants_ctx)
@@ -99,7 +101,8 @@ class AsyncStage(StageBase):
             with self._free_cond:
                 self._free_cond.wait_for(lambda: self._free > 0)
                 free = self._free
-            chunk = self.queue.take(free)
+            gate = self.gate
+            chunk = self.queue.take(free) if gate is None else gate.take(self.queue, free)
             if chunk is None:
                 break
             with self._free_cond:
@@ -111,6 +114,7 @@ class AsyncStage(StageBase):
                 log.exception("cannot hand a chunk to the event loop", extra=self._extra)
                 self._release_slots(len(chunk.items))
                 self._fail_chunk(chunk, exc)
+            del chunk  # not kept while waiting for the next one (its run may end meanwhile)
         self.loop.call_soon_threadsafe(self._finish)
 
     # -- loop thread ------------------------------------------------------------------------

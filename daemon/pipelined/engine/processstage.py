@@ -82,8 +82,12 @@ class ProcessStageRunner(StageBase):
     def _feed(self) -> None:
         cell = self.counters.cell()
         queue = self.queue
+        gate = self.gate
         try:
-            while (chunk := queue.take(self._take_size(), sharers=1)) is not None:
+            # with rate_limit / concurrency the gate gives the tokens (and the slot) before a batch leaves
+            while (chunk := queue.take(self._take_size(), sharers=1) if gate is None else gate.take(
+                queue, self._take_size()
+            )) is not None:
                 self.hold(chunk)
                 try:
                     self._process(chunk, cell)
@@ -92,6 +96,10 @@ class ProcessStageRunner(StageBase):
                     text = f"{type(exc).__name__}: {exc}"
                     failures = [Failure(item, exc, text, index=i) for i, item in enumerate(chunk.items)]
                     self.complete(chunk, Outcome(failures=failures), cell)
+                finally:
+                    if gate is not None:
+                        gate.done()
+                del chunk  # not kept while waiting for the next one (its run may end meanwhile)
         finally:
             self.counters.retire(cell)
 

@@ -1,5 +1,8 @@
 """A producer stage: runs (triggers) wait FIFO; up to `threads` of them produce at once.
 
+Waiting runs start in priority order (FIFO within a priority; one that waited
+`priority_max_wait` starts next), like the chunks of every stage queue.
+
 Each producer thread owns an Invoker and iterates the user's iterable / generator / async
 generator in slices that grow while items come fast and the downstream is busy (up to FLUSH_AT)
 and fall back to one item otherwise — so low rates see no batching delay and high rates move
@@ -66,6 +69,8 @@ class ProducerStage:
         self.stopping = False
         self.abandoned = False
         self._jobs: deque[Job] = deque()
+        self._submitted: dict[Run, float] = {}  # when each waiting run was triggered
+        self._prioritized = False  # a run with a priority is waiting
         self._cond = threading.Condition()
         self._closed = False
         self._threads: list[threading.Thread] = []
@@ -91,11 +96,13 @@ class ProducerStage:
         wait_for_setups(results, ready, self.workers, self.services.spec.name, self.name)
 
     def submit(self, run: Run, call_args: Mapping[str, Any]) -> bool:
-        """Queue a run (FIFO); False when the producer was stopped (drain) and takes none."""
+        """Queue a run (by priority, FIFO within one); False when the producer was stopped (drain)."""
         with self._cond:
             if self._closed:
                 return False
             self._jobs.append((run, call_args))
+            self._submitted[run] = time.monotonic()
+            self._prioritized = self._prioritized or run.priority != 0
             self._cond.notify()
             return True
 
@@ -106,6 +113,7 @@ class ProducerStage:
             self._closed = True
             pending = [run for run, _ in self._jobs]
             self._jobs.clear()
+            self._submitted.clear()
             self._cond.notify_all()
         return pending
 
@@ -165,9 +173,25 @@ class ProducerStage:
                 if self._closed:
                     return None
                 self._cond.wait()
-            job = self._jobs.popleft()
+            job = self._pick_job() if self._prioritized else self._jobs.popleft()
+            self._submitted.pop(job[0], None)
             self._producing.add(job[0])
             return job
+
+    def _pick_job(self) -> Job:
+        """The waiting run that starts next: the oldest that waited priority_max_wait, else the
+        first of the highest priority."""
+        jobs = self._jobs
+        overdue = time.monotonic() - self.services.spec.priority_max_wait
+        index = max(range(len(jobs)), key=lambda i: jobs[i][0].priority)
+        for i, (run, _) in enumerate(jobs):  # oldest first
+            if self._submitted.get(run, overdue) <= overdue:
+                index = i
+                break
+        chosen = jobs[index]
+        del jobs[index]  # by position: never compares the trigger's args
+        self._prioritized = any(run.priority for run, _ in jobs)
+        return chosen
 
     def _produce(self, invoker: Invoker, cell: CounterCell, run: Run, call_args: Mapping[str, Any]) -> None:
         extra = {**self._extra, "run": run.id}

@@ -8,6 +8,10 @@ backoff is over they come back past it (`force=True`, like accumulator flush req
 were counted already, and a timer thread must never block. A put that
 must reach several queues all-or-nothing (a router behind `reject`, an injected chunk) first
 `reserve`s room in each, then `put_reserved`s (or `unreserve`s when one refused).
+
+Chunks are served FIFO in a plain deque until a chunk of a run with a non-zero priority
+arrives; from then until the queue is empty again they sit in `PriorityLanes` (lanes.py):
+higher priorities first, FIFO within one, and a chunk that has waited `max_wait_s` served next.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any, Literal
 
+from pipelined.engine.lanes import PriorityLanes
 from pipelined.engine.lineage import Lineage
 from pipelined.engine.runs import Run
 
@@ -84,7 +89,7 @@ Dropped = list[Chunk]
 
 
 class StageQueue:
-    def __init__(self, stage: str, capacity: int, on_full: OnFull) -> None:
+    def __init__(self, stage: str, capacity: int, on_full: OnFull, max_wait_s: float = 30.0) -> None:
         self.stage = stage
         self.capacity = max(1, capacity)
         self.on_full = on_full
@@ -94,7 +99,9 @@ class StageQueue:
         self.idle_takers = 0  # workers waiting for work right now (read without the lock)
         self.pending_wakeups = 0  # of those, already notified (about to take)
         self.abandoned = False
-        self._chunks: deque[Chunk] = deque()
+        self.max_wait_s = max_wait_s  # priority_max_wait
+        self.prioritized = False  # chunks in PriorityLanes (a run with a priority is queued)
+        self._chunks: deque[Chunk] | PriorityLanes[Chunk] = deque()
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
@@ -200,6 +207,9 @@ class StageQueue:
                 raise QueueAbandoned(self.stage, chunk.items[done:])
 
     def _append(self, chunk: Chunk) -> None:
+        if chunk.run.priority and not self.prioritized:
+            self._chunks = PriorityLanes(self._chunks, self.max_wait_s)
+            self.prioritized = True
         self._chunks.append(chunk)
         self.depth += len(chunk.items)
         if self.idle_takers > self.pending_wakeups:
@@ -207,6 +217,13 @@ class StageQueue:
             self._not_empty.notify()
 
     def _evict(self) -> Dropped:
+        if isinstance(self._chunks, PriorityLanes):
+            excess = min(self.depth, self.depth + self.reserved + self.waiting - self.capacity)
+            if excess <= 0:
+                return []
+            evicted, removed = self._chunks.evict(excess)
+            self.depth -= removed
+            return evicted
         dropped: Dropped = []
         while (excess := self.depth + self.reserved + self.waiting - self.capacity) > 0 and self.depth > 0:
             oldest = self._chunks[0]
@@ -271,6 +288,8 @@ class StageQueue:
             return part
         chunks.popleft()
         if chunk.flush or chunk.attempts:
+            if self.prioritized and not chunks:
+                self._unprioritize()
             return chunk
         while chunks:
             nxt = chunks[0]
@@ -282,7 +301,14 @@ class StageQueue:
             chunk.items = chunk.items + nxt.items
             if chunk.ids is not None and nxt.ids is not None:
                 chunk.ids = [*chunk.ids, *nxt.ids]
+        if self.prioritized and not chunks:
+            self._unprioritize()
         return chunk
+
+    def _unprioritize(self) -> None:
+        """The lanes are empty: back to the plain FIFO until the next chunk with a priority."""
+        self._chunks = deque()
+        self.prioritized = False
 
     def wait_available(self) -> bool:
         """Block until something is queued (True) or the queue is closed and empty / abandoned."""
@@ -325,7 +351,8 @@ class StageQueue:
         with self._lock:
             self.abandoned = True
             left = list(self._chunks)
-            self._chunks.clear()
+            self._chunks = deque()
+            self.prioritized = False
             self.depth = 0
             self.reserved = 0
             self.waiting = 0

@@ -43,10 +43,15 @@ class RunListener(Protocol):
 class Run:
     """One run's state and counters; every change goes through `settle` (per chunk)."""
 
-    def __init__(self, run_id: str, pipeline: str, stage: str, listener: RunListener | None) -> None:
+    def __init__(
+        self, run_id: str, pipeline: str, stage: str, listener: RunListener | None, priority: int = 0
+    ) -> None:
         self.id = run_id
         self.pipeline = pipeline
         self.stage = stage
+        # -10..10: every queue serves chunks of higher-priority runs first (queues.py); a run
+        # started for this one in another pipeline (a link) takes it over
+        self.priority = priority
         self.state = "running"
         self.started_at = utc_now_iso()
         self.finished_at: str | None = None
@@ -185,6 +190,7 @@ class Run:
                 "run": self.id,
                 "pipeline": self.pipeline,
                 "stage": self.stage,
+                "priority": self.priority,
                 "state": self.state,
                 "started_at": self.started_at,
                 "finished_at": self.finished_at,
@@ -216,10 +222,10 @@ class RunTracker:
         self.failed = 0
         self.cancelled = 0
 
-    def new_run(self, stage: str, listener: RunListener | None) -> Run:
+    def new_run(self, stage: str, listener: RunListener | None, priority: int = 0) -> Run:
         with self._lock:
             run_id = f"{RUN_PREFIX}{self._numbers.take():06d}"
-            run = Run(run_id, self.pipeline, stage, listener)
+            run = Run(run_id, self.pipeline, stage, listener, priority)
             self._runs[run_id] = run
             self.started += 1
             self._trim()

@@ -22,6 +22,7 @@ from pipelined.engine.book import PipelineBook
 from pipelined.engine.drain import Drainer
 from pipelined.engine.durable import inject_durably, open_gate
 from pipelined.engine.entry import EntryGate
+from pipelined.engine.failurelog import FailureLog, short
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
 from pipelined.engine.lineage import Lineage
 from pipelined.engine.producer import ProducerStage
@@ -62,6 +63,7 @@ class PipelineRuntime:
         self.retry = RetryTimer(spec.name, self._retry_abandoned)
         self.gate = EntryGate(spec.name, None, False)  # the disk buffer, item ids: set up by start()
         self.replay: Any = None  # durable.Replay while stored items are being replayed
+        self.failure_log = FailureLog(spec.name)
         self.queues: dict[str, StageQueue] = {}
         self.stages: dict[str, Any] = {}  # name -> ThreadStage / AsyncStage / ProcessStageRunner / ...
         self.producers: dict[str, ProducerStage] = {}
@@ -131,14 +133,16 @@ class PipelineRuntime:
                 self.trigger(name)
 
     def _build(self) -> None:
-        self.hooks = HookSet(self.spec)
+        self.hooks = HookSet(self.spec, self.failure_log)
         for node in self.graph.nodes:
             stage = node.stage
             counters = self.book.counters(stage.name)
             workers = self.threads_of(stage) or self.processes_of(stage)
             self.meters[stage.name] = StageMeter(counters, stage.kind, workers, self.spec.track_latency)
             if stage.kind not in ("producer", "pipeline"):
-                self.queues[stage.name] = StageQueue(stage.name, stage.queue_size, stage.on_full)
+                self.queues[stage.name] = StageQueue(
+                    stage.name, stage.queue_size, stage.on_full, max_wait_s=self.spec.priority_max_wait
+                )
         builder = RouterBuilder(
             self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get
         )
@@ -196,13 +200,18 @@ class PipelineRuntime:
 
     # -- triggers ---------------------------------------------------------------------------
     def trigger(
-        self, stage: str, args: Mapping[str, Any] | None = None, items: list[Any] | None = None
+        self,
+        stage: str,
+        args: Mapping[str, Any] | None = None,
+        items: list[Any] | None = None,
+        priority: int | None = None,
     ) -> str:
         """Start a run at `stage`; its id. BadRequest / Conflict / NotFound / QueueFull / Unavailable.
 
         The run is registered in the same step that finds the pipeline running (under the state
         lock `begin_drain` takes), so a drain that begins meanwhile waits for it: it is never
-        left `running`, and its items never go into a queue nobody takes from any more."""
+        left `running`, and its items never go into a queue nobody takes from any more.
+        `priority` (−10..10, checked by the API): None takes a producer's `priority` key, else 0."""
         where = f"pipeline {self.spec.name!r}"
         self._check_running()
         spec = self.spec.stage(stage)
@@ -218,7 +227,7 @@ class PipelineRuntime:
             call_args = producer.binder.bind_producer_args(args)
             with self._state_lock:
                 self._check_running()
-                run = self._new_run(stage)
+                run = self._new_run(stage, spec.priority if priority is None else priority)
             self.gate.begin_run(run, "producer")
             if not producer.submit(run, call_args):  # the drain stopped the producer meanwhile
                 self._forget_run(run)
@@ -230,7 +239,7 @@ class PipelineRuntime:
             raise BadRequest(f"{where}: 'items' must be a non-empty list")
         with self._state_lock:
             self._check_running()
-            run = self._new_run(stage)
+            run = self._new_run(stage, priority or 0)
         return self._inject(run, stage, list(items))
 
     def _check_running(self) -> None:
@@ -278,8 +287,8 @@ class PipelineRuntime:
         run.source_finished()
         return run.id
 
-    def _new_run(self, stage: str) -> Run:
-        run = self.book.runs.new_run(stage, self)
+    def _new_run(self, stage: str, priority: int = 0) -> Run:
+        run = self.book.runs.new_run(stage, self, priority)
         if tracing.TRACER is not None:
             run.trace = tracing.start_run(self.spec.name, stage, run.id)
         with self._runs_cond:
@@ -355,17 +364,19 @@ class PipelineRuntime:
         error: BaseException,
         *,
         text: str | None = None,
+        trace: str | None = None,
         held: int = 0,
         entered: bool = True,
         lineage: Lineage | None = None,
     ) -> None:
-        """Record dead letters, count them, call on_error, settle the run."""
+        """Record dead letters (with the traceback, when there is one), count them, call
+        on_error, settle the run."""
         if not items:
             return
         n = len(items)
         text = text or error_text(error)
-        run.last_dead_letter_error = f"stage {stage!r}: {text}"
-        self.book.dead_letters.add_many(run.id, stage, attempts, text, items)
+        run.last_dead_letter_error = f"stage {stage!r}: {short(text)}"
+        self.book.dead_letters.add_many(run.id, stage, attempts, text, items, trace)
         self.book.counters(stage).add("items_dead_lettered", n)
         if self.hooks is not None and self.hooks.has_on_error:
             for item in items:
@@ -423,6 +434,7 @@ class PipelineRuntime:
         """Called by the Drainer when everything is done."""
         with self._state_lock:
             self.state = "drained"
+        self.failure_log.flush()
         log.info("pipeline version %s drained", self.spec.version, extra=self._extra)
 
     def _teardown(self) -> None:
@@ -442,6 +454,7 @@ class PipelineRuntime:
             if stop is not None:
                 stop()
         self.retry.stop()
+        self.failure_log.flush()
 
     # -- views ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

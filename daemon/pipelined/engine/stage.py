@@ -12,12 +12,15 @@ import logging
 import threading
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from pipelined import tracing
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.entry import EntryGate
+from pipelined.engine.failurelog import FailureLog
+from pipelined.engine.gate import StageGate
 from pipelined.engine.hooks import error_text
 from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
@@ -60,6 +63,7 @@ class StageServices(Protocol):
     spec: PipelineSpec
     retry: RetryTimer
     gate: EntryGate
+    failure_log: FailureLog
 
     def stopping(self) -> bool: ...
 
@@ -74,6 +78,7 @@ class StageServices(Protocol):
         error: BaseException,
         *,
         text: str | None = None,
+        trace: str | None = None,
         held: int = 0,
         entered: bool = True,
         lineage: Lineage | None = None,
@@ -140,6 +145,11 @@ class StageBase:
         self._abandoned = False
         self._lock = threading.Lock()
         self._extra = {"pipeline": services.spec.name, "stage": spec.name}
+        self.gate: StageGate | None = None  # rate_limit / concurrency (engine/gate.py)
+
+    def use_gate(self, gate: StageGate) -> None:
+        """Before start: take through `gate` (the stage has a rate_limit or a concurrency)."""
+        self.gate = gate
 
     # -- chunks held by workers -------------------------------------------------------------
     def hold(self, chunk: Chunk) -> None:
@@ -165,7 +175,9 @@ class StageBase:
             self._abandoned = True
             held = list(self._held.values())
             self._held.clear()
-            return held
+        if self.gate is not None:  # workers waiting for a token or a slot stop waiting
+            self.gate.wake()
+        return held
 
     def _traced(self, chunk: Chunk, current: bool = True) -> tracing.Batch:
         """The chunk's span (only called while tracing is on: `chunk.run.trace` is set)."""
@@ -245,28 +257,20 @@ class StageBase:
             return 0
 
     def _failed(self, chunk: Chunk, failures: list[Failure]) -> None:
+        """Retry or dead-letter each failure; the log sees them through the FailureLog (the first
+        of each kind whole, then summaries), the dead letter keeps the traceback."""
         run = chunk.run
         attempts = chunk.attempts + 1
         give_up = chunk.attempts >= self.spec.max_retries
+        report = self.services.failure_log.failed
+        headline = f"item {'dead-lettered after' if give_up else 'failed on'} attempt {attempts}"
         for failure in failures:
-            extra = {**self._extra, "run": run.id}
-            if attempts == 1 or give_up:
-                what = "dead-lettered after" if give_up else "failed on"
-                trace = failure.trace
-                if trace is None and failure.error is not None:
-                    trace = "".join(traceback.format_exception(failure.error))
-                log.error(
-                    "item %s attempt %d: %s%s",
-                    what,
-                    attempts,
-                    failure.text,
-                    "\n" + trace.rstrip() if trace else "",
-                    extra=extra,
-                )
+            report(self.name, run.id, failure.text, partial(trace_of, failure), headline=headline, gave_up=give_up)
             if give_up:
                 error = failure.error or RuntimeError(failure.text)
                 self.services.dead_letter(
-                    self.name, run, [failure.item], attempts, error, text=failure.text, lineage=chunk.lineage
+                    self.name, run, [failure.item], attempts, error, text=failure.text, lineage=chunk.lineage,
+                    trace=trace_of(failure),
                 )
             else:
                 ids = chunk.ids
@@ -274,6 +278,25 @@ class StageBase:
                 retry = Chunk(run, [failure.item], attempts, lineage=chunk.lineage, ids=item_id)
                 delay = backoff_delay(self.spec.retry_backoff, attempts)
                 self.services.retry.schedule(retry, self.queue, delay)
+            forget_traceback(failure.error)
+
+
+def trace_of(failure: Failure) -> str | None:
+    """The failure's formatted traceback (made once, from the exception when it is here)."""
+    if failure.trace is None and failure.error is not None and failure.error.__traceback__ is not None:
+        failure.trace = "".join(traceback.format_exception(failure.error))
+    return failure.trace
+
+
+def forget_traceback(error: BaseException | None) -> None:
+    """Drop an exception's traceback (and its causes') once it has been reported: the traceback's
+    frames hold the item and the worker's own locals, a reference cycle that would keep every
+    failed item of a run alive until a full garbage collection."""
+    for _ in range(8):
+        if error is None:
+            return
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
 
 
 def failure_of(item: Any, exc: BaseException, index: int = -1) -> Failure:

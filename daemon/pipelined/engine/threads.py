@@ -22,6 +22,7 @@ from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine import fusion
 from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.gate import StageGate
 from pipelined.engine.hooks import error_text
 from pipelined.engine.lateoutputs import WATCHER, InProgress
 from pipelined.engine.lineage import Lineage
@@ -76,6 +77,11 @@ class ThreadStage(StageBase):
         self._threads: list[threading.Thread] = []
         self._started = 0
         self._threads_lock = threading.Lock()
+
+    def use_gate(self, gate: StageGate) -> None:
+        super().use_gate(gate)
+        self._exclusive = None  # every call goes through the gate: no inline calls by senders,
+        self.fusible = False  # and no fused chain
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -144,9 +150,16 @@ class ThreadStage(StageBase):
         exclusive = self._exclusive
         slot = self._new_slot()
         try:
+            if self.gate is not None:
+                self._gated_loop(self.gate, invoker, fast, cell, slot)
+                return
             if exclusive is None:
+                # `chunk` is dropped before waiting for the next one: a worker waiting on its queue
+                # must not keep the last chunk (its items, the run) alive after that run ended
                 while (chunk := queue.take(self._take_limit(), sharers=self.workers)) is not None:
-                    if self._process(chunk, invoker, fast, cell, slot):
+                    died = self._process(chunk, invoker, fast, cell, slot)
+                    del chunk
+                    if died:
                         raise WorkerDied(self.name)
                 return
             inline_slot = self._new_slot()
@@ -155,7 +168,9 @@ class ThreadStage(StageBase):
                 while queue.wait_available():
                     with exclusive:
                         chunk = queue.take_nowait(self._take_limit())
-                        if chunk is not None and self._process(chunk, invoker, fast, cell, slot):
+                        died = chunk is not None and self._process(chunk, invoker, fast, cell, slot)
+                        del chunk
+                        if died:
                             raise WorkerDied(self.name)
             finally:
                 with exclusive:
@@ -195,6 +210,23 @@ class ThreadStage(StageBase):
         finally:
             slot.lock.release()
 
+    def _gated_loop(
+        self,
+        gate: StageGate,
+        invoker: Invoker,
+        fast: Callable[[Any], Any] | None,
+        cell: CounterCell,
+        slot: InProgress,
+    ) -> None:
+        """A stage with rate_limit / concurrency: each take holds a slot and its items' tokens."""
+        while (chunk := gate.take(self.queue, self._take_limit(), self.workers)) is not None:
+            try:
+                died = self._process(chunk, invoker, fast, cell, slot)
+            finally:
+                gate.done()
+            if died:
+                raise WorkerDied(self.name)
+
     def _take_limit(self) -> int:
         """How many queued items a worker takes at once: ~CALL_BUDGET_S of work, 1 to MAX_TAKE.
 
@@ -216,6 +248,8 @@ class ThreadStage(StageBase):
         Under the lock its worker holds per chunk, the sender first processes whatever is
         queued (order kept), then its own chunk, with the stage's own instance — so the
         instance is never called concurrently and a chain of fast stages runs in one thread.
+        A chunk of a run with a priority (or any chunk while the queue holds one) is queued
+        first, and everything is called in the order the queue serves it.
         """
         per_item = self.per_item_s
         exclusive = self._exclusive
@@ -229,8 +263,18 @@ class ThreadStage(StageBase):
             if inline is None or queue.closed or queue.abandoned:
                 return False
             invoker, fast, cell, slot = inline
+            # a chunk of a run with a priority, while the queue holds others, joins the queue,
+            # which orders them all (a lanes queue always holds others: it is a deque when empty)
+            ordered = queue.prioritized or (run.priority != 0 and queue.depth > 0)
+            if ordered:
+                try:
+                    queue.put(Chunk(run, items, lineage=lineage, ids=ids), force=True)
+                except QueueAbandoned:
+                    return False
             while (queued := self.queue.take_nowait(MAX_TAKE)) is not None:
                 self._process(queued, invoker, fast, cell, slot)
+            if ordered:
+                return True
             if fast is not None and self.fusible and run.trace is None and ids is None:
                 chain = fusion.chain_from(self)
                 if len(chain) > 1:

@@ -130,6 +130,7 @@ def stopped_stage_stats(spec: PipelineSpec, book: PipelineBook) -> dict[str, Any
                 "busy": 0,
                 "utilization": 0.0,
                 "throughput_per_s": 0.0,
+                "throttled_s": round(totals["throttled_s"], 3),
             }
         )
         if spec.track_latency:

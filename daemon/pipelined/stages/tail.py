@@ -18,11 +18,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from pipelined.stages._lines import DEFAULT_MAX_LINE, CutLines
+from pipelined.stages._paths import PathRefused, confine, open_for_reading
 from pipelined.stages._support import (
     StageContext,
     is_stopping,
+    logger_for,
     resolve_path,
     to_seconds,
+    to_size,
     wait_or_stop,
     where,
 )
@@ -36,12 +40,17 @@ Line = tuple[str, int, int]  # text, inode of its file, offset just past its new
 
 
 class _OpenFile:
-    """One open file being read line by line; `offset` is where the unread partial line starts."""
+    """One open file being read line by line; `offset` is where the unread partial line starts.
 
-    def __init__(self, path: Path, offset: int, encoding: str) -> None:
-        self.handle: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115
+    A line longer than `limit` bytes is cut: its first `limit` bytes are yielded as soon as they
+    are there, the rest up to its newline is skipped (`skipping`), and `cut` counts it.
+    """
+
+    def __init__(self, path: Path, offset: int, encoding: str, place: str, cut: CutLines) -> None:
+        self.handle: BinaryIO = os.fdopen(open_for_reading(path, "path", place), "rb", buffering=0)
         self.inode = os.fstat(self.handle.fileno()).st_ino
         self.encoding = encoding
+        self.cut = cut
         self.restart_at(offset)
 
     @property
@@ -54,6 +63,7 @@ class _OpenFile:
     def restart_at(self, offset: int) -> None:
         self.offset = offset
         self.partial = b""
+        self.skipping = False
         self.handle.seek(offset)
 
     def read_lines(self, *, final: bool = False) -> list[Line]:
@@ -67,12 +77,28 @@ class _OpenFile:
             chunks.append(chunk)
             total += len(chunk)
         data = b"".join(chunks)
+        limit = self.cut.limit
         lines: list[Line] = []
         start = 0
         while (newline := data.find(b"\n", start)) >= 0:
-            lines.append(self._line(data[start:newline], self.offset + newline + 1))
+            end = self.offset + newline + 1
+            if self.skipping:  # the rest of a line already yielded cut
+                self.skipping = False
+            else:
+                raw = data[start:newline]
+                if len(raw) > limit:
+                    raw = raw[:limit]
+                    self.cut.cut(f"the line at byte {self.offset + start}")
+                lines.append(self._line(raw, end))
             start = newline + 1
-        self.partial = data[start:]
+        rest = data[start:]
+        if self.skipping:
+            start, rest = len(data), b""
+        elif len(rest) > limit:  # no newline yet, already too long: yield it cut, skip the rest
+            self.cut.cut(f"the line at byte {self.offset + start}")
+            lines.append(self._line(rest[:limit], self.offset + len(data)))
+            start, rest, self.skipping = len(data), b"", True
+        self.partial = rest
         if final and self.partial:
             lines.append(self._line(self.partial, self.offset + len(data)))
             start, self.partial = len(data), b""
@@ -89,10 +115,11 @@ class _OpenFile:
 class _Follower:
     """Follows `path`: the file now at that path, or first the rotated file a saved offset names."""
 
-    def __init__(self, path: Path, encoding: str, place: str) -> None:
+    def __init__(self, path: Path, encoding: str, place: str, cut: CutLines) -> None:
         self.path = path
         self.encoding = encoding
         self.place = place
+        self.cut = cut
         self.current: _OpenFile | None = None
         self.finishing_rotated = False
 
@@ -143,9 +170,11 @@ class _Follower:
     def _open(self, path: Path, offset: int) -> bool:
         """Open `path` at `offset`; False when it vanished in between (it is waited for)."""
         try:
-            self.current = _OpenFile(path, offset, self.encoding)
+            self.current = _OpenFile(path, offset, self.encoding, self.place, self.cut)
         except FileNotFoundError:
             return False
+        except PathRefused:
+            raise
         except OSError as exc:
             raise OSError(f"{self.place}: path: cannot read {path}: {exc.strerror}") from None
         return True
@@ -184,17 +213,20 @@ def tail_file(
     start: str = "end",
     poll_interval: float | str = 0.2,
     encoding: str = "utf-8",
+    max_line: int | str = DEFAULT_MAX_LINE,
     ctx: StageContext | None = None,
 ) -> Iterator[str]:
     """Yield lines appended to `path` (without their line ending) until the pipeline drains.
 
     The first time (no saved offset) it starts at the file's end, or at its beginning with
     `start = "beginning"`. Offsets are kept per (pipeline, stage) in the state dir; without a
-    `ctx` nothing is saved.
+    `ctx` nothing is saved. The file must be a regular file under the read roots (`[daemon]
+    read_paths`); lines longer than `max_line` bytes are cut and counted.
     """
     place = where(ctx, "tail_file")
-    file_path = resolve_path(path, "path", place)
+    file_path = confine(resolve_path(path, "path", place), "path", place, for_writing=False)
     pause = to_seconds(poll_interval, "poll_interval", place)
+    limit = to_size(max_line, "max_line", place)
     if start not in _STARTS:
         raise ValueError(f"{place}: start: expected one of {', '.join(_STARTS)}, got {start!r}")
     try:
@@ -205,7 +237,9 @@ def tail_file(
         codecs.lookup(encoding)
     except (LookupError, TypeError):
         raise ValueError(f"{place}: encoding: unknown encoding {encoding!r}") from None
-    follower = _Follower(file_path, encoding, place)
+    follower = _Follower(
+        file_path, encoding, place, CutLines(logger_for(ctx, "tail_file"), place, path, limit)
+    )
     try:
         saved = store.load() if store is not None else None
         follower.resume(saved if saved is not None and saved.path == str(path) else None, start)
@@ -236,6 +270,7 @@ def _follow(
                         _when_delivered(ctx, functools.partial(store.save, Position(inode, end, path)))
     finally:
         follower.close()
+        follower.cut.report()
         if store is not None:
             _when_delivered(ctx, store.close)  # after the last save
 

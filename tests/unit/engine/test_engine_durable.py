@@ -238,7 +238,8 @@ def test_tail_file_saves_an_offset_only_once_its_lines_are_delivered(
 ) -> None:
     state = tmp_path / "state"
     monkeypatch.setenv("PIPELINED_STATE_DIR", str(state))
-    log = tmp_path / "app.log"
+    state.mkdir(parents=True, exist_ok=True)
+    log = state / "app.log"  # built-in file stages read only under their roots (the state dir)
     log.write_text("".join(f"line {i}\n" for i in range(10)))
     key = f"tail-offsets-{buffer}"
     spec = pipeline(

@@ -141,7 +141,7 @@ def test_stats_shape_and_stage_rows() -> None:
         assert set(row) == {
             "kind", "items_in", "items_out", "items_failed", "items_retried", "items_dropped",
             "items_dead_lettered", "queue_depth", "queue_capacity", "threads", "processes", "busy",
-            "utilization", "throughput_per_s", "latency_ms",
+            "utilization", "throughput_per_s", "throttled_s", "latency_ms",
         }
         assert row["threads"] == 2 and row["queue_capacity"] == 1000 and 0 < row["utilization"] <= 1
         assert row["throughput_per_s"] > 0 and set(row["latency_ms"]) == {"p50", "p90", "p99"}
