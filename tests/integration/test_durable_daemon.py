@@ -267,7 +267,7 @@ def test_a_reload_removing_a_stage_dead_letters_its_stored_items(daemon: DaemonP
 
 
 def test_delete_dead_letters_what_is_stored_and_removes_the_file(tmp_path: Path) -> None:
-    daemon = DaemonProcess(tmp_path, settings="[api]\nconfig_write = true\n")
+    daemon = DaemonProcess(tmp_path, settings="[api]\nconfig_write = true\n", token="durable-token")
     try:
         delete_stored(daemon)
     finally:

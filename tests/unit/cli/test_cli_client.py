@@ -108,7 +108,7 @@ def test_trigger_items_and_wait(served: Served, capsys: pytest.CaptureFixture[st
         capsys, "trigger", "orders", "enrich", "--items", "[1, 2]", "--wait", "--api", served.api
     )
     assert code == 0 and out.startswith("run r-000001: completed (2 produced")
-    assert ("wait_run", ("orders", "r-000001", 30.0)) in served.fake.calls
+    assert ("wait_run", ("orders", "r-000001")) in served.fake.calls  # waited without a thread (run_waiter)
     code, out, _ = run(capsys, "trigger", "orders", "enrich", "--items", "[3]", "--json", "--api", served.api)
     assert orjson.loads(out)["run"] == "r-000002"
 

@@ -93,7 +93,7 @@ def test_drop_oldest_drops_the_lowest_priority_first() -> None:
     assert queue.put(Chunk(low, [1, 2])) == []
     assert queue.put(Chunk(high, [3, 4])) == []
     dropped = queue.put(Chunk(high, [5, 6, 7]))
-    assert [(r.id, items) for r, items in dropped] == [("low", [1, 2]), ("high", [3])]
+    assert [(c.run.id, c.items) for c in dropped] == [("low", [1, 2]), ("high", [3])]
     assert queue.depth == 4
     assert taken(queue) == [4, 5, 6, 7]
 
