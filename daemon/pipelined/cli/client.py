@@ -29,6 +29,8 @@ from urllib.parse import quote
 import httpx
 import orjson
 
+from pipelined.config.secrets import token_problem
+
 DEFAULT_API = "http://127.0.0.1:8470"
 DEFAULT_SETTINGS = Path("/etc/pipelined/pipelined.toml")
 DEFAULT_TOKEN_FILE = Path("/etc/pipelined/api.token")  # what tools/install creates
@@ -108,6 +110,12 @@ def _read_token(path: Path) -> str:
         raise ClientError(f"cannot read token file {path}: {exc.strerror}") from None
     if not token:
         raise ClientError(f"token file {path} is empty")
+    return _checked_token(token, f"token file {path}")
+
+
+def _checked_token(token: str, source: str) -> str:
+    if problem := token_problem(token):
+        raise ClientError(f"{source} {problem}")
     return token
 
 
@@ -122,7 +130,7 @@ def resolve_endpoint(args: argparse.Namespace) -> Endpoint:
     if token_file is not None:
         token = _read_token(token_file)
     elif os.environ.get("PIPELINED_TOKEN"):
-        token = os.environ["PIPELINED_TOKEN"].strip()
+        token = _checked_token(os.environ["PIPELINED_TOKEN"].strip(), "$PIPELINED_TOKEN")
     else:
         credential = Path(os.environ.get("CREDENTIALS_DIRECTORY") or "/nonexistent") / "api.token"
         for candidate in (credential, settings_api.get("token_file"), DEFAULT_TOKEN_FILE):

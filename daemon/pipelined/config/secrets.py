@@ -2,7 +2,8 @@
 
     source = token_source(token_file)     # $CREDENTIALS_DIRECTORY/api.token when systemd gave it,
                                           # else [api] token_file, else None (no auth)
-    token = read_token(source)            # SettingsInvalid: unreadable, empty, or not private
+    token = read_token(source)            # SettingsInvalid: unreadable, empty, not private, or
+                                          # holding what a header cannot carry (token_problem)
 
 Under systemd the unit hands the token over as a credential (`LoadCredential=api.token:...`):
 the daemon's dynamic user cannot own a file in /etc, and a credential is private to the service.
@@ -73,9 +74,22 @@ def read_private_file(path: Path, setting: str) -> bytes:
     return data
 
 
+def token_problem(token: str) -> str | None:
+    """Why `token` cannot be a bearer token, or None. A token is printable ASCII (spaces inside
+    allowed): HTTP clients send UTF-8 or refuse other characters, while the header is compared
+    as Latin-1, so a `tökén` could never match what curl or `pipelined` send."""
+    bad = next((ch for ch in token if not " " <= ch <= "~"), None)
+    if bad is None:
+        return None
+    return f"holds {bad!r}, which a bearer token cannot: a token is printable ASCII (e.g. `openssl rand -hex 32`)"
+
+
 def read_token(path: Path, setting: str = "[api]: token_file") -> str:
-    """The bearer token in `path` (stripped); SecretFileInvalid when unreadable, loose or empty."""
+    """The bearer token in `path` (stripped); SecretFileInvalid when unreadable, loose, empty or
+    not printable ASCII."""
     text = read_private_file(path, setting).decode("utf-8", errors="replace").strip()
     if not text:
         raise SecretFileInvalid(f"{setting}: {expand_credentials(path)} is empty")
+    if problem := token_problem(text):
+        raise SecretFileInvalid(f"{setting}: {expand_credentials(path)} {problem}")
     return text

@@ -13,15 +13,15 @@ try {
 if (token && tokenProblem(token)) token = null;
 
 /**
- * Why `value` cannot be sent as `Authorization: Bearer …` (fetch() refuses header values with
- * characters beyond U+00FF or control characters, and the page would only see "connection
- * failed"), or null when it can.
+ * Why `value` cannot be the bearer token, or null. A token is printable ASCII, as the daemon
+ * demands of its token file (fetch() would also refuse characters beyond U+00FF, and the page
+ * would only see "connection failed").
  */
 export function tokenProblem(value) {
-  const bad = [...value].find((ch) => ch.codePointAt(0) > 0xff || ch.codePointAt(0) < 0x20 || ch === "\x7f");
-  return bad === undefined
-    ? null
-    : `this token cannot be sent in an HTTP header: it holds ${JSON.stringify(bad)} (U+${bad.codePointAt(0).toString(16).toUpperCase().padStart(4, "0")}).`;
+  const bad = [...value].find((ch) => ch < " " || ch > "~");
+  if (bad === undefined) return null;
+  const code = "U+" + bad.codePointAt(0).toString(16).toUpperCase().padStart(4, "0");
+  return `this token cannot be sent: it holds ${JSON.stringify(bad)} (${code}), and a token is printable ASCII.`;
 }
 
 export function hasToken() {
