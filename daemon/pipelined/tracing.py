@@ -76,8 +76,14 @@ def configure(environ: Mapping[str, str] | None = None, announce: bool = True) -
         log.warning("OTEL_TRACES_EXPORTER=%s but the OpenTelemetry SDK is not installed (%s): no traces",
                     ",".join(names), INSTALL_HINT)  # fmt: skip
         return False
-    service = (os.environ if environ is None else environ).get("OTEL_SERVICE_NAME") or "pipelined"
-    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    # OTEL_SERVICE_NAME, else service.name in OTEL_RESOURCE_ATTRIBUTES (both read by the SDK),
+    # else "pipelined" instead of the SDK's "unknown_service"
+    resource = Resource.create()
+    named = (os.environ if environ is None else environ).get("OTEL_SERVICE_NAME")
+    if named or str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({"service.name": named or "pipelined"}))
+    service = str(resource.attributes.get("service.name"))
+    provider = TracerProvider(resource=resource)
     exporters = 0
     for name in names:
         exporter = _exporter(name)

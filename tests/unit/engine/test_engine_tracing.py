@@ -175,3 +175,28 @@ print("on", tracing.configure({"OTEL_TRACES_EXPORTER": "otlp"}))
                          env={"PYTHONPATH": str(PACKAGE_DIR)})  # fmt: skip
     assert "on False" in out.stdout, out.stderr
     assert "OpenTelemetry SDK is not installed (pip install 'pipelined[otel]')" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("env", "service"),
+    [
+        ({}, "pipelined"),
+        ({"OTEL_SERVICE_NAME": "svc"}, "svc"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=orders-etl,deployment.environment=prod"}, "orders-etl"),
+        ({"OTEL_RESOURCE_ATTRIBUTES": "service.name=orders-etl", "OTEL_SERVICE_NAME": "svc"}, "svc"),
+    ],
+)
+def test_the_service_name_follows_the_standard_variables(env: dict[str, str], service: str) -> None:
+    """OTEL_SERVICE_NAME, else `service.name` in OTEL_RESOURCE_ATTRIBUTES, else `pipelined`."""
+    code = """
+from pipelined import tracing
+assert tracing.configure(announce=False)
+attributes = tracing._provider.resource.attributes
+print(attributes["service.name"], attributes.get("deployment.environment"))
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         env={"PYTHONPATH": str(PACKAGE_DIR), "OTEL_TRACES_EXPORTER": "console", **env})  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    name, environment = out.stdout.split()
+    assert name == service
+    assert environment == ("prod" if "deployment" in env.get("OTEL_RESOURCE_ATTRIBUTES", "") else "None")
