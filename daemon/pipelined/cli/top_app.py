@@ -191,7 +191,7 @@ class TopApp(App[int]):
         if result.stats is not None:
             self.model.update(result.stats, now)
         else:
-            self.model.unreachable(result.problem or "no answer", now)
+            self.model.unreachable(result.problem or "no answer", now, result.status)
         if result.note:
             self.message = result.note
         self._result = result

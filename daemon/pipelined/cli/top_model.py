@@ -85,12 +85,13 @@ class PipelineRow:
 class Header:
     address: str
     reachable: bool | None  # None: not asked yet
-    problem: str | None  # why it is unreachable
+    problem: str | None  # why it is unreachable (or answered with an error)
     daemon_version: str | None
     uptime_s: float | None
     pipelines: int
     rate: float
     stale_s: float | None  # age of the numbers shown while unreachable
+    status: int | None = None  # the HTTP status when the daemon answered with an error
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,7 @@ class TopModel:
     _history: deque[_Sample] = field(default_factory=lambda: deque(maxlen=256), repr=False)
     _reachable: bool | None = None
     _problem: str | None = None
+    _status: int | None = None
     _failed_at: float | None = None
     _pinned: bool = field(default=False, repr=False)
 
@@ -136,11 +138,12 @@ class TopModel:
         if self.chosen not in names and not (self._pinned and self.chosen is not None):
             self.chosen = names[0] if names else None
 
-    def unreachable(self, problem: str, now: float) -> None:
-        """The poll failed: keep the last numbers (marked stale) and say why."""
+    def unreachable(self, problem: str, now: float, status: int | None = None) -> None:
+        """The poll failed (no answer, or an error `status`): keep the last numbers (marked stale)
+        and say why."""
         if self._reachable is not False:
             self._failed_at = now
-        self._reachable, self._problem = False, problem
+        self._reachable, self._problem, self._status = False, problem, status
 
     def pin(self, name: str) -> None:
         """`pipelined top NAME`: choose NAME even before (or while) the daemon does not show it."""
@@ -237,6 +240,7 @@ class TopModel:
             pipelines=int(daemon.get("pipelines") or len(rows)),
             rate=sum(row.rate for row in rows),
             stale_s=stale,
+            status=self._status if self._reachable is False else None,
         )
 
     def _pipeline_rows(self, *, filtered: bool) -> list[PipelineRow]:

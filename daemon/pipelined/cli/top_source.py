@@ -74,7 +74,7 @@ def checked_stats(doc: Any) -> dict[str, Any]:
     where objects are expected; the numbers in them are read leniently), else ClientError."""
 
     def fail(where: str) -> ClientError:
-        return ClientError(f"GET /stats: {NOT_STATS}: {where}")
+        return ClientError(f"GET /stats: {NOT_STATS}: {where}", 200)
 
     if not isinstance(doc, dict):
         raise fail(f"the answer is a JSON {type(doc).__name__}, not an object")
@@ -99,6 +99,7 @@ def checked_stats(doc: Any) -> dict[str, Any]:
 class PollResult:
     stats: dict[str, Any] | None = None  # None: the daemon was not reached (see `problem`)
     problem: str | None = None
+    status: int | None = None  # the HTTP status of a failed poll that got an answer
     note: str | None = None  # a secondary request failed (the stats are still good)
     errors: dict[str, str | None] = field(default_factory=dict)  # pipeline → its load error
     graphs: dict[str, dict[str, Any]] = field(default_factory=dict)  # pipeline → graph JSON
@@ -116,7 +117,7 @@ class Poller:
         try:
             stats = checked_stats(self.source.stats())
         except ClientError as exc:
-            return PollResult(problem=str(exc))
+            return PollResult(problem=str(exc), status=exc.status)
         result = PollResult(stats=stats)
         pipeline = ((stats.get("pipelines") or {}).get(chosen) or {}) if chosen else {}
         if not pipeline:

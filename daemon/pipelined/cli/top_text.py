@@ -96,11 +96,16 @@ def cut(name: str, width: int = NAME_WIDTH) -> str:
 # -- header and rows --------------------------------------------------------------------------
 def header_line(h: Header, interval: float | None, glyphs: Glyphs = UNICODE) -> str:
     """`● reachable http://127.0.0.1:8470 · up 2m03s · 6 pipelines · 12 items/s` (fits 80 columns
-    for a TCP address), or `✖ UNREACHABLE ... · retrying every 1s · numbers from 12s ago`."""
+    for a TCP address), or `✖ UNREACHABLE ... · retrying every 1s · numbers from 12s ago` (or
+    `✖ REFUSED (401) ...` / `✖ ERROR (500) ...` when the daemon answered with an error)."""
     if h.reachable is None:
         return f"connecting to {h.address}"
     if not h.reachable:
-        parts = [f"{glyphs.down} UNREACHABLE {h.address}"]
+        if h.status is None:
+            what = "UNREACHABLE"
+        else:  # it answered: a 401 after a restart with another token, a 500, not a daemon
+            what = f"{'REFUSED' if h.status in (401, 403) else 'ERROR'} ({h.status})"
+        parts = [f"{glyphs.down} {what} {h.address}"]
         parts.append(f"retrying every {interval:g}s" if interval else "retrying")
         if h.stale_s is not None:
             parts.append(f"numbers from {duration(h.stale_s)} ago")

@@ -14,6 +14,7 @@ from textual.pilot import Pilot
 from textual.widgets import Input, Static
 from top_fakes import FakeSource, stats_doc
 
+from pipelined.cli.client import ClientError
 from pipelined.cli.top import print_once
 from pipelined.cli.top_app import TopApp
 from pipelined.cli.top_dialogs import TriggerScreen
@@ -85,7 +86,7 @@ def test_a_stats_answer_of_the_wrong_shape_is_said_and_retried(answer: dict[str,
         await app.poll_now()
         assert app.is_running
         assert "not the /stats answer of a pipelined daemon" in text(app, "#status")
-        assert "UNREACHABLE" in text(app, "#header")
+        assert text(app, "#header").startswith("✖ ERROR (200)")  # it answered, just not as a daemon
         fake.doc = stats_doc()
         await app.poll_now()  # a good answer again: back
         assert text(app, "#header").startswith("● reachable") and text(app, "#status") == ""
@@ -150,3 +151,38 @@ def test_quit_while_a_request_hangs_does_not_wait_for_it() -> None:
     finally:
         fake.release.set()
         thread.join(120)
+
+
+class Refusing(FakeSource):
+    """A daemon that answers every request with an error status (`status`), or None: healthy."""
+
+    status: int | None = None
+
+    def stats(self) -> dict[str, Any]:
+        if self.status is not None:
+            self._call("stats")
+            raise ClientError(f"GET /stats: {self.status} missing or wrong bearer token", self.status)
+        return super().stats()
+
+
+def test_a_daemon_that_answers_with_an_error_is_not_called_unreachable() -> None:
+    """A 401 (a restart with another token) or a 500 comes from a daemon that is there: the
+    header says it refused or failed; only no answer at all is UNREACHABLE."""
+
+    async def scenario(app: TopApp, pilot: Pilot[int], fake: FakeSource) -> None:
+        assert isinstance(fake, Refusing)
+        fake.status = 401
+        await app.poll_now()
+        assert text(app, "#header").startswith("✖ REFUSED (401) http://127.0.0.1:8470 · retrying every 3600s")
+        assert "401 missing or wrong bearer token" in text(app, "#status")
+        fake.status = 500
+        await app.poll_now()
+        assert text(app, "#header").startswith("✖ ERROR (500) http://127.0.0.1:8470")
+        fake.status, fake.down = None, True
+        await app.poll_now()
+        assert text(app, "#header").startswith("✖ UNREACHABLE http://127.0.0.1:8470")
+        fake.down = False
+        await app.poll_now()
+        assert text(app, "#header").startswith("● reachable")
+
+    run_app(scenario, Refusing())
