@@ -39,3 +39,19 @@ def test_page_files_need_no_token_and_carry_their_types(make_daemon: Callable[..
     assert "/schema/openapi.json" in schema.text
     doc = daemon.client.get("/schema/openapi.json", headers={"Authorization": f"Bearer {TOKEN}"}).json()
     assert "/pipelines/{name}/graph" in doc["paths"] and not any(p.startswith("/ui") for p in doc["paths"])
+
+
+def test_head_of_the_page_files_answers_like_get_without_a_body(daemon: DaemonProcess) -> None:
+    """`curl -I` and link checkers send HEAD: every server must answer it like GET (RFC 9110)."""
+    daemon.start()
+    with httpx.Client(base_url=daemon.url, timeout=10) as client:
+        for path in ("/ui/", "/ui/app.js", "/ui/app.css"):
+            got, head = client.get(path), client.head(path)
+            assert head.status_code == 200 and head.content == b"", path
+            for header in ("content-type", "etag", "cache-control", "content-security-policy"):
+                assert head.headers[header] == got.headers[header], (path, header)
+            assert int(head.headers["content-length"]) == len(got.content), path
+            assert client.head(path, headers={"If-None-Match": got.headers["etag"]}).status_code == 304
+        redirect = client.head("/ui")
+        assert redirect.status_code == 308 and redirect.headers["location"] == "ui/"
+        assert client.head("/ui/nothing.js").status_code == 404

@@ -16,7 +16,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import Request, Response, get, head
 from litestar.params import FromPath
 from litestar.response import Redirect
 
@@ -69,12 +69,28 @@ def _asset_response(request: AnyRequest, name: str) -> Response[bytes]:
     return Response(content=asset.body, status_code=200, headers=headers, media_type=asset.media_type)
 
 
+def _wants_slash(request: AnyRequest) -> bool:
+    return not request.scope.get("raw_path", b"/").split(b"?", 1)[0].endswith(b"/")
+
+
+def _index_response(request: AnyRequest) -> Response[Any]:
+    if _wants_slash(request):
+        return Redirect(path="ui/", status_code=308)
+    return _asset_response(request, "index.html")
+
+
+def _without_body(response: Response[Any]) -> Response[None]:
+    """HEAD: the GET answer's status and headers (Content-Length included), no body."""
+    headers = dict(response.headers)
+    if isinstance(response.content, bytes) and response.status_code == 200:
+        headers["Content-Length"] = str(len(response.content))
+    return Response(None, status_code=response.status_code, headers=headers, media_type=response.media_type)
+
+
 @get("/ui", opt=PUBLIC, include_in_schema=False, name="ui-index")
 async def ui_index(request: AnyRequest) -> Response[Any]:
     """`/ui/` → the page; `/ui` → a redirect to `/ui/` (the page loads its assets relatively)."""
-    if not request.scope.get("raw_path", b"/").split(b"?", 1)[0].endswith(b"/"):
-        return Redirect(path="ui/", status_code=308)
-    return _asset_response(request, "index.html")
+    return _index_response(request)
 
 
 @get("/ui/{asset:str}", opt=PUBLIC, include_in_schema=False, name="ui-asset")
@@ -82,4 +98,16 @@ async def ui_asset(request: AnyRequest, asset: FromPath[str]) -> Response[bytes]
     return _asset_response(request, asset)
 
 
-ROUTES = [ui_index, ui_asset]
+@head("/ui", opt=PUBLIC, include_in_schema=False, name="ui-index-head")
+async def ui_index_head(request: AnyRequest) -> Response[None]:
+    if _wants_slash(request):
+        return Response(None, status_code=308, headers={"Location": "ui/"})
+    return _without_body(_asset_response(request, "index.html"))
+
+
+@head("/ui/{asset:str}", opt=PUBLIC, include_in_schema=False, name="ui-asset-head")
+async def ui_asset_head(request: AnyRequest, asset: FromPath[str]) -> Response[None]:
+    return _without_body(_asset_response(request, asset))
+
+
+ROUTES = [ui_index, ui_asset, ui_index_head, ui_asset_head]
