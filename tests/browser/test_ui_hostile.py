@@ -80,3 +80,37 @@ def test_dead_letters_are_fetched_again_only_when_there_are_new_ones(daemon: Dae
     assert r.status_code == 202, r.text
     expect(page.locator("#dead-letters tbody tr")).to_have_count(3)
     expect(page.locator("#dead-letters tbody tr").first).to_contain_text(re.compile(r"new"))
+
+
+NOISY = """
+max_retries = 3
+retry_backoff = "1ms"
+
+[[stage]]
+name = "judge"
+call = "ui_stages:reject"
+
+[[stage]]
+name = "drop"
+kind = "consumer"
+call = "pipelined.stages:log"
+"""
+
+
+def test_a_nodes_error_count_never_overlaps_its_queue(daemon: DaemonProcess, open_ui: OpenUi) -> None:
+    """Four-digit failures and three-digit dead letters (`1,200 err · 300 dead`) ran over the
+    queue text on the node — on the node the operator looks at when things go wrong."""
+    install(daemon, "orders")
+    daemon.write_pipeline("noisy", NOISY)
+    daemon.start()
+    r = daemon.client.post("/pipelines/noisy/stages/judge/trigger", json={"items": list(range(300))})
+    assert r.status_code == 202, r.text
+    daemon.wait_for(lambda: daemon.client.get("/pipelines/noisy/stats").json()["stages"]["judge"]["items_dead_lettered"]
+                    == 300, timeout=60)  # fmt: skip
+    page = open_ui(daemon, "noisy").page
+    node = page.locator('#graph g.node[data-stage="judge"]')
+    expect(node.locator(".n-errors")).to_contain_text("dead")
+    frame, queue, errors = (node.locator(s).bounding_box() for s in (".n-frame", ".n-queue", ".n-errors"))
+    assert frame and queue and errors
+    assert queue["x"] + queue["width"] <= errors["x"], (queue, errors, node.locator(".n-errors").text_content())
+    assert errors["x"] + errors["width"] <= frame["x"] + frame["width"]

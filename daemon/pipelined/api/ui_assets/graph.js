@@ -262,8 +262,23 @@ function updateNode(id, handle, s, bottleneck) {
   if (s.queue_capacity > 0) setText(parts.queue, `queue ${fmtShort(s.queue_depth)}/${fmtShort(s.queue_capacity)}`);
   else setText(parts.queue, `out ${fmtCompact(s.items_out)}`);
   const failed = s.items_failed + s.items_dead_lettered;
-  setText(parts.errors, failed ? `${fmtCompact(s.items_failed)} err · ${fmtCompact(s.items_dead_lettered)} dead` : "0 err");
+  setText(parts.errors, failed ? `${fmtShort(s.items_failed)} err · ${fmtShort(s.items_dead_lettered)} dead` : "0 err");
   parts.errors.classList.toggle("bad", failed > 0);
+  fitBeside(parts.queue, parts.errors, handle.trackWidth - TEXT_GAP);
+}
+
+const TEXT_GAP = 8; // at least this between the queue and the error texts
+
+/** Squeeze `right` (right-aligned) so it ends up beside `left` within `room`: at the usual font
+ * `1.2k err · 300 dead` and `queue 1/1k` do not both fit on a node, and must not overlap. */
+function fitBeside(left, right, room) {
+  right.removeAttribute("textLength");
+  right.removeAttribute("lengthAdjust");
+  const free = room - left.getComputedTextLength();
+  if (right.getComputedTextLength() > free && free > 0) {
+    right.setAttribute("textLength", String(Math.floor(free)));
+    right.setAttribute("lengthAdjust", "spacingAndGlyphs");
+  }
 }
 
 function updateBox(id, handle, s) {
