@@ -96,6 +96,7 @@ class TopScreen(Screen[None]):
         Binding("t", "app.trigger", "Trigger"),
         Binding("d", "app.drain", "Drain"),
         Binding("g", "app.graph", "Graph"),
+        *(Binding(key, f"app.page('{key}')", show=False) for key in ("pagedown", "pageup", "home", "end")),
     ]
     DEFAULT_CSS = """
     #header { height: 1; background: $primary-background; color: $text; }
@@ -286,6 +287,13 @@ class TopApp(App[int]):
     def action_cycle_sort(self) -> None:
         self.model.cycle_sort()
         self.render_view()
+
+    def action_page(self, key: str) -> None:
+        """PageDown / PageUp / End / Home scroll the stages table (or the graph), which never takes
+        the focus: the arrows choose pipelines."""
+        target = self.main.query_one("#graph-box" if self.show_graph else "#stages")
+        {"pagedown": target.scroll_page_down, "pageup": target.scroll_page_up,
+         "home": target.scroll_home, "end": target.scroll_end}[key](animate=False)  # fmt: skip
 
     def action_graph(self) -> None:
         self.show_graph = not self.show_graph

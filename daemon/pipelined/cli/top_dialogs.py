@@ -29,6 +29,7 @@ pipelined top - keys
   t             trigger a run of the chosen pipeline (asks first)
   d             drain the chosen pipeline (asks first)
   g             the chosen pipeline's graph / back to its stages
+  PgDn PgUp     scroll the stages (or the graph); End, Home: last, first
 
 ★ marks the bottleneck (the stage busiest in its callable).
 Queue bars: green under 60 %, yellow under 85 %, red above.

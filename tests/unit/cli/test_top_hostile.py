@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from test_top_app import run_app, text, until
 from textual.pilot import Pilot
-from textual.widgets import Input, Static
-from top_fakes import FakeSource, stats_doc
+from textual.widgets import DataTable, Input, Static
+from top_fakes import FakeSource, pipeline_doc, stage, stats_doc
 
 from pipelined.cli.client import ClientError
 from pipelined.cli.top import print_once
@@ -186,3 +186,26 @@ def test_a_daemon_that_answers_with_an_error_is_not_called_unreachable() -> None
         assert text(app, "#header").startswith("● reachable")
 
     run_app(scenario, Refusing())
+
+
+def test_page_keys_reach_the_stages_below_the_screen() -> None:
+    """A pipeline of 60 stages shows ~11 at 80×24; the stages table cannot take the focus (the
+    arrows choose pipelines), so PageDown / PageUp / End / Home must scroll it — and the graph."""
+    stages = {f"s{i:02d}": stage(items_in=i) for i in range(60)}
+    doc = stats_doc(big=pipeline_doc("big", stages))
+
+    async def scenario(app: TopApp, pilot: Pilot[int], fake: FakeSource) -> None:
+        table = app.main.query_one("#stages", DataTable)
+        await pilot.pause()
+        assert table.scroll_y == 0
+        await pilot.press("pagedown")
+        await until(pilot, lambda: table.scroll_y > 0, "PageDown scrolled the stages")
+        await pilot.press("end")
+        await until(pilot, lambda: table.scroll_y == table.max_scroll_y, "End: the last stages")
+        await pilot.press("home")
+        await until(pilot, lambda: table.scroll_y == 0, "Home: the first stages")
+        await pilot.press("pagedown", "pageup")
+        await until(pilot, lambda: table.scroll_y == 0, "PageUp: back up")
+        assert app.model.chosen == "big"  # paging chose no other pipeline
+
+    run_app(scenario, FakeSource(doc), pipeline="big")
