@@ -109,6 +109,9 @@ class PipelineSpec:
     drain_timeout: float | None = None  # None: the daemon's drain_timeout
     python_path: tuple[Path, ...] = ()  # absolute
     hooks: Hooks = field(default_factory=Hooks)
+    # (stage, "pipeline/stage") for each literal `ctx.emit_to("pipeline/stage", ...)` of a call
+    # (links in `to` are edges of the graph); found when the calls are checked
+    emitted_links: tuple[tuple[str, str], ...] = ()
 
     def walk(self) -> Iterator[StageSpec]:
         """Every stage, nested ones included, depth-first in file order."""

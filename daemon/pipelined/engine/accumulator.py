@@ -16,7 +16,9 @@ from typing import Any
 
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.links import LinkRefused
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
+from pipelined.engine.retry import backoff_delay
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import StageServices
@@ -148,10 +150,17 @@ class AccumulatorStage:
 
     def _send(self, run: Run, batch: list[Any], cell: CounterCell) -> int:
         cell.items_out += 1
+        attempts = 1
         while True:
             try:
                 return self.target.send(run, [batch])
             except QueueAbandoned:
                 return 0
+            except LinkRefused as exc:  # another pipeline: retried with backoff, then dead-lettered
+                if attempts > self.spec.max_retries:
+                    self.services.dead_letter(self.name, run, [batch], attempts, exc, text=exc.text, entered=False)
+                    return 0
+                time.sleep(backoff_delay(self.spec.retry_backoff, attempts))
+                attempts += 1
             except QueueRejected:
                 time.sleep(0.01)  # a batch cannot be retried upstream: wait for room

@@ -18,7 +18,7 @@ from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target
-from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices
+from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, rejected_failure
 from pipelined.workers import make_process_stage
 
 log = logging.getLogger("pipelined.engine")
@@ -157,8 +157,7 @@ class ProcessStageRunner(StageBase):
                 try:
                     outcome.finished += self.route_item(run, list(result.outputs), list(result.routed))
                 except QueueRejected as exc:
-                    text = f"QueueRejected: the queue of stage {exc} is full (on_full = reject)"
-                    failures.append(Failure(item, exc, text))
+                    failures.append(rejected_failure(item, exc))
                     continue
                 except QueueAbandoned:
                     pass  # drain deadline: the receiving side dead-lettered what it held

@@ -3,7 +3,8 @@
 A `Target` takes a list of items of one run. `QueueTarget` puts them into a stage's input
 queue (counting them in flight first); `Router` splits them round_robin / broadcast / weighted
 (per item, by slicing); `ContainerTarget` counts them on a nested pipeline's stats row and
-passes them on (into its entrance, or out through its exit); `Terminal` counts them finished.
+passes them on (into its entrance, or out through its exit); `Terminal` counts them finished;
+a link to another pipeline is a `pipelined.engine.links.LinkTarget` (made by `link_of`).
 `send` returns how many items ended at a terminal (the caller adds that to its run).
 """
 
@@ -17,7 +18,7 @@ from typing import Any, Protocol
 from pipelined.engine.counters import StageCounters
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.runs import Run
-from pipelined.graph.model import Graph
+from pipelined.graph.model import EXTERNAL, Graph
 
 DropHandler = Callable[[str, list[tuple[Run, list[Any]]], str], None]
 
@@ -179,8 +180,10 @@ class RouterBuilder:
         counters_of: Callable[[str], StageCounters],
         on_drop: DropHandler,
         runner_of: Callable[[str], Any] = lambda _: None,
+        link_of: Callable[[str], Target] | None = None,
     ) -> None:
         self.runner_of = runner_of
+        self.link_of = link_of
         self.graph = graph
         self.queue_of = queue_of
         self.counters_of = counters_of
@@ -212,6 +215,10 @@ class RouterBuilder:
         """
         graph = self.graph
         node = graph.node(node_id)
+        if node.kind == EXTERNAL:
+            if self.link_of is None:
+                raise ValueError(f"no way to reach {node_id!r}: this runtime has no links")
+            return self.link_of(node_id)
         if node.kind != "pipeline":
             return QueueTarget(self.queue_of(node_id), self.on_drop, self.runner_of if inline else _no_runner)
         entry = list(graph.entrance(node_id))

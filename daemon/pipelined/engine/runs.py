@@ -9,6 +9,9 @@ can reach them, so the runtime flushes their partial batches.
 
 Hooks receive the run's API dict (`Run.to_dict()`): before_run sees state "running",
 after_run the final state.
+
+A *linked run* takes items another pipeline sends over a link; `parent` names the sending run
+("<pipeline>/<run id>"). Later items of the same sending run `join` it while it is running.
 """
 
 from __future__ import annotations
@@ -40,10 +43,13 @@ class RunListener(Protocol):
 class Run:
     """One run's state and counters; every change goes through `settle` (per chunk)."""
 
-    def __init__(self, run_id: str, pipeline: str, stage: str, listener: RunListener | None) -> None:
+    def __init__(
+        self, run_id: str, pipeline: str, stage: str, listener: RunListener | None, parent: str | None = None
+    ) -> None:
         self.id = run_id
         self.pipeline = pipeline
         self.stage = stage
+        self.parent = parent  # "<pipeline>/<run id>" of the run that sent a linked run's items
         self.state = "running"
         self.started_at = utc_now_iso()
         self.finished_at: str | None = None
@@ -90,6 +96,16 @@ class Run:
             self.held += hold
             verdict = self._verdict()
         self._act(verdict)
+
+    def join(self, n: int) -> bool:
+        """Add `n` more injected items to a running linked run (in flight before they are put);
+        False when it has ended (or not started taking items yet): start a new one then."""
+        with self.lock:
+            if self.state != "running" or not self.source_done:
+                return False
+            self.in_flight += n
+            self.produced += n
+            return True
 
     def begin(self) -> None:
         """A queued producer run gets a producer thread: it starts now (`started_at`)."""
@@ -161,6 +177,7 @@ class Run:
                     "dead_lettered": self.dead_lettered,
                 },
                 "error": self.error,
+                "parent": self.parent,
             }
 
 
@@ -178,11 +195,11 @@ class RunTracker:
         self.failed = 0
         self.cancelled = 0
 
-    def new_run(self, stage: str, listener: RunListener | None) -> Run:
+    def new_run(self, stage: str, listener: RunListener | None, parent: str | None = None) -> Run:
         with self._lock:
             run_id = f"{RUN_PREFIX}{self._next:06d}"
             self._next += 1
-            run = Run(run_id, self.pipeline, stage, listener)
+            run = Run(run_id, self.pipeline, stage, listener, parent)
             self._runs[run_id] = run
             self.started += 1
             self._trim()

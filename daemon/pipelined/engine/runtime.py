@@ -4,7 +4,9 @@ Builds a queue per queue-fed stage, the output targets from the Graph, the stage
 (threads, an event loop for async callables, or worker processes), then runs: triggers start
 runs, runs end when nothing of them is in flight, a drain stops the producers and waits for
 every run to end (accumulators flush as their runs become quiescent). At the drain deadline
-everything left is dead-lettered with error "shutdown" (drain.py).
+everything left is dead-lettered with error "shutdown" (drain.py). Links to other pipelines go
+through the `LinkSink` the supervisor hands in (links.py); items other pipelines send here
+arrive through `accept_linked` as linked runs (linked.py).
 """
 
 from __future__ import annotations
@@ -15,11 +17,14 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from pipelined.config.linkref import split_link
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.accumulator import AccumulatorStage
 from pipelined.engine.book import PipelineBook
 from pipelined.engine.drain import Drainer
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
+from pipelined.engine.linked import LinkedRuns
+from pipelined.engine.links import LinkSink, LinkTarget, NoLinks
 from pipelined.engine.producer import ProducerStage
 from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
 from pipelined.engine.retry import RetryTimer
@@ -29,7 +34,7 @@ from pipelined.engine.stagebuild import build_stage
 from pipelined.engine.stats import StageMeter
 from pipelined.engine.views import pipeline_stats, stage_rows
 from pipelined.errors import BadRequest, Conflict, NotFound, QueueFull, StartError, Unavailable
-from pipelined.graph.model import Graph
+from pipelined.graph.model import EXTERNAL, Graph
 from pipelined.workers import run_before_fork
 
 log = logging.getLogger("pipelined.engine")
@@ -45,8 +50,14 @@ class PipelineRuntime:
         allocation: Any,
         book: PipelineBook,
         drain_timeout: float = 30.0,
+        links: LinkSink | None = None,
     ) -> None:
         self.spec = spec
+        self.links: LinkSink = links or NoLinks()
+        self._link_targets: dict[str, LinkTarget] = {}
+        self.linked = LinkedRuns(self)
+        # a stage that may send over a link routes item by item, so a refusal fails one attempt
+        self._may_link = bool(graph.links or spec.emitted_links)
         self.graph = graph
         self.allocation = allocation
         self.book = book
@@ -119,7 +130,7 @@ class PipelineRuntime:
 
     def _build(self) -> None:
         self.hooks = HookSet(self.spec)
-        for node in self.graph.nodes:
+        for node in self.graph.stage_nodes():
             stage = node.stage
             counters = self.book.counters(stage.name)
             workers = self.threads_of(stage) or self.processes_of(stage)
@@ -127,13 +138,13 @@ class PipelineRuntime:
             if stage.kind not in ("producer", "pipeline"):
                 self.queues[stage.name] = StageQueue(stage.name, stage.queue_size, stage.on_full)
         builder = RouterBuilder(
-            self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get
+            self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get, self._link_target
         )
-        for node in self.graph.nodes:
+        for node in self.graph.stage_nodes():
             if node.kind != "producer":
                 self._targets[node.id] = builder.entrance(node.id, inline=False)
         for node in self.graph.nodes:
-            if node.kind == "pipeline":
+            if node.kind in ("pipeline", EXTERNAL):
                 continue
             stage = build_stage(self, node.stage, builder.outputs(node.id), self.hooks)
             if hasattr(stage, "concurrency"):
@@ -145,7 +156,7 @@ class PipelineRuntime:
                 self.stages[node.id] = stage
                 if isinstance(stage, AccumulatorStage):
                     self.accumulators.append(stage)
-        self.accumulators.sort(key=lambda acc: self._topo_index()[acc.name])
+        self.accumulators.sort(key=lambda acc: self.graph.topological_index()[acc.name])
 
     def _before_fork(self) -> None:
         """The before_fork hooks, once for all process stages (pipeline hook, then stages')."""
@@ -154,26 +165,9 @@ class PipelineRuntime:
         if stages:
             run_before_fork(self.spec, stages)
 
-    def _topo_index(self) -> dict[str, int]:
-        order: list[str] = []
-        seen: set[str] = set()
-
-        def visit(node_id: str) -> None:
-            if node_id in seen:
-                return
-            seen.add(node_id)
-            for edge in self.graph.in_edges(node_id):
-                if not self.graph.is_ancestor(node_id, edge.src):
-                    visit(edge.src)
-            order.append(node_id)
-
-        for node in self.graph.nodes:
-            visit(node.id)
-        return {node_id: i for i, node_id in enumerate(order)}
-
     def _start_order(self) -> list[Any]:
         """Consumers first, producers last, so nothing is produced before it can be taken."""
-        topo = self._topo_index()
+        topo = self.graph.topological_index()
         stages = sorted(self.stages.values(), key=lambda s: -topo[s.name])
         return [*stages, *self.producers.values()]
 
@@ -200,7 +194,7 @@ class PipelineRuntime:
                 raise BadRequest(f"{where}: 'args' must be an object")
             producer = self.producers[stage]
             call_args = producer.binder.bind_producer_args(args)
-            run = self._new_run(stage)
+            run = self.new_run(stage)
             producer.submit(run, call_args)
             return run.id
         if args is not None:
@@ -210,8 +204,7 @@ class PipelineRuntime:
         return self._inject(stage, spec, list(items))
 
     def _inject(self, stage: str, spec: StageSpec, items: list[Any]) -> str:
-        where = f"pipeline {self.spec.name!r}, stage {stage!r}"
-        run = self._new_run(stage)
+        run = self.new_run(stage)
         assert self.hooks is not None
         error = self.hooks.before_run(run.to_dict()) if self.hooks.has_run_hooks else None
         if error is not None:
@@ -219,6 +212,19 @@ class PipelineRuntime:
             return run.id
         n = len(items)
         run.settle(produced=n, enter=n)
+        try:
+            self.put_injected(stage, run, items)
+        except (QueueFull, Unavailable):
+            self.forget_run(run)
+            raise
+        run.source_finished()
+        return run.id
+
+    def put_injected(self, stage: str, run: Run, items: list[Any]) -> None:
+        """Queue items injected into `stage` (already counted in flight for `run`), all or none:
+        QueueFull (on_full = "reject", no room) or Unavailable (block, no room within 5 s)."""
+        where = f"pipeline {self.spec.name!r}, stage {stage!r}"
+        n = len(items)
         queue = self.queues.get(stage)
         try:
             if queue is None:  # a nested pipeline: through its entrance
@@ -229,26 +235,28 @@ class PipelineRuntime:
                 if dropped:
                     self._dropped(stage, dropped)
         except QueueRejected:
-            self._forget_run(run)
             raise QueueFull(
                 f"{where}: its queue has no room for {n} items "
                 f"({queue.depth}/{queue.capacity} queued, on_full = \"reject\")" if queue else f"{where}: queue full"
             ) from None
         except TimeoutError:
-            self._forget_run(run)
             raise Unavailable(
                 f"{where}: could not enqueue {n} items within {INJECT_TIMEOUT:g} s (queue full, on_full = \"block\")"
             ) from None
-        run.source_finished()
-        return run.id
 
-    def _new_run(self, stage: str) -> Run:
-        run = self.book.runs.new_run(stage, self)
+    def accept_linked(self, stage: str, parent: str, items: list[Any], priority: int | None = None) -> str:
+        """Items another pipeline's run `parent` sends to `stage` over a link: they join that
+        run's linked run here (a new one when it has none running); the linked run's id.
+        Conflict / NotFound / BadRequest / QueueFull / Unavailable, as for a trigger."""
+        return self.linked.accept(stage, parent, items, priority)
+
+    def new_run(self, stage: str, parent: str | None = None) -> Run:
+        run = self.book.runs.new_run(stage, self, parent)
         with self._runs_cond:
             self._runs.add(run)
         return run
 
-    def _forget_run(self, run: Run) -> None:
+    def forget_run(self, run: Run) -> None:
         with self._runs_cond:
             self._runs.discard(run)
             self._runs_cond.notify_all()
@@ -263,6 +271,8 @@ class PipelineRuntime:
 
     def run_ended(self, run: Run) -> None:
         self.book.runs.record_end(run)
+        if run.parent is not None:
+            self.linked.ended(run)
         extra = {**self._extra, "stage": run.stage, "run": run.id}
         log.info("run %s %s%s", run.id, run.state, f": {run.error}" if run.error else "", extra=extra)
         if self.hooks is not None and self.hooks.has_run_hooks:
@@ -281,13 +291,25 @@ class PipelineRuntime:
 
     # -- services for stages ----------------------------------------------------------------
     def has_rejecting_queue(self) -> bool:
-        return any(q.on_full == "reject" for q in self.queues.values())
+        return self._may_link or any(q.on_full == "reject" for q in self.queues.values())
 
     def target_for(self, stage: str) -> Target:
         target = self._targets.get(stage)
         if target is None:
+            link = split_link(stage)
+            if link is not None and link[0] != self.spec.name:
+                return self._link_target(stage)
+            if link is not None:  # "<this pipeline>/<stage>" is a stage of this pipeline
+                target = self._targets.get(link[1])
+        if target is None:
             raise ValueError(f"ctx.emit_to: pipeline {self.spec.name!r} has no stage {stage!r} that takes items")
         return target
+
+    def _link_target(self, target: str) -> Target:
+        found = self._link_targets.get(target)
+        if found is None:  # two threads may both make one: either does
+            found = self._link_targets[target] = LinkTarget(self.links, self.spec.name, target)
+        return found
 
     def dead_letter(
         self,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -78,9 +79,16 @@ class StageServices(Protocol):
 REJECTED_TEXT = "QueueRejected: the queue of stage {} is full (on_full = reject)"
 
 
+def refusal_text(exc: QueueRejected) -> str:
+    """The error of an attempt whose results were refused: a full `on_full = "reject"` queue, or
+    a link's own text (`LinkRefused.text`, e.g. "pipeline 'billing' is not running")."""
+    text = getattr(exc, "text", None)
+    return text if isinstance(text, str) else REJECTED_TEXT.format(exc)
+
+
 def rejected_failure(item: Any, exc: QueueRejected) -> Failure:
-    """An item whose results a full `on_full = "reject"` queue refused: that attempt failed."""
-    return Failure(item, exc, REJECTED_TEXT.format(exc))
+    """An item whose results a full `on_full = "reject"` queue (or a link) refused: that attempt failed."""
+    return Failure(item, exc, refusal_text(exc))
 
 SETUP_TIMEOUT_S = 60.0
 
@@ -206,14 +214,21 @@ class StageBase:
             return 0  # drain deadline: the receiving side dead-lettered its items
 
     def _send_to(self, run: Run, stage: str, value: Any) -> int:
-        try:
-            return self.services.target_for(stage).send(run, [value])
-        except QueueAbandoned:
-            return 0
-        except QueueRejected as exc:  # not routed per item (see routes_per_item): never lost
-            text = REJECTED_TEXT.format(exc)
-            self.services.dead_letter(self.name, run, [value], 1, exc, text=text, entered=False)
-            return 0
+        attempts = 1
+        while True:
+            try:
+                return self.services.target_for(stage).send(run, [value])
+            except QueueAbandoned:
+                return 0
+            except QueueRejected as exc:  # not routed per item (see routes_per_item): never lost
+                if hasattr(exc, "text") and attempts <= self.spec.max_retries and not self.services.stopping():
+                    # a link named at run time only: its delivery is retried here, in place
+                    time.sleep(backoff_delay(self.spec.retry_backoff, attempts))
+                    attempts += 1
+                    continue
+                text = refusal_text(exc)
+                self.services.dead_letter(self.name, run, [value], attempts, exc, text=text, entered=False)
+                return 0
 
     def _failed(self, chunk: Chunk, failures: list[Failure]) -> None:
         run = chunk.run

@@ -28,10 +28,13 @@ from pipelined.engine.book import PipelineBook
 from pipelined.errors import Unavailable
 from pipelined.graph import limits
 from pipelined.logcontext import preformatted_line
+from pipelined.supervisor import linkplan
 from pipelined.supervisor import reload as reloading
 from pipelined.supervisor.control import Notifier, SilentNotifier
+from pipelined.supervisor.links import LinkRouter
 from pipelined.supervisor.queries import PipelineQueries
 from pipelined.supervisor.reload import ReloadResult
+from pipelined.supervisor.shutdown import drain_all
 from pipelined.supervisor.slot import PipelineSlot
 
 log = logging.getLogger("pipelined.supervisor")
@@ -54,6 +57,7 @@ class Supervisor(PipelineQueries):
         self.slots: dict[str, PipelineSlot] = {}
         self.slots_lock = threading.RLock()
         self.budget = limits.DaemonBudget(settings.daemon.max_threads, settings.daemon.max_processes)
+        self.links = LinkRouter(self._slot_or_none)  # how runtimes deliver to other pipelines
         self.started_at = time.monotonic()
         self.invalid_files: dict[str, str] = {}
         self.on_reloaded: list[Any] = []  # callables(Supervisor) run after each reload (watcher paths)
@@ -233,8 +237,16 @@ class Supervisor(PipelineQueries):
             ready = reloading.prepare(name, path, previous_dirs)
             if ready is not None:
                 prepared.append((ready, slot is None))
+        with self.slots_lock:
+            current = linkplan.running_links(self.slots.values(), {slot.name for slot in removed})
+        prepared = linkplan.refuse_loops(prepared, current)
+        linkplan.log_warnings([ready for ready, _ in prepared], linkplan.after_reload(current, prepared))
         self._apply_in_parallel(prepared, removed, result)
         return result
+
+    def _slot_or_none(self, name: str) -> PipelineSlot | None:
+        with self.slots_lock:
+            return self.slots.get(name)
 
     def _code_change_not_theirs(self, slot: PipelineSlot | None, key: tuple[str, str]) -> bool:
         """Only `.py` files changed, and none of those this pipeline's version imported."""
@@ -255,18 +267,22 @@ class Supervisor(PipelineQueries):
         if not prepared and not removed:
             return
         self._announce_reloading()  # a watcher event that changes something
-        fresh = sorted((ready for ready, is_new in prepared if is_new), key=lambda ready: ready.name)
+        fresh = linkplan.start_order([ready for ready, is_new in prepared if is_new])
         changed = [ready for ready, is_new in prepared if not is_new]
-        with self.slots_lock:  # listed at once (state "starting") while they wait their turn
-            for ready in fresh:
+        with self.slots_lock:  # listed at once (state "starting") while they wait their turn;
+            for ready in fresh:  # triggers and links wait at their gate (≤ 10 s) meanwhile
                 if ready.name not in self.slots:
                     self.slots[ready.name] = self._new_slot(ready)
+                    self.slots[ready.name].begin_swap()
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(changed) + len(removed))),
                                 thread_name_prefix="pipelined-apply") as pool:  # fmt: skip
             removals = {pool.submit(reloading.remove, slot): slot for slot in removed}
             changes = {pool.submit(self._apply_one, ready, False): ready for ready in changed}
             for ready in fresh:
-                self._record(result, ready.name, self._apply_one(ready, True))
+                try:
+                    self._record(result, ready.name, self._apply_one(ready, True))
+                finally:
+                    self.slots[ready.name].end_swap()
             for removal, slot in removals.items():
                 removal.result()
                 with self.slots_lock:
@@ -301,7 +317,9 @@ class Supervisor(PipelineQueries):
 
     def _new_slot(self, ready: reloading.Prepared) -> PipelineSlot:
         book = PipelineBook(ready.name, self.settings.daemon.state_dir)
-        slot = PipelineSlot(ready.name, ready.path, book, self.budget, self.settings.daemon.drain_timeout)
+        slot = PipelineSlot(
+            ready.name, ready.path, book, self.budget, self.settings.daemon.drain_timeout, self.links
+        )
         slot.file_version = ready.file_version  # shown (state "starting") before it starts
         slot.version = ready.version  # None when the file is invalid
         return slot
@@ -320,23 +338,8 @@ class Supervisor(PipelineQueries):
             slots = list(self.slots.values())
         log.info("stopping: draining %d pipeline(s)", len(slots))
         self._busy_until = time.monotonic() + self._longest_drain() + 60
-        threads = [
-            threading.Thread(target=self._drain_for_stop, args=(slot,), name=f"drain-{slot.name}", daemon=True)
-            for slot in slots
-        ]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + self._longest_drain() + 30
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        drain_all(slots, self._longest_drain())
         log.info("stopped")
-
-    def _drain_for_stop(self, slot: PipelineSlot) -> None:
-        try:
-            with slot.lock:
-                slot.drain_runtime()
-        except Exception:  # noqa: BLE001 - keep draining the others
-            log.exception("%s: drain at stop failed", slot.name, extra={"pipeline": slot.name})
 
     # -- Control: daemon ---------------------------------------------------------------------
     def is_stopping(self) -> bool:

@@ -19,7 +19,7 @@ from typing import Any
 from pipelined import __version__
 from pipelined.config.settings import Settings
 from pipelined.errors import BadRequest, ConfigInvalid, Conflict, Forbidden, NotFound, StartError, Unavailable
-from pipelined.graph import render
+from pipelined.graph import render, render_daemon
 from pipelined.graph.check import parse_pipeline
 from pipelined.supervisor.slot import PipelineSlot
 
@@ -185,6 +185,27 @@ class PipelineQueries:
         if fmt not in renderers:
             raise BadRequest(f"format: expected json, mermaid or dot, got {fmt!r}")
         return renderers[fmt](graph, allocation)
+
+    def daemon_graph(self, fmt: str) -> Any:
+        renderers = {
+            "json": render_daemon.render_daemon_json,
+            "mermaid": render_daemon.render_daemon_mermaid,
+            "dot": render_daemon.render_daemon_dot,
+        }
+        if fmt not in renderers:
+            raise BadRequest(f"format: expected json, mermaid or dot, got {fmt!r}")
+        with self.slots_lock:
+            slots = list(self.slots.values())
+        drawings = [
+            render_daemon.PipelineDrawing(
+                slot.name,
+                slot.state,
+                slot.version.graph if slot.version is not None else None,
+                slot.planned_allocation() if slot.version is not None else None,
+            )
+            for slot in slots
+        ]
+        return renderers[fmt](drawings)
 
     # -- config writes -------------------------------------------------------------------------
     def _check_config_write(self, name: str) -> Path:

@@ -208,9 +208,7 @@ def prepare(name: str, path: Path, previous_dirs: tuple[Path, ...] = ()) -> Prep
     error = _errors_text(routed.problems)
     if error:
         return Prepared(name, path, key, file_version, None, error)
-    warnings = tuple(p for p in problems if p.severity == "warning")  # routing warnings included
-    for warning in warnings:
-        log.warning("%s", warning, extra={"pipeline": name})
+    warnings = tuple(p for p in problems if p.severity == "warning")  # logged by the caller (linkplan)
     used = {py: before_import.get(py, "") for py in used_code_files(code_dirs)}
     return Prepared(name, path, key, file_version, PipelineVersion(spec, routed.graph, warnings), None, used)
 

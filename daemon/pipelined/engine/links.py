@@ -1,0 +1,86 @@
+"""Sending items to a stage of another pipeline (a link), without knowing the other pipeline.
+
+The engine runs one pipeline; who runs the others is the supervisor's business. So a runtime is
+handed a `LinkSink` (the supervisor's `pipelined.supervisor.links.LinkRouter`) and wraps it, per
+link target, in a `LinkTarget`: a router target like a stage's queue. Its `send` returns once
+the other pipeline has *accepted* the items (they count as finished for the sending run) or
+raises `LinkRefused` with the error that attempt fails with (e.g. "pipeline 'billing' is not
+running"): like a full `on_full = "reject"` queue, the attempt is retried, then dead-lettered.
+
+    sink.deliver(LinkSource("ingest", "r-000007", None), "archive/store", [item, ...])
+
+A runtime built without a sink (tests, benchmarks) refuses every link (`NoLinks`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from pipelined.engine.queues import QueueRejected
+from pipelined.engine.router import Target
+from pipelined.engine.runs import Run
+
+
+class LinkRefused(QueueRejected):
+    """The other pipeline did not take the items; `text` is the error the attempt fails with."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
+
+def not_running(pipeline: str) -> LinkRefused:
+    return LinkRefused(f"pipeline {pipeline!r} is not running")
+
+
+@dataclass(frozen=True)
+class LinkSource:
+    """The run the items come from: the target's linked run records it as its `parent`."""
+
+    pipeline: str
+    run: str
+    priority: int | None = None  # the sending run's, when runs have one
+
+    @property
+    def parent(self) -> str:
+        return f"{self.pipeline}/{self.run}"
+
+
+class LinkSink(Protocol):
+    """Delivers items to another pipeline (implemented by the supervisor).
+
+    `deliver` returns once the stage `target` ("pipeline/stage") accepted every item, as part of
+    the linked run of `source`; otherwise it raises LinkRefused. It may wait (for a reload of
+    the target, or for room in its queue) but never holds a lock of the sending pipeline."""
+
+    def deliver(self, source: LinkSource, target: str, items: list[Any]) -> None: ...
+
+
+class NoLinks:
+    """No other pipeline can be reached: every delivery is refused."""
+
+    def deliver(self, source: LinkSource, target: str, items: list[Any]) -> None:
+        raise not_running(target.split("/", 1)[0])
+
+
+class LinkTarget(Target):
+    """Where a stage's items for `target` go: the sink, once per chunk."""
+
+    def __init__(self, sink: LinkSink, pipeline: str, target: str) -> None:
+        self.sink = sink
+        self.pipeline = pipeline
+        self.target = target
+
+    def send(self, run: Run, items: list[Any]) -> int:
+        if not items:
+            return 0
+        source = LinkSource(self.pipeline, run.id, getattr(run, "priority", None))
+        self.sink.deliver(source, self.target, items)
+        return len(items)  # accepted over there: finished for this run
+
+    def idle(self) -> bool:
+        return True
+
+    def may_reject(self) -> bool:
+        return True  # route item by item, so a refusal fails only that item's attempt
