@@ -2,21 +2,30 @@
 
 The first items of a sending run (its `parent`, "<pipeline>/<run id>") start a linked run at
 the target stage, like a trigger with `items`; later items of the same parent and stage *join*
-that run while it is running. A linked run ends like an injected one, when nothing of it is in
-flight, so when the sender is slower than this pipeline it may end between two deliveries: the
-next items then start a new linked run with the same `parent`. A version that is reloaded or
-drained takes no more items; its linked runs end there and the next version starts new ones.
+it. The linked run takes items until its parent has ended (the sender subscribes it to that
+end: `Run.on_end`), then ends like an injected run once nothing of it is in flight — so there
+is one linked run per sending run and link. A version that drains (a drain, a reload, the
+daemon's stop) stops taking items: its open linked runs end when their items are done, and
+later items of the same parent start a new linked run (same `parent`) in the next version.
+Without a subscription (`on_parent_end` None) a linked run ends whenever nothing of it is in
+flight, and the next items start another one.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.hooks import HookSet
 from pipelined.engine.runs import Run
 from pipelined.errors import BadRequest, Conflict, NotFound, QueueFull, Unavailable
+
+Subscribe = Callable[[Callable[[], None]], None]  # the sending run's `on_end`
+Key = tuple[str, str]  # (parent, stage)
+START_WAIT_S = 6.0  # a delivery waits this long for another one starting the same linked run
 
 
 class LinkedHost(Protocol):
@@ -34,33 +43,43 @@ class LinkedHost(Protocol):
 
 
 class LinkedRuns:
-    """(parent, stage) → the running linked run that more items of that parent join."""
+    """(parent, stage) → the open linked run that more items of that parent join."""
 
     def __init__(self, host: LinkedHost) -> None:
         self.host = host
-        self._open: dict[tuple[str, str], Run] = {}
-        self._lock = threading.Lock()  # never held while putting items (a full queue may block)
+        self._open: dict[Key, Run] = {}
+        self._starting: dict[Key, threading.Event] = {}
+        self._closed = False
+        self._lock = threading.Lock()  # never held while putting items or calling hooks
 
-    def accept(self, stage: str, parent: str, items: list[Any], priority: int | None = None) -> str:
+    def accept(
+        self, stage: str, parent: str, items: list[Any], priority: int | None, on_parent_end: Subscribe | None
+    ) -> str:
         """The linked run `items` joined or started; Conflict (not running), NotFound (no such
         stage), BadRequest (a producer), QueueFull / Unavailable (no room), as for a trigger."""
-        host = self.host
         self._check_stage(stage)
         if not isinstance(items, list) or not items:
             raise BadRequest(f"stage {stage!r}: a link delivers a non-empty list of items")
         n = len(items)
         key = (parent, stage)
-        with self._lock:
-            run = self._open.get(key)
-            joined = run is not None and run.join(n)
-        if joined and run is not None:
-            try:
-                host.put_injected(stage, run, items)
-            except (QueueFull, Unavailable):
-                run.settle(leave=n, produced=-n)
-                raise
-            return run.id
-        return self._start(stage, parent, items, priority)
+        while True:
+            with self._lock:
+                run = self._open.get(key)
+                if run is not None and run.join(n):
+                    break
+                starting = self._starting.get(key)
+                if starting is None:
+                    self._starting[key] = threading.Event()
+            if starting is None:
+                return self._start(key, items, priority, on_parent_end)
+            if not starting.wait(START_WAIT_S):  # the other start is stuck (a full queue): start another
+                return self._start(key, items, priority, on_parent_end, mine=False)
+        try:
+            self.host.put_injected(stage, run, items)
+        except (QueueFull, Unavailable):
+            run.settle(leave=n, produced=-n)
+            raise
+        return run.id
 
     def _check_stage(self, stage: str) -> StageSpec:
         where = f"pipeline {self.host.spec.name!r}"
@@ -74,38 +93,81 @@ class LinkedRuns:
             raise BadRequest(f"{where}, stage {stage!r} is a producer: it takes no items")
         return spec
 
-    def _start(self, stage: str, parent: str, items: list[Any], priority: int | None) -> str:
-        host = self.host
-        run = host.new_run(stage, parent)
-        if priority is not None and hasattr(run, "priority"):
-            run.priority = priority
-        hooks = host.hooks
-        error = hooks.before_run(run.to_dict()) if hooks is not None and hooks.has_run_hooks else None
-        if error is not None:
-            run.source_finished(error)  # a failed linked run, and this delivery refused
-            raise Unavailable(f"stage {stage!r}: before_run failed: {error}")
-        n = len(items)
-        run.settle(produced=n, enter=n)
+    def _start(
+        self, key: Key, items: list[Any], priority: int | None, on_parent_end: Subscribe | None, mine: bool = True
+    ) -> str:
+        """A new linked run for `key` with `items` (this thread holds `_starting[key]` if `mine`)."""
+        host, (parent, stage), n = self.host, key, len(items)
+        run: Run | None = None
         try:
-            host.put_injected(stage, run, items)
-        except (QueueFull, Unavailable):
-            host.forget_run(run)
-            raise
-        run.source_finished()
-        with self._lock:
-            if run.state == "running":  # else it ended already (and `ended` found nothing to remove)
-                self._open[(parent, stage)] = run
-        return run.id
+            run = host.new_run(stage, parent)
+            if priority is not None and hasattr(run, "priority"):
+                run.priority = priority
+            hooks = host.hooks
+            error = hooks.before_run(run.to_dict()) if hooks is not None and hooks.has_run_hooks else None
+            if error is not None:
+                run.source_finished(error)  # a failed linked run, and this delivery refused
+                raise Unavailable(f"stage {stage!r}: before_run failed: {error}")
+            run.settle(produced=n, enter=n)
+            try:
+                host.put_injected(stage, run, items)
+            except (QueueFull, Unavailable):
+                host.forget_run(run)
+                run = None
+                raise
+            self._open_run(key, run, on_parent_end)
+            return run.id
+        finally:
+            if mine:
+                with self._lock:
+                    self._starting.pop(key).set()
 
-    def ended(self, run: Run) -> None:
-        """A linked run ended: later items of its parent start a new one."""
-        if run.parent is None:
-            return
+    def _open_run(self, key: Key, run: Run, on_parent_end: Subscribe | None) -> None:
+        """Keep `run` open for more items of its parent until the parent ends (or this version
+        drains); without a subscription it ends as soon as nothing of it is in flight."""
         with self._lock:
-            key = (run.parent, run.stage)
+            keep = on_parent_end is not None and not self._closed
+            if keep:
+                self._open[key] = run
+        if not keep or on_parent_end is None:
+            run.source_finished()
+            return
+        on_parent_end(_ParentEnded(self, key, run))
+
+    def close(self, key: Key, run: Run) -> None:
+        """The parent of `run` ended (or this version drains): no more items; it ends when done."""
+        with self._lock:
             if self._open.get(key) is run:
                 del self._open[key]
+        run.source_finished()
+
+    def close_all(self) -> None:
+        """This version drains: every open linked run takes no more items."""
+        with self._lock:
+            self._closed = True
+            runs, self._open = list(self._open.items()), {}
+        for _, run in runs:
+            run.source_finished()
 
     def open_count(self) -> int:
         with self._lock:
             return len(self._open)
+
+
+class _ParentEnded:
+    """The callback a sending run calls when it ends; holds its LinkedRuns weakly, so a long
+    sending run does not keep the drained versions of the pipelines it fed alive."""
+
+    __slots__ = ("linked", "key", "run")
+
+    def __init__(self, linked: LinkedRuns, key: Key, run: Run) -> None:
+        self.linked = weakref.ref(linked)
+        self.key = key
+        self.run = run
+
+    def __call__(self) -> None:
+        linked = self.linked()
+        if linked is not None:
+            linked.close(self.key, self.run)
+        else:
+            self.run.source_finished()

@@ -14,6 +14,7 @@ A runtime built without a sink (tests, benchmarks) refuses every link (`NoLinks`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -41,6 +42,9 @@ class LinkSource:
     pipeline: str
     run: str
     priority: int | None = None  # the sending run's, when runs have one
+    # subscribes a callback to the end of the sending run (`Run.on_end`): the linked run over
+    # there takes items until then; None: it ends whenever nothing of it is in flight
+    on_end: Callable[[Callable[[], None]], None] | None = None
 
     @property
     def parent(self) -> str:
@@ -75,7 +79,7 @@ class LinkTarget(Target):
     def send(self, run: Run, items: list[Any]) -> int:
         if not items:
             return 0
-        source = LinkSource(self.pipeline, run.id, getattr(run, "priority", None))
+        source = LinkSource(self.pipeline, run.id, getattr(run, "priority", None), run.on_end)
         self.sink.deliver(source, self.target, items)
         return len(items)  # accepted over there: finished for this run
 

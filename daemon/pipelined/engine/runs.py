@@ -11,7 +11,8 @@ Hooks receive the run's API dict (`Run.to_dict()`): before_run sees state "runni
 after_run the final state.
 
 A *linked run* takes items another pipeline sends over a link; `parent` names the sending run
-("<pipeline>/<run id>"). Later items of the same sending run `join` it while it is running.
+("<pipeline>/<run id>"). Later items of the same sending run `join` it while it is running;
+`on_end` tells the receiving pipeline when the sending run ended (engine/linked.py).
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Run:
         self.listener = listener
         self.lock = threading.Lock()
         self._ended = threading.Event()
+        self._on_end: list[Callable[[], None]] = []
 
     @property
     def ended(self) -> bool:
@@ -99,13 +101,22 @@ class Run:
 
     def join(self, n: int) -> bool:
         """Add `n` more injected items to a running linked run (in flight before they are put);
-        False when it has ended (or not started taking items yet): start a new one then."""
+        False when it has ended: start a new one then."""
         with self.lock:
-            if self.state != "running" or not self.source_done:
+            if self.state != "running":
                 return False
             self.in_flight += n
             self.produced += n
             return True
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once this run has ended (at once if it has); from the thread that
+        ends it, after the listener. It must be quick and must not raise."""
+        with self.lock:
+            if self.state == "running":
+                self._on_end.append(callback)
+                return
+        callback()
 
     def begin(self) -> None:
         """A queued producer run gets a producer thread: it starts now (`started_at`)."""
@@ -156,6 +167,10 @@ class Run:
         finally:
             self.listener = None  # the history must not keep a drained runtime alive
             self._ended.set()
+            with self.lock:
+                callbacks, self._on_end = self._on_end, []
+            for callback in callbacks:
+                callback()
 
     def wait(self, timeout: float | None) -> bool:
         return self._ended.wait(timeout)

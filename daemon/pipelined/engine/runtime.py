@@ -23,7 +23,7 @@ from pipelined.engine.accumulator import AccumulatorStage
 from pipelined.engine.book import PipelineBook
 from pipelined.engine.drain import Drainer
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
-from pipelined.engine.linked import LinkedRuns
+from pipelined.engine.linked import LinkedRuns, Subscribe
 from pipelined.engine.links import LinkSink, LinkTarget, NoLinks
 from pipelined.engine.producer import ProducerStage
 from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
@@ -244,11 +244,18 @@ class PipelineRuntime:
                 f"{where}: could not enqueue {n} items within {INJECT_TIMEOUT:g} s (queue full, on_full = \"block\")"
             ) from None
 
-    def accept_linked(self, stage: str, parent: str, items: list[Any], priority: int | None = None) -> str:
+    def accept_linked(
+        self,
+        stage: str,
+        parent: str,
+        items: list[Any],
+        priority: int | None = None,
+        on_parent_end: Subscribe | None = None,
+    ) -> str:
         """Items another pipeline's run `parent` sends to `stage` over a link: they join that
         run's linked run here (a new one when it has none running); the linked run's id.
         Conflict / NotFound / BadRequest / QueueFull / Unavailable, as for a trigger."""
-        return self.linked.accept(stage, parent, items, priority)
+        return self.linked.accept(stage, parent, items, priority, on_parent_end)
 
     def new_run(self, stage: str, parent: str | None = None) -> Run:
         run = self.book.runs.new_run(stage, self, parent)
@@ -271,8 +278,6 @@ class PipelineRuntime:
 
     def run_ended(self, run: Run) -> None:
         self.book.runs.record_end(run)
-        if run.parent is not None:
-            self.linked.ended(run)
         extra = {**self._extra, "stage": run.stage, "run": run.id}
         log.info("run %s %s%s", run.id, run.state, f": {run.error}" if run.error else "", extra=extra)
         if self.hooks is not None and self.hooks.has_run_hooks:
@@ -358,6 +363,7 @@ class PipelineRuntime:
             self._stopping = True
             deadline = time.monotonic() + (self.drain_timeout if timeout is None else timeout)
             self._drainer = Drainer(self, deadline)
+        self.linked.close_all()  # linked runs take no more items: they end when done
         self._drainer.start()
 
     def wait_drained(self, timeout: float | None) -> bool:

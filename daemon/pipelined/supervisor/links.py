@@ -47,7 +47,7 @@ class LinkRouter:
             except (Conflict, Unavailable):  # no running version, or the swap took too long
                 raise not_running(pipeline) from None
             try:
-                runtime.accept_linked(stage, source.parent, items, source.priority)
+                runtime.accept_linked(stage, source.parent, items, source.priority, source.on_end)
                 return
             except Conflict:
                 # this version stopped taking items (drained, or draining for a swap that has
