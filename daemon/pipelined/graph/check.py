@@ -71,12 +71,10 @@ def check_paths(paths: Sequence[Path]) -> tuple[list[Problem], int, int]:
     linked = [Linked(spec, build_graph(spec).graph) for spec in specs]
     reached = link_targets(linked)
     problems.extend(p for p in per_file if not _reached_by_a_link(p, reached))
-    problems.extend(check_links(linked, lambda spec: spec.file in in_dirs, invalid_names))
-    loops = link_loops(linked)
-    problems.extend(loops)
-    clashes = module_clashes(specs)
-    problems.extend(clashes)
-    invalid += len({p.file for p in [*clashes, *loops]})
+    across = [*check_links(linked, lambda spec: spec.file in in_dirs, invalid_names), *link_loops(linked)]
+    across += module_clashes(specs)
+    problems.extend(across)
+    invalid += len({p.file for p in across if p.severity == "error"})
     return problems, len(files) + sum(1 for p in paths if not p.exists()), invalid
 
 

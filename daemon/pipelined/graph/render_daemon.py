@@ -6,7 +6,7 @@ sorted by name, links in each pipeline's edge order (links written in `to`).
 Mermaid and DOT draw each pipeline as a subgraph (cluster) titled `name · state` holding its
 stages and their edges, as `pipelined.graph.render` draws one pipeline, with every id qualified
 by the pipeline's name; a link is a dashed edge from the sending stage to the target stage in
-the other subgraph. A link whose target is not loaded (or has no such stage) ends at a node of
+the other subgraph (labelled "link"). A link whose target is not loaded (or has no such stage) ends at a node of
 its own outside every subgraph, labelled "not loaded" or "no such stage". A pipeline with no
 valid version is an empty subgraph with one note node.
 """
@@ -79,7 +79,7 @@ def render_daemon_mermaid(pipelines: Sequence[PipelineDrawing]) -> str:
         if p.graph is not None:
             lines.extend(render.mermaid_edges(p.graph, f"{p.name}/", links=False))
     for src, dst in _links(ordered):
-        lines.append(f"  {render.mermaid_id(src)} -.-> {render.mermaid_id(dst)}")
+        lines.append(f"  {render.mermaid_id(src)} -.->|link| {render.mermaid_id(dst)}")
     return "\n".join(lines) + "\n"
 
 
