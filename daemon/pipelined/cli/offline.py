@@ -20,7 +20,7 @@ from pipelined.cli.remote import ALL_PIPELINES, remote_graph
 from pipelined.config.callables import is_async_callable
 from pipelined.config.settings import load_settings
 from pipelined.config.spec import PipelineSpec, Problem
-from pipelined.graph.check import check_paths, load_pipeline
+from pipelined.graph.check import check_paths, linked_from_siblings, load_pipeline, without_linked_warnings
 from pipelined.graph.limits import allocate
 from pipelined.graph.render import render_dot, render_json, render_mermaid
 from pipelined.graph.routing import build_graph
@@ -113,7 +113,7 @@ def run_graph(args: argparse.Namespace) -> int:
         return 2
     with contextlib.redirect_stdout(sys.stderr):
         spec, problems = load_pipeline(args.file)
-    for problem in problems:
+    for problem in without_linked_warnings(problems, linked_from_siblings(args.file)):
         print(problem, file=sys.stderr)
     if spec is None:
         return 1

@@ -14,8 +14,10 @@ order, as the daemon loads them) invalid.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import tomllib
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from pipelined.config import load
 from pipelined.config.code import module_clashes
@@ -39,6 +41,39 @@ def load_pipeline(path: Path) -> tuple[PipelineSpec | None, list[Problem]]:
 def parse_pipeline(text: str | bytes, path: Path) -> tuple[PipelineSpec | None, list[Problem]]:
     """Validate a pipeline's TOML as if it were the file at `path` (which need not exist)."""
     return load.parse_pipeline(text, path, routing_problems)
+
+
+def linked_from_siblings(path: Path) -> set[str]:
+    """"pipeline/stage" targets that the other pipeline files next to `path` name in `to` (read
+    as plain TOML, nothing imported): a stage of `path` they link to is reached, though `path`
+    alone does not show it (`pipelined check FILE`, `pipelined graph FILE`)."""
+    found: set[str] = set()
+    try:
+        siblings = [p for p in path.parent.iterdir() if p != path and p.is_file() and is_pipeline_file(p)]
+    except OSError:
+        return found
+    for sibling in siblings:
+        try:
+            document = tomllib.loads(sibling.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+            continue
+        for stage in _stage_tables(document.get("stage")):
+            targets = stage.get("to")
+            if isinstance(targets, list):
+                found.update(t for t in targets if isinstance(t, str) and t.startswith(f"{path.stem}/"))
+    return found
+
+
+def _stage_tables(raw: Any) -> Iterator[dict[str, Any]]:
+    for stage in raw if isinstance(raw, list) else ():
+        if isinstance(stage, dict):
+            yield stage
+            yield from _stage_tables(stage.get("stage"))
+
+
+def without_linked_warnings(problems: Sequence[Problem], reached: set[str]) -> list[Problem]:
+    """`problems` less the "no stage sends to X" warnings about stages that a link reaches."""
+    return [p for p in problems if not _reached_by_a_link(p, reached)]
 
 
 def check_paths(paths: Sequence[Path]) -> tuple[list[Problem], int, int]:
@@ -70,7 +105,10 @@ def check_paths(paths: Sequence[Path]) -> tuple[list[Problem], int, int]:
             specs.append(spec)
     linked = [Linked(spec, build_graph(spec).graph) for spec in specs]
     reached = link_targets(linked)
-    problems.extend(p for p in per_file if not _reached_by_a_link(p, reached))
+    for file in files:
+        if file not in in_dirs:
+            reached |= linked_from_siblings(file)
+    problems.extend(without_linked_warnings(per_file, reached))
     across = [*check_links(linked, lambda spec: spec.file in in_dirs, invalid_names), *link_loops(linked)]
     across += module_clashes(specs)
     problems.extend(across)
