@@ -275,3 +275,15 @@ def test_daemon_dot_renders_with_a_cluster_per_pipeline() -> None:
     assert ("s:ingest/split", "s:archive/keep", "link") in pairs
     svg = subprocess.run(["dot", "-Tsvg"], input=text.encode(), capture_output=True, timeout=30, check=False)
     assert svg.returncode == 0 and b"<svg" in svg.stdout
+
+
+def test_the_linked_pair_in_docs_config_checks_clean_as_a_directory(tmp_path: Path) -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parents[3] / "docs" / "config.md").read_text()
+    blocks = re.findall(r"```toml\n# example: (shop\.toml|billing\.toml)\n(.*?)```", doc, re.DOTALL)
+    pair = {name: f"# example: {name}\n{body}" for name, body in blocks}
+    assert set(pair) == {"shop.toml", "billing.toml"}
+    for name, text in pair.items():
+        (tmp_path / name).write_text(text)
+    assert check_paths([tmp_path]) == ([], 2, 0)
