@@ -35,6 +35,7 @@ STAGE_GAUGES = {
     "processes": ("pipelined_stage_processes", "Effective worker processes of the stage"),
     "utilization": ("pipelined_stage_utilization", "Fraction of worker time inside the callable (60 s)"),
     "throughput_per_s": ("pipelined_stage_throughput_per_second", "Items per second over the last 60 s"),
+    "in_flight_batches": ("pipelined_stage_in_flight_batches", "Batches sent to the stage's Ray actors, not yet back"),
 }
 DAEMON_GAUGES = {
     "uptime_s": ("pipelined_daemon_uptime_seconds", "Seconds since the daemon started"),
@@ -120,8 +121,14 @@ class ControlCollector(Collector):
         latency = GaugeMetricFamily(
             "pipelined_stage_latency_seconds", "Queue-to-done latency quantiles", labels=[*labels, "quantile"]
         )
+        replicas = GaugeMetricFamily(
+            "pipelined_stage_replicas", "Ray actors of an executor = \"ray\" stage", labels=[*labels, "state"]
+        )
         for pipeline, pstats in per_pipeline.items():
             for stage, sstats in (pstats.get("stages") or {}).items():
+                for state, count in (sstats.get("replicas") or {}).items():
+                    if (value := _number(count)) is not None:
+                        replicas.add_metric([pipeline, stage, state], value)
                 for outcome, key in ITEM_OUTCOMES.items():
                     items.add_metric([pipeline, stage, outcome], _number(sstats.get(key)) or 0.0)
                 for key, family in gauges.items():
@@ -132,6 +139,7 @@ class ControlCollector(Collector):
                         latency.add_metric([pipeline, stage, "0." + quantile.lstrip("p")], value / 1000)
         yield items
         yield from gauges.values()
+        yield replicas
         yield latency
 
     def _reloads(self) -> Iterator[Metric]:

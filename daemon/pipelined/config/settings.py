@@ -25,6 +25,7 @@ from pipelined.errors import PipelinedError
 DEFAULT_SETTINGS_PATH = Path("/etc/pipelined/pipelined.toml")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("auto", "text", "json", "journal")
+SECTIONS = ("daemon", "api", "ray")
 
 
 class SettingsInvalid(PipelinedError):
@@ -87,9 +88,19 @@ class ApiSettings:
 
 
 @dataclass(frozen=True)
+class RaySettings:
+    """Where `executor = "ray"` stages run (docs/config.md, Cluster execution)."""
+
+    address: str = ""  # "": an embedded local instance started on first use; else "auto", "host:port", "ray://host:port"
+    namespace: str = "pipelined"
+    object_store_memory: int | None = None  # bytes, embedded instance only (None: 200 MiB)
+
+
+@dataclass(frozen=True)
 class Settings:
     daemon: DaemonSettings = field(default_factory=DaemonSettings)
     api: ApiSettings = field(default_factory=ApiSettings)
+    ray: RaySettings = field(default_factory=RaySettings)
     source: Path | None = None  # the file read, None when defaults only
 
     def with_overrides(self, **overrides: Any) -> Settings:
@@ -101,7 +112,8 @@ class Settings:
         unknown = set(overrides) - daemon_names - api_names
         if unknown:
             raise TypeError(f"unknown settings override(s): {sorted(unknown)}")
-        candidate = {"daemon": {**_as_raw(self.daemon), **daemon_changes}, "api": {**_as_raw(self.api), **api_changes}}
+        candidate = {"daemon": {**_as_raw(self.daemon), **daemon_changes}, "api": {**_as_raw(self.api), **api_changes},
+                     "ray": _as_raw(self.ray)}
         return _build(candidate, "command line", self.source)
 
     def check_bind(self) -> None:
@@ -142,18 +154,18 @@ def parse_settings(text: str, path: Path) -> Settings:
     except tomllib.TOMLDecodeError as exc:
         raise SettingsInvalid(f"{path}: invalid TOML: {exc}") from exc
     for section, value in raw.items():
-        if section not in ("daemon", "api"):
-            hint = _suggest(section, ("daemon", "api"))
+        if section not in SECTIONS:
+            hint = _suggest(section, SECTIONS)
             raise SettingsInvalid(f"{path}: unknown section [{section}]{hint}")
         if not isinstance(value, dict):
             raise SettingsInvalid(f"{path}: [{section}] must be a table")
-    return _build({"daemon": raw.get("daemon", {}), "api": raw.get("api", {})}, str(path), path)
+    return _build({section: raw.get(section, {}) for section in SECTIONS}, str(path), path)
 
 
 def changed_keys(old: Settings, new: Settings) -> list[str]:
     """`[section] key` for every setting that differs (what a reload cannot apply)."""
     changed = []
-    for section in ("daemon", "api"):
+    for section in SECTIONS:
         a, b = getattr(old, section), getattr(new, section)
         changed += [f"[{section}] {f.name}" for f in fields(a) if getattr(a, f.name) != getattr(b, f.name)]
     return changed
@@ -165,7 +177,8 @@ def changed_keys(old: Settings, new: Settings) -> list[str]:
 def _build(raw: dict[str, dict[str, Any]], where: str, source: Path | None) -> Settings:
     daemon = _section(DaemonSettings, raw["daemon"], f"{where}: [daemon]")
     api = _section(ApiSettings, raw["api"], f"{where}: [api]")
-    return Settings(daemon=daemon, api=api, source=source)
+    ray = _section(RaySettings, raw.get("ray", {}), f"{where}: [ray]")
+    return Settings(daemon=daemon, api=api, ray=ray, source=source)
 
 
 def _section(cls: type[Any], values: dict[str, Any], where: str) -> Any:
@@ -237,6 +250,33 @@ def _size(value: Any) -> int:
     return size
 
 
+def _ray_address(value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f'expected "" (embedded), "auto", "host:port" or "ray://host:port", got {value!r}')
+    value = value.strip()
+    if value in ("", "auto") or value.startswith("ray://"):
+        return value
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f'expected "" (embedded), "auto", "host:port" or "ray://host:port", got {value!r}')
+    return value
+
+
+def _namespace(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise TypeError(f"expected a non-empty string, got {value!r}")
+    return value.strip()
+
+
+def _optional_size(value: Any) -> int | None:
+    if value in ("", None):
+        return None
+    size = _size(value)
+    if size < 75 * 1024 * 1024:  # Ray refuses a smaller object store
+        raise ValueError(f"expected at least 75MiB (the smallest object store Ray accepts), got {value!r}")
+    return size
+
+
 def _listen(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise TypeError(f'expected "host:port" or "unix:/path", got {value!r}')
@@ -263,4 +303,7 @@ _CONVERTERS: dict[str, Any] = {
     "allow_insecure": _bool,
     "config_write": _bool,
     "max_body": _size,
+    "address": _ray_address,
+    "namespace": _namespace,
+    "object_store_memory": _optional_size,
 }

@@ -22,6 +22,7 @@ Fanout = Literal["round_robin", "broadcast", "weighted"]
 ProcessMode = Literal["pool", "fork_per_item"]
 StartMethod = Literal["fork", "forkserver", "spawn"]
 NestedMode = Literal["sequential", "parallel"]
+Executor = Literal["local", "ray"]
 
 STAGE_KINDS: tuple[str, ...] = ("producer", "processor", "consumer", "accumulator", "pipeline")
 
@@ -35,6 +36,17 @@ class Hooks:
     before_fork: str | None = None
     after_fork: str | None = None
     on_error: str | None = None
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """`ray_options` of an `executor = "ray"` stage: what each actor asks of the cluster."""
+
+    num_cpus: float | None = None
+    num_gpus: float | None = None
+    memory: int | None = None  # bytes
+    resources: Mapping[str, float] = field(default_factory=dict)
+    max_in_flight: int = 2  # batches per replica
 
 
 @dataclass(frozen=True, eq=True)
@@ -65,6 +77,13 @@ class StageSpec:
     hooks: Hooks = field(default_factory=Hooks)
     stages: tuple[StageSpec, ...] = ()  # kind = "pipeline" only
     line: int | None = None  # line of this stage's `[[stage]]` header, when known
+    executor: Executor = "local"
+    replicas: int = 1  # executor = "ray" only: actors
+    ray_options: RayOptions = field(default_factory=RayOptions)
+
+    @property
+    def uses_ray(self) -> bool:
+        return self.executor == "ray"
 
     @property
     def uses_processes(self) -> bool:
@@ -72,7 +91,7 @@ class StageSpec:
 
     @property
     def requested_threads(self) -> int:
-        return 0 if self.processes is not None else (self.threads or 1)
+        return 0 if self.processes is not None or self.uses_ray else (self.threads or 1)
 
     @property
     def requested_processes(self) -> int:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from pipelined.config.callables import CALL_REF
+from pipelined.config.executor import read_executor
 from pipelined.config.lines import TablePath
 from pipelined.config.spec import STAGE_KINDS, Hooks, StageSpec
 from pipelined.config.values import (
@@ -37,7 +38,7 @@ STAGE_KEYS: tuple[str, ...] = (
     "name", "kind", "call", "args", "threads", "processes", "process_mode", "start_method",
     "max_items_per_worker", "auto_start", "to", "from", "fanout", "weights", "queue_size",
     "on_full", "max_retries", "retry_backoff", "max_size", "max_wait", "mode", "max_threads",
-    "max_processes", "hooks", "stage",
+    "max_processes", "hooks", "stage", "executor", "replicas", "ray_options",
 )  # fmt: skip
 WORKER_KINDS: tuple[str, ...] = ("producer", "processor", "consumer")
 KEY_KINDS: dict[str, tuple[str, ...]] = {
@@ -48,6 +49,9 @@ KEY_KINDS: dict[str, tuple[str, ...]] = {
     "process_mode": WORKER_KINDS,
     "start_method": WORKER_KINDS,
     "max_items_per_worker": WORKER_KINDS,
+    "executor": WORKER_KINDS,
+    "replicas": WORKER_KINDS,
+    "ray_options": WORKER_KINDS,
     "auto_start": ("producer",),
     "max_size": ("accumulator",),
     "max_wait": ("accumulator",),
@@ -70,6 +74,7 @@ KIND_KEY_HINTS: dict[tuple[str, str], str] = {
     ("pipeline", "threads"): "; a nested pipeline's own budget is max_threads",
     ("pipeline", "processes"): "; a nested pipeline's own budget is max_processes",
     ("accumulator", "threads"): "; accumulators are built in and use no threads",
+    ("accumulator", "executor"): "; accumulators are built in and always run in the daemon",
 }
 PROCESS_KEYS: tuple[str, ...] = ("process_mode", "start_method", "max_items_per_worker")
 ON_FULL: tuple[str, ...] = ("block", "drop_oldest", "reject")
@@ -171,7 +176,7 @@ class StageReader:
         spec = StageSpec(name=name or unnamed, kind=kind, line=ck.lines.table_line(path))  # type: ignore[arg-type]
         spec = self._read_overrides(table, spec, inherited)
         if kind in WORKER_KINDS:
-            spec = self._read_worker_keys(table, spec)
+            spec = read_executor(ck, table, self._read_worker_keys(table, spec))
         elif kind == "accumulator":
             spec = replace(
                 spec,

@@ -83,7 +83,7 @@ class PipelineRuntime:
     # -- allocation -------------------------------------------------------------------------
     def threads_of(self, stage: StageSpec) -> int:
         alloc = getattr(self.allocation, "stages", {}).get(stage.name) if self.allocation else None
-        if stage.kind in ("accumulator", "pipeline") or stage.uses_processes:
+        if stage.kind in ("accumulator", "pipeline") or stage.uses_processes or stage.uses_ray:
             return 0
         if stage.name in self._async_names:  # its concurrency, never cut (config.md, Limits)
             return max(1, stage.threads or 1)
@@ -147,6 +147,8 @@ class PipelineRuntime:
             if node.kind in ("pipeline", EXTERNAL):
                 continue
             stage = build_stage(self, node.stage, builder.outputs(node.id), self.hooks)
+            if getattr(stage, "uses_ray", False):  # busy and utilization per actor
+                self.meters[node.id].workers = stage.replicas
             if hasattr(stage, "concurrency"):
                 self._async_names.add(node.id)
                 self.meters[node.id].workers = stage.concurrency
@@ -414,6 +416,6 @@ class PipelineRuntime:
         for stage in [*self.producers.values(), *self.stages.values()]:
             if getattr(stage, "uses_processes", False):
                 processes += stage.live_workers()
-            else:
+            elif not getattr(stage, "uses_ray", False):  # actors are the cluster's, not ours
                 threads += stage.live_workers()
         return threads, processes

@@ -15,6 +15,7 @@ from pipelined.engine.hooks import HookSet, error_text
 from pipelined.engine.processstage import ProcessStageRunner
 from pipelined.engine.producer import ProducerStage
 from pipelined.engine.queues import StageQueue
+from pipelined.engine.raystage import RayStageRunner
 from pipelined.engine.router import Target
 from pipelined.engine.stage import StageServices
 from pipelined.engine.threads import ThreadStage
@@ -42,6 +43,8 @@ def build_stage(rt: StageHost, spec: StageSpec, target: Target, hooks: HookSet) 
     where = f"pipeline {rt.spec.name!r}, stage {spec.name!r}"
     if spec.kind == "accumulator":
         return AccumulatorStage(rt, spec, rt.queues[spec.name], target, counters)
+    if spec.uses_ray:  # processors and consumers only (config/executor.py)
+        return RayStageRunner(rt, spec, rt.queues[spec.name], target, counters)
     if spec.uses_processes and spec.kind != "producer":
         return ProcessStageRunner(rt, spec, rt.queues[spec.name], target, counters, rt.processes_of(spec))
     if not spec.call:

@@ -67,6 +67,9 @@ def pipeline_stats(rt: RuntimeView) -> dict[str, Any]:
         busy_now = getattr(rt.stages.get(stage.name), "busy_now", None)
         if busy_now is not None:
             row["busy"] = busy_now()
+        executor_stats = getattr(rt.stages.get(stage.name), "executor_stats", None)
+        if executor_stats is not None:  # executor = "ray": executor, replicas, in_flight_batches
+            row.update(executor_stats())
         stages[stage.name] = row
     busiest = max(stages.items(), key=lambda kv: kv[1]["utilization"], default=None)
     bottleneck = busiest[0] if busiest and busiest[1]["utilization"] > IDLE_UTILIZATION else None

@@ -23,6 +23,7 @@ from pipelined.host.notify import Heartbeat, Notifier
 from pipelined.supervisor.loop import Supervisor
 from pipelined.supervisor.reload import declared_code_dirs
 from pipelined.supervisor.watcher import ConfWatcher
+from pipelined.workers import ray_cluster as ray_clusters
 
 log = logging.getLogger("pipelined.daemon")
 
@@ -64,6 +65,9 @@ def run_command(args: argparse.Namespace) -> int:
     # Built-in stages (tail_file offsets, relative output paths) and worker processes find the
     # state dir here; set before any pipeline starts so every child inherits it.
     os.environ["PIPELINED_STATE_DIR"] = str(settings.daemon.state_dir.resolve())
+    ray_clusters.configure(ray_clusters.RayConfig(
+        address=settings.ray.address, namespace=settings.ray.namespace,
+        object_store_memory=settings.ray.object_store_memory, state_dir=settings.daemon.state_dir.resolve()))
     return Daemon(settings, from_file, api_settings, watch=not args.no_watch).run()
 
 
@@ -135,4 +139,5 @@ class Daemon:
                 self.watcher.stop()
             self.heartbeat.stop()
             self.server.stop()
+            ray_clusters.shutdown_clusters()  # the embedded Ray stops; a cluster is only left
             logging.shutdown()

@@ -1,0 +1,439 @@
+"""The daemon's connection to Ray: one driver process (workers/ray_driver.py) per cluster.
+
+    cluster = cluster_for(RayConfig(address="", namespace="pipelined", state_dir=state_dir))
+    cluster.connect()                        # starts the driver; RayUnavailable naming the address
+    actor_id, ready = cluster.new_actor(setup, options)   # ready: Future -> info, or ActorStartFailed
+    cluster.call(actor_id, run_id, data, stopping)        # Future -> reply bytes, or RayCallFailed
+    cluster.close_actor(actor_id)            # Future -> close() error text or None
+    shutdown_clusters(timeout)               # at daemon exit
+
+`address = ""`: the driver starts an embedded Ray instance on first use, advertised on 127.0.0.1,
+its temp dir, logs and auth token under `<state_dir>/ray/` (token authentication on, so the
+ports Ray opens accept only holders of that 0600 file). Otherwise the driver connects to the
+cluster at `address` and leaves it running when the daemon exits.
+
+The daemon never imports `ray`. When the driver process dies (the cluster was lost: Ray ends a
+driver whose GCS stays unreachable for a minute), every call in flight fails with
+`RayCallFailed(dead=True)`, and the next `connect()` starts a new driver — at most one attempt
+every RECONNECT_EVERY seconds, failing fast in between.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+from pipelined.workers import ray_driver as msg
+from pipelined.workers.logbridge import replay
+
+log = logging.getLogger("pipelined.workers")
+
+CONNECT_TIMEOUT = 120.0  # ray.init of an embedded instance takes 4-10 s on a busy machine
+RECONNECT_EVERY = 5.0
+SHUTDOWN_TIMEOUT = 15.0
+MAX_SOCKET_DIR = 40  # Ray puts sockets 60 characters below its temp dir; AF_UNIX paths stop at 107
+DEFAULT_OBJECT_STORE = 200 * 1024 * 1024
+INSTANCE_MARK = "PIPELINED_RAY_DIR"
+INSTALL_HINT = "install it with: pip install 'pipelined[ray]' (or tools/install --with ray)"
+
+
+class RayUnavailable(Exception):
+    """Ray is not installed, or the cluster cannot be reached; the message says which and why."""
+
+
+class RayCallFailed(Exception):
+    """A call did not return: `error` is `"TypeName: message"`, `dead` when its actor is gone."""
+
+    def __init__(self, error: str, dead: bool) -> None:
+        self.error = error
+        self.dead = dead
+        super().__init__(error)
+
+
+class ActorStartFailed(Exception):
+    """An actor did not start: `where` (setup(), import of ..., actor start) and `error`."""
+
+    def __init__(self, where: str, error: str, traceback: str | None) -> None:
+        self.where = where
+        self.error = error
+        self.traceback = traceback
+        super().__init__(f"{where} failed: {error}")
+
+
+@dataclass(frozen=True)
+class RayConfig:
+    address: str = ""  # "" = embedded local instance
+    namespace: str = "pipelined"
+    object_store_memory: int | None = None  # bytes, embedded only (None: DEFAULT_OBJECT_STORE)
+    state_dir: Path = Path("/var/lib/pipelined")
+    num_cpus: int | None = None  # embedded only (None: the machine's)
+
+    @property
+    def embedded(self) -> bool:
+        return not self.address
+
+    def describe(self) -> str:
+        return "the embedded Ray instance" if self.embedded else f"the Ray cluster at {self.address!r}"
+
+
+def ray_installed() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ray") is not None
+
+
+class RayCluster:
+    def __init__(self, config: RayConfig) -> None:
+        self.config = config
+        self.ray_dir = config.state_dir / "ray"
+        self.info: dict[str, Any] = {}
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._conn: Connection | None = None
+        self._send_lock = threading.Lock()
+        self._connect_lock = threading.Lock()
+        self._pending: dict[tuple[str, int], Future[Any]] = {}
+        self._pending_lock = threading.Lock()
+        self._ids = itertools.count(1)
+        self._last_failure: tuple[float, str] | None = None
+        self._closed = False
+        self._ray_temp: str | None = None  # the temp dir the embedded instance was given
+        self.generation = 0  # +1 per driver started: actors of older generations are gone
+
+    # -- connection ----------------------------------------------------------------------------
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None
+
+    def connect(self, timeout: float = CONNECT_TIMEOUT) -> dict[str, Any]:
+        """Start the driver and connect (once; again after it died). RayUnavailable otherwise."""
+        with self._connect_lock:
+            if self._conn is not None:
+                return self.info
+            if self._closed:
+                raise RayUnavailable(f"{self.config.describe()}: the daemon is shutting down")
+            if not ray_installed():
+                raise RayUnavailable(f"Ray is not installed; {INSTALL_HINT}")
+            if self._last_failure is not None and time.monotonic() - self._last_failure[0] < RECONNECT_EVERY:
+                raise RayUnavailable(self._last_failure[1])
+            try:
+                self._start_driver(timeout)
+            except RayUnavailable as exc:
+                self._last_failure = (time.monotonic(), str(exc))
+                raise
+            self._last_failure = None
+            return self.info
+
+    def _start_driver(self, timeout: float) -> None:
+        self.ray_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        parent, child = socket.socketpair()
+        with open(self.ray_dir / "driver.log", "ab") as output:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "pipelined.workers.ray_driver", str(child.fileno())],
+                pass_fds=(child.fileno(),), env=self._driver_env(), cwd=self.ray_dir,
+                stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C is the daemon's; its group is ours to clean up
+            )
+        child.close()
+        conn = Connection(parent.detach())
+        try:
+            conn.send((msg.CONNECT, self._connect_config()))
+            if not conn.poll(timeout):
+                raise RayUnavailable(f"{self.config.describe()}: no connection after {timeout:.0f} s")
+            reply = conn.recv()
+        except (EOFError, OSError) as exc:
+            conn.close()
+            self._stop_process(proc, 5.0)
+            raise RayUnavailable(f"{self.config.describe()}: the Ray driver process {self._exit(proc)} "
+                                 f"({exc or 'no reply'}); see {self.ray_dir / 'driver.log'}") from None
+        except RayUnavailable:
+            conn.close()
+            self._stop_process(proc, 5.0)
+            raise
+        if reply[0] != msg.CONNECTED:
+            conn.close()
+            self._stop_process(proc, 5.0)
+            raise RayUnavailable(f"{self.config.describe()} cannot be reached: {reply[1]}")
+        self.info = reply[1]
+        self._proc, self._conn = proc, conn
+        self.generation += 1
+        log.info("ray: connected to %s (driver pid %d, ray %s)", self.config.describe(), proc.pid,
+                 self.info.get("ray_version"))
+        threading.Thread(target=self._read, args=(conn, proc), name="ray-driver-reader", daemon=True).start()
+
+    def _connect_config(self) -> dict[str, Any]:
+        config = self.config
+        if config.embedded:
+            self._ray_temp = str(self._temp_dir())
+        return {
+            "embedded": config.embedded,
+            "address": config.address,
+            "namespace": config.namespace,
+            "temp_dir": self._ray_temp if config.embedded else None,
+            "object_store_memory": config.object_store_memory or DEFAULT_OBJECT_STORE,
+            "num_cpus": config.num_cpus,
+        }
+
+    def _driver_env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env["RAY_USAGE_STATS_ENABLED"] = "0"
+        env[INSTANCE_MARK] = str(self.ray_dir)  # inherited by every process of an embedded instance
+        env.pop("RAY_ADDRESS", None)
+        if self.config.embedded:  # private: a token of its own, never the user's ~/.ray/auth_token
+            env.pop("RAY_AUTH_TOKEN", None)
+            env["RAY_AUTH_MODE"] = "token"
+            env["RAY_AUTH_TOKEN_PATH"] = str(self._token_file())
+        if not _writable_home(env.get("HOME")):  # DynamicUser=, ProtectHome=: Ray writes under HOME
+            home = self.ray_dir / "home"
+            home.mkdir(exist_ok=True, mode=0o700)
+            env["HOME"] = str(home)
+        return env
+
+    def _token_file(self) -> Path:
+        token = self.ray_dir / "auth_token"
+        if not token.exists() or not token.read_text().strip():
+            fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32))
+        return token
+
+    def _temp_dir(self) -> Path:
+        """`<state_dir>/ray/tmp`, or a short symlink to it when that path is too long for sockets."""
+        real = self.ray_dir / "tmp"
+        real.mkdir(exist_ok=True, mode=0o700)
+        if len(str(real)) <= MAX_SOCKET_DIR:
+            return real
+        digest = hashlib.sha256(str(real).encode()).hexdigest()[:12]
+        link = Path(tempfile.gettempdir()) / f"pipelined-ray-{os.getuid()}-{digest}"
+        if link.is_symlink() and os.readlink(link) == str(real):
+            return link
+        with contextlib.suppress(FileNotFoundError):
+            if link.is_symlink():
+                link.unlink()
+        os.symlink(real, link)
+        return link
+
+    # -- messages ------------------------------------------------------------------------------
+    def _send(self, message: tuple[Any, ...], key: tuple[str, int] | None = None) -> Future[Any]:
+        future: Future[Any] = Future()
+        conn = self._conn
+        if conn is None:
+            future.set_exception(RayCallFailed(
+                f"RayUnavailable: {self.config.describe()} is not connected", dead=True))
+            return future
+        if key is not None:
+            with self._pending_lock:
+                self._pending[key] = future
+        try:
+            with self._send_lock:
+                conn.send(message)
+        except (OSError, ValueError) as exc:
+            if key is not None:
+                with self._pending_lock:
+                    self._pending.pop(key, None)
+            if not future.done():
+                future.set_exception(RayCallFailed(f"RayDriverLost: the Ray driver process is gone ({exc})", True))
+        if key is None:
+            future.set_result(None)
+        return future
+
+    def new_actor(self, setup: Any, options: dict[str, Any]) -> tuple[int, Future[Any]]:
+        actor_id = next(self._ids)
+        return actor_id, self._send((msg.ACTOR, actor_id, setup, options), ("actor", actor_id))
+
+    def call(self, actor_id: int, run_id: str | None, data: bytes, stopping: bool) -> Future[bytes]:
+        req = next(self._ids)
+        return self._send((msg.CALL, req, actor_id, run_id, data, stopping), ("call", req))
+
+    def call_itemwise(self, actor_id: int, run_id: str | None, pickles: list[tuple[bytes, str]],
+                      stopping: bool) -> Future[bytes]:
+        req = next(self._ids)
+        return self._send((msg.CALL_ITEMWISE, req, actor_id, run_id, pickles, stopping), ("call", req))
+
+    def close_actor(self, actor_id: int) -> Future[str | None]:
+        return self._send((msg.CLOSE, actor_id), ("close", actor_id))
+
+    def kill_actor(self, actor_id: int) -> None:
+        self._send((msg.KILL, actor_id))
+
+    def _resolve(self, key: tuple[str, int]) -> Future[Any] | None:
+        with self._pending_lock:
+            return self._pending.pop(key, None)
+
+    def _read(self, conn: Connection, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            while True:
+                message = conn.recv()
+                self._dispatch(message)
+        except (EOFError, OSError):
+            pass
+        except Exception:
+            log.exception("ray: reading from the driver process failed")
+        self._lost(conn, proc)
+
+    def _dispatch(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == msg.RESULT:
+            future = self._resolve(("call", message[1]))
+            if future is not None:
+                future.set_result(message[2])
+        elif kind == msg.CALL_FAILED:
+            future = self._resolve(("call", message[1]))
+            if future is not None:
+                future.set_exception(RayCallFailed(message[2], message[3]))
+        elif kind == msg.ACTOR_READY:
+            replay(message[3])
+            future = self._resolve(("actor", message[1]))
+            if future is not None:
+                future.set_result(message[2])
+        elif kind == msg.ACTOR_FAILED:
+            _, actor_id, where, error, text, _dead, logs = message
+            replay(logs)
+            future = self._resolve(("actor", actor_id))
+            if future is not None:
+                future.set_exception(ActorStartFailed(where, error, text))
+        elif kind == msg.CLOSED:
+            replay(message[3] if len(message) > 3 else [])
+            future = self._resolve(("close", message[1]))
+            if future is not None:
+                future.set_result(message[2])
+
+    def _lost(self, conn: Connection, proc: subprocess.Popen[bytes]) -> None:
+        """The driver's socket closed: fail everything pending, clean up what it left."""
+        with self._connect_lock:
+            if self._conn is conn:
+                self._conn, self._proc = None, None
+            expected = self._closed
+        with contextlib.suppress(OSError):
+            conn.close()
+        self._stop_process(proc, 5.0)
+        how = self._exit(proc)
+        if not expected:
+            log.warning("ray: the driver process for %s %s; calls in flight fail and are retried; "
+                        "see %s", self.config.describe(), how, self.ray_dir / "driver.log")
+        with self._pending_lock:
+            pending, self._pending = self._pending, {}
+        for (kind, _), future in pending.items():
+            if future.done():
+                continue
+            if kind == "close":
+                future.set_result(None)
+            elif kind == "actor":
+                future.set_exception(ActorStartFailed("actor start", f"RayDriverLost: the Ray driver process {how}", None))
+            else:
+                future.set_exception(RayCallFailed(f"RayDriverLost: the Ray driver process {how}", dead=True))
+
+    # -- shutdown ------------------------------------------------------------------------------
+    def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
+        """Stop the driver: an embedded instance stops with it; a cluster is only disconnected."""
+        with self._connect_lock:
+            self._closed = True
+            conn, proc = self._conn, self._proc
+        if conn is None or proc is None:
+            return
+        with contextlib.suppress(OSError, ValueError), self._send_lock:
+            conn.send((msg.SHUTDOWN,))
+        self._stop_process(proc, timeout)
+
+    def _stop_process(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        if self.config.embedded:
+            _kill_leftovers(proc.pid, str(self.ray_dir))
+
+    @staticmethod
+    def _exit(proc: subprocess.Popen[bytes]) -> str:
+        code = proc.poll()
+        if code is None:
+            return "stopped answering"
+        if code < 0:
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"exited with code {code}"
+
+
+def _writable_home(home: str | None) -> bool:
+    return bool(home) and os.path.isdir(home or "") and os.access(home or "", os.W_OK)
+
+
+def _kill_leftovers(pgid: int, ray_dir: str) -> None:
+    """SIGKILL what an embedded instance left behind its driver: its process group (GCS, raylet,
+    agents) and every process whose environment carries this instance's mark (Ray's workers
+    run in groups of their own and rename themselves `ray::...`). Only this daemon's processes
+    carry the mark: it is the daemon's state dir."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+    mark = f"\0{INSTANCE_MARK}={ray_dir}\0".encode()
+    me = os.getpid()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            if entry.stat().st_uid != os.getuid():
+                continue
+            environ = b"\0" + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if mark in environ:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(int(entry.name), signal.SIGKILL)
+
+
+_configured: RayConfig | None = None
+_clusters: dict[RayConfig, RayCluster] = {}
+_clusters_lock = threading.Lock()
+
+
+def cluster_for(config: RayConfig) -> RayCluster:
+    """The daemon's one RayCluster for these settings (created on first use, not connected)."""
+    with _clusters_lock:
+        cluster = _clusters.get(config)
+        if cluster is None or cluster._closed:
+            cluster = _clusters[config] = RayCluster(config)
+        return cluster
+
+
+def configure(config: RayConfig) -> None:
+    """The daemon's `[ray]` settings (host/run.py calls this at start)."""
+    global _configured
+    _configured = config
+
+
+def default_cluster() -> RayCluster:
+    """The cluster of the configured settings; unconfigured (tests of the engine alone): an
+    embedded instance under $PIPELINED_STATE_DIR or the temp dir."""
+    config = _configured
+    if config is None:
+        state = os.environ.get("PIPELINED_STATE_DIR") or os.path.join(tempfile.gettempdir(), f"pipelined-{os.getuid()}")
+        config = RayConfig(state_dir=Path(state))
+    return cluster_for(config)
+
+
+def shutdown_clusters(timeout: float = SHUTDOWN_TIMEOUT) -> None:
+    """At daemon exit: stop every driver (and so the embedded instance)."""
+    with _clusters_lock:
+        clusters = list(_clusters.values())
+        _clusters.clear()
+    for cluster in clusters:
+        try:
+            cluster.shutdown(timeout)
+        except Exception:
+            log.exception("ray: shutting down %s failed", cluster.config.describe())
