@@ -325,7 +325,8 @@ def test_exact_shapes_of_trigger_run_stats_and_daemon_stats(api: httpx.Client, a
     accepted = ok(api.post("/pipelines/flow/stages/src/trigger", json={"args": {"n": 3}}), 202)
     assert set(accepted) == {"run", "pipeline", "stage"} and accepted["stage"] == "src"
     run = ok(api.post("/pipelines/flow/stages/inc/trigger?wait=true&timeout=20", json={"items": [1, 2, 3]}))
-    assert set(run) == {"run", "pipeline", "stage", "state", "started_at", "finished_at", "items", "error"}
+    assert set(run) == {"run", "pipeline", "stage", "state", "started_at", "finished_at", "items", "error", "parent"}
+    assert run["parent"] is None  # api.md Additions: a linked run's names the sending run
     assert run["items"] == {"produced": 3, "in_flight": 0, "finished": 2, "filtered": 0, "dead_lettered": 0}
     assert ok(api.get("/pipelines/flow/runs"))[0]["run"] == run["run"]  # newest first
     stats = ok(api.get("/pipelines/flow/stats"))
