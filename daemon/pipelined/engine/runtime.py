@@ -23,10 +23,11 @@ from pipelined.engine.accumulator import AccumulatorStage
 from pipelined.engine.book import PipelineBook
 from pipelined.engine.drain import Drainer
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
+from pipelined.engine.inject import put_all
 from pipelined.engine.linked import LinkedRuns, Subscribe
 from pipelined.engine.links import LinkSink, LinkTarget, NoLinks
 from pipelined.engine.producer import ProducerStage
-from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
+from pipelined.engine.queues import Chunk, StageQueue
 from pipelined.engine.retry import RetryTimer
 from pipelined.engine.router import RouterBuilder, Target
 from pipelined.engine.runs import Run
@@ -38,8 +39,6 @@ from pipelined.graph.model import EXTERNAL, Graph
 from pipelined.workers import run_before_fork
 
 log = logging.getLogger("pipelined.engine")
-
-INJECT_TIMEOUT = 5.0
 
 
 class PipelineRuntime:
@@ -223,28 +222,8 @@ class PipelineRuntime:
         return run.id
 
     def put_injected(self, stage: str, run: Run, items: list[Any]) -> None:
-        """Queue items injected into `stage` (already counted in flight for `run`), all or none:
-        QueueFull (on_full = "reject", no room) or Unavailable (block, no room within 5 s)."""
-        where = f"pipeline {self.spec.name!r}, stage {stage!r}"
-        n = len(items)
-        queue = self.queues.get(stage)
-        try:
-            if queue is None:  # a nested pipeline: through its entrance
-                run.settle(finished=self._targets[stage].send(run, items))
-                run.settle(leave=n)
-            else:
-                dropped = queue.put_all_or_nothing(Chunk(run, items), INJECT_TIMEOUT)
-                if dropped:
-                    self._dropped(stage, dropped)
-        except QueueRejected:
-            raise QueueFull(
-                f"{where}: its queue has no room for {n} items "
-                f"({queue.depth}/{queue.capacity} queued, on_full = \"reject\")" if queue else f"{where}: queue full"
-            ) from None
-        except TimeoutError:
-            raise Unavailable(
-                f"{where}: could not enqueue {n} items within {INJECT_TIMEOUT:g} s (queue full, on_full = \"block\")"
-            ) from None
+        """Queue items injected into `stage` (already in flight for `run`), all or none (inject.py)."""
+        put_all(self.spec.name, stage, self.queues.get(stage), self._targets[stage], run, items, self._dropped)
 
     def accept_linked(
         self,
@@ -254,9 +233,8 @@ class PipelineRuntime:
         priority: int | None = None,
         on_parent_end: Subscribe | None = None,
     ) -> str:
-        """Items another pipeline's run `parent` sends to `stage` over a link: they join that
-        run's linked run here (a new one when it has none running); the linked run's id.
-        Conflict / NotFound / BadRequest / QueueFull / Unavailable, as for a trigger."""
+        """Items another pipeline's run `parent` sends to `stage` over a link; the id of the
+        linked run they joined or started (linked.py). Errors as for a trigger."""
         return self.linked.accept(stage, parent, items, priority, on_parent_end)
 
     def new_run(self, stage: str, parent: str | None = None) -> Run:
