@@ -435,3 +435,36 @@ def _render_tests_importable(monkeypatch: pytest.MonkeyPatch) -> None:
         module = importlib.util.module_from_spec(spec)
         sys.modules["unit_graph_render"] = module
         spec.loader.exec_module(module)
+
+
+def test_the_source_reloaded_while_items_cross_delivers_what_it_had(daemon: DaemonProcess) -> None:
+    out = setup(daemon)
+    slow_fwd = source('["b/in"]').replace('call = "link_stages:same"', 'call = "link_stages:slow"\nthreads = 2')
+    daemon.write_pipeline("a", slow_fwd)
+    daemon.write_pipeline("b", sink(out, "b"))
+    daemon.start()
+    accepted = daemon.client.post("/pipelines/a/stages/fwd/trigger", json={"items": list(range(200))})
+    run_id = accepted.json()["run"]
+    daemon.wait_for(lambda: len(read(str(out), "b")) > 20, what="items crossing")
+    daemon.write_pipeline("a", slow_fwd.replace('description = ""', 'description = "v2"'))
+    assert daemon.client.post("/reload").json()["updated"] == ["a"]  # the old version drained first
+    run = daemon.client.get(f"/pipelines/a/runs/{run_id}").json()
+    assert run["state"] == "completed" and run["items"]["finished"] == 200, run
+    [linked] = ended_runs_of(daemon, "b", f"a/{run_id}")
+    assert linked["items"]["finished"] == 200
+    assert sorted(map(int, read(str(out), "b"))) == list(range(200))
+    assert daemon.stop() == 0
+
+
+def test_a_put_whose_links_would_close_a_loop_is_400(make_daemon: Any) -> None:
+    daemon = make_daemon(settings="[api]\nconfig_write = true\n")
+    out = setup(daemon)
+    daemon.write_pipeline("a", source('["b/in"]'))
+    daemon.write_pipeline("b", sink(out, "b"))
+    daemon.start()
+    looping = sink(out, "b").replace('call = "link_stages:same"', 'call = "link_stages:same"\nto = ["keep", "a/fwd"]')
+    r = daemon.client.put("/pipelines/b", content=looping, headers={"Content-Type": "application/toml"})
+    assert r.status_code == 400, r.text
+    assert "links close a loop between pipelines: b -> a -> b" in r.text
+    assert daemon.pipeline("b")["state"] == "running" and daemon.pipeline("b")["error"] is None
+    assert daemon.stop() == 0
