@@ -87,8 +87,9 @@ def refusal_text(exc: QueueRejected) -> str:
 
 
 def rejected_failure(item: Any, exc: QueueRejected) -> Failure:
-    """An item whose results a full `on_full = "reject"` queue (or a link) refused: that attempt failed."""
-    return Failure(item, exc, refusal_text(exc))
+    """An item whose results a full `on_full = "reject"` queue (or a link) refused: that attempt
+    failed. Logged without a traceback: the text says all, and a refusal is no bug in user code."""
+    return Failure(item, exc, refusal_text(exc), trace="")
 
 SETUP_TIMEOUT_S = 60.0
 

@@ -201,3 +201,20 @@ def test_on_end_runs_callbacks_once_and_at_once_after_the_end() -> None:
     run.on_end(lambda: calls.append(2))
     assert calls == [1, 2]
     assert not run.join(1)
+
+
+def test_a_refusal_is_logged_without_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    source = pipeline(
+        stage("src", "producer", "count_to", args={"n": 1}, auto_start=False),
+        stage("fwd", call="inc", to=("b/in",), max_retries=1, retry_backoff=0.001),
+        name="a",
+    )
+    with caplog.at_level(logging.ERROR, logger="pipelined.engine"), started(None, source) as (a,):
+        assert finished_run(a, a.trigger("src"))["state"] == "failed"
+    records = [r.getMessage() for r in caplog.records if r.getMessage().startswith("item ")]
+    assert records == [
+        "item failed on attempt 1: pipeline 'b' is not running",
+        "item dead-lettered after attempt 2: pipeline 'b' is not running",
+    ]
