@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pipelined.engine.queues import Chunk, Dropped, QueueRejected, StageQueue
+from pipelined.engine.queues import Chunk, Dropped, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
-from pipelined.errors import QueueFull, Unavailable
+from pipelined.errors import Conflict, QueueFull, Unavailable
 
 INJECT_TIMEOUT = 5.0
 
@@ -24,8 +24,9 @@ def put_all(
 ) -> None:
     """Queue `items` (already counted in flight for `run`) into `stage`'s queue, or a nested
     pipeline's `entrance`: QueueFull when an `on_full = "reject"` queue has no room for all of
-    them, Unavailable when a `block` queue has none within INJECT_TIMEOUT; `drop_oldest`
-    evictions go to `on_dropped` (dead-lettered "dropped")."""
+    them, Unavailable when a `block` queue has none within INJECT_TIMEOUT, Conflict when the
+    drain deadline closed the queue; `drop_oldest` evictions go to `on_dropped` (dead-lettered
+    "dropped")."""
     where = f"pipeline {pipeline!r}, stage {stage!r}"
     n = len(items)
     try:
@@ -41,6 +42,8 @@ def put_all(
             f"{where}: its queue has no room for {n} items "
             f"({queue.depth}/{queue.capacity} queued, on_full = \"reject\")" if queue else f"{where}: queue full"
         ) from None
+    except QueueAbandoned:
+        raise Conflict(f"{where}: the pipeline is draining (past its deadline): it takes no items") from None
     except TimeoutError:
         raise Unavailable(
             f"{where}: could not enqueue {n} items within {INJECT_TIMEOUT:g} s (queue full, on_full = \"block\")"

@@ -76,7 +76,7 @@ class LinkedRuns:
                 return self._start(key, items, priority, on_parent_end, mine=False)
         try:
             self.host.put_injected(stage, run, items)
-        except (QueueFull, Unavailable):
+        except (QueueFull, Unavailable, Conflict):
             run.settle(leave=n, produced=-n)
             raise
         return run.id
@@ -111,7 +111,7 @@ class LinkedRuns:
             run.settle(produced=n, enter=n)
             try:
                 host.put_injected(stage, run, items)
-            except (QueueFull, Unavailable):
+            except (QueueFull, Unavailable, Conflict):
                 host.forget_run(run)
                 run = None
                 raise

@@ -215,7 +215,7 @@ class PipelineRuntime:
         run.settle(produced=n, enter=n)
         try:
             self.put_injected(stage, run, items)
-        except (QueueFull, Unavailable):
+        except (QueueFull, Unavailable, Conflict):
             self.forget_run(run)
             raise
         run.source_finished()
