@@ -14,6 +14,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from harness import DaemonProcess, free_port  # noqa: E402
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Browser tests (tests/browser/) never share a process with the others: Playwright's sync API
+    runs an event loop of its own that breaks asyncio-based tests run after it. When a session
+    would hold both, the browser tests are deselected (run them with `pytest -m browser`;
+    tools/test does both)."""
+    browser = [item for item in items if item.get_closest_marker("browser")]
+    if browser and len(browser) < len(items):
+        items[:] = [item for item in items if not item.get_closest_marker("browser")]
+        config.hook.pytest_deselected(items=browser)
+
+
 @pytest.fixture
 def daemon(tmp_path: Path) -> Iterator[DaemonProcess]:
     """An unstarted DaemonProcess in tmp_path (no watcher); call `.start()` after writing files.

@@ -17,6 +17,8 @@ command -v gcc >/dev/null || need_apt+=(gcc)
 if [ -n "$EXTRAS" ]; then
   command -v dot >/dev/null || need_apt+=(graphviz)
   command -v systemd-analyze >/dev/null || need_apt+=(systemd)
+  # the browser tests of /ui/ drive Debian's chromium (Playwright never downloads a browser)
+  [ -x "${CHROMIUM:-/usr/bin/chromium}" ] || need_apt+=(chromium)
 fi
 if [ "${#need_apt[@]}" -gt 0 ]; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -7,6 +7,8 @@ W1   200,000 ints through x+1 -> x*2 -> summing consumer, one thread per stage, 
 W1p  the same with x*2 in `processes = 2` (worker processes; target >= 0.2x).
 LAT  W1 at 1,000 items/s: time from the producer's yield to the consumer (p50 <= 100 us,
      p99 <= 1 ms).
+--otel  trace every run into an SDK provider whose exporter drops the spans (the cost of
+     tracing on: a span per run and per chunk); without it tracing is off, as by default.
 W2   a stage sleeping 1 ms per item with 8 and 32 threads vs a bare pool of as many threads
      doing the same sleeps (target >= 0.95x); an async stage with concurrency 256 vs a bare
      asyncio.gather bounded to 256 (target >= 0.9x).
@@ -268,13 +270,32 @@ def api_responsiveness(n: int) -> None:
     sys.setswitchinterval(0.005)
 
 
+def trace_into_nothing() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
+
+    from pipelined import tracing
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(Drop()))
+    tracing.use_provider(provider)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--items", type=int, default=200_000)
     parser.add_argument("--only", default="w1,w1p,lat,w2,async,api")
+    parser.add_argument("--otel", action="store_true", help="tracing on (spans made, then dropped)")
     opts = parser.parse_args()
     only = set(opts.only.split(","))
-    print(f"python {sys.version.split()[0]}, switch interval {sys.getswitchinterval() * 1000:.1f} ms")
+    if opts.otel:
+        trace_into_nothing()
+    print(f"python {sys.version.split()[0]}, switch interval {sys.getswitchinterval() * 1000:.1f} ms"
+          + (", tracing on" if opts.otel else ""))
     if "w1" in only:
         w1(opts.items)
     if "w1p" in only:

@@ -47,6 +47,12 @@ def enter_log_context(pipeline: str, stage: str | None, run: str | None) -> cont
     return _context.set({"pipeline": pipeline, "stage": stage, "run": run})
 
 
+def enter_log_fields(fields: Mapping[str, str | None]) -> contextvars.Token[Mapping[str, str | None]]:
+    """Like `enter_log_context` with a mapping of the caller's (read only when a record is
+    logged: the engine's fused chains work out `stage` then)."""
+    return _context.set(fields)
+
+
 def exit_log_context(token: contextvars.Token[Mapping[str, str | None]]) -> None:
     _context.reset(token)
 

@@ -19,7 +19,7 @@ PACKAGE = "pipelined"
 
 # lowest first; a module may import from its own layer or a lower one
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("pipelined.errors", "pipelined.logcontext"),
+    ("pipelined.errors", "pipelined.logcontext", "pipelined.tracing"),
     ("pipelined.config",),
     ("pipelined.graph",),
     ("pipelined.calls",),

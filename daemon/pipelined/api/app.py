@@ -2,7 +2,8 @@
 
 The app is a thin adapter over `pipelined.supervisor.control.Control`: controllers turn HTTP into Control
 calls (in worker threads), `errors.py` turns every exception into `{"status_code", "detail"}`,
-`auth.py` guards every route but `/health` and `/ready`, and all JSON is encoded with orjson.
+`auth.py` guards every route but `/health`, `/ready` and the web page's files (`ui.py`, `/ui/`),
+and all JSON is encoded with orjson. `/schema` is rendered offline (`schema_page.py`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from typing import Any
 from litestar import Litestar
 from litestar.datastructures import State
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.plugins import ScalarRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 
 from pipelined import __version__
@@ -24,6 +24,8 @@ from pipelined.api.errors import exception_handlers, json_errors_only
 from pipelined.api.pipelines import PipelinesController
 from pipelined.api.responses import OrjsonResponse
 from pipelined.api.runs import RunsController
+from pipelined.api.schema_page import OfflineSchemaPage
+from pipelined.api.ui import ROUTES as UI_ROUTES
 from pipelined.supervisor.control import Control
 
 DEFAULT_MAX_BODY = 1024 * 1024
@@ -53,7 +55,7 @@ def _openapi_config(secured: bool) -> OpenAPIConfig:
         path="/schema",
         components=components,
         security=[{"BearerToken": []}] if secured else None,
-        render_plugins=[ScalarRenderPlugin()],
+        render_plugins=[OfflineSchemaPage()],
     )
 
 
@@ -65,7 +67,7 @@ def create_app(control: Control, api_settings: ApiSettings | None = None) -> Lit
         app.state["limiters"] = make_limiters()
 
     return Litestar(
-        route_handlers=[DaemonController, PipelinesController, RunsController],
+        route_handlers=[DaemonController, PipelinesController, RunsController, *UI_ROUTES],
         guards=[bearer_token_guard(settings.token)] if settings.token else [],
         exception_handlers=exception_handlers(),
         after_request=json_errors_only,

@@ -8,6 +8,7 @@ from litestar import Controller, Request, get, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from pipelined import tracing
 from pipelined.api.blocking import call, call_waiting, control_of
 from pipelined.api.openapi_ops import TriggerOperation, error_responses
 from pipelined.api.responses import OrjsonResponse, json_response
@@ -62,7 +63,8 @@ class RunsController(Controller):
         wait_for = check_timeout(timeout, TRIGGER_TIMEOUT_DEFAULT, TRIGGER_TIMEOUT_MAX)
         args, items = parse_trigger_body(await request.body())
         control = control_of(request)
-        accepted = await call(request, _checked_trigger, control, name, stage, args, items)
+        traced = {k: v for k in ("traceparent", "tracestate") if (v := request.headers.get(k))} if tracing.TRACER else {}
+        accepted = await call(request, _checked_trigger, control, name, stage, args, items, traced)
         if not wait:
             return json_response(accepted, 202)
         finished, run = await call_waiting(request, control.wait_run, name, accepted["run"], wait_for)
@@ -91,12 +93,16 @@ def _checked_trigger(
     stage: FromPath[str],
     args: dict[str, Any] | None,
     items: list[Any] | None,
+    trace_headers: dict[str, str],
 ) -> Any:
-    """Reject `args` for a non-producer / `items` for a producer before the Control sees them."""
+    """Reject `args` for a non-producer / `items` for a producer before the Control sees them.
+    With tracing on, the run's span is a child of the request's `traceparent` (the whole
+    trigger runs in this thread: pipelined.tracing.incoming)."""
     if args is not None or items is not None:
         try:
             rows = control.pipeline(name).get("stages") or []
         except NotFound:
             rows = []  # the trigger below answers 404 with the Control's own words
         check_body_fits_stage(rows, name, stage, args, items)
-    return control.trigger(name, stage, args, items)
+    with tracing.incoming(trace_headers):
+        return control.trigger(name, stage, args, items)

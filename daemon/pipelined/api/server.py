@@ -66,7 +66,10 @@ class ApiServer:
                 reason = f" ({self._error!r})" if self._error and not isinstance(self._error, SystemExit) else ""
                 raise CannotListen(f"cannot listen on {self.listen}{reason}")
             self._thread.join(0.02)
-        log.info("API listening on %s", self.listen)
+        if self.socket_path is None:
+            log.info("API listening on %s; web page: http://%s/ui/", self.listen, self.listen)
+        else:
+            log.info("API listening on %s", self.listen)
 
     def _remove_stale_socket(self) -> None:
         path = self.socket_path

@@ -29,6 +29,7 @@ import functools
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from itertools import islice
 from typing import Any, Literal
 
 from pipelined.config.spec import PipelineSpec, StageSpec
@@ -36,6 +37,8 @@ from pipelined.errors import BadRequest
 
 CallKind = Literal["function", "generator", "async", "asyncgen"]
 EmitToSink = Callable[[str, Any], None]
+Spill = Callable[[list[Any]], None]
+SPILL_AT = 1024  # outputs of one item handed on at once when they are streamed (call_item's spill)
 
 ENGINE_LOGGER = logging.getLogger("pipelined.engine")
 
@@ -164,28 +167,31 @@ class Invoker:
 
     # -- processors and consumers -----------------------------------------------------------
     def call_item(
-        self, item: Any, run_id: str, emit_to_sink: EmitToSink = _refuse_emit_to
+        self, item: Any, run_id: str, emit_to_sink: EmitToSink = _refuse_emit_to, spill: Spill | None = None
     ) -> tuple[list[Any], bool]:
-        """Call with one item (synchronously); returns (outputs, filtered)."""
+        """Call with one item (synchronously); returns (outputs, filtered).
+
+        With `spill`, an item's outputs (yielded values, ctx.emit calls) are handed to it every
+        SPILL_AT as they come, so a generator yielding millions never holds more than that;
+        the rest is returned. `spill` may block (back-pressure) or raise (the attempt fails)."""
         if self.is_async:
-            return self._owned_loop().run_until_complete(self.acall_item(item, run_id, emit_to_sink))
+            return self._owned_loop().run_until_complete(self.acall_item(item, run_id, emit_to_sink, spill))
         call = self._ready()
-        outputs: list[Any] = []
+        outputs = _Outputs(spill)
         kwargs = self._kwargs(run_id, outputs.append, emit_to_sink)
         result = call(item, **kwargs)
         if self.kind == "generator":
             outputs.extend(result)
-            return outputs, not outputs
-        if result is not None:
+        elif result is not None:
             outputs.append(result)
-        return outputs, not outputs
+        return outputs.items, outputs.none()
 
     async def acall_item(
-        self, item: Any, run_id: str, emit_to_sink: EmitToSink = _refuse_emit_to
+        self, item: Any, run_id: str, emit_to_sink: EmitToSink = _refuse_emit_to, spill: Spill | None = None
     ) -> tuple[list[Any], bool]:
         """Call with one item on the running loop (any kind); returns (outputs, filtered)."""
         call = self._ready()
-        outputs: list[Any] = []
+        outputs = _Outputs(spill)
         kwargs = self._kwargs(run_id, outputs.append, emit_to_sink)
         result = call(item, **kwargs)
         if self.kind == "asyncgen":
@@ -199,7 +205,7 @@ class Invoker:
             outputs.extend(result)
         elif result is not None:
             outputs.append(result)
-        return outputs, not outputs
+        return outputs.items, outputs.none()
 
     # -- producers --------------------------------------------------------------------------
     def bind_producer_args(self, trigger_args: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -316,6 +322,50 @@ class Invoker:
 
 async def _await(value: Any) -> Any:
     return await value
+
+
+class _Outputs:
+    """One item's outputs; with a spill, handed on every SPILL_AT as they come."""
+
+    __slots__ = ("items", "spill", "spilled", "_extending")
+
+    def __init__(self, spill: Spill | None) -> None:
+        self.items: list[Any] = []
+        self.spill = spill
+        self.spilled = 0
+        self._extending = False  # a ctx.emit inside extend() must not swap the list extend() fills
+
+    def append(self, value: Any) -> None:
+        self.items.append(value)
+        if self.spill is not None and not self._extending and len(self.items) >= SPILL_AT:
+            self._hand_on()
+
+    def extend(self, iterable: Iterable[Any]) -> None:
+        if self.spill is None:
+            self.items.extend(iterable)
+            return
+        values = iter(iterable)
+        while True:
+            before = len(self.items)
+            wanted = max(1, SPILL_AT - before)
+            self._extending = True
+            try:
+                self.items.extend(islice(values, wanted))
+            finally:
+                self._extending = False
+            if len(self.items) - before < wanted:
+                return  # exhausted (what is left is returned with the item)
+            self._hand_on()
+
+    def _hand_on(self) -> None:
+        assert self.spill is not None
+        part, self.items = self.items, []
+        self.spilled += len(part)
+        self.spill(part)
+
+    def none(self) -> bool:
+        """Nothing was emitted at all (the item is filtered)."""
+        return not self.items and not self.spilled
 
 
 def _take(pending: list[Any]) -> list[Any]:

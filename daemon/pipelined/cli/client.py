@@ -1,6 +1,6 @@
 """Talking to a running daemon over its HTTP API (httpx): where it is, the request, the output.
 
-The commands that use it are in `pipelined.cli.remote`.
+The commands that use it are in `pipelined.cli.remote`, `pipelined.cli.runs` and `pipelined.cli.top`.
 
 The API address is `--api URL|unix:/path`, else `[api] listen` from the settings file (`--config`,
 default /etc/pipelined/pipelined.toml), else http://127.0.0.1:8470. The token is read from
@@ -31,7 +31,16 @@ RELOAD_TIMEOUT = 900.0  # a reload drains changed pipelines; systemd's own timeo
 
 
 class ClientError(Exception):
-    """Something to tell the user in one line (exit status 1)."""
+    """Something to tell the user in one line (exit status 1); `status` is the HTTP status when
+    the daemon answered with an error, None when it was not reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Unreachable(ClientError):
+    """The daemon could not be reached, or did not answer in time."""
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,60 @@ def resolve_endpoint(args: argparse.Namespace) -> Endpoint:
     return Endpoint(base_url, socket, token)
 
 
+class ApiClient:
+    """Requests to one daemon over one kept-alive connection (`call_api` makes one per command;
+    `pipelined top` keeps one for its whole session). Every failure is a ClientError (one line):
+    `Unreachable` when the daemon cannot be reached or does not answer, else `status` is set."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float = REQUEST_TIMEOUT) -> None:
+        self.endpoint = endpoint
+        transport = httpx.HTTPTransport(uds=endpoint.socket) if endpoint.socket else None
+        self._client = httpx.Client(base_url=endpoint.base_url, transport=transport, timeout=timeout)
+        self._timeout = timeout
+
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: Any = None,
+        timeout: float | None = None,
+    ) -> httpx.Response:
+        """One request; ClientError (one line) when unreachable or answered with an error status."""
+        endpoint = self.endpoint
+        timeout = self._timeout if timeout is None else timeout
+        headers = {"Authorization": f"Bearer {endpoint.token}"} if endpoint.token else {}
+        content = orjson.dumps(body) if body is not None else None
+        if content is not None:
+            headers["Content-Type"] = "application/json"
+        try:
+            response = self._client.request(
+                method, path, params=params, content=content, headers=headers, timeout=timeout
+            )
+        except httpx.TimeoutException:
+            raise Unreachable(
+                f"the daemon at {endpoint.describe()} did not answer {method} {path} in {timeout:g}s"
+            ) from None
+        except httpx.HTTPError as exc:
+            reason = str(exc) or type(exc).__name__
+            raise Unreachable(
+                f"cannot reach the pipelined daemon at {endpoint.describe()} ({reason}); is it running? (--api)"
+            ) from None
+        if response.status_code >= 400:
+            raise ClientError(f"{method} {path}: {response.status_code} {_detail(response)}", response.status_code)
+        return response
+
+
 def call_api(
     args: argparse.Namespace,
     method: str,
@@ -118,27 +181,8 @@ def call_api(
     timeout: float = REQUEST_TIMEOUT,
 ) -> httpx.Response:
     """One request; ClientError (one line) when unreachable or answered with an error status."""
-    endpoint = resolve_endpoint(args)
-    transport = httpx.HTTPTransport(uds=endpoint.socket) if endpoint.socket else None
-    headers = {"Authorization": f"Bearer {endpoint.token}"} if endpoint.token else {}
-    content = orjson.dumps(body) if body is not None else None
-    if content is not None:
-        headers["Content-Type"] = "application/json"
-    try:
-        with httpx.Client(base_url=endpoint.base_url, transport=transport, timeout=timeout) as client:
-            response = client.request(method, path, params=params, content=content, headers=headers)
-    except httpx.TimeoutException:
-        raise ClientError(
-            f"the daemon at {endpoint.describe()} did not answer {method} {path} in {timeout:g}s"
-        ) from None
-    except httpx.HTTPError as exc:
-        reason = str(exc) or type(exc).__name__
-        raise ClientError(
-            f"cannot reach the pipelined daemon at {endpoint.describe()} ({reason}); is it running? (--api)"
-        ) from None
-    if response.status_code >= 400:
-        raise ClientError(f"{method} {path}: {response.status_code} {_detail(response)}")
-    return response
+    with ApiClient(resolve_endpoint(args), timeout) as client:
+        return client.request(method, path, params=params, body=body)
 
 
 def _detail(response: httpx.Response) -> str:

@@ -3,6 +3,8 @@
 - `run`                       → pipelined.host.run (its parser is here)
 - `check`, `graph FILE`       → pipelined.cli.offline
 - `status stats trigger drain start reload`, `graph --remote NAME` → pipelined.cli.remote
+- `runs`, `run-info`, `dead-letters` → pipelined.cli.runs
+- `top`                       → pipelined.cli.top (Textual is imported only when the live view runs)
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelined import __version__
-from pipelined.cli import offline, remote
+from pipelined.cli import offline, remote, runs, top
 from pipelined.cli.client import add_client_options
 from pipelined.config.settings import LOG_FORMATS, LOG_LEVELS
 
@@ -33,6 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_run_parser(sub)
     offline.add_parsers(sub)
     remote.add_parsers(sub)
+    runs.add_parsers(sub)
+    top.add_parser(sub)
     for subparser in sub.choices.values():
         _defer_shared_options(subparser)
     return parser

@@ -3,7 +3,9 @@
 A batch is emitted when it holds `max_size` items, when its oldest item has waited `max_wait`,
 when the runtime asks (the run is quiescent: its source is done and everything of it still in
 flight sits in accumulator buffers, so nothing more can arrive), and on drain. Batches never
-mix runs. Buffered items stay counted in flight (as `held`) until their batch leaves.
+mix runs. Buffered items stay counted in flight (as `held`) until their batch leaves. The
+max_wait deadline is checked after every chunk too, so a busy run that keeps the queue full
+never holds back another run's partial batch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import threading
 import time
 from typing import Any
 
+from pipelined import tracing
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.links import LinkRefused
@@ -50,8 +53,9 @@ class AccumulatorStage:
         self._first_at: dict[Run, float] = {}
         self._lock = threading.Lock()  # held while a chunk is handled; abandon() takes it
         self._abandoned = False
+        self._extra = {"pipeline": services.spec.name, "stage": spec.name}
         self._thread = threading.Thread(
-            target=self._loop, name=f"{services.spec.name}:{spec.name}", daemon=True
+            target=self._run, name=f"{services.spec.name}:{spec.name}", daemon=True
         )
 
     def start(self) -> None:
@@ -81,28 +85,48 @@ class AccumulatorStage:
             return held
 
     # -- the accumulator thread -------------------------------------------------------------
+    def _run(self) -> None:
+        while True:
+            try:
+                self._loop()
+                return
+            except BaseException:  # outside any user code (an engine fault): never die silently
+                log.exception("the accumulator thread failed; it goes on", extra=self._extra)
+                time.sleep(0.01)
+
     def _loop(self) -> None:
+        """Take chunks, buffer them, send full / expired / requested batches.
+
+        Buffers change under `_lock` (abandon() takes it); batches are sent after it is
+        released: sending may block on a full queue or run the downstream stage inline (user
+        code), and the drain deadline must never wait for either."""
         cell = self.counters.cell()
         try:
             while True:
                 chunk = self.queue.take(MAX_TAKE, timeout=self._next_timeout())
+                outgoing: list[tuple[Run, list[Any]]] = []
                 with self._lock:
                     if self._abandoned:
                         return
                     if chunk is None:
                         if self.queue.abandoned:
                             return
-                        if self.queue.closed:
-                            for run in list(self._buffers):
-                                self._flush(run, cell)
-                            return
-                        for run in self._expired_runs():
-                            self._flush(run, cell)
-                        continue
-                    if chunk.flush:
-                        self._flush(chunk.run, cell)
+                        closed = self.queue.closed
+                        for run in list(self._buffers) if closed else self._expired_runs():
+                            self._pop(run, outgoing)
                     else:
-                        self._add(chunk, cell)
+                        closed = False
+                        if chunk.flush:
+                            self._pop(chunk.run, outgoing)
+                        else:
+                            self._add(chunk, cell, outgoing)
+                        for run in self._expired_runs():  # max_wait holds while items keep coming
+                            self._pop(run, outgoing)
+                for run, batch in outgoing:
+                    finished = self._send(run, batch, cell)
+                    run.settle(leave=len(batch), finished=finished)
+                if closed:
+                    return
         finally:
             self.counters.retire(cell)
 
@@ -113,12 +137,13 @@ class AccumulatorStage:
         return max(0.0, oldest + self.max_wait - time.monotonic())
 
     def _expired_runs(self) -> list[Run]:
-        if self.max_wait is None:
+        if self.max_wait is None or not self._first_at:
             return []
         now = time.monotonic()
         return [run for run, at in self._first_at.items() if now - at >= self.max_wait]
 
-    def _add(self, chunk: Chunk, cell: CounterCell) -> None:
+    def _add(self, chunk: Chunk, cell: CounterCell, outgoing: list[tuple[Run, list[Any]]]) -> None:
+        """Buffer a chunk; full batches go to `outgoing` (their items stop counting as held)."""
         run = chunk.run
         cell.items_in += len(chunk.items)
         buffer = self._buffers.get(run)
@@ -127,29 +152,33 @@ class AccumulatorStage:
             buffer = self._buffers[run] = []
             self._first_at[run] = time.monotonic()
         buffer.extend(chunk.items)
-        emitted = finished = 0
+        emitted = 0
         while len(buffer) >= self.max_size:
             batch = buffer[: self.max_size]
             del buffer[: self.max_size]
-            finished += self._send(run, batch, cell)
+            outgoing.append((run, batch))
             emitted += len(batch)
         if not buffer:
             del self._buffers[run]
             del self._first_at[run]
         elif emitted:
             self._first_at[run] = time.monotonic()
-        run.settle(leave=emitted, hold=len(buffer) - before, finished=finished)
+        if len(buffer) != before:
+            run.settle(hold=len(buffer) - before)
 
-    def _flush(self, run: Run, cell: CounterCell) -> None:
+    def _pop(self, run: Run, outgoing: list[tuple[Run, list[Any]]]) -> None:
+        """A run's partial batch leaves the buffer (max_wait, quiescent run, drain)."""
         buffer = self._buffers.pop(run, None)
         self._first_at.pop(run, None)
-        if not buffer:
-            return
-        finished = self._send(run, buffer, cell)
-        run.settle(leave=len(buffer), hold=-len(buffer), finished=finished)
+        if buffer:
+            run.settle(hold=-len(buffer))
+            outgoing.append((run, buffer))
 
     def _send(self, run: Run, batch: list[Any], cell: CounterCell) -> int:
         cell.items_out += 1
+        if run.trace is not None:  # one span per batch it emits (it calls no user code)
+            tracing.start_batch(run.trace, self.services.spec.name, self.name, run.id, len(batch),
+                                current=False).end(0)  # fmt: skip
         attempts = 1
         while True:
             try:

@@ -19,13 +19,17 @@ from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
+from pipelined.engine.lateoutputs import POLL_S
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
-from pipelined.engine.router import Target
+from pipelined.engine.router import Target, offer
+from pipelined.engine.runs import Run
 from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of, rejected_failure
 from pipelined.errors import StartError
 from pipelined.logcontext import enter_log_context
 
 log = logging.getLogger("pipelined.engine")
+
+EARLY_AFTER_S = 2 * POLL_S  # finished items' outputs wait at most about this for their chunk
 
 
 class AsyncStage(StageBase):
@@ -44,6 +48,7 @@ class AsyncStage(StageBase):
         self.workers = 1  # one thread (utilization is measured against `concurrency` slots)
         self.invoker = make_invoker()
         self._per_item = self.routes_per_item(self.invoker.wants_ctx)
+        self._early = not self.is_consumer and not self._per_item  # outputs may be routed mid-chunk
         self.loop = asyncio.new_event_loop()
         self._free = self.concurrency
         self._free_cond = threading.Condition()
@@ -91,18 +96,31 @@ class AsyncStage(StageBase):
             with self._free_cond:
                 self._free -= len(chunk.items)
             self.hold(chunk)
-            self.loop.call_soon_threadsafe(self._launch, chunk)
+            try:
+                self.loop.call_soon_threadsafe(self._launch, chunk)
+            except BaseException as exc:  # the loop is gone (an engine fault): fail the chunk, go on
+                log.exception("cannot hand a chunk to the event loop", extra=self._extra)
+                self._release_slots(len(chunk.items))
+                self._fail_chunk(chunk, exc)
         self.loop.call_soon_threadsafe(self._finish)
 
     # -- loop thread ------------------------------------------------------------------------
     def _run_loop(self) -> None:
+        """Run the loop until `_finish` stops it. Something that escapes it (a BaseException
+        from a task the callable started) is logged and the loop runs on in this thread: its
+        tasks are still there, and the feeder keeps handing it chunks."""
         asyncio.set_event_loop(self.loop)
         try:
-            self.loop.run_forever()
+            while True:
+                try:
+                    self.loop.run_forever()
+                    break
+                except BaseException as exc:
+                    log.error("the event loop stopped on %s; it runs on", error_text(exc), extra=self._extra)
         finally:
             try:
                 self.invoker.close()
-            except Exception:
+            except BaseException:
                 log.exception("close() failed", extra=self._extra)
             if self._cell is not None:
                 self.counters.retire(self._cell)
@@ -122,6 +140,19 @@ class AsyncStage(StageBase):
         self.loop.create_task(wait_all())
 
     async def _process(self, chunk: Chunk) -> None:
+        try:
+            await self._call_chunk(chunk)
+        except BaseException as exc:  # outside the per-item guard (an engine fault): never lose the chunk
+            log.exception("processing a chunk failed", extra=self._extra)
+            self._fail_chunk(chunk, exc)
+
+    def _fail_chunk(self, chunk: Chunk, exc: BaseException) -> None:
+        """Every item of the chunk fails this attempt (a no-op when it was completed already)."""
+        assert self._cell is not None
+        outcome = Outcome(failures=[Failure(item, exc, error_text(exc)) for item in chunk.items])
+        self.complete(chunk, outcome, self._cell)
+
+    async def _call_chunk(self, chunk: Chunk) -> None:
         cell = self._cell
         assert cell is not None
         items = chunk.items
@@ -134,6 +165,7 @@ class AsyncStage(StageBase):
         enter_log_context(self.services.spec.name, self.name, run_id)  # this task only: user code's log lines
         outcome = Outcome()
         routed_per_item: list[list[tuple[str, Any]]] = [[] for _ in items]
+        early = _EarlyOutputs(self.target, chunk.run, self.loop) if self._early and n > 1 else None
 
         def sink_for(index: int) -> Callable[[str, Any], None]:
             def sink(stage: str, value: Any) -> None:
@@ -142,17 +174,37 @@ class AsyncStage(StageBase):
 
             return sink
 
-        async def call(index: int, item: Any) -> tuple[list[Any], bool]:
+        def spill(part: list[Any]) -> None:
+            """An item emitting many outputs (an async generator): route them as they come."""
+            if self._per_item:
+                outcome.finished += self.route_item(chunk.run, part, [])
+            else:
+                outcome.finished += self._send(chunk.run, part)
+            outcome.sent_early += len(part)
+
+        async def call(index: int, item: Any) -> tuple[list[Any], bool] | BaseException:
             began = time.perf_counter()
             try:
-                return await self.invoker.acall_item(item, run_id, sink_for(index))
+                result = await self.invoker.acall_item(item, run_id, sink_for(index), spill)
+                if early is not None:
+                    early.add(index, result[0])
+                return result
+            except (KeyboardInterrupt, SystemExit) as exc:  # the task would stop the loop itself
+                log.error("an item raised %s (not an Exception): that attempt fails", error_text(exc),
+                          extra={**self._extra, "run": run_id})
+                return exc
             finally:  # its slot is free now: a slow item never holds back its chunk's others
                 cell.busy_seconds += time.perf_counter() - began
                 self._release_slots(1)
 
+        traced = None if chunk.run.trace is None else self._traced(chunk)  # current in this task
         results = await asyncio.gather(*(call(i, item) for i, item in enumerate(items)), return_exceptions=True)
+        sent: set[int] = set()
+        if early is not None:
+            sent, sent_early = early.close()
+            outcome.sent_early += sent_early
         per_item = outcome.routed_already = self._per_item
-        for item, result, routed in zip(items, results, routed_per_item, strict=True):
+        for index, (item, result, routed) in enumerate(zip(items, results, routed_per_item, strict=True)):
             if isinstance(result, Exception):
                 outcome.failures.append(failure_of(item, result))
                 continue
@@ -170,11 +222,60 @@ class AsyncStage(StageBase):
                     pass  # drain deadline: the receiving side dead-lettered what it held
             if filtered and not routed:
                 outcome.filtered += 1
-            outcome.outputs.extend(outputs)
+            if index not in sent:
+                outcome.outputs.extend(outputs)
             outcome.routed.extend(routed)
+        if traced is not None:
+            traced.end(len(outcome.failures))
         self.complete(chunk, outcome, cell)
 
     def _release_slots(self, n: int) -> None:
         with self._free_cond:
             self._free += n
             self._free_cond.notify()
+
+
+class _EarlyOutputs:
+    """Outputs of a chunk's finished items while others are still awaited: routed about
+    EARLY_AFTER_S after they came (by the loop's timer), only if every downstream queue has room
+    now (lateoutputs.py's rule: never wait, never run a stage inline); the rest go with the
+    chunk."""
+
+    def __init__(self, target: Target, run: Run, loop: asyncio.AbstractEventLoop) -> None:
+        self.target = target
+        self.run = run
+        self.loop = loop
+        self.pending: list[tuple[int, list[Any]]] = []
+        self.sent: set[int] = set()
+        self.early = 0
+        self.timer: asyncio.TimerHandle | None = None
+        self.done = False
+
+    def add(self, index: int, outputs: list[Any]) -> None:
+        if self.done or not outputs:
+            return
+        self.pending.append((index, outputs))
+        if self.timer is None:
+            self.timer = self.loop.call_later(EARLY_AFTER_S, self.flush)
+
+    def flush(self) -> None:
+        self.timer = None
+        if self.done or not self.pending:
+            return
+        part = [value for _, outputs in self.pending for value in outputs]
+        finished = offer(self.target, self.run, part)
+        if finished is None:  # no room downstream now: try again later (or with the chunk)
+            self.timer = self.loop.call_later(EARLY_AFTER_S, self.flush)
+            return
+        if finished:
+            self.run.settle(finished=finished)
+        self.sent.update(index for index, _ in self.pending)
+        self.early += len(part)
+        self.pending.clear()
+
+    def close(self) -> tuple[set[int], int]:
+        """The chunk is done: (items whose outputs went early, how many outputs that was)."""
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+        return self.sent, self.early

@@ -17,8 +17,9 @@ class PipelineBook:
         self.name = name
         self.state_dir = None if state_dir is None else Path(state_dir)
         self.dead_letters = DeadLetterStore(name, self.state_dir)
-        # run ids never repeat one that a dead letter from before a restart names
-        self.runs = RunTracker(name, first=self.dead_letters.highest_run_number() + 1)
+        # run ids never repeat: a high-water mark in the state dir (engine/runids.py), and never
+        # one that a dead letter from before a restart names
+        self.runs = RunTracker(name, first=self.dead_letters.highest_run_number() + 1, state_dir=self.state_dir)
         self._counters: dict[str, StageCounters] = {}
         self._lock = threading.Lock()
 

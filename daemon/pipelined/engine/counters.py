@@ -69,19 +69,18 @@ class StageCounters:
     def totals(self) -> dict[str, float]:
         """Counters plus busy_seconds (including calls in progress) and busy (workers in a call)."""
         now = time.perf_counter()
-        with self._lock:
-            cells = [self._base, *self._cells]
         totals: dict[str, float] = {name: 0 for name in COUNTER_NAMES}
         busy_seconds = 0.0
         busy = 0
-        for cell in cells:
-            for name in COUNTER_NAMES:
-                totals[name] += getattr(cell, name)
-            busy_seconds += cell.busy_seconds
-            since = cell.busy_since
-            if since:
-                busy += 1
-                busy_seconds += max(0.0, now - since)
+        with self._lock:  # read under the lock retire() folds under: a retiring cell counts once
+            for cell in (self._base, *self._cells):
+                for name in COUNTER_NAMES:
+                    totals[name] += getattr(cell, name)
+                busy_seconds += cell.busy_seconds
+                since = cell.busy_since
+                if since:
+                    busy += 1
+                    busy_seconds += max(0.0, now - since)
         totals["busy_seconds"] = busy_seconds
         totals["busy"] = busy
         return totals

@@ -85,7 +85,7 @@ class DeadLetterStore:
         at = utc_now_iso()
         letters = [
             {
-                "id": f"dl-{self._prefix}-{next(self._seq):06d}",
+                "id": "",  # numbered under the lock below: ids follow the order letters are kept in
                 "run": run,
                 "stage": stage,
                 "at": at,
@@ -95,8 +95,10 @@ class DeadLetterStore:
             }
             for item in items
         ]
-        data = b"".join(orjson.dumps(letter) + b"\n" for letter in letters)
         with self._lock:
+            for letter in letters:
+                letter["id"] = f"dl-{self._prefix}-{next(self._seq):06d}"
+            data = b"".join(orjson.dumps(letter) + b"\n" for letter in letters)
             self._letters.extend(letters)
             self._write(data)
         return letters

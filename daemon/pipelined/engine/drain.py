@@ -98,7 +98,7 @@ class Drainer:
                 rt.wait_runs_ended(time.monotonic() + AFTER_DEADLINE_S)
                 # whatever a worker still computes is discarded: do not wait long for it
                 self._stop_workers(time.monotonic() + STUCK_WORKERS_S)
-        except Exception:
+        except BaseException:
             log.exception("drain failed", extra={"pipeline": rt.spec.name})
         finally:
             rt.finish_drain()

@@ -7,6 +7,8 @@
 - `on_error(item, error, stage)`: when an item is dead-lettered; `error` is the exception of
   its last attempt, or `ItemGivenUp("dropped" / "shutdown")`; `stage` the stage's name. The
   pipeline's hook, then the stage's; a raising on_error is logged and ignored.
+- Hooks run in stage threads: whatever they raise, SystemExit and KeyboardInterrupt included,
+  is caught here, so a hook can never end the thread that happened to call it.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class HookSet:
         for label, fn in self._before:
             try:
                 fn(run)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit too: a hook never ends the thread running it
                 log.exception("%s raised; run %s fails", label, run["run"], extra=self._extra(run))
                 return f"{label} failed: {error_text(exc)}"
         return None
@@ -84,7 +86,7 @@ class HookSet:
         for label, fn in self._after:
             try:
                 fn(run)
-            except Exception:
+            except BaseException:
                 log.exception("%s raised (ignored)", label, extra=self._extra(run))
 
     def on_error(self, stage: str, run_id: str, item: Any, error: BaseException) -> None:
@@ -93,7 +95,7 @@ class HookSet:
                 continue
             try:
                 fn(item, error, stage)
-            except Exception:
+            except BaseException:
                 log.exception(
                     "on_error hook raised (ignored)",
                     extra={"pipeline": self.pipeline, "stage": stage, "run": run_id},

@@ -37,7 +37,7 @@ class LinkedHost(Protocol):
 
     def put_injected(self, stage: str, run: Run, items: list[Any]) -> None: ...
 
-    def new_run(self, stage: str, parent: str | None = None) -> Run: ...
+    def new_running_run(self, stage: str, parent: str | None = None) -> Run: ...
 
     def forget_run(self, run: Run) -> None: ...
 
@@ -76,7 +76,7 @@ class LinkedRuns:
                 return self._start(key, items, priority, on_parent_end, mine=False)
         try:
             self.host.put_injected(stage, run, items)
-        except (QueueFull, Unavailable, Conflict):
+        except (QueueFull, Unavailable):
             run.settle(leave=n, produced=-n)
             raise
         return run.id
@@ -100,7 +100,7 @@ class LinkedRuns:
         host, (parent, stage), n = self.host, key, len(items)
         run: Run | None = None
         try:
-            run = host.new_run(stage, parent)
+            run = host.new_running_run(stage, parent)  # Conflict if it began draining meanwhile
             if priority is not None and hasattr(run, "priority"):
                 run.priority = priority
             hooks = host.hooks
@@ -111,7 +111,7 @@ class LinkedRuns:
             run.settle(produced=n, enter=n)
             try:
                 host.put_injected(stage, run, items)
-            except (QueueFull, Unavailable, Conflict):
+            except (QueueFull, Unavailable):
                 host.forget_run(run)
                 run = None
                 raise

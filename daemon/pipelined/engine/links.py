@@ -18,8 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from pipelined.config.linkref import split_link
 from pipelined.engine.queues import QueueRejected
-from pipelined.engine.router import Target
+from pipelined.engine.router import ForwardTarget
 from pipelined.engine.runs import Run
 
 
@@ -68,8 +69,8 @@ class NoLinks:
         raise not_running(target.split("/", 1)[0])
 
 
-class LinkTarget(Target):
-    """Where a stage's items for `target` go: the sink, once per chunk."""
+class LinkTarget(ForwardTarget):
+    """Where a stage's items for `target` go: the sink, once per chunk (or per planned send)."""
 
     def __init__(self, sink: LinkSink, pipeline: str, target: str) -> None:
         self.sink = sink
@@ -86,5 +87,27 @@ class LinkTarget(Target):
     def idle(self) -> bool:
         return True
 
-    def may_reject(self) -> bool:
-        return True  # route item by item, so a refusal fails only that item's attempt
+
+class LinkTargets:
+    """The LinkTarget of every "pipeline/stage" one runtime sends to, made on first use."""
+
+    def __init__(self, sink: LinkSink, pipeline: str) -> None:
+        self.sink = sink
+        self.pipeline = pipeline
+        self._made: dict[str, LinkTarget] = {}
+
+    def target(self, name: str) -> LinkTarget:
+        found = self._made.get(name)
+        if found is None:  # two threads may both make one: either does
+            found = self._made[name] = LinkTarget(self.sink, self.pipeline, name)
+        return found
+
+    def resolve(self, name: str) -> tuple[LinkTarget | None, str]:
+        """(its LinkTarget, name) for another pipeline's stage; (None, the local stage name) for
+        a plain name or "<this pipeline>/<stage>"."""
+        link = split_link(name)
+        if link is None:
+            return None, name
+        if link[0] == self.pipeline:
+            return None, link[1]
+        return self.target(name), name

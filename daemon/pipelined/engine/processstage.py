@@ -85,7 +85,12 @@ class ProcessStageRunner(StageBase):
         try:
             while (chunk := queue.take(self._take_size(), sharers=1)) is not None:
                 self.hold(chunk)
-                self._process(chunk, cell)
+                try:
+                    self._process(chunk, cell)
+                except BaseException as exc:  # outside the per-item guard (an engine fault): never die
+                    log.exception("a feeder failed on a chunk; its items fail this attempt", extra=self._extra)
+                    text = f"{type(exc).__name__}: {exc}"
+                    self.complete(chunk, Outcome(failures=[Failure(item, exc, text) for item in chunk.items]), cell)
         finally:
             self.counters.retire(cell)
 
@@ -117,12 +122,18 @@ class ProcessStageRunner(StageBase):
             cell.items_in += len(items)
         began = cell.begin()
         outcome = Outcome()
+        traced = None if chunk.run.trace is None else self._traced(chunk, current=False)
         try:
-            outcomes = self.pool.process(chunk.run.id, items)
+            if traced is None:
+                outcomes = self.pool.process(chunk.run.id, items)
+            else:  # the worker makes this chunk's span current around its calls
+                outcomes = self.pool.process(chunk.run.id, items, trace=traced.traceparent())
         except Exception as exc:
             cell.end(began)
             text = f"{type(exc).__name__}: {exc}"
             outcome.failures = [Failure(item, exc, text) for item in items]
+            if traced is not None:
+                traced.end(len(items))
             self.complete(chunk, outcome, cell)
             return
         took = time.perf_counter() - began
@@ -138,6 +149,8 @@ class ProcessStageRunner(StageBase):
                 outcome.filtered = outcomes.filtered_count
         else:
             self._collect(chunk, outcomes, outcome, self._per_item)
+        if traced is not None:
+            traced.end(len(outcome.failures))
         self.complete(chunk, outcome, cell)
 
     def _collect(self, chunk: Chunk, outcomes: Any, outcome: Outcome, per_item: bool) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator, Mapping
 from itertools import islice
 from typing import Any
 
+from pipelined import tracing
 from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
@@ -86,10 +87,14 @@ class ProducerStage:
             t.start()
         wait_for_setups(results, ready, self.workers, self.services.spec.name, self.name)
 
-    def submit(self, run: Run, call_args: Mapping[str, Any]) -> None:
+    def submit(self, run: Run, call_args: Mapping[str, Any]) -> bool:
+        """Queue a run (FIFO); False when the producer was stopped (drain) and takes none."""
         with self._cond:
+            if self._closed:
+                return False
             self._jobs.append((run, call_args))
             self._cond.notify()
+            return True
 
     def stop(self) -> list[Run]:
         """Drain: stop producing; returns the queued runs that never started (to cancel)."""
@@ -103,8 +108,8 @@ class ProducerStage:
 
     def abandon(self) -> list[Run]:
         """Drain deadline: discard whatever the producers still yield; their runs end now."""
-        self.abandoned = True
         with self._cond:
+            self.abandoned = True
             return list(self._producing)
 
     def live_workers(self) -> int:
@@ -138,12 +143,17 @@ class ProducerStage:
         cell = self.counters.cell()
         try:
             while (job := self._next_job()) is not None:
-                self._produce(invoker, cell, *job)
+                try:
+                    self._produce(invoker, cell, *job)
+                except BaseException:  # outside the per-run guard (an engine fault): log, go on
+                    log.exception("producer thread failed on run %s; it takes the next run", job[0].id,
+                                  extra=self._extra)
+                    self._finish(job[0], "producer thread failed (see the log)", False)
         finally:
             self.counters.retire(cell)
             try:
                 invoker.close()
-            except Exception:
+            except BaseException:
                 log.exception("close() failed", extra=self._extra)
 
     def _next_job(self) -> Job | None:
@@ -163,9 +173,11 @@ class ProducerStage:
         cancelled = False
         if error is None:
             logged = enter_log_context(self.services.spec.name, self.name, run.id)  # user code's log lines
+            traced = None if run.trace is None else tracing.start_batch(
+                run.trace, self.services.spec.name, self.name, run.id, 0)  # fmt: skip
             try:
                 cancelled = self._iterate(invoker, cell, run, call_args)
-            except Exception as exc:
+            except BaseException as exc:  # SystemExit / KeyboardInterrupt too: the run fails, the thread goes on
                 text = getattr(exc, "error", None) or error_text(exc)  # ProducerFailed: the worker's
                 error = f"producer raised {text}"
                 trace = getattr(exc, "traceback", None)
@@ -173,9 +185,18 @@ class ProducerStage:
                           exc_info=trace is None, extra=extra)
             finally:
                 exit_log_context(logged)
+                if traced is not None:
+                    traced.end(1 if error else 0, items=run.produced)
+        self._finish(run, error, cancelled)
+
+    def _finish(self, run: Run, error: str | None, cancelled: bool) -> None:
+        """The run's source is done — unless the drain deadline already ended it (abandon()):
+        the check and the discard are one step under the lock abandon() takes, so exactly one
+        of them finishes the run."""
         with self._cond:
             self._producing.discard(run)
-        if not self.abandoned:
+            mine = not self.abandoned
+        if mine:
             run.source_finished(error, cancelled=cancelled)
 
     def _iterate(self, invoker: Invoker, cell: CounterCell, run: Run, call_args: Mapping[str, Any]) -> bool:
@@ -187,6 +208,7 @@ class ProducerStage:
 
         target = self.target
         buf: list[Any] = []
+        sent_early = [0]  # items of the slice being pulled that ctx.emit flushed ahead of its own
 
         def flush() -> None:
             items = buf[:]
@@ -195,7 +217,9 @@ class ProducerStage:
 
         def emit(item: Any) -> None:
             # ctx.emit goes downstream at once: nothing tells when the producer pauses next, so
-            # a buffered item could wait for the end of the run (a function that emits, then sleeps)
+            # a buffered item could wait for the end of the run (a function that emits, then sleeps).
+            # Items already pulled into the slice go first (order kept) and still count as pulled.
+            sent_early[0] += len(buf)
             buf.append(item)
             flush()
 
@@ -204,7 +228,7 @@ class ProducerStage:
         else:
             items = invoker.iterate_producer(call_args, run.id, emit_to, emit)
         try:
-            self._pull(items, buf, flush)
+            self._pull(items, buf, flush, sent_early)
             if self.stopping:
                 return True
             # a plain function that emits through ctx returns when it sees ctx.stopping
@@ -216,24 +240,31 @@ class ProducerStage:
             if close is not None:
                 close()
 
-    def _pull(self, items: Iterator[Any], buf: list[Any], flush: Callable[[], None]) -> None:
+    def _pull(
+        self, items: Iterator[Any], buf: list[Any], flush: Callable[[], None], sent_early: list[int]
+    ) -> None:
         """Move items from the user's iterator in slices pulled at C speed.
 
         The slice grows (doubling up to FLUSH_AT, after three fast slices in a row) while items
         come fast and the downstream is busy, and falls back to one item as soon as a slice took long to fill (a slow or paced
-        producer) or the downstream waits idle — so low rates see no batching delay.
+        producer) or the downstream waits idle — so low rates see no batching delay. A slice
+        that came back short means the iterator is exhausted; items `ctx.emit` flushed out of
+        the slice while it was being pulled (`sent_early`) count as pulled.
         """
         size = 1
         fast_slices = 0
         target = self.target
         while not self.stopping:
+            sent_early[0] = 0
             began = time.perf_counter()
             buf.extend(islice(items, size))
-            if not buf:
+            pulled = len(buf) + sent_early[0]
+            if not pulled:
                 return
-            short = len(buf) < size
+            short = pulled < size
             took = time.perf_counter() - began
-            flush()
+            if buf:
+                flush()
             if short:
                 return
             if took > SLOW_SLICE_S or target.idle():

@@ -3,8 +3,11 @@
 Capacity counts items. Workers take whatever is available in one step (up to `max_items`),
 never waiting for more; putters of the `block` policy wait for room, `drop_oldest` evicts the
 oldest items (returned to the caller, which dead-letters them), `reject` refuses a chunk that
-does not fit whole. Retries and accumulator flush requests bypass the bound (`force=True`):
-those items are already counted in flight and must never block a timer thread.
+does not fit whole. Items waiting for a retry count against the bound (`waiting`); when their
+backoff is over they come back past it (`force=True`, like accumulator flush requests): they
+were counted already, and a timer thread must never block. A put that
+must reach several queues all-or-nothing (a router behind `reject`, an injected chunk) first
+`reserve`s room in each, then `put_reserved`s (or `unreserve`s when one refused).
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ class StageQueue:
         self.capacity = max(1, capacity)
         self.on_full = on_full
         self.depth = 0  # items queued (flush requests count 0)
+        self.reserved = 0  # room set aside for all-or-nothing puts (reserve / put_reserved)
+        self.waiting = 0  # items of this stage waiting for a retry: they count against the bound
         self.idle_takers = 0  # workers waiting for work right now (read without the lock)
         self.pending_wakeups = 0  # of those, already notified (about to take)
         self.abandoned = False
@@ -68,43 +73,83 @@ class StageQueue:
         self._closed = False
 
     # -- putting ----------------------------------------------------------------------------
-    def put(self, chunk: Chunk, *, force: bool = False, timeout: float | None = None) -> Dropped:
+    def put(
+        self, chunk: Chunk, *, force: bool = False, timeout: float | None = None, retry: bool = False
+    ) -> Dropped:
         """Enqueue per `on_full`; returns what drop_oldest evicted (to be dead-lettered).
 
         block: waits for room, in pieces when the chunk is larger than the room (TimeoutError
-        after `timeout`); reject: QueueRejected when the whole chunk does not fit.
+        after `timeout`); reject: QueueRejected when the whole chunk does not fit. A queue
+        that was closed or abandoned takes nothing more (QueueAbandoned). `retry`: a chunk
+        that was `waiting` for its retry comes back (with `force`; its room was counted).
         """
         with self._lock:
-            if self.abandoned:
+            if retry:
+                self.waiting = max(0, self.waiting - len(chunk.items))
+            if self.abandoned or self._closed:
                 raise QueueAbandoned(self.stage)
             if force or self.on_full == "drop_oldest":
                 self._append(chunk)
                 return self._evict() if not force else []
             if self.on_full == "reject":
-                if self.depth + len(chunk.items) > self.capacity:
+                if self.depth + self.reserved + self.waiting + len(chunk.items) > self.capacity:
                     raise QueueRejected(self.stage)
                 self._append(chunk)
                 return []
             self._put_blocking(chunk, timeout)
             return []
 
-    def put_all_or_nothing(self, chunk: Chunk, timeout: float) -> Dropped:
-        """Injected items: the whole chunk or nothing (QueueRejected / TimeoutError)."""
+    def reserve(self, n: int, timeout: float = 0.0) -> None:
+        """Set room for `n` items aside, for a put that must be all-or-nothing across queues.
+
+        reject: QueueRejected at once when there is no room; block: waits up to `timeout`
+        (TimeoutError), and an empty queue takes a chunk larger than itself whole;
+        drop_oldest: nothing to reserve (its put evicts). Then `put_reserved` or `unreserve`."""
+        if self.on_full == "drop_oldest" or n <= 0:
+            return
         with self._lock:
-            if self.abandoned:
+            if self.abandoned or self._closed:
                 raise QueueAbandoned(self.stage)
-            n = len(chunk.items)
-            if self.on_full == "reject" and self.depth + n > self.capacity:
-                raise QueueRejected(self.stage)
-            if self.on_full == "block":
+            if self.on_full == "reject":
+                if self.depth + self.reserved + self.waiting + n > self.capacity:
+                    raise QueueRejected(self.stage)
+            else:
                 deadline = time.monotonic() + timeout
-                while self.depth + n > self.capacity and self.depth > 0:
+                while (used := self.depth + self.reserved + self.waiting) and used + n > self.capacity:
                     left = deadline - time.monotonic()
                     if left <= 0:
                         raise TimeoutError(self.stage)
                     self._not_full.wait(left)
-                    if self.abandoned:
+                    if self.abandoned or self._closed:
                         raise QueueAbandoned(self.stage)
+            self.reserved += n
+
+    def add_waiting(self, n: int) -> None:
+        """Items of this stage wait for a retry (n > 0) or were given up while waiting (n < 0).
+
+        Waiting items count against the queue's bound, so a backlog of retries holds the
+        senders back (block), is refused new items (reject) or pushes queued ones out
+        (drop_oldest) — it never grows past the bound."""
+        with self._lock:
+            self.waiting = max(0, self.waiting + n)
+            if n < 0:
+                self._not_full.notify_all()
+
+    def unreserve(self, n: int) -> None:
+        if self.on_full == "drop_oldest" or n <= 0:
+            return
+        with self._lock:
+            self.reserved = max(0, self.reserved - n)
+            self._not_full.notify_all()
+
+    def put_reserved(self, chunk: Chunk) -> Dropped:
+        """Enqueue a chunk whose room `reserve` set aside (never waits, never refuses)."""
+        with self._lock:
+            if self.on_full != "drop_oldest":
+                self.reserved = max(0, self.reserved - len(chunk.items))
+            if self.abandoned or self._closed:
+                self._not_full.notify_all()
+                raise QueueAbandoned(self.stage)
             self._append(chunk)
             return self._evict() if self.on_full == "drop_oldest" else []
 
@@ -112,7 +157,7 @@ class StageQueue:
         deadline = None if timeout is None else time.monotonic() + timeout
         items = chunk.items
         while True:
-            room = self.capacity - self.depth
+            room = self.capacity - self.depth - self.reserved - self.waiting
             if room >= len(items):
                 chunk.items = items
                 self._append(chunk)
@@ -138,9 +183,8 @@ class StageQueue:
 
     def _evict(self) -> Dropped:
         dropped: Dropped = []
-        while self.depth > self.capacity:
+        while (excess := self.depth + self.reserved + self.waiting - self.capacity) > 0 and self.depth > 0:
             oldest = self._chunks[0]
-            excess = self.depth - self.capacity
             if oldest.flush or not oldest.items:
                 self._chunks.rotate(-1)  # keep control entries; look at the next chunk
                 continue
@@ -180,7 +224,7 @@ class StageQueue:
                 max_items = min(max_items, 16, max(1, self.depth // (4 * sharers)))
             chunk = self._pop(max_items)
             self.depth -= len(chunk.items)
-            if self.depth < self.capacity:
+            if self.depth + self.reserved + self.waiting < self.capacity:
                 self._not_full.notify_all()
             self._wake_next()
             return chunk
@@ -235,7 +279,7 @@ class StageQueue:
                 return None
             chunk = self._pop(max_items)
             self.depth -= len(chunk.items)
-            if self.depth < self.capacity:
+            if self.depth + self.reserved + self.waiting < self.capacity:
                 self._not_full.notify_all()
             self._wake_next()
             return chunk
@@ -257,6 +301,8 @@ class StageQueue:
             left = list(self._chunks)
             self._chunks.clear()
             self.depth = 0
+            self.reserved = 0
+            self.waiting = 0
             self._not_empty.notify_all()
             self._not_full.notify_all()
             return left

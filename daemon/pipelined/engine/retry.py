@@ -1,19 +1,23 @@
 """Retries on a timer: a failed item waits its backoff here, never in its stage's workers.
 
 One thread per runtime holds a heap of (due time, chunk, queue); at the due time the chunk is
-put back into its stage's input queue (past the bound: it is already counted in flight).
+put back into its stage's input queue. While it waits it counts against that queue's bound
+(`StageQueue.waiting`), so a failing stage's retry backlog holds its senders back.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 import random
 import threading
 import time
 from collections.abc import Callable
 
 from pipelined.engine.queues import Chunk, QueueAbandoned, StageQueue
+
+log = logging.getLogger("pipelined.engine")
 
 BACKOFF_CAP = 30.0
 
@@ -37,6 +41,7 @@ class RetryTimer:
         self._thread.start()
 
     def schedule(self, chunk: Chunk, queue: StageQueue, delay: float) -> None:
+        queue.add_waiting(len(chunk.items))  # counts against the stage's queue bound meanwhile
         with self._cond:
             heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), chunk, queue))
             self._cond.notify()
@@ -57,16 +62,21 @@ class RetryTimer:
                     return
                 _, _, chunk, queue = heapq.heappop(self._heap)
             try:
-                queue.put(chunk, force=True)
+                queue.put(chunk, force=True, retry=True)
             except QueueAbandoned:
-                self._on_abandoned(chunk, queue)  # the drain deadline passed meanwhile
+                try:
+                    self._on_abandoned(chunk, queue)  # the drain deadline passed meanwhile
+                except BaseException:
+                    log.exception("dead-lettering a retry after the drain deadline failed")
 
     def take_all(self) -> list[tuple[Chunk, StageQueue]]:
         """Drain deadline: everything still waiting (to be dead-lettered), with its queue."""
         with self._cond:
             left = [(entry[2], entry[3]) for entry in self._heap]
             self._heap.clear()
-            return left
+        for chunk, queue in left:
+            queue.add_waiting(-len(chunk.items))
+        return left
 
     def stop(self) -> None:
         with self._cond:

@@ -1,16 +1,28 @@
-"""Where a stage's outputs go: a tree of targets built once from the Graph.
+"""Where a stage's outputs go: a tree of targets built once from the Graph (routerbuild.py).
 
 A `Target` takes a list of items of one run. `QueueTarget` puts them into a stage's input
 queue (counting them in flight first); `Router` splits them round_robin / broadcast / weighted
-(per item, by slicing); `ContainerTarget` counts them on a nested pipeline's stats row and
+(per item: the n-th item a router ever sends goes to target n mod k, whatever the chunking and
+however many threads send); `ContainerTarget` counts them on a nested pipeline's stats row and
 passes them on (into its entrance, or out through its exit); `Terminal` counts them finished;
-a link to another pipeline is a `pipelined.engine.links.LinkTarget` (made by `link_of`).
+a `ForwardTarget` hands them to another pipeline (a link, `pipelined.engine.links`).
 `send` returns how many items ended at a terminal (the caller adds that to its run).
+
+All or nothing. When a queue below a router may refuse (`on_full = "reject"`), a send is
+planned first (`plan`: which items go to which queue), room is reserved in every refusing queue,
+and only then is anything delivered — so a refusal never leaves some targets served and the
+retry never duplicates items there. Injected items (`inject`) reserve room in every queue they
+reach, waiting up to a deadline for `block` queues. A link cannot reserve room in another
+pipeline: it takes the items or refuses them, so a planned send hands items to its links first,
+once every queue's room is reserved, and delivers to the queues only when they all took theirs
+(with two links or more, one may have taken its items when another refuses: that retry sends
+them to the first again).
 """
 
 from __future__ import annotations
 
-import itertools
+import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol
@@ -18,27 +30,96 @@ from typing import Any, Protocol
 from pipelined.engine.counters import StageCounters
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.runs import Run
-from pipelined.graph.model import EXTERNAL, Graph
 
 DropHandler = Callable[[str, list[tuple[Run, list[Any]]], str], None]
 
 
+class Plan:
+    """Where one send's items go: leaves (queues, terminals), counters to add, router claims."""
+
+    __slots__ = ("parts", "counts", "claims")
+
+    def __init__(self) -> None:
+        self.parts: list[tuple[Target, list[Any]]] = []
+        self.counts: list[tuple[StageCounters, str, int]] = []
+        self.claims: list[tuple[Router, int, int]] = []
+
+    def rollback(self) -> None:
+        """Nothing was delivered: give the routers their positions back (when nobody sent since)."""
+        for router, start, n in reversed(self.claims):
+            router.unclaim(start, n)
+
+    def commit(self, run: Run, *, every_queue: bool, inline: bool = True) -> int:
+        """Deliver every part; room was reserved (`_reserve`) in every queue that refuses, or
+        with `every_queue` in every queue that can run out of room. The finished count.
+
+        Links first: one that refuses (QueueRejected) ends the send with nothing delivered to
+        any queue (their room given back)."""
+        for leaf, items in self.parts:
+            if isinstance(leaf, ForwardTarget):
+                try:
+                    leaf.send(run, items)
+                except BaseException:
+                    self._unreserve(every_queue)
+                    self.rollback()
+                    raise
+        for counters, name, n in self.counts:
+            counters.add(name, n)
+        finished = 0
+        for leaf, items in self.parts:
+            if isinstance(leaf, QueueTarget):
+                reserved = leaf.reserves if every_queue else leaf.rejects
+                leaf.deliver(run, items, reserved=reserved, inline=inline)
+            else:
+                finished += len(items)  # a terminal, or a link that took them above
+        return finished
+
+    def _unreserve(self, every_queue: bool) -> None:
+        for leaf, items in self.parts:
+            if isinstance(leaf, QueueTarget) and (leaf.reserves if every_queue else leaf.rejects):
+                leaf.queue.unreserve(len(items))
+
+    def forwards(self) -> bool:
+        return any(isinstance(leaf, ForwardTarget) for leaf, _ in self.parts)
+
+
 class Target(ABC):
+    rejects = False  # some queue this target reaches may refuse items (on_full = "reject")
+
     @abstractmethod
     def send(self, run: Run, items: list[Any]) -> int:
         """Deliver `items` of `run`; returns how many items ended here (terminal) or went on."""
+
+    @abstractmethod
+    def plan(self, items: list[Any], plan: Plan) -> None:
+        """Add where `items` would go to `plan` (claiming router positions), delivering nothing."""
 
     def idle(self) -> bool:
         """True when a worker downstream waits for work (flush now rather than buffer)."""
         return True
 
     def may_reject(self) -> bool:
-        return False
+        return self.rejects
 
 
 class Terminal(Target):
     def send(self, run: Run, items: list[Any]) -> int:
         return len(items)
+
+    def plan(self, items: list[Any], plan: Plan) -> None:
+        if items:
+            plan.parts.append((self, items))
+
+
+class ForwardTarget(Target):
+    """A leaf outside this pipeline (a link): no room to reserve, so it may refuse at delivery
+    (QueueRejected); planned sends hand it its items before any queue gets theirs."""
+
+    rejects = True
+
+    def plan(self, items: list[Any], plan: Plan) -> None:
+        if items:
+            plan.parts.append((self, items))
 
 
 class InlineRunner(Protocol):
@@ -47,13 +128,28 @@ class InlineRunner(Protocol):
 
 class QueueTarget(Target):
     """A stage's input queue — or, when the stage can take the chunk right now in the
-    sender's thread (see ThreadStage.try_inline), a direct call."""
+    sender's thread (see ThreadStage.try_inline), a direct call.
 
-    def __init__(self, queue: StageQueue, on_drop: DropHandler, runner_of: Callable[[str], Any] = lambda _: None) -> None:
+    `never_block`: a `ctx.emit_to` towards a stage the sender cannot reach through the graph
+    (upstream, itself, a sibling): such sends may close a cycle, and a cycle of senders each
+    waiting for room in the next one's queue never moves, so they go in past a full `block`
+    queue's bound (the producer is still held back by the graph's own edges)."""
+
+    def __init__(
+        self,
+        queue: StageQueue,
+        on_drop: DropHandler,
+        runner_of: Callable[[str], Any] = lambda _: None,
+        *,
+        never_block: bool = False,
+    ) -> None:
         self.queue = queue
         self.on_drop = on_drop
         self._runner_of = runner_of
         self._runner: InlineRunner | None | bool = False  # False: not looked up yet
+        self.rejects = queue.on_full == "reject"
+        self.reserves = queue.on_full != "drop_oldest"
+        self._force = never_block and queue.on_full == "block"
 
     def _inline_runner(self) -> InlineRunner | None:
         runner = self._runner
@@ -63,32 +159,40 @@ class QueueTarget(Target):
         return runner  # type: ignore[return-value]
 
     def send(self, run: Run, items: list[Any]) -> int:
-        if not items:
-            return 0
+        if items:
+            self.deliver(run, items)
+        return 0
+
+    def plan(self, items: list[Any], plan: Plan) -> None:
+        if items:
+            plan.parts.append((self, items))
+
+    def deliver(self, run: Run, items: list[Any], *, reserved: bool = False, inline: bool = True) -> None:
         n = len(items)
         run.settle(enter=n)
-        runner = self._inline_runner()
+        runner = self._inline_runner() if inline else None
         if runner is not None and runner.try_inline(run, items):
-            return 0
+            if reserved:
+                self.queue.unreserve(n)
+            return
         try:
-            dropped = self.queue.put(Chunk(run, items))
+            if reserved:
+                dropped = self.queue.put_reserved(Chunk(run, items))
+            else:
+                dropped = self.queue.put(Chunk(run, items), force=self._force)
         except QueueRejected:
             run.settle(leave=n)
             raise
         except QueueAbandoned as exc:  # the drain deadline passed: these cannot go anywhere now
             left = items if exc.left is None else exc.left  # what got in, the drain dead-lettered
             self.on_drop(self.queue.stage, [(run, left)], "shutdown")
-            return 0
+            return
         if dropped:
             self.on_drop(self.queue.stage, dropped, "dropped")
-        return 0
 
     def idle(self) -> bool:
         q = self.queue
         return q.idle_takers > q.pending_wakeups and self._inline_runner() is None
-
-    def may_reject(self) -> bool:
-        return self.queue.on_full == "reject"
 
 
 class ContainerTarget(Target):
@@ -98,58 +202,140 @@ class ContainerTarget(Target):
         self.counters = counters
         self.counter = counter
         self.inner = inner
+        self.rejects = inner.rejects
 
     def send(self, run: Run, items: list[Any]) -> int:
+        if self.rejects:
+            return send_all_or_nothing(self, run, items)
         if items:
             self.counters.add(self.counter, len(items))
         return self.inner.send(run, items)
 
+    def plan(self, items: list[Any], plan: Plan) -> None:
+        if items:
+            plan.counts.append((self.counters, self.counter, len(items)))
+            self.inner.plan(items, plan)
+
     def idle(self) -> bool:
         return self.inner.idle()
-
-    def may_reject(self) -> bool:
-        return self.inner.may_reject()
 
 
 class Router(Target):
     def __init__(self, mode: str, targets: Sequence[Target], weights: Sequence[int] = ()) -> None:
         self.mode = mode
         self.targets = list(targets)
-        self._offset = itertools.count()
         self._pattern = _weighted_pattern(weights) if mode == "weighted" else []
-        self._pattern_pos = 0
+        self._position = 0  # items sent so far (round_robin / weighted), claimed under _lock
+        self._lock = threading.Lock()
+        self.rejects = any(t.rejects for t in self.targets)
+
+    def claim(self, n: int) -> int:
+        """The position of the first of `n` items about to be sent (the next n are theirs)."""
+        with self._lock:
+            start = self._position
+            self._position = start + n
+            return start
+
+    def unclaim(self, start: int, n: int) -> None:
+        with self._lock:
+            if self._position == start + n:
+                self._position = start
+
+    def split(self, items: list[Any], start: int) -> list[list[Any]]:
+        """Each target's part when the first item has position `start`."""
+        k = len(self.targets)
+        if self.mode == "weighted":
+            pattern = self._pattern
+            size = len(pattern)
+            parts: list[list[Any]] = [[] for _ in self.targets]
+            for offset, item in enumerate(items):
+                parts[pattern[(start + offset) % size]].append(item)
+            return parts
+        first = start % k  # item j goes to target (start + j) mod k
+        parts = [[] for _ in self.targets]
+        for i in range(min(k, len(items))):
+            parts[(first + i) % k] = items[i::k]
+        return parts
 
     def send(self, run: Run, items: list[Any]) -> int:
         if not items:
             return 0
-        k = len(self.targets)
+        if self.rejects:
+            return send_all_or_nothing(self, run, items)
         if self.mode == "broadcast":
             return sum(t.send(run, list(items)) for t in self.targets)
-        if self.mode == "weighted":
-            return self._send_weighted(run, items)
-        start = next(self._offset) % k
-        finished = 0
-        for i in range(k):
-            part = items[i::k]
-            if part:
-                finished += self.targets[(start + i) % k].send(run, part)
-        return finished
-
-    def _send_weighted(self, run: Run, items: list[Any]) -> int:
-        parts: list[list[Any]] = [[] for _ in self.targets]
-        pattern = self._pattern
-        pos = self._pattern_pos
-        for item in items:
-            parts[pattern[pos]].append(item)
-            pos = (pos + 1) % len(pattern)
-        self._pattern_pos = pos
+        parts = self.split(items, self.claim(len(items)))
         return sum(t.send(run, part) for t, part in zip(self.targets, parts, strict=True) if part)
+
+    def plan(self, items: list[Any], plan: Plan) -> None:
+        if not items:
+            return
+        if self.mode == "broadcast":
+            for t in self.targets:
+                t.plan(list(items), plan)
+            return
+        start = self.claim(len(items))
+        plan.claims.append((self, start, len(items)))
+        for t, part in zip(self.targets, self.split(items, start), strict=True):
+            t.plan(part, plan)
 
     def idle(self) -> bool:
         return any(t.idle() for t in self.targets)
 
-    def may_reject(self) -> bool:
-        return any(t.may_reject() for t in self.targets)
+
+def _reserve(plan: Plan, timeout: float | None) -> None:
+    """Reserve room in every queue of the plan that could refuse (timeout None) or, for an
+    injection, in every queue (waiting up to `timeout` for `block` ones); all or nothing."""
+    done: list[tuple[StageQueue, int]] = []
+    deadline = None if timeout is None else time.monotonic() + timeout
+    try:
+        for leaf, items in plan.parts:
+            if not isinstance(leaf, QueueTarget) or not leaf.reserves:
+                continue
+            if deadline is None and not leaf.rejects:
+                continue
+            left = 0.0 if deadline is None else max(0.0, deadline - time.monotonic())
+            leaf.queue.reserve(len(items), left)
+            done.append((leaf.queue, len(items)))
+    except BaseException:
+        for queue, n in done:
+            queue.unreserve(n)
+        plan.rollback()
+        raise
+
+
+def send_all_or_nothing(target: Target, run: Run, items: list[Any]) -> int:
+    """Deliver to every queue or to none (QueueRejected: nothing was delivered)."""
+    plan = Plan()
+    target.plan(items, plan)
+    _reserve(plan, None)
+    return plan.commit(run, every_queue=False)
+
+
+def inject(target: Target, run: Run, items: list[Any], timeout: float) -> int:
+    """Injected items: every queue they reach takes its part, or none does.
+
+    QueueRejected when a `reject` queue has no room, TimeoutError when a `block` queue had none
+    within `timeout`, QueueAbandoned when the drain deadline passed; nothing delivered then."""
+    plan = Plan()
+    target.plan(items, plan)
+    _reserve(plan, timeout)
+    return plan.commit(run, every_queue=True, inline=False)
+
+
+def offer(target: Target, run: Run, items: list[Any]) -> int | None:
+    """Deliver only if every queue has room right now (never waits, never runs a stage
+    inline); the finished count, or None when some queue had no room (nothing delivered)."""
+    plan = Plan()
+    target.plan(items, plan)
+    if plan.forwards():  # a link may wait for its pipeline: the worker sends these itself
+        plan.rollback()
+        return None
+    try:
+        _reserve(plan, 0.0)
+    except (QueueRejected, QueueAbandoned, TimeoutError):
+        return None
+    return plan.commit(run, every_queue=True, inline=False)
 
 
 def _weighted_pattern(weights: Sequence[int]) -> list[int]:
@@ -164,76 +350,3 @@ def _weighted_pattern(weights: Sequence[int]) -> list[int]:
         current[best] -= total
         pattern.append(best)
     return pattern or [0]
-
-
-def _no_runner(stage: str) -> None:
-    return None
-
-
-class RouterBuilder:
-    """Builds the output Target of every node of a Graph (nested pipelines resolved)."""
-
-    def __init__(
-        self,
-        graph: Graph,
-        queue_of: Callable[[str], StageQueue],
-        counters_of: Callable[[str], StageCounters],
-        on_drop: DropHandler,
-        runner_of: Callable[[str], Any] = lambda _: None,
-        link_of: Callable[[str], Target] | None = None,
-    ) -> None:
-        self.runner_of = runner_of
-        self.link_of = link_of
-        self.graph = graph
-        self.queue_of = queue_of
-        self.counters_of = counters_of
-        self.on_drop = on_drop
-
-    def outputs(self, node_id: str) -> Target:
-        """Where items emitted by `node_id` go (for a nested pipeline: what leaves it)."""
-        graph = self.graph
-        node = graph.node(node_id)
-        if node.kind == "pipeline":
-            edges = [e for e in graph.out_edges(node_id) if graph.node(e.dst).parent != node_id]
-            mode = "round_robin"
-        else:
-            edges = list(graph.out_edges(node_id))
-            mode = node.stage.effective_fanout
-        targets = [self._towards(node_id, e.dst) for e in edges]
-        if not targets:
-            return Terminal()
-        if len(targets) == 1:
-            return targets[0]
-        weights = [int((node.stage.weights or {}).get(e.dst, 1)) for e in edges]
-        return Router(mode, targets, weights)
-
-    def entrance(self, node_id: str, inline: bool = True) -> Target:
-        """Items sent *to* `node_id`: its queue, or a nested pipeline's entrance.
-
-        `inline=False` for `ctx.emit_to` targets: those may point upstream (a cycle the graph
-        does not show), so they always go through the queue and never take a stage's lock.
-        """
-        graph = self.graph
-        node = graph.node(node_id)
-        if node.kind == EXTERNAL:
-            if self.link_of is None:
-                raise ValueError(f"no way to reach {node_id!r}: this runtime has no links")
-            return self.link_of(node_id)
-        if node.kind != "pipeline":
-            return QueueTarget(self.queue_of(node_id), self.on_drop, self.runner_of if inline else _no_runner)
-        entry = list(graph.entrance(node_id))
-        targets = [self.entrance(e.dst, inline) for e in entry]
-        counters = self.counters_of(node_id)
-        if not targets:
-            inner: Target = self.outputs(node_id)
-        elif len(targets) == 1:
-            inner = targets[0]
-        else:
-            weights = [int((node.stage.weights or {}).get(e.dst, 1)) for e in entry]
-            inner = Router(node.stage.effective_fanout, targets, weights)
-        return ContainerTarget(counters, "items_in", inner)
-
-    def _towards(self, src: str, dst: str) -> Target:
-        if self.graph.node(dst).kind == "pipeline" and self.graph.is_ancestor(dst, src):
-            return ContainerTarget(self.counters_of(dst), "items_out", self.outputs(dst))
-        return self.entrance(dst)

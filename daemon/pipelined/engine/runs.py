@@ -23,8 +23,10 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
+from pipelined.engine.runids import RunNumbers
 from pipelined.errors import NotFound
 
 RUNS_KEPT = 1000
@@ -65,6 +67,7 @@ class Run:
         self.source_done = False
         self.cancelled = False
         self.listener = listener
+        self.trace: Any = None  # its OpenTelemetry span while tracing is on (pipelined.tracing)
         self.lock = threading.Lock()
         self._ended = threading.Event()
         self._on_end: list[Callable[[], None]] = []
@@ -199,11 +202,13 @@ class Run:
 class RunTracker:
     """Run ids and history of one pipeline (lives in its PipelineBook, across versions)."""
 
-    def __init__(self, pipeline: str, keep: int = RUNS_KEPT, first: int = 1) -> None:
+    def __init__(
+        self, pipeline: str, keep: int = RUNS_KEPT, first: int = 1, state_dir: Path | None = None
+    ) -> None:
         self.pipeline = pipeline
         self.keep = keep
         self._lock = threading.Lock()
-        self._next = max(1, first)
+        self._numbers = RunNumbers(pipeline, state_dir, first)  # never reused, crashes included
         self._runs: OrderedDict[str, Run] = OrderedDict()
         self.started = 0
         self.completed = 0
@@ -212,8 +217,7 @@ class RunTracker:
 
     def new_run(self, stage: str, listener: RunListener | None, parent: str | None = None) -> Run:
         with self._lock:
-            run_id = f"{RUN_PREFIX}{self._next:06d}"
-            self._next += 1
+            run_id = f"{RUN_PREFIX}{self._numbers.take():06d}"
             run = Run(run_id, self.pipeline, stage, listener, parent)
             self._runs[run_id] = run
             self.started += 1

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from pipelined.config.linkref import split_link
+from pipelined import tracing
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.accumulator import AccumulatorStage
 from pipelined.engine.book import PipelineBook
@@ -25,11 +25,12 @@ from pipelined.engine.drain import Drainer
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
 from pipelined.engine.inject import put_all
 from pipelined.engine.linked import LinkedRuns, Subscribe
-from pipelined.engine.links import LinkSink, LinkTarget, NoLinks
+from pipelined.engine.links import LinkSink, LinkTargets, NoLinks
 from pipelined.engine.producer import ProducerStage
 from pipelined.engine.queues import Chunk, StageQueue
 from pipelined.engine.retry import RetryTimer
-from pipelined.engine.router import RouterBuilder, Target
+from pipelined.engine.router import Target
+from pipelined.engine.routerbuild import RouterBuilder
 from pipelined.engine.runs import Run
 from pipelined.engine.stagebuild import build_stage
 from pipelined.engine.stats import StageMeter
@@ -39,6 +40,7 @@ from pipelined.graph.model import EXTERNAL, Graph
 from pipelined.workers import run_before_fork
 
 log = logging.getLogger("pipelined.engine")
+
 
 
 class PipelineRuntime:
@@ -52,9 +54,8 @@ class PipelineRuntime:
         links: LinkSink | None = None,
     ) -> None:
         self.spec = spec
-        self.links: LinkSink = links or NoLinks()
-        self._link_targets: dict[str, LinkTarget] = {}
-        self.linked = LinkedRuns(self)
+        self.link_targets = LinkTargets(links or NoLinks(), spec.name)  # sending over links
+        self.linked = LinkedRuns(self)  # receiving
         # a stage that may send over a link routes item by item, so a refusal fails one attempt
         self._may_link = bool(graph.links or spec.emitted_links)
         self.graph = graph
@@ -70,7 +71,10 @@ class PipelineRuntime:
         self.producers: dict[str, ProducerStage] = {}
         self.accumulators: list[AccumulatorStage] = []  # topological order
         self.meters: dict[str, StageMeter] = {}
-        self._targets: dict[str, Target] = {}
+        self._targets: dict[str, Target] = {}  # ctx.emit_to and injections: never inline
+        self._targets_unbounded: dict[str, Target] = {}  # emit_to that may close a cycle
+        self._follows: dict[tuple[str, str], bool] = {}
+        self._builder: RouterBuilder | None = None
         self._async_names: set[str] = set()
         self._runs: set[Run] = set()
         self._runs_cond = threading.Condition()
@@ -137,11 +141,13 @@ class PipelineRuntime:
             if stage.kind not in ("producer", "pipeline"):
                 self.queues[stage.name] = StageQueue(stage.name, stage.queue_size, stage.on_full)
         builder = RouterBuilder(
-            self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get, self._link_target
+            self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get, self.link_targets.target
         )
+        self._builder = builder
         for node in self.graph.stage_nodes():
             if node.kind != "producer":
                 self._targets[node.id] = builder.entrance(node.id, inline=False)
+                self._targets_unbounded[node.id] = builder.entrance(node.id, inline=False, never_block=True)
         for node in self.graph.nodes:
             if node.kind in ("pipeline", EXTERNAL):
                 continue
@@ -176,14 +182,13 @@ class PipelineRuntime:
     def trigger(
         self, stage: str, args: Mapping[str, Any] | None = None, items: list[Any] | None = None
     ) -> str:
-        """Start a run at `stage`; its id. BadRequest / Conflict / NotFound / QueueFull / Unavailable."""
+        """Start a run at `stage`; its id. BadRequest / Conflict / NotFound / QueueFull / Unavailable.
+
+        The run is registered in the same step that finds the pipeline running (under the state
+        lock `begin_drain` takes), so a drain that begins meanwhile waits for it: it is never
+        left `running`, and its items never go into a queue nobody takes from any more."""
         where = f"pipeline {self.spec.name!r}"
-        with self._state_lock:
-            state = self.state
-        if state != "running":
-            if state == "starting":
-                raise Unavailable(f"{where} is starting")
-            raise Conflict(f"{where} is {state}: it takes no triggers")
+        self._check_running()
         spec = self.spec.stage(stage)
         if spec is None:
             raise NotFound(f"{where} has no stage {stage!r}")
@@ -195,35 +200,49 @@ class PipelineRuntime:
                 raise BadRequest(f"{where}: 'args' must be an object")
             producer = self.producers[stage]
             call_args = producer.binder.bind_producer_args(args)
-            run = self.new_run(stage)
-            producer.submit(run, call_args)
+            with self._state_lock:
+                self._check_running()
+                run = self._new_run(stage)
+            if not producer.submit(run, call_args):  # the drain stopped the producer meanwhile
+                self._forget_run(run)
+                raise Conflict(f"pipeline {self.spec.name!r} is draining: it takes no triggers")
             return run.id
         if args is not None:
             raise BadRequest(f"{where} is a {spec.kind}: give 'items', not 'args'")
         if not isinstance(items, list) or not items:
             raise BadRequest(f"{where}: 'items' must be a non-empty list")
-        return self._inject(stage, spec, list(items))
+        with self._state_lock:
+            self._check_running()
+            run = self._new_run(stage)
+        return self._inject(run, stage, list(items))
 
-    def _inject(self, stage: str, spec: StageSpec, items: list[Any]) -> str:
-        run = self.new_run(stage)
+    def _check_running(self) -> None:
+        state = self.state
+        if state != "running":
+            where = f"pipeline {self.spec.name!r}"
+            if state == "starting":
+                raise Unavailable(f"{where} is starting")
+            raise Conflict(f"{where} is {state}: it takes no triggers")
+
+    def _inject(self, run: Run, stage: str, items: list[Any]) -> str:
         assert self.hooks is not None
         error = self.hooks.before_run(run.to_dict()) if self.hooks.has_run_hooks else None
         if error is not None:
             run.source_finished(error)
             return run.id
         n = len(items)
-        run.settle(produced=n, enter=n)
+        run.settle(produced=n, enter=n)  # in flight while they are handed over
         try:
             self.put_injected(stage, run, items)
-        except (QueueFull, Unavailable, Conflict):
-            self.forget_run(run)
+        except (QueueFull, Unavailable):
+            self._forget_run(run)
             raise
         run.source_finished()
         return run.id
 
     def put_injected(self, stage: str, run: Run, items: list[Any]) -> None:
-        """Queue items injected into `stage` (already in flight for `run`), all or none (inject.py)."""
-        put_all(self.spec.name, stage, self.queues.get(stage), self._targets[stage], run, items, self._dropped)
+        """Hand injected items to `stage`, all or none (inject.py); the handover's count ends."""
+        put_all(self.spec.name, stage, self._targets[stage], self.queues, run, items)
 
     def accept_linked(
         self,
@@ -237,13 +256,29 @@ class PipelineRuntime:
         linked run they joined or started (linked.py). Errors as for a trigger."""
         return self.linked.accept(stage, parent, items, priority, on_parent_end)
 
-    def new_run(self, stage: str, parent: str | None = None) -> Run:
+    def new_running_run(self, stage: str, parent: str | None = None) -> Run:
+        """A new run, registered in the same step that finds the pipeline running (see trigger)."""
+        with self._state_lock:
+            self._check_running()
+            return self._new_run(stage, parent)
+
+    def forget_run(self, run: Run) -> None:
+        """A run whose items were refused: it never started."""
+        self._forget_run(run)
+
+    def _new_run(self, stage: str, parent: str | None = None) -> Run:
         run = self.book.runs.new_run(stage, self, parent)
+        if tracing.TRACER is not None:
+            run.trace = tracing.start_run(self.spec.name, stage, run.id)
         with self._runs_cond:
             self._runs.add(run)
         return run
 
-    def forget_run(self, run: Run) -> None:
+    def _forget_run(self, run: Run) -> None:
+        if run.trace is not None:  # the trigger was refused: its span says so
+            run.trace.set_attribute(tracing.ATTR_STATE, "refused")
+            run.trace.end()
+            run.trace = None
         with self._runs_cond:
             self._runs.discard(run)
             self._runs_cond.notify_all()
@@ -258,6 +293,8 @@ class PipelineRuntime:
 
     def run_ended(self, run: Run) -> None:
         self.book.runs.record_end(run)
+        if run.trace is not None:
+            tracing.end_run(run.trace, run.to_dict())
         extra = {**self._extra, "stage": run.stage, "run": run.id}
         log.info("run %s %s%s", run.id, run.state, f": {run.error}" if run.error else "", extra=extra)
         if self.hooks is not None and self.hooks.has_run_hooks:
@@ -278,23 +315,28 @@ class PipelineRuntime:
     def has_rejecting_queue(self) -> bool:
         return self._may_link or any(q.on_full == "reject" for q in self.queues.values())
 
-    def target_for(self, stage: str) -> Target:
+    def target_for(self, stage: str, sender: str | None = None) -> Target:
+        """Where `ctx.emit_to(stage, ...)` puts; ValueError for a stage that takes no items.
+
+        A `sender` stage waits for room only if `stage` is downstream of it in the graph;
+        otherwise (upstream, itself, a sibling: a possible cycle) its items go in past a full
+        queue's bound, so two stages can never wait for room in each other's queues. Producers
+        (no sender) have no queue anyone waits for: they always wait."""
         target = self._targets.get(stage)
         if target is None:
-            link = split_link(stage)
-            if link is not None and link[0] != self.spec.name:
-                return self._link_target(stage)
-            if link is not None:  # "<this pipeline>/<stage>" is a stage of this pipeline
-                target = self._targets.get(link[1])
+            link, stage = self.link_targets.resolve(stage)  # "<pipeline>/<stage>": a link
+            if link is not None:
+                return link
+            target = self._targets.get(stage)
         if target is None:
             raise ValueError(f"ctx.emit_to: pipeline {self.spec.name!r} has no stage {stage!r} that takes items")
-        return target
-
-    def _link_target(self, target: str) -> Target:
-        found = self._link_targets.get(target)
-        if found is None:  # two threads may both make one: either does
-            found = self._link_targets[target] = LinkTarget(self.links, self.spec.name, target)
-        return found
+        if sender is None:
+            return target
+        follows = self._follows.get((sender, stage))
+        if follows is None:
+            assert self._builder is not None
+            follows = self._follows[(sender, stage)] = self._builder.follows_graph(sender, target)
+        return target if follows else self._targets_unbounded[stage]
 
     def dead_letter(
         self,

@@ -15,6 +15,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pipelined import tracing
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
@@ -46,6 +47,7 @@ class Outcome:
     finished: int = 0  # already counted at a terminal (per-item routing)
     routed_already: bool = False
     died_at: int = -1  # index of the item whose call killed the worker thread
+    sent_early: int = 0  # outputs routed while the chunk was still being called (lateoutputs.py)
 
 
 class StageServices(Protocol):
@@ -56,7 +58,7 @@ class StageServices(Protocol):
 
     def stopping(self) -> bool: ...
 
-    def target_for(self, stage: str) -> Target: ...
+    def target_for(self, stage: str, sender: str | None = None) -> Target: ...
 
     def dead_letter(
         self,
@@ -162,6 +164,12 @@ class StageBase:
             self._held.clear()
             return held
 
+    def _traced(self, chunk: Chunk, current: bool = True) -> tracing.Batch:
+        """The chunk's span (only called while tracing is on: `chunk.run.trace` is set)."""
+        run = chunk.run
+        return tracing.start_batch(run.trace, self.services.spec.name, self.name, run.id, len(chunk.items),
+                                   chunk.attempts, current)  # fmt: skip
+
     # -- routing ----------------------------------------------------------------------------
     def routes_per_item(self, wants_ctx: bool) -> bool:
         """Route each item's results on their own (so a refusal fails just that item's attempt)
@@ -179,7 +187,7 @@ class StageBase:
         """Route one item's results (may raise QueueRejected: that attempt fails)."""
         finished = self.target.send(run, outputs) if outputs and not self.is_consumer else 0
         for stage, value in routed:
-            finished += self.services.target_for(stage).send(run, [value])
+            finished += self.services.target_for(stage, self.name).send(run, [value])
         return finished
 
     # -- completing a chunk -----------------------------------------------------------------
@@ -200,7 +208,7 @@ class StageBase:
             for stage, value in outcome.routed:
                 finished += self._send_to(run, stage, value)
         if not self.is_consumer:
-            cell.items_out += len(outcome.outputs) + len(outcome.routed)
+            cell.items_out += len(outcome.outputs) + len(outcome.routed) + outcome.sent_early
         if failures:
             cell.items_failed += len(failures)
             self._failed(chunk, failures)
@@ -218,7 +226,7 @@ class StageBase:
         attempts = 1
         while True:
             try:
-                return self.services.target_for(stage).send(run, [value])
+                return self.services.target_for(stage, self.name).send(run, [value])
             except QueueAbandoned:
                 return 0
             except QueueRejected as exc:  # not routed per item (see routes_per_item): never lost

@@ -9,7 +9,10 @@ goes back to the queue.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
+import operator
 import threading
 import time
 from collections.abc import Callable
@@ -17,10 +20,12 @@ from typing import Any
 
 from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
+from pipelined.engine import fusion
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
-from pipelined.engine.queues import Chunk, QueueRejected, StageQueue
-from pipelined.engine.router import Target
+from pipelined.engine.lateoutputs import WATCHER, InProgress
+from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
+from pipelined.engine.router import Target, offer
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import (
     Failure,
@@ -39,6 +44,8 @@ MAX_TAKE = 1024
 CALL_BUDGET_S = 0.01  # a worker takes about this much work at once: outputs of slow items flow on
 INLINE_MAX_S = 20e-6  # a stage this fast per item may run in its sender's thread
 _FAILED = object()  # marks a failed item's place among map() results
+_NOT_NONE = functools.partial(operator.is_not, None)  # identity only: never calls a value's __eq__
+STOP_ITERATION_TEXT = "StopIteration: raised by the stage's function (it fails the item like any exception)"
 
 
 class WorkerDied(Exception):
@@ -59,8 +66,10 @@ class ThreadStage(StageBase):
         super().__init__(services, spec, queue, target, counters, workers)
         self.make_invoker = make_invoker
         self._exclusive = threading.Lock() if workers == 1 else None
-        self._inline: tuple[Invoker, Callable[[Any], Any] | None, CounterCell] | None = None
+        self._inline: tuple[Invoker, Callable[[Any], Any] | None, CounterCell, InProgress] | None = None
         self._per_item = self.routes_per_item(make_invoker().wants_ctx)
+        self._early = not self.is_consumer and not self._per_item  # outputs may be routed mid-chunk
+        self.fusible = workers == 1 and not self._per_item  # may run in a fused chain (fusion.py)
         self.per_item_s: float | None = None  # moving average of time per item in the callable
         self._threads: list[threading.Thread] = []
         self._started = 0
@@ -115,34 +124,74 @@ class ThreadStage(StageBase):
         try:
             self._loop(invoker, cell)
         except WorkerDied:
+            log.warning("worker thread replaced (its callable raised a BaseException)", extra=self._extra)
+            self._spawn(None, None)
+        except BaseException:  # outside the per-item guard (an engine fault): never die silently
+            log.exception("a worker thread failed; replacing it", extra=self._extra)
             self._spawn(None, None)
         finally:
             self.counters.retire(cell)
             try:
                 invoker.close()
-            except Exception:
+            except BaseException:
                 log.exception("close() failed", extra=self._extra)
 
     def _loop(self, invoker: Invoker, cell: CounterCell) -> None:
         fast = invoker.fast_function()
         queue = self.queue
         exclusive = self._exclusive
-        if exclusive is None:
-            while (chunk := queue.take(self._take_limit(), sharers=self.workers)) is not None:
-                if self._process(chunk, invoker, fast, cell):
-                    raise WorkerDied(self.name)
-            return
-        self._inline = (invoker, fast, self.counters.cell())
+        slot = self._new_slot()
         try:
-            while queue.wait_available():
-                with exclusive:
-                    chunk = queue.take_nowait(self._take_limit())
-                    if chunk is not None and self._process(chunk, invoker, fast, cell):
+            if exclusive is None:
+                while (chunk := queue.take(self._take_limit(), sharers=self.workers)) is not None:
+                    if self._process(chunk, invoker, fast, cell, slot):
                         raise WorkerDied(self.name)
+                return
+            inline_slot = self._new_slot()
+            self._inline = (invoker, fast, self.counters.cell(), inline_slot)
+            try:
+                while queue.wait_available():
+                    with exclusive:
+                        chunk = queue.take_nowait(self._take_limit())
+                        if chunk is not None and self._process(chunk, invoker, fast, cell, slot):
+                            raise WorkerDied(self.name)
+            finally:
+                with exclusive:
+                    inline, self._inline = self._inline, None
+                    self.counters.retire(inline[2])
+                    WATCHER.unregister(inline_slot)
         finally:
-            with exclusive:
-                inline, self._inline = self._inline, None
-                self.counters.retire(inline[2])
+            WATCHER.unregister(slot)
+
+    def _new_slot(self) -> InProgress:
+        slot = InProgress(self._flush_early)
+        WATCHER.register(slot)
+        return slot
+
+    def _flush_early(self, slot: InProgress) -> None:
+        """The watcher's: route the outputs of the chunk's finished items, if there is room."""
+        if not slot.lock.acquire(blocking=False):
+            return  # the worker routes them itself right now (a streaming generator)
+        try:
+            if not slot.active:
+                return
+            results = slot.results
+            n = len(results)
+            if n <= slot.sent:
+                return
+            part = results[slot.sent : n]
+            if slot.raw:
+                part = [r for r in part if r is not None and r is not _FAILED]
+            if part:
+                finished = offer(self.target, slot.run, part)
+                if finished is None:  # no room downstream now: the worker routes them later
+                    return
+                if finished:
+                    slot.run.settle(finished=finished)
+                slot.early += len(part)
+            slot.sent = n
+        finally:
+            slot.lock.release()
 
     def _take_limit(self) -> int:
         """How many queued items a worker takes at once: ~CALL_BUDGET_S of work, 1 to MAX_TAKE.
@@ -170,18 +219,52 @@ class ThreadStage(StageBase):
         exclusive = self._exclusive
         if exclusive is None or per_item is None or per_item > INLINE_MAX_S:
             return False
+        queue = self.queue
+        if queue.waiting and queue.depth + queue.waiting >= queue.capacity:
+            return False  # a retry backlog fills the bound: the sender waits for room like any other
         with exclusive:
             inline = self._inline
-            if inline is None or self.queue.closed or self.queue.abandoned:
+            if inline is None or queue.closed or queue.abandoned:
                 return False
-            invoker, fast, cell = inline
+            invoker, fast, cell, slot = inline
             while (queued := self.queue.take_nowait(MAX_TAKE)) is not None:
-                self._process(queued, invoker, fast, cell)
-            self._process(Chunk(run, items), invoker, fast, cell)
+                self._process(queued, invoker, fast, cell, slot)
+            if fast is not None and self.fusible and run.trace is None:
+                chain = fusion.chain_from(self)
+                if len(chain) > 1:
+                    try:
+                        fusion.run_fused(chain, run, items)
+                    finally:
+                        fusion.release(chain)
+                    return True
+            self._process(Chunk(run, items), invoker, fast, cell, slot)
             return True
 
-    def _process(self, chunk: Chunk, invoker: Invoker, fast: Callable[[Any], Any] | None, cell: CounterCell) -> bool:
-        """Call the chunk and complete it; True when the call killed the thread."""
+    def fast_now(self) -> bool:
+        """Its calls have been fast enough to run in a sender's thread."""
+        per_item = self.per_item_s
+        return per_item is not None and per_item <= INLINE_MAX_S
+
+    def ready_to_fuse(self) -> bool:
+        """With its exclusive lock held: it may join a fused chain for one chunk now."""
+        inline = self._inline
+        queue = self.queue
+        return (
+            inline is not None and inline[1] is not None and not queue.depth and queue.waiting < queue.capacity
+            and not queue.closed and not queue.abandoned
+        )
+
+    def log_base_exception(self, run: Run, exc: BaseException) -> None:
+        log.error("an item raised %s (not an Exception): that attempt fails", error_text(exc),
+                  extra={**self._extra, "run": run.id})
+
+    def _process(
+        self, chunk: Chunk, invoker: Invoker, fast: Callable[[Any], Any] | None, cell: CounterCell, slot: InProgress
+    ) -> bool:
+        """Call the chunk and complete it; True when the call killed the thread.
+
+        With more than one item, the chunk's results are shown in `slot`, so the outputs of
+        finished items can be routed while a slow one is still being called (lateoutputs.py)."""
         self.hold(chunk)
         n = len(chunk.items)
         if chunk.attempts:  # a retry: counted once in items_in, when it was first taken
@@ -191,17 +274,21 @@ class ThreadStage(StageBase):
         began = cell.begin()
         outcome = Outcome()
         logged = enter_log_context(self.services.spec.name, self.name, chunk.run.id)  # user code's log lines
+        early = slot if self._early and n > 1 else None
+        traced = None if chunk.run.trace is None else self._traced(chunk)
         try:
             if fast is not None and not self._per_item:
-                self._call_fast(fast, chunk.items, outcome)
+                self._call_fast(fast, chunk, outcome, early)
             else:
-                self._call_each(invoker, chunk, outcome, self._per_item)
+                self._call_each(invoker, chunk, outcome, self._per_item, early)
         except BaseException as exc:
             cell.end(began)
             self._died(chunk, outcome, exc, cell)
             return True
         finally:
             exit_log_context(logged)
+            if traced is not None:
+                traced.end(len(outcome.failures))
         took = time.perf_counter() - began
         cell.end(began)
         per_item = took / max(1, n)
@@ -209,35 +296,93 @@ class ThreadStage(StageBase):
         self.complete(chunk, outcome, cell)
         return False
 
-    def _call_fast(self, fn: Callable[[Any], Any], items: list[Any], outcome: Outcome) -> None:
-        """map() in C over the chunk; a raising item leaves a marker and the map resumes after it."""
+    def _call_fast(self, fn: Callable[[Any], Any], chunk: Chunk, outcome: Outcome, slot: InProgress | None) -> None:
+        """map() in C over the chunk; a raising item leaves a marker and the map resumes after it.
+
+        A StopIteration raised by the function ends map() as if the chunk were exhausted: the
+        results then fall short of the items, and the item after the last result is the one
+        that raised it (it fails like any other exception; the map resumes after it).
+        Outputs are told from filtered items by identity (`is None`): a value whose `==`
+        is elementwise (numpy, pandas) must never be compared."""
+        items = chunk.items
         results: list[Any] = []
+        if slot is not None:
+            slot.start(chunk.run, results, raw=True)
         failures = outcome.failures
         rest = iter(items)
-        while True:
-            try:
-                results.extend(map(fn, rest))
+        n = len(items)
+        try:
+            while True:
+                try:
+                    results.extend(map(fn, rest))
+                except Exception as exc:
+                    failures.append(failure_of(items[len(results)], exc))
+                    results.append(_FAILED)
+                    continue
+                if len(results) < n:
+                    failures.append(Failure(items[len(results)], StopIteration(), STOP_ITERATION_TEXT))
+                    results.append(_FAILED)
+                    continue
                 break
-            except Exception as exc:
-                failures.append(failure_of(items[len(results)], exc))
-                results.append(_FAILED)
-            except BaseException:
-                outcome.died_at = len(results)
-                outcome.filtered = results.count(None)
-                outcome.outputs = [r for r in results if r is not None and r is not _FAILED]
-                raise
-        if self.is_consumer:
-            return
-        if failures or None in results:
-            outcome.filtered = results.count(None)
-            outcome.outputs = [r for r in results if r is not None and r is not _FAILED]
-        else:
-            outcome.outputs = results
+        except BaseException:
+            outcome.died_at = len(results)
+            self._take_outputs(results, outcome, slot, failed=True)
+            raise
+        if not self.is_consumer:
+            self._take_outputs(results, outcome, slot, failed=bool(failures))
 
-    def _call_each(self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool) -> None:
+    @staticmethod
+    def _take_outputs(results: list[Any], outcome: Outcome, slot: InProgress | None, *, failed: bool) -> None:
+        """Outputs of the results the watcher did not route already; filtered items counted."""
+        sent, early = slot.finish() if slot is not None else (0, 0)
+        tail = results[sent:] if sent else results
+        if failed:
+            kept = [r for r in tail if r is not None and r is not _FAILED]
+            failures = sum(1 for r in results if r is _FAILED)
+        else:
+            kept = list(filter(_NOT_NONE, tail))
+            failures = 0
+        outcome.outputs = kept
+        outcome.sent_early = early
+        outcome.filtered = len(results) - failures - early - len(kept)
+
+    def _call_each(
+        self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool, slot: InProgress | None
+    ) -> None:
+        if slot is None:
+            self._call_items(invoker, chunk, outcome, per_item, None)
+            return
+        slot.start(chunk.run, outcome.outputs, raw=False)
+        try:
+            self._call_items(invoker, chunk, outcome, per_item, slot)
+        finally:
+            sent, outcome.sent_early = slot.finish()
+            if sent:
+                outcome.outputs = outcome.outputs[sent:]
+
+    def _call_items(
+        self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool, slot: InProgress | None
+    ) -> None:
         run = chunk.run
         check = self.emit_to_checker
         outcome.routed_already = per_item
+
+        def spill(part: list[Any]) -> None:
+            """An item emitting many outputs (a generator): route them as they come, under
+            back-pressure, after whatever earlier items of the chunk emitted (order kept)."""
+            if per_item:
+                outcome.finished += self.route_item(run, part, [])
+                outcome.sent_early += len(part)
+            elif slot is None:
+                outcome.finished += self._send(run, part)
+                outcome.sent_early += len(part)
+            else:
+                with slot.lock:  # the watcher never waits for a slot's lock
+                    held = outcome.outputs[slot.sent :]
+                    outcome.finished += self._send(run, held + part)
+                    slot.sent = len(outcome.outputs)
+                    slot.early += len(held) + len(part)
+
         for index, item in enumerate(chunk.items):
             routed: list[tuple[str, Any]] = []
 
@@ -246,7 +391,7 @@ class ThreadStage(StageBase):
                 routed.append((stage, value))
 
             try:
-                outputs, filtered = invoker.call_item(item, run.id, sink)
+                outputs, filtered = invoker.call_item(item, run.id, sink, spill)
                 if per_item:
                     outcome.finished += self.route_item(run, outputs, routed)
             except QueueRejected as exc:
@@ -267,7 +412,7 @@ class ThreadStage(StageBase):
         """Charge the item being called; complete the items before it, requeue those after."""
         index = outcome.died_at if outcome.died_at >= 0 else 0
         extra = {**self._extra, "run": chunk.run.id}
-        log.error("worker thread died: %s; replacing it", error_text(exc), extra=extra)
+        log.error("an item raised %s (not an Exception): that attempt fails", error_text(exc), extra=extra)
         items = chunk.items
         rest = items[index + 1 :]
         if rest:  # not called: they are taken (and counted) again
@@ -275,7 +420,8 @@ class ThreadStage(StageBase):
                 cell.items_retried -= len(rest)
             else:
                 cell.items_in -= len(rest)
-            self.queue.put(Chunk(chunk.run, rest, chunk.attempts), force=True)
+            with contextlib.suppress(QueueAbandoned):  # the drain deadline took the chunk over
+                self.queue.put(Chunk(chunk.run, rest, chunk.attempts), force=True)
         chunk.items = items[: index + 1]
         outcome.failures.append(Failure(items[index], exc, error_text(exc)))
         self.complete(chunk, outcome, cell)

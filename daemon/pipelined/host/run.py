@@ -15,6 +15,7 @@ import os
 import sys
 from pathlib import Path
 
+from pipelined import tracing
 from pipelined.api.app import ApiSettings, create_app
 from pipelined.api.server import ApiServer, CannotListen
 from pipelined.config.settings import Settings, SettingsInvalid, changed_keys, load_settings
@@ -56,6 +57,7 @@ def run_command(args: argparse.Namespace) -> int:
         print(f"pipelined: {text}", file=sys.stderr)
         return EXIT_SETTINGS
     configure_logging(settings.daemon.log_level, settings.daemon.log_format)
+    tracing.configure()  # OTEL_TRACES_EXPORTER etc.; off (and nothing imported) when unset
     try:
         settings.daemon.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -140,4 +142,5 @@ class Daemon:
             self.heartbeat.stop()
             self.server.stop()
             ray_clusters.shutdown_clusters()  # the embedded Ray stops; a cluster is only left
+            tracing.shutdown()  # exports the spans still buffered
             logging.shutdown()

@@ -13,16 +13,19 @@ the hot path can skip them entirely:
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterator, Sequence
 from typing import Any, overload
 
 from pipelined.workers.outcome import ItemOutcome
 
+_NOT_NONE = functools.partial(operator.is_not, None)
 NOTHING: tuple[()] = ()  # shared, immutable "no outputs" / "no routed items"
 
 
 class BatchOutcomes(Sequence[ItemOutcome]):
-    __slots__ = ("_results", "_seconds", "_errors", "_filtered_when_none", "_made")
+    __slots__ = ("_results", "_seconds", "_errors", "_filtered_when_none", "_made", "_kept")
 
     def __init__(
         self, results: list[Any], seconds: list[float], errors: dict[int, Any], filtered_when_none: bool
@@ -32,20 +35,27 @@ class BatchOutcomes(Sequence[ItemOutcome]):
         self._errors = errors
         self._filtered_when_none = filtered_when_none
         self._made: list[ItemOutcome] | None = None
+        self._kept: list[Any] | None = None
 
     @property
     def plain_outputs(self) -> list[Any] | None:
         if self._errors:
             return None
-        if None not in self._results:
-            return self._results
-        return [value for value in self._results if value is not None]
+        kept = self._not_none()
+        return self._results if len(kept) == len(self._results) else kept
 
     @property
     def filtered_count(self) -> int:
         if not self._filtered_when_none:
             return 0
-        return self._results.count(None) - sum(1 for i in self._errors if self._results[i] is None)
+        nones = len(self._results) - len(self._not_none())
+        return nones - sum(1 for i in self._errors if self._results[i] is None)
+
+    def _not_none(self) -> list[Any]:
+        """The results that are not None, by identity: a numpy-like value's `==` is never called."""
+        if self._kept is None:
+            self._kept = list(filter(_NOT_NONE, self._results))
+        return self._kept
 
     def __len__(self) -> int:
         return len(self._results)

@@ -39,9 +39,10 @@ ZYGOTE_METHOD = "forkserver"
 
 
 class _Waiting:
-    def __init__(self, run_id: str | None, items: list[Any]) -> None:
+    def __init__(self, run_id: str | None, items: list[Any], trace: str | None = None) -> None:
         self.run_id = run_id
         self.items = items
+        self.tail = (trace,) if trace else ()  # the messages' optional last field (pipelined.tracing)
         self.rows: list[Any] | None = None
         self.error: str | None = None
         self.done = threading.Event()
@@ -97,12 +98,12 @@ class ForkPerItemStage:
         return 1 + len(child_pids(zygote.pid))
 
     # -- work ----------------------------------------------------------------------------------
-    def process(self, run_id: str | None, items: Sequence[Any]) -> list[ItemOutcome]:
+    def process(self, run_id: str | None, items: Sequence[Any], trace: str | None = None) -> list[ItemOutcome]:
         if not items:
             return []
         outcomes: list[ItemOutcome | None] = [None] * len(items)
         keep = self._picklable(items, outcomes)
-        waiting = _Waiting(run_id, [items[i] for i in keep])
+        waiting = _Waiting(run_id, [items[i] for i in keep], trace)
         if keep:
             error = self._submit(waiting)
             if error is None:
@@ -145,7 +146,7 @@ class ForkPerItemStage:
             self._waiting[request] = waiting
             try:
                 self._zygote.send_bytes(protocol.dumps(
-                    (protocol.BATCH, request, waiting.run_id, protocol.dumps(waiting.items))))
+                    (protocol.BATCH, request, waiting.run_id, protocol.dumps(waiting.items), *waiting.tail)))
             except WorkerDied as death:
                 del self._waiting[request]
                 return f"WorkerDied: the fork_per_item zygote died: {death.description} (stage {self.stage!r})"
@@ -179,7 +180,7 @@ class ForkPerItemStage:
         waiting = self._waiting[request]
         pickles = [(protocol.dumps(item), protocol.type_name(item)) for item in waiting.items]
         with self._lock:
-            zygote.send((protocol.ITEMWISE, request, waiting.run_id, pickles))
+            zygote.send((protocol.ITEMWISE, request, waiting.run_id, pickles, *waiting.tail))
 
     def _fail_waiting(self, error: str) -> None:
         with self._lock:

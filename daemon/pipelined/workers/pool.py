@@ -127,8 +127,9 @@ class PoolStage:
         return sum(1 for slot in self._slots if slot.worker is not None and slot.worker.is_alive())
 
     # -- work ----------------------------------------------------------------------------------
-    def process(self, run_id: str | None, items: Sequence[Any]) -> Sequence[ItemOutcome]:
+    def process(self, run_id: str | None, items: Sequence[Any], trace: str | None = None) -> Sequence[ItemOutcome]:
         """One outcome per item, in order. Thread-safe; blocks while every worker is busy.
+        `trace`: a traceparent the worker makes current around its calls (pipelined.tracing).
 
         A batch that came back whole from a plain function is a BatchOutcomes (a lazy sequence
         with `plain_outputs` / `filtered_count` for callers that want the outputs in bulk)."""
@@ -138,7 +139,7 @@ class PoolStage:
         if slot is None:
             return [self._stopped_outcome() for _ in items]
         try:
-            return _BatchRun(self, slot, run_id, items).run()
+            return _BatchRun(self, slot, run_id, items, trace).run()
         finally:
             with self._cond:
                 self._idle.append(slot)
@@ -189,11 +190,14 @@ class PoolStage:
 class _BatchRun:
     """One `process()` call on one slot: send, collect rows, survive deaths, recycle."""
 
-    def __init__(self, pool: PoolStage, slot: WorkerSlot, run_id: str | None, items: Sequence[Any]) -> None:
+    def __init__(
+        self, pool: PoolStage, slot: WorkerSlot, run_id: str | None, items: Sequence[Any], trace: str | None = None
+    ) -> None:
         self.pool = pool
         self.slot = slot
         self.run_id = run_id
         self.items = items
+        self.tail = (trace,) if trace else ()  # the messages' optional last field
         self.stage = pool.stage_spec.name
         self.outcomes: list[ItemOutcome | None] = [None] * len(items)
         self.pending = list(range(len(items)))
@@ -265,12 +269,12 @@ class _BatchRun:
         items = self.items
         batch = items if len(chunk) == len(items) else [items[i] for i in chunk]
         try:
-            data = protocol.dumps((protocol.BATCH, self.run_id, batch))
+            data = protocol.dumps((protocol.BATCH, self.run_id, batch, *self.tail))
         except Exception:
             chunk = self._drop_unpicklable(chunk)
             if not chunk:
                 return None
-            data = protocol.dumps((protocol.BATCH, self.run_id, [items[i] for i in chunk]))
+            data = protocol.dumps((protocol.BATCH, self.run_id, [items[i] for i in chunk], *self.tail))
         try:
             worker.send_bytes(data)
         except WorkerDied as death:
@@ -290,7 +294,7 @@ class _BatchRun:
 
     def _send_itemwise(self, worker: WorkerHandle, sent: list[int]) -> None:
         pickles = [(protocol.dumps(self.items[i]), protocol.type_name(self.items[i])) for i in sent]
-        worker.send((protocol.ITEMWISE, self.run_id, pickles))
+        worker.send((protocol.ITEMWISE, self.run_id, pickles, *self.tail))
 
     def _after_death(self, worker: WorkerHandle, death: WorkerDied, sent: list[int], received: int) -> None:
         """Charge the crash to the item being called; the rest of the chunk goes back to pending."""

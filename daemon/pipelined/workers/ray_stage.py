@@ -164,8 +164,10 @@ class RayStage:
         return sum(r.in_flight for r in self._replicas)
 
     # -- work ----------------------------------------------------------------------------------
-    def process(self, run_id: str | None, items: Sequence[Any]) -> Sequence[ItemOutcome]:
-        """One outcome per item, in order; blocks while every replica has max_in_flight batches."""
+    def process(self, run_id: str | None, items: Sequence[Any], trace: str | None = None) -> Sequence[ItemOutcome]:
+        """One outcome per item, in order; blocks while every replica has max_in_flight batches.
+        `trace` (the batch's traceparent, pipelined.tracing) is not carried into the actors: the
+        batch's span is the daemon's only."""
         if not items:
             return []
         replica, error = self._acquire()

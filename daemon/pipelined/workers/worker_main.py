@@ -18,6 +18,7 @@ import traceback
 from multiprocessing.connection import Connection
 from typing import Any
 
+from pipelined import tracing
 from pipelined.workers import protocol
 from pipelined.workers.calling import Compact, Row, StageCallable
 from pipelined.workers.logbridge import LogBuffer
@@ -44,6 +45,7 @@ def worker_main(conn: Connection, shared: Any, setup: WorkerSetup) -> None:
     progress = memoryview(shared).cast("B").cast("q")
     logs = LogBuffer(setup.pipeline, setup.stage, setup.log_level)
     logs.install()
+    tracing.configure(announce=False)  # user code's spans here go where the daemon's go (OTEL_*)
     stage_callable = start_stage(conn, setup, logs, lambda: progress[1] == 1)
     if stage_callable is None:
         return
@@ -107,12 +109,16 @@ def serve(conn: Connection, stage_callable: StageCallable, setup: WorkerSetup, l
             logs.run = None
             continue
         rows: list[Row] | Compact
-        if op == protocol.BATCH and stage_callable.fast is not None:
-            rows = stage_callable.run_fast_batch(message[2], progress, flush, FLUSH_EVERY)
-        elif op == protocol.BATCH:
-            rows = stage_callable.run_batch(message[1], message[2], progress, flush, FLUSH_EVERY)
-        else:
-            rows = _run_itemwise(stage_callable, message[1], message[2], setup.stage, progress, flush)
+        traced = tracing.attach_traceparent(message[3]) if len(message) > 3 else None  # the batch's span
+        try:
+            if op == protocol.BATCH and stage_callable.fast is not None:
+                rows = stage_callable.run_fast_batch(message[2], progress, flush, FLUSH_EVERY)
+            elif op == protocol.BATCH:
+                rows = stage_callable.run_batch(message[1], message[2], progress, flush, FLUSH_EVERY)
+            else:
+                rows = _run_itemwise(stage_callable, message[1], message[2], setup.stage, progress, flush)
+        finally:
+            tracing.detach(traced)
         logs.run = None
         conn.send_bytes(protocol.encode_rows(protocol.DONE, rows, logs.take(), setup.stage))
     _close(conn, stage_callable, logs)
@@ -153,5 +159,6 @@ def _close(conn: Connection, stage_callable: StageCallable, logs: LogBuffer) -> 
         stage_callable.close()
     except Exception as exc:
         error = f"close() failed: {type(exc).__name__}: {exc}"
+    tracing.shutdown()  # export what user code's spans left buffered (a worker exits without atexit)
     with contextlib.suppress(OSError, ValueError):
         conn.send_bytes(protocol.dumps((protocol.CLOSED, error, logs.take())))

@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
 
+from pipelined import tracing
 from pipelined.workers import protocol
 from pipelined.workers.calling import Row, StageCallable
 from pipelined.workers.logbridge import LogBuffer
@@ -42,6 +43,7 @@ class _Request:
     run_id: str | None
     rows: list[Row | None]
     missing: int
+    trace: str | None = None  # the batch's traceparent (pipelined.tracing)
 
 
 @dataclass
@@ -128,6 +130,8 @@ class Zygote:
             self._accept_batch(message[1], message[2], message[3])
         else:
             self._accept_itemwise(message[1], message[2], message[3])
+        if len(message) > 4 and message[1] in self.requests:
+            self.requests[message[1]].trace = message[4]
 
     def _begin_stop(self, seconds: float) -> None:
         self.stop_deadline = time.monotonic() + seconds
@@ -164,15 +168,17 @@ class Zygote:
             pid = os.fork()
             if pid == 0:
                 os.close(read_fd)
-                self._child(self.requests[request_id].run_id, item, write_fd)
+                request = self.requests[request_id]
+                self._child(request.run_id, item, write_fd, request.trace)
             os.close(write_fd)
             child = _Child(request_id, index, pid, read_fd)
             self.children[read_fd] = child
             self.selector.register(read_fd, selectors.EVENT_READ, child)
 
-    def _child(self, run_id: str | None, item: Any, write_fd: int) -> None:
+    def _child(self, run_id: str | None, item: Any, write_fd: int, trace: str | None = None) -> None:
         try:
             _die_with_parent()
+            tracing.attach_traceparent(trace)  # this process ends after the one call
             self.logs.take()  # the zygote's records stay with the zygote
             self.logs.run = run_id
             try:

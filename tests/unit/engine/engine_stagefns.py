@@ -6,6 +6,7 @@ State is kept in module dicts keyed by a per-test `key` argument so tests never 
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 from collections import defaultdict
@@ -238,4 +239,26 @@ def overlap(x: Any, key: str = "overlap", delay: float = 0.05) -> Any:
     time.sleep(delay)
     with _lock:
         _active[key] -= 1
+    return x
+
+
+def fail_multiples(x: int, of: int = 100, rem: int = 0) -> int:
+    """Fails items x with x % of == rem (a fast processor with failures)."""
+    if x % of == rem:
+        raise ValueError(f"multiple of {of}: {x}")
+    return x
+
+
+def exit_on(x: int, at: int = 7) -> int:
+    if x == at:
+        raise SystemExit(f"exit on {at}")
+    return x
+
+
+USER_LOG = logging.getLogger("engine_stagefns.user")
+
+
+def log_every(x: int, every: int = 500) -> int:
+    if x % every == 0:
+        USER_LOG.warning("saw %s", x)
     return x
