@@ -218,3 +218,25 @@ def test_a_refusal_is_logged_without_a_traceback(caplog: pytest.LogCaptureFixtur
         "item failed on attempt 1: pipeline 'b' is not running",
         "item dead-lettered after attempt 2: pipeline 'b' is not running",
     ]
+
+
+def test_a_broadcast_to_a_local_queue_and_a_link_is_all_or_nothing() -> None:
+    def source(key: str) -> PipelineSpec:
+        return pipeline(
+            stage("src", "producer", "count_to", args={"n": 3}, auto_start=False),
+            stage("fwd", call="inc", to=("b/in", "keep"), fanout="broadcast", max_retries=2, retry_backoff=0.001),
+            stage("keep", "consumer", "collect", args={"key": key}),
+            name="a",
+        )
+
+    with started(None, source("bc-refused")) as (a,):
+        run = finished_run(a, a.trigger("src"))
+        assert run["items"]["dead_lettered"] == 3, run
+        assert fns.COLLECTED["bc-refused"] == []  # the link refused: the queue got nothing either
+    sink = Direct()
+    with started(sink, target("bc-remote"), source("bc-local")) as (_, a):
+        run = finished_run(a, a.trigger("src"))
+        assert run["state"] == "completed" and run["items"]["finished"] == 6, run
+        assert wait_for(lambda: len(fns.COLLECTED["bc-remote"]) == 3)
+        assert sorted(fns.COLLECTED["bc-local"]) == [1, 2, 3]
+        assert sorted(fns.COLLECTED["bc-remote"]) == [2, 3, 4]  # b's `in` adds one more
