@@ -98,7 +98,6 @@ class LinkedRuns:
     ) -> str:
         """A new linked run for `key` with `items` (this thread holds `_starting[key]` if `mine`)."""
         host, (parent, stage), n = self.host, key, len(items)
-        run: Run | None = None
         try:
             run = host.new_running_run(stage, parent)  # Conflict if it began draining meanwhile
             if priority is not None and hasattr(run, "priority"):
@@ -113,7 +112,6 @@ class LinkedRuns:
                 host.put_injected(stage, run, items)
             except (QueueFull, Unavailable):
                 host.forget_run(run)
-                run = None
                 raise
             self._open_run(key, run, on_parent_end)
             return run.id
