@@ -50,6 +50,7 @@ class LinkedRuns:
         self._open: dict[Key, Run] = {}
         self._starting: dict[Key, threading.Event] = {}
         self._closed = False
+        self._stages: dict[str, StageSpec] = {}  # found by name (the spec never changes)
         self._lock = threading.Lock()  # never held while putting items or calling hooks
 
     def accept(
@@ -86,7 +87,11 @@ class LinkedRuns:
         state = self.host.state
         if state != "running":
             raise Conflict(f"{where} is {state}: it takes no items")
-        spec = self.host.spec.stage(stage)
+        spec = self._stages.get(stage)
+        if spec is None:
+            spec = self.host.spec.stage(stage)
+            if spec is not None:
+                self._stages[stage] = spec
         if spec is None:
             raise NotFound(f"{where} has no stage {stage!r}")
         if spec.kind == "producer":
