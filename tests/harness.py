@@ -18,6 +18,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -36,6 +37,13 @@ T = TypeVar("T")
 
 class WaitTimeout(AssertionError):
     """A condition did not become true before its deadline."""
+
+
+def write_token(path: Path, token: str) -> Path:
+    """A bearer-token file the daemon accepts: private to its owner (0600), as the daemon demands."""
+    path.write_text(token + "\n")
+    path.chmod(0o600)
+    return path
 
 
 def free_port() -> int:
@@ -82,6 +90,8 @@ class DaemonProcess:
         listen: str | None = None,
         log_format: str = "text",
         log_level: str = "info",
+        token: str | None = None,
+        tls_ca: Path | None = None,
     ) -> None:
         self.base_dir = Path(base_dir)
         self.conf_dir = self.base_dir / "conf.d"
@@ -91,6 +101,17 @@ class DaemonProcess:
             d.mkdir(parents=True, exist_ok=True)
         # always a file of our own: never pick up a host's /etc/pipelined/pipelined.toml
         self.settings_file = self.base_dir / "pipelined.toml"
+        self.token = token
+        self.tls_ca = tls_ca  # the daemon serves https; verify it with this CA file
+        if token is not None:  # a private token file, named in [api] (added if the settings lack it)
+            token_file = write_token(self.base_dir / "api.token", token)
+            line = f'token_file = "{token_file}"\n'
+            settings = settings or ""
+            settings = (
+                settings.replace("[api]\n", "[api]\n" + line, 1)
+                if "[api]\n" in settings
+                else f"{settings}\n[api]\n{line}"
+            )
         self.settings_file.write_text(settings or "")
         self.watch = watch
         self.extra_args = list(extra_args)
@@ -134,16 +155,25 @@ class DaemonProcess:
     # -- process -------------------------------------------------------------------------
     @property
     def url(self) -> str:
-        return f"http://{self.listen}"
+        return f"{'https' if self.tls_ca else 'http'}://{self.listen}"
+
+    @property
+    def auth_headers(self) -> dict[str, str]:
+        """`Authorization: Bearer <token>` when the daemon has a token, else nothing."""
+        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
 
     @property
     def client(self) -> httpx.Client:
         if self._client is None:
+            headers = self.auth_headers
             if self.listen.startswith("unix:"):
                 transport = httpx.HTTPTransport(uds=self.listen[len("unix:") :])
-                self._client = httpx.Client(base_url="http://pipelined", transport=transport, timeout=30)
+                self._client = httpx.Client(
+                    base_url="http://pipelined", transport=transport, timeout=30, headers=headers
+                )
             else:
-                self._client = httpx.Client(base_url=self.url, timeout=30)
+                verify: Any = ssl.create_default_context(cafile=str(self.tls_ca)) if self.tls_ca else True
+                self._client = httpx.Client(base_url=self.url, timeout=30, headers=headers, verify=verify)
         return self._client
 
     @property
@@ -168,6 +198,9 @@ class DaemonProcess:
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
         env.pop("JOURNAL_STREAM", None)
+        env.pop("CREDENTIALS_DIRECTORY", None)  # never a token of the machine running the tests
+        if self.token is not None:
+            env["PIPELINED_TOKEN"] = self.token  # for `pipelined` client commands run with this env
         paths = [str(self.modules_dir), str(PACKAGE_DIR)]
         if env.get("PYTHONPATH"):
             paths.append(env["PYTHONPATH"])

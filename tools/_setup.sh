@@ -1,9 +1,17 @@
 # Sourced by tools/run and tools/test: make sure the system packages and .venv are there.
 # Works on a fresh Debian machine as root with only Python 3.11; idempotent and quick when done.
+# The pip extras to install come from SETUP_EXTRAS (set by the sourcing script), never from the
+# positional parameters: `source` hands this file the caller's own arguments (`tools/run --listen
+# ...` once became `pip install -e .[--listen]`), and those belong to the daemon / pytest.
+# Run directly (`bash tools/_setup.sh test`), its first argument names the extras.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
-EXTRAS="${1:-}"
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  EXTRAS="${1:-}"
+else
+  EXTRAS="${SETUP_EXTRAS:-}"
+fi
 
 PY="${PYTHON:-python3}"
 need_apt=()
@@ -36,7 +44,15 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=".venv/.installed${EXTRAS:+-$EXTRAS}"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+installed() {  # an install with extras includes the plain one (tools/test, then tools/run)
+  local f candidates=("$stamp")
+  if [ -z "$EXTRAS" ]; then candidates+=(.venv/.installed-*); fi
+  for f in "${candidates[@]}"; do
+    if [ -f "$f" ] && [ ! pyproject.toml -nt "$f" ]; then return 0; fi
+  done
+  return 1
+}
+if ! installed; then
   echo "tools: installing pipelined${EXTRAS:+[$EXTRAS]} into .venv" >&2
   .venv/bin/python -m pip install -q --upgrade pip >/dev/null
   .venv/bin/python -m pip install -q -e ".${EXTRAS:+[$EXTRAS]}"

@@ -82,6 +82,10 @@ class Conflict(RequestError):
     status = 409
 
 
+class UnsupportedMediaType(RequestError):
+    status = 415
+
+
 class QueueFull(RequestError):
     status = 429
 

@@ -66,6 +66,11 @@ pivot_root . .host
 cd /
 umount -l /.host
 rmdir /.host
+# systemd leaves propagation alone in a container (container= below), but needs it shared: a
+# service's credentials (LoadCredential=) are mounted by a helper in its own mount namespace and
+# reach /run/credentials only through propagation. Every mount here is the lab's own (the
+# namespace was unshared with private propagation), so nothing propagates to the host.
+mount --make-rshared /
 exec /usr/bin/env -i container=pipelined-lab PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
   LANG=C.UTF-8 /usr/bin/setpriv --bounding-set -sys_module,-sys_time,-sys_rawio,-wake_alarm \
   /lib/systemd/systemd --unit=pipelined-lab.target --show-status=no

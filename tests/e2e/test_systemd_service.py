@@ -7,25 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
-import subprocess
-import sys
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from lab_service import api, boot_installed, install, show, token
 from systemd_lab import SystemdLab
 
 from harness import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-WHEEL_CACHE = Path("/var/cache/pipelined-e2e")
 FLOW_STAGES = REPO / "tests" / "integration" / "flow_stages.py"
 STATE = "/var/lib/pipelined"
-API = "http://127.0.0.1:8470"
 
-pytestmark = pytest.mark.timeout(150)
+pytestmark = pytest.mark.timeout(600)  # a loaded 2-core machine: tools/install alone can take minutes
 
 FLOW = """
 description = "{description}"
@@ -51,60 +48,16 @@ args = {{ out_dir = "{state}" }}
 """
 
 
-def _wheelhouse_dir() -> Path:
-    key = hashlib.sha256((REPO / "pyproject.toml").read_bytes()).hexdigest()[:12]
-    return WHEEL_CACHE / f"wheels-{key}"
-
-
-def _wheelhouse() -> Path:
-    """Wheels of pipelined and its dependencies (the lab has no network); deps cached by pyproject."""
-    house = _wheelhouse_dir()
-    pip = [sys.executable, "-m", "pip", "wheel", "-q", "-w", str(house)]
-    if not (house / ".complete").exists():
-        done = subprocess.run([*pip, str(REPO)], capture_output=True, text=True, timeout=600, cwd="/tmp")
-        if done.returncode != 0:
-            pytest.skip(f"cannot build the wheelhouse (offline?): {done.stderr[-500:]}")
-        (house / ".complete").write_text("")
-    for old in house.glob("pipelined-*.whl"):
-        old.unlink()
-    done = subprocess.run([*pip, "--no-deps", str(REPO)], capture_output=True, text=True, timeout=300, cwd="/tmp")
-    assert done.returncode == 0, done.stderr
-    shutil.rmtree(REPO / "build", ignore_errors=True)
-    return house
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SystemdLab]:
-    reason = SystemdLab.unavailable()
-    if reason:
-        pytest.skip(f"systemd lab unavailable: {reason}")
-    if not Path("/usr/bin/python3").exists():
-        pytest.skip("no /usr/bin/python3 to build the server venv from")
-    house = _wheelhouse()
-    lab = SystemdLab(tmp_path_factory.mktemp("lab"))
+    lab = boot_installed(tmp_path_factory.mktemp("lab"))
     try:
-        lab.boot()
-    except Exception as exc:  # noqa: BLE001 - a machine where the lab cannot boot skips
-        lab.shutdown()
-        pytest.skip(f"systemd lab did not boot: {exc}")
-    try:
-        lab.run("env", f"PIPELINED_WHEELS={house}", str(REPO / "tools" / "install"), check=True, timeout=180)
         yield lab
     finally:
         lab.shutdown()
 
 
-def _api(lab: SystemdLab, path: str, method: str = "GET") -> tuple[int, object]:
-    done = lab.run("curl", "-s", "-X", method, "-o", "/dev/stdout", "-w", "\n%{http_code}", f"{API}{path}", timeout=30)
-    body, _, code = done.stdout.rpartition("\n")
-    try:
-        return int(code), json.loads(body) if body else None
-    except ValueError:
-        return int(code or 0), body
-
-
-def _show(lab: SystemdLab, prop: str) -> str:
-    return lab.run("systemctl", "show", "-p", prop, "--value", "pipelined").stdout.strip()
+_api, _show = api, show
 
 
 def _lines(lab: SystemdLab, name: str) -> list[str]:
@@ -131,9 +84,11 @@ def test_install_start_reload_watchdog_stop(lab: SystemdLab) -> None:
     lab.write("/etc/systemd/system/pipelined.service.d/e2e.conf", "[Service]\nWatchdogSec=3\n")
     settings = lab.path("/etc/pipelined/pipelined.toml").read_text() + "# edited by the operator\n"
     lab.write("/etc/pipelined/pipelined.toml", settings)
-    # idempotent: a second install keeps the configuration as the operator left it
-    lab.run("env", f"PIPELINED_WHEELS={_wheelhouse_dir()}", str(REPO / "tools" / "install"), check=True, timeout=180)
+    # idempotent: a second install keeps the configuration (and the token) as the operator left it
+    first_token = token(lab)
+    install(lab)
     assert lab.path("/etc/pipelined/pipelined.toml").read_text() == settings
+    assert token(lab) == first_token
     assert lab.path("/etc/pipelined/conf.d/flow.toml").read_text() == v1
     lab.run("systemctl", "daemon-reload", check=True)
 
@@ -141,6 +96,10 @@ def test_install_start_reload_watchdog_stop(lab: SystemdLab) -> None:
     lab.run("systemctl", "start", "pipelined", check=True, timeout=60)
     assert _show(lab, "ActiveState") == "active"
     assert _api(lab, "/ready")[0] == 200
+    # a server install is never token-less: the token file is root's, the daemon has it as a credential
+    assert stat.S_IMODE(lab.path("/etc/pipelined/api.token").stat().st_mode) == 0o600
+    assert _api(lab, "/pipelines", auth=False)[0] == 401
+    assert _show(lab, "MemoryMax") == str(2 * 1024**3)
     code, pipelines = _api(lab, "/pipelines")
     assert code == 200 and isinstance(pipelines, list)
     flow = next(p for p in pipelines if p["name"] == "flow")

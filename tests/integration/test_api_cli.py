@@ -9,7 +9,7 @@ from pathlib import Path
 
 import orjson
 
-from harness import PACKAGE_DIR, DaemonProcess
+from harness import PACKAGE_DIR, DaemonProcess, write_token
 
 TOKEN = "cli-token"
 STAGES = """
@@ -43,7 +43,7 @@ def pipelined(daemon: DaemonProcess, *argv: str) -> subprocess.CompletedProcess[
 
 def test_client_commands_against_a_real_daemon(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
-    token_file.write_text(TOKEN)
+    write_token(token_file, TOKEN)
     daemon = DaemonProcess(tmp_path, settings=f'[api]\ntoken_file = "{token_file}"\n')
     daemon.write_module("clistages", STAGES)
     daemon.write_pipeline("orders", ORDERS)

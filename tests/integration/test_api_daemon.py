@@ -10,8 +10,9 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from harness import DaemonProcess, file_version
+from harness import DaemonProcess, file_version, write_token
 
+JSON = {"Content-Type": "application/json"}
 TOKEN = "integration-token-123"
 
 STAGES = """
@@ -91,7 +92,7 @@ call = "apistages:sink"
 def api_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
     base = tmp_path_factory.mktemp("api")
     token_file = base / "token"
-    token_file.write_text(TOKEN + "\n")
+    write_token(token_file, TOKEN)
     daemon = DaemonProcess(base, settings=f'[api]\ntoken_file = "{token_file}"\nconfig_write = true\n')
     daemon.write_module("apistages", STAGES)
     for name, text in (("orders", ORDERS), ("failing", FAILING), ("tight", TIGHT)):
@@ -163,7 +164,7 @@ def test_trigger_errors(api: httpx.Client) -> None:
     error(api.post(trigger.format("double"), json={"args": {"n": 1}}), 400, "processor")
     error(api.post(trigger.format("double"), json={"items": []}), 400, "non-empty")
     error(api.post(trigger.format("read"), json={"args": {}, "extra": 1}), 400, "'extra'")
-    error(api.post(trigger.format("read"), content=b"{not json"), 400, "JSON")
+    error(api.post(trigger.format("read"), content=b"{not json", headers=JSON), 400, "JSON")
     error(api.post(trigger.format("nowhere")), 404, "nowhere")
     error(api.post("/pipelines/ghost/stages/read/trigger"), 404, "ghost")
     error(api.post(trigger.format("read") + "?wait=true&timeout=301"), 400, "timeout")
@@ -180,7 +181,8 @@ def test_dead_letters_of_a_failing_stage(api: httpx.Client, api_daemon: DaemonPr
     letters = api.get("/pipelines/failing/dead-letters?limit=1").json()
     assert len(letters) == 1
     assert letters[0]["stage"] == "boom" and "ValueError" in letters[0]["error"]
-    assert set(letters[0]) == {"id", "run", "stage", "at", "attempts", "error", "item"}
+    assert set(letters[0]) == {"id", "run", "stage", "at", "attempts", "error", "traceback", "item", "truncated"}
+    assert "ValueError" in letters[0]["traceback"] and letters[0]["truncated"] is False
     assert len(api.get("/pipelines/failing/dead-letters").json()) >= 2
     error(api.get("/pipelines/failing/dead-letters?limit=0"), 400, "limit")
 
@@ -253,5 +255,5 @@ def test_config_writes(api: httpx.Client, api_daemon: DaemonProcess) -> None:
 def test_unknown_routes_and_methods(api: httpx.Client) -> None:
     error(api.get("/nope"), 404, "/nope")
     error(api.delete("/stats"), 405)
-    error(api.post("/pipelines/orders/stages/double/trigger", content=b"x" * (1024 * 1024 + 10)), 413)
+    error(api.post("/pipelines/orders/stages/double/trigger", content=b"x" * (1024 * 1024 + 10), headers=JSON), 413)
     assert api.get("/health").status_code == 200

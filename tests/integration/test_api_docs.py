@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from harness import REPO_ROOT, DaemonProcess
+from harness import REPO_ROOT, DaemonProcess, write_token
 
 DOC = REPO_ROOT / "docs" / "api.md"
 TOKEN = "docs-example-token"
@@ -27,7 +27,7 @@ def examples() -> list[str]:
 def start_daemon(base: Path, listen: str | None) -> DaemonProcess:
     token_file = base / "api.token"
     base.mkdir(parents=True, exist_ok=True)
-    token_file.write_text(TOKEN + "\n")
+    write_token(token_file, TOKEN)
     daemon = DaemonProcess(
         base, settings=f'[api]\ntoken_file = "{token_file}"\nconfig_write = true\n', listen=listen
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import schemathesis
 
-from harness import DaemonProcess
+from harness import DaemonProcess, write_token
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "unit" / "api"))
 
@@ -45,7 +45,7 @@ call = "fuzzstages:sink"
 
 def test_generated_requests_never_get_a_5xx(tmp_path: Path) -> None:
     token_file = tmp_path / "token"
-    token_file.write_text(TOKEN)
+    write_token(token_file, TOKEN)
     daemon = DaemonProcess(tmp_path, settings=f'[api]\ntoken_file = "{token_file}"\nmax_body = "64KiB"\n')
     daemon.write_module("fuzzstages", STAGES)
     daemon.write_pipeline("orders", ORDERS)

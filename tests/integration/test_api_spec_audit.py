@@ -1,6 +1,7 @@
 """api.md, sentence by sentence, against a real daemon: regressions found by the API audit.
 
-One daemon for the module (config writes on, no token: auth has its own tests).
+One daemon for the module (config writes on, so it listens on a unix socket of mode 0600 and
+needs no token: auth has its own tests).
 """
 
 from __future__ import annotations
@@ -154,7 +155,8 @@ ISO_UTC_MICROS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}\+00:00$")
 
 @pytest.fixture(scope="module")
 def audit_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProcess]:
-    daemon = DaemonProcess(tmp_path_factory.mktemp("audit"), settings="[api]\nconfig_write = true\n")
+    base = tmp_path_factory.mktemp("audit")
+    daemon = DaemonProcess(base, settings="[api]\nconfig_write = true\n", listen=f"unix:{base / 'api.sock'}")
     daemon.write_module("auditstages", STAGES)
     markers = daemon.base_dir / "markers"
     markers.mkdir()
@@ -317,7 +319,7 @@ def test_every_pipeline_is_listed_as_starting_while_the_daemon_starts(daemon: Da
 STAGE_ROW_KEYS = {
     "kind", "items_in", "items_out", "items_failed", "items_retried", "items_dropped",
     "items_dead_lettered", "queue_depth", "queue_capacity", "threads", "processes", "busy",
-    "utilization", "throughput_per_s",
+    "utilization", "throughput_per_s", "throttled_s",
 }  # fmt: skip
 
 
@@ -325,7 +327,10 @@ def test_exact_shapes_of_trigger_run_stats_and_daemon_stats(api: httpx.Client, a
     accepted = ok(api.post("/pipelines/flow/stages/src/trigger", json={"args": {"n": 3}}), 202)
     assert set(accepted) == {"run", "pipeline", "stage"} and accepted["stage"] == "src"
     run = ok(api.post("/pipelines/flow/stages/inc/trigger?wait=true&timeout=20", json={"items": [1, 2, 3]}))
-    assert set(run) == {"run", "pipeline", "stage", "state", "started_at", "finished_at", "items", "error", "parent"}
+    assert set(run) == {
+        "run", "pipeline", "stage", "priority", "state", "started_at", "finished_at", "items", "error", "parent",
+    } | ({"recovered"} if "recovered" in run else set())  # fmt: skip
+    assert run["priority"] == 0
     assert run["parent"] is None  # api.md Additions: a linked run's names the sending run
     assert run["items"] == {"produced": 3, "in_flight": 0, "finished": 2, "filtered": 0, "dead_lettered": 0}
     assert ok(api.get("/pipelines/flow/runs"))[0]["run"] == run["run"]  # newest first

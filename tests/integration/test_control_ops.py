@@ -37,7 +37,7 @@ def test_drain_start_and_disabled(daemon: DaemonProcess) -> None:
 
 
 def test_config_writes(make_daemon: Callable[..., DaemonProcess]) -> None:
-    daemon = make_daemon(settings="[api]\nconfig_write = true\n")
+    daemon = make_daemon(settings="[api]\nconfig_write = true\n", token="ops-token")
     install_flow_stages(daemon)
     daemon.start()
     headers = {"content-type": "application/toml"}

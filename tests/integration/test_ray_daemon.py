@@ -1,13 +1,16 @@
 """`executor = "ray"` through a real daemon and its embedded Ray (one daemon, one Ray, per module).
 
 Function and class stages item for item, ctx.emit_to, a run's accumulator after a Ray stage,
-retries and dead letters, stats and /metrics, a hot reload that changes the code, drain with
-batches in flight, and SIGTERM (the daemon stops its embedded Ray: no process of it is left).
+retries and dead letters, stats and /metrics, an actor killed (ray.kill) mid-batch, the embedded
+Ray's ports on loopback only, a hot reload that changes the code, drain with batches in flight,
+and SIGTERM (the daemon stops its embedded Ray: no process of it is left).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import os
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,9 +59,26 @@ def flaky(item, marker_dir: str):
         raise RuntimeError("first attempt fails")
     return item
 
+def killer(item, marker_dir: str):
+    """ray.kill of its own actor in the middle of the batch holding item 7 (once)."""
+    marker = os.path.join(marker_dir, "killed-pid")
+    if item == 7 and not os.path.exists(marker):
+        with open(marker, "w") as f:
+            f.write(str(os.getpid()))
+        import ray
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+        time.sleep(120)  # the actor dies here, its batch unfinished
+    return {"item": item, "pid": os.getpid()}
+
 def record(item, path: str):
     with open(path, "a") as f:
         f.write(json.dumps(item) + "\\n")
+
+def span(item, path: str):
+    began = time.time()
+    time.sleep(0.01)
+    with open(path, "a") as f:
+        f.write(json.dumps([began, time.time()]) + "\\n")
 '''
 
 VERSIONED = "def answer(item):\n    return {'version': %r, 'item': item}\n"
@@ -154,6 +174,43 @@ kind = "consumer"
 call = "raycode:record"
 args = {{ path = "{out}/slow.jsonl" }}
 """,
+        "rayrate": f"""
+python_path = ["../code"]
+[[stage]]
+name = "src"
+kind = "producer"
+call = "raycode:numbers"
+auto_start = false
+[[stage]]
+name = "work"
+kind = "consumer"
+call = "raycode:span"
+executor = "ray"
+replicas = 2
+rate_limit = "10/s"
+concurrency = 1
+args = {{ path = "{out}/rate.jsonl" }}
+""",
+        "raykill": f"""
+python_path = ["../code"]
+max_retries = 5
+retry_backoff = "100ms"
+[[stage]]
+name = "src"
+kind = "producer"
+call = "raycode:numbers"
+auto_start = false
+[[stage]]
+name = "killer"
+call = "raycode:killer"
+executor = "ray"
+args = {{ marker_dir = "{out}" }}
+[[stage]]
+name = "sink"
+kind = "consumer"
+call = "raycode:record"
+args = {{ path = "{out}/killed.jsonl" }}
+""",
         "rayreload": f"""
 python_path = ["../versioned"]
 [[stage]]
@@ -190,6 +247,48 @@ def ray_daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaemonProce
         yield daemon
     finally:
         daemon.close()
+
+
+def marked_processes(ray_dir: Path) -> list[int]:
+    """The processes of the daemon's embedded Ray (they carry its mark in their environment)."""
+    mark = f"\0PIPELINED_RAY_DIR={ray_dir.resolve()}\0".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if mark in b"\0" + (entry / "environ").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+def listening_sockets(pids: list[int]) -> list[tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, int, int]]:
+    """(address, port, pid) of every listening TCP socket and bound UDP socket of `pids`."""
+    found = []
+    for pid in pids:
+        try:
+            inodes = {os.readlink(f"/proc/{pid}/fd/{fd}")[8:-1] for fd in os.listdir(f"/proc/{pid}/fd")
+                      if os.readlink(f"/proc/{pid}/fd/{fd}").startswith("socket:[")}
+        except OSError:
+            continue
+        for table, listening in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
+            try:
+                rows = Path(f"/proc/{pid}/net/{table}").read_text().splitlines()[1:]
+            except OSError:
+                continue
+            for row in rows:
+                fields = row.split()
+                if fields[3] == listening and fields[9] in inodes:
+                    host, port = fields[1].split(":")
+                    found.append((_address(host), int(port, 16), pid))
+    return found
+
+
+def _address(hexed: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    raw = bytes.fromhex(hexed)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))  # each 32-bit word is host order
+    return ipaddress.IPv4Address(words) if len(raw) == 4 else ipaddress.IPv6Address(words)
 
 
 def run(daemon: DaemonProcess, pipeline: str, n: int, timeout: float = 120) -> dict[str, Any]:
@@ -251,6 +350,33 @@ def test_retries_then_dead_letters(ray_daemon: DaemonProcess) -> None:
     assert stats["items_retried"] >= 3  # item 3 twice, item 5 once (with its batch-mates, if any)
 
 
+def test_actor_killed_mid_batch_retries_on_a_new_actor_and_the_run_completes(ray_daemon: DaemonProcess) -> None:
+    out = ray_daemon.base_dir / "out"
+    result = run(ray_daemon, "raykill", 30, timeout=240)
+    killed = int((out / "killed-pid").read_text())
+    assert result["state"] == "completed", result
+    assert result["items"]["finished"] == 30 and result["items"]["dead_lettered"] == 0, result
+    rows = lines(out / "killed.jsonl")
+    assert sorted(row["item"] for row in rows) == list(range(30))  # each exactly once
+    by_item = {row["item"]: row["pid"] for row in rows}
+    assert by_item[7] != killed  # retried on the replacement actor
+    stats = ray_daemon.client.get("/pipelines/raykill/stats").json()["stages"]["killer"]
+    assert stats["items_retried"] >= 1 and stats["items_dead_lettered"] == 0
+    assert stats["replicas"] == {"alive": 1, "wanted": 1}
+    assert "stage killer: RayActorDied: ray actor died" in ray_daemon.logs()
+    assert "replacement ray actor ready" in ray_daemon.logs()
+
+
+def test_the_embedded_ray_listens_on_loopback_only(ray_daemon: DaemonProcess) -> None:
+    ray_dir = ray_daemon.state_dir / "ray"
+    pids = marked_processes(ray_dir)
+    assert pids, "no process of the embedded Ray found"
+    sockets = listening_sockets(pids)
+    assert len(sockets) >= 3, sockets  # at least the GCS, the raylet and the driver's core worker
+    assert [s for s in sockets if not s[0].is_loopback and not (
+        isinstance(s[0], ipaddress.IPv6Address) and s[0].ipv4_mapped and s[0].ipv4_mapped.is_loopback)] == []
+
+
 def test_hot_reload_runs_the_new_code(ray_daemon: DaemonProcess) -> None:
     out = ray_daemon.base_dir / "out" / "versioned.jsonl"
     run(ray_daemon, "rayreload", 3)
@@ -281,6 +407,23 @@ def test_drain_with_batches_in_flight_loses_nothing(ray_daemon: DaemonProcess) -
     assert ray_daemon.client.post("/pipelines/rayslow/start", timeout=240).status_code == 200
 
 
+def test_rate_limit_and_concurrency_hold_across_replicas(ray_daemon: DaemonProcess) -> None:
+    """Two actors, rate_limit = "10/s", concurrency = 1: the daemon hands out the tokens and the
+    slot before a batch leaves, so no batch holds more items than tokens and no two overlap."""
+    done = run(ray_daemon, "rayrate", 40)
+    assert done["state"] == "completed" and done["items"]["finished"] == 40, done
+    spans = sorted(tuple(json.loads(line)) for line in (ray_daemon.base_dir / "out" / "rate.jsonl").read_text().splitlines())
+    assert len(spans) == 40
+    for (_, ended), (began, _) in zip(spans, spans[1:], strict=False):
+        assert began >= ended, "two calls in progress at once with concurrency = 1"
+    starts = [began for began, _ in spans]
+    for i in range(len(starts)):  # token bucket: k calls within d seconds need k <= 10 + 10 d (+1)
+        for j in range(i, len(starts)):
+            assert j - i + 1 <= 10 + 10 * (starts[j] - starts[i]) + 1, (i, j, starts[i], starts[j])
+    stats = ray_daemon.client.get("/pipelines/rayrate/stats").json()["stages"]["work"]
+    assert stats["throttled_s"] > 0
+
+
 def test_sigterm_drains_then_stops_the_embedded_ray(ray_daemon: DaemonProcess) -> None:
     """Last in the module: the daemon stops here."""
     out = ray_daemon.base_dir / "out"
@@ -295,13 +438,4 @@ def test_sigterm_drains_then_stops_the_embedded_ray(ray_daemon: DaemonProcess) -
     assert sorted(consumed) == sorted(int(i) for i in produced)  # drained: every produced item consumed
     ray_dir = ray_daemon.state_dir / "ray"
     assert (ray_dir / "auth_token").stat().st_mode & 0o777 == 0o600
-    mark = f"\0PIPELINED_RAY_DIR={ray_dir.resolve()}\0".encode()
-    left = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if mark in b"\0" + (entry / "environ").read_bytes():
-                    left.append(int(entry.name))
-            except OSError:
-                pass
-    assert left == []
+    assert marked_processes(ray_dir) == []

@@ -9,7 +9,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromQuery
 
 from pipelined.api.auth import PUBLIC
-from pipelined.api.blocking import call, call_probe, call_waiting, control_of
+from pipelined.api.blocking import call, call_control, call_probe, control_of
 from pipelined.api.metrics import CONTENT_TYPE, render_metrics
 from pipelined.api.openapi_ops import error_responses
 from pipelined.api.pipelines import GRAPH_MEDIA_TYPES
@@ -113,4 +113,4 @@ class DaemonController(Controller):
         },
     )
     async def reload(self, request: AnyRequest) -> OrjsonResponse:
-        return json_response(await call_waiting(request, control_of(request).reload))
+        return json_response(await call_control(request, control_of(request).reload))

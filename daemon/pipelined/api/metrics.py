@@ -37,6 +37,12 @@ STAGE_GAUGES = {
     "throughput_per_s": ("pipelined_stage_throughput_per_second", "Items per second over the last 60 s"),
     "in_flight_batches": ("pipelined_stage_in_flight_batches", "Batches sent to the stage's Ray actors, not yet back"),
 }
+BUFFER_GAUGES = {
+    "items": ("pipelined_buffer_items", "Items stored in the pipeline's disk buffer"),
+    "bytes": ("pipelined_buffer_bytes", "Size of the disk buffer file and its WAL"),
+    "oldest_age_s": ("pipelined_buffer_oldest_age_seconds", "Age of the oldest stored item"),
+    "commits_per_s": ("pipelined_buffer_commits_per_second", "Disk buffer commits per second (last 5 s)"),
+}
 DAEMON_GAUGES = {
     "uptime_s": ("pipelined_daemon_uptime_seconds", "Seconds since the daemon started"),
     "pipelines": ("pipelined_daemon_pipelines", "Pipelines loaded"),
@@ -66,6 +72,7 @@ class ControlCollector(Collector):
         per_pipeline: Mapping[str, Any] = stats.get("pipelines") or {}
         yield from self._runs(per_pipeline)
         yield from self._stages(per_pipeline)
+        yield from self._buffers(per_pipeline)
         yield from self._reloads()
 
     def _daemon(self, daemon: Mapping[str, Any]) -> Iterator[Metric]:
@@ -121,6 +128,11 @@ class ControlCollector(Collector):
         latency = GaugeMetricFamily(
             "pipelined_stage_latency_seconds", "Queue-to-done latency quantiles", labels=[*labels, "quantile"]
         )
+        throttled = CounterMetricFamily(
+            "pipelined_stage_throttled_seconds",
+            "Time the stage's workers waited for a rate_limit token",
+            labels=labels,
+        )
         replicas = GaugeMetricFamily(
             "pipelined_stage_replicas", "Ray actors of an executor = \"ray\" stage", labels=[*labels, "state"]
         )
@@ -131,6 +143,7 @@ class ControlCollector(Collector):
                         replicas.add_metric([pipeline, stage, state], value)
                 for outcome, key in ITEM_OUTCOMES.items():
                     items.add_metric([pipeline, stage, outcome], _number(sstats.get(key)) or 0.0)
+                throttled.add_metric([pipeline, stage], _number(sstats.get("throttled_s")) or 0.0)
                 for key, family in gauges.items():
                     if (value := _number(sstats.get(key))) is not None:
                         family.add_metric([pipeline, stage], value)
@@ -138,9 +151,27 @@ class ControlCollector(Collector):
                     if (value := _number(ms)) is not None:
                         latency.add_metric([pipeline, stage, "0." + quantile.lstrip("p")], value / 1000)
         yield items
+        yield throttled
         yield from gauges.values()
         yield replicas
         yield latency
+
+    def _buffers(self, per_pipeline: Mapping[str, Any]) -> Iterator[Metric]:
+        gauges = {
+            key: GaugeMetricFamily(name, doc, labels=["pipeline", "kind"]) for key, (name, doc) in BUFFER_GAUGES.items()
+        }
+        available = GaugeMetricFamily(
+            "pipelined_buffer_available", "0 while the disk buffer refuses new items", labels=["pipeline", "kind"]
+        )
+        for pipeline, pstats in per_pipeline.items():
+            buffer = pstats.get("buffer") or {}
+            kind = str(buffer.get("kind", "memory"))
+            for key, family in gauges.items():
+                if (value := _number(buffer.get(key))) is not None:
+                    family.add_metric([pipeline, kind], value)
+            available.add_metric([pipeline, kind], 0.0 if buffer.get("error") else 1.0)
+        yield from gauges.values()
+        yield available
 
     def _reloads(self) -> Iterator[Metric]:
         reloads = CounterMetricFamily("pipelined_reloads", "Reloads by result", labels=["pipeline", "result"])

@@ -12,6 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIMediaType, OpenAPIType, Operation, RequestBody, Schema
 
 from pipelined.api.schemas import ErrorBody
+from pipelined.config.rates import PRIORITY_MAX, PRIORITY_MIN
 
 ERROR_DESCRIPTIONS = {
     400: "Malformed body, wrong types, unknown fields or arguments the stage does not accept",
@@ -36,13 +37,16 @@ def error_responses(*codes: int) -> dict[int, ResponseSpec]:
 TRIGGER_BODY_SCHEMA = Schema(
     type=OpenAPIType.OBJECT,
     description="Producers take `args` (keyword arguments merged over the TOML's), other stages"
-    " `items` (injected as one run). Give one of them or an empty body, never both.",
+    " `items` (injected as one run). Give one of them or an empty body, never both. `priority`"
+    " (-10..10; default: a producer's `priority` key, else 0): every queue of the pipeline serves"
+    " items of higher-priority runs first.",
     properties={
         "args": Schema(type=OpenAPIType.OBJECT, additional_properties=True),
         "items": Schema(type=OpenAPIType.ARRAY, min_items=1, items=Schema()),
+        "priority": Schema(type=OpenAPIType.INTEGER, minimum=PRIORITY_MIN, maximum=PRIORITY_MAX),
     },
     additional_properties=False,
-    max_properties=1,
+    max_properties=2,
 )
 
 

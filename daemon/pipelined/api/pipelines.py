@@ -8,7 +8,7 @@ from litestar import Controller, Request, delete, get, post, put
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 
-from pipelined.api.blocking import call, call_waiting, control_of
+from pipelined.api.blocking import call, call_control, control_of, wait_until
 from pipelined.api.openapi_ops import PutConfigOperation, error_responses
 from pipelined.api.responses import OrjsonResponse, json_response, text_response
 from pipelined.api.schemas import (
@@ -82,11 +82,12 @@ class PipelinesController(Controller):
     ) -> OrjsonResponse:
         timeout = check_timeout(timeout, None, DRAIN_TIMEOUT_MAX)
         control = control_of(request)
-        begun = await call(request, control.drain, name)
+        begun = await call_control(request, control.drain, name)
         if not wait:
             return json_response(begun, 202)
-        drained, stats = await call_waiting(request, control.wait_drained, name, timeout)
-        return json_response(stats, 200 if drained else 202)
+        check, wait_for = await call(request, control.drain_waiter, name, timeout)
+        drained = await wait_until(check, wait_for)  # on the event loop: no thread held
+        return json_response(await call(request, control.stats, name), 200 if drained else 202)
 
     @post(
         "/{name:str}/start",
@@ -95,7 +96,7 @@ class PipelinesController(Controller):
         responses={200: _ok(StateChange, "Running"), **error_responses(404, 409)},
     )
     async def start(self, request: AnyRequest, name: FromPath[str]) -> OrjsonResponse:
-        return json_response(await call_waiting(request, control_of(request).start, name))
+        return json_response(await call_control(request, control_of(request).start, name))
 
     @get(
         "/{name:str}/stats",
@@ -156,7 +157,7 @@ class PipelinesController(Controller):
         check_pipeline_name(name)
         body = await request.body()
         text = config_body_to_toml(body, request.headers.get("content-type", ""))
-        created, pipeline = await call_waiting(request, control_of(request).put_config, name, text)
+        created, pipeline = await call_control(request, control_of(request).put_config, name, text)
         return json_response(pipeline, 201 if created else 200)
 
     @delete(
@@ -171,7 +172,7 @@ class PipelinesController(Controller):
     async def delete_config(self, request: AnyRequest, name: FromPath[str]) -> OrjsonResponse:
         _check_config_write(request)
         check_pipeline_name(name)
-        return json_response(await call_waiting(request, control_of(request).delete_config, name))
+        return json_response(await call_control(request, control_of(request).delete_config, name))
 
 
 def _check_config_write(request: AnyRequest) -> None:

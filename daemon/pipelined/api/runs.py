@@ -9,7 +9,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from pipelined import tracing
-from pipelined.api.blocking import call, call_waiting, control_of
+from pipelined.api.blocking import call, call_trigger, control_of, wait_until
 from pipelined.api.openapi_ops import TriggerOperation, error_responses
 from pipelined.api.responses import OrjsonResponse, json_response
 from pipelined.api.schemas import Run, TriggerAccepted
@@ -61,14 +61,17 @@ class RunsController(Controller):
         ] = TRIGGER_TIMEOUT_DEFAULT,
     ) -> OrjsonResponse:
         wait_for = check_timeout(timeout, TRIGGER_TIMEOUT_DEFAULT, TRIGGER_TIMEOUT_MAX)
-        args, items = parse_trigger_body(await request.body())
+        args, items, priority = parse_trigger_body(await request.body())
         control = control_of(request)
         traced = {k: v for k in ("traceparent", "tracestate") if (v := request.headers.get(k))} if tracing.TRACER else {}
-        accepted = await call(request, _checked_trigger, control, name, stage, args, items, traced)
+        accepted = await call_trigger(request, _checked_trigger, control, name, stage, args, items, priority, traced)
         if not wait:
             return json_response(accepted, 202)
-        finished, run = await call_waiting(request, control.wait_run, name, accepted["run"], wait_for)
-        return json_response(run, 200 if finished else 202)
+        ended = await call(request, control.run_waiter, name, accepted["run"])
+        # on the event loop: a waiting caller holds no thread
+        await wait_until(ended, TRIGGER_TIMEOUT_DEFAULT if wait_for is None else wait_for)
+        run = await call(request, control.run, name, accepted["run"])
+        return json_response(run, 200 if run.get("state") != "running" else 202)
 
     @get(
         "/runs",
@@ -93,6 +96,7 @@ def _checked_trigger(
     stage: FromPath[str],
     args: dict[str, Any] | None,
     items: list[Any] | None,
+    priority: int | None,
     trace_headers: dict[str, str],
 ) -> Any:
     """Reject `args` for a non-producer / `items` for a producer before the Control sees them.
@@ -105,4 +109,4 @@ def _checked_trigger(
             rows = []  # the trigger below answers 404 with the Control's own words
         check_body_fits_stage(rows, name, stage, args, items)
     with tracing.incoming(trace_headers):
-        return control.trigger(name, stage, args, items)
+        return control.trigger(name, stage, args, items, priority=priority)

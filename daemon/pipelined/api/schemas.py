@@ -77,10 +77,12 @@ class PipelineDetail(TypedDict):
 
 
 class TriggerRequest(TypedDict):
-    """Producer stages take `args`, every other kind `items`; never both."""
+    """Producer stages take `args`, every other kind `items`; never both. `priority` (−10..10,
+    default: a producer's `priority` key, else 0): every queue serves higher priorities first."""
 
     args: NotRequired[dict[str, Any]]
     items: NotRequired[list[Any]]
+    priority: NotRequired[int]
 
 
 class TriggerAccepted(TypedDict):
@@ -101,11 +103,13 @@ class Run(TypedDict):
     run: str
     pipeline: str
     stage: str
+    priority: int
     state: RunState
     started_at: str
     finished_at: str | None
     items: RunItems
     error: str | None
+    recovered: bool  # replayed from a disk buffer after a restart
     parent: str | None  # "<pipeline>/<run id>" of the run that sent a linked run's items, else null
 
 
@@ -134,6 +138,7 @@ class StageStats(TypedDict):
     busy: int
     utilization: float
     throughput_per_s: float
+    throttled_s: float
     latency_ms: NotRequired[LatencyMs]
 
 
@@ -145,6 +150,16 @@ class RunCounts(TypedDict):
     active: int
 
 
+class BufferStats(TypedDict):
+    kind: Literal["memory", "disk"]
+    items: int  # items stored (disk), waiting to finish
+    bytes: int  # the buffer file and its WAL
+    oldest_age_s: float  # age of the oldest stored item
+    commits_per_s: float  # over the last 5 s
+    error: str | None  # why new items are refused now (disk full, unwritable), else null
+    sync: NotRequired[Literal["normal", "full"]]
+
+
 class PipelineStats(TypedDict):
     pipeline: str
     state: PipelineState
@@ -153,6 +168,7 @@ class PipelineStats(TypedDict):
     runs: RunCounts
     bottleneck: str | None
     stages: dict[str, StageStats]
+    buffer: BufferStats
 
 
 class DaemonInfo(TypedDict):
@@ -177,7 +193,9 @@ class DeadLetter(TypedDict):
     at: str
     attempts: int
     error: str
+    traceback: str | None
     item: Any
+    truncated: bool
 
 
 class GraphNode(TypedDict):

@@ -13,10 +13,11 @@ from typing import Any
 import tomli_w
 
 from pipelined.api.responses import JsonBodyError, decode_json
+from pipelined.config.rates import PRIORITY_MAX, PRIORITY_MIN
 from pipelined.errors import BadRequest
 
 PIPELINE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-TRIGGER_FIELDS = ("args", "items")
+TRIGGER_FIELDS = ("args", "items", "priority")
 TRIGGER_TIMEOUT_DEFAULT = 30.0
 TRIGGER_TIMEOUT_MAX = 300.0
 DRAIN_TIMEOUT_MAX = 3600.0
@@ -40,16 +41,17 @@ def check_timeout(timeout: float | None, default: float | None, maximum: float) 
     return timeout
 
 
-def parse_trigger_body(body: bytes) -> tuple[dict[str, Any] | None, list[Any] | None]:
-    """`{"args": {...}}`, `{"items": [...]}` or an empty body → (args, items)."""
+def parse_trigger_body(body: bytes) -> tuple[dict[str, Any] | None, list[Any] | None, int | None]:
+    """`{"args": {...}}`, `{"items": [...]}` (each with an optional `"priority"`) or an empty
+    body → (args, items, priority)."""
     if not body.strip():
-        return None, None
+        return None, None, None
     try:
         document = decode_json(body)
     except JsonBodyError as exc:
         raise BadRequest(str(exc)) from None
     if document is None:
-        return None, None
+        return None, None, None
     if not isinstance(document, dict):
         raise BadRequest(
             f"request body must be a JSON object with 'args' or 'items', not {_json_type(document)}"
@@ -57,7 +59,9 @@ def parse_trigger_body(body: bytes) -> tuple[dict[str, Any] | None, list[Any] | 
     unknown = sorted(k for k in document if k not in TRIGGER_FIELDS)
     if unknown:
         names = ", ".join(repr(k) for k in unknown)
-        raise BadRequest(f"request body: unknown field(s) {names}; only 'args' or 'items' are accepted")
+        raise BadRequest(
+            f"request body: unknown field(s) {names}; only 'args' or 'items', and 'priority', are accepted"
+        )
     args, items = document.get("args"), document.get("items")
     if "args" in document and "items" in document:
         raise BadRequest("request body: give either 'args' (producers) or 'items' (other stages), not both")
@@ -68,7 +72,17 @@ def parse_trigger_body(body: bytes) -> tuple[dict[str, Any] | None, list[Any] | 
     if "items" in document and (not isinstance(items, list) or not items):
         what = "an empty list" if items == [] else _json_type(items)
         raise BadRequest(f"request body: 'items' must be a non-empty list, not {what}")
-    return args, items
+    return args, items, _priority(document)
+
+
+def _priority(document: dict[str, Any]) -> int | None:
+    if "priority" not in document:
+        return None
+    value = document["priority"]
+    if isinstance(value, int) and not isinstance(value, bool) and PRIORITY_MIN <= value <= PRIORITY_MAX:
+        return value
+    shown = repr(value) if isinstance(value, int | float) and not isinstance(value, bool) else _json_type(value)
+    raise BadRequest(f"request body: 'priority' must be an integer from {PRIORITY_MIN} to {PRIORITY_MAX}, not {shown}")
 
 
 def check_body_fits_stage(
@@ -88,10 +102,11 @@ def check_body_fits_stage(
 
 
 def config_body_to_toml(body: bytes, content_type: str) -> str:
-    """The body of `PUT /pipelines/{name}` as TOML text: TOML as sent, or a JSON object via tomli-w."""
+    """The body of `PUT /pipelines/{name}` as TOML text: TOML as sent (application/toml), or a
+    JSON object (application/json) via tomli-w. Other media types never get here (415)."""
     if not body.strip():
         raise BadRequest("request body is empty: send the pipeline as TOML (application/toml) or JSON")
-    if "json" in content_type.lower():
+    if content_type.split(";", 1)[0].strip().lower() == "application/json":
         try:
             document = decode_json(body)
         except JsonBodyError as exc:
@@ -112,6 +127,8 @@ def config_body_to_toml(body: bytes, content_type: str) -> str:
         tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise BadRequest(f"request body is not valid TOML: {exc}") from None
+    except RecursionError:
+        raise BadRequest("request body is not valid TOML: arrays or tables nested too deeply") from None
     return text
 
 

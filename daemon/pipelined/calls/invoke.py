@@ -65,7 +65,9 @@ def call_kind(fn: Any) -> CallKind:
 class StageContext:
     """The `ctx` a callable receives when it has a parameter named `ctx`."""
 
-    __slots__ = ("pipeline", "stage", "run", "logger", "_stopping", "_emit", "_emit_to")
+    __slots__ = (
+        "pipeline", "stage", "run", "item_id", "attempt", "logger", "_stopping", "_emit", "_emit_to", "_delivered",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -75,10 +77,16 @@ class StageContext:
         stopping: Callable[[], bool],
         emit: Callable[[Any], None],
         emit_to: EmitToSink,
+        item_id: str | None = None,
+        attempt: int = 1,
+        delivered: Callable[[Callable[[], None]], None] | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.stage = stage
         self.run = run
+        self.item_id = item_id  # "<run>.<n>": stable for the item and what derives from it
+        self.attempt = attempt  # 1-based: retries and replays from a disk buffer count
+        self._delivered = delivered
         self.logger = logging.LoggerAdapter(
             ENGINE_LOGGER, {"pipeline": pipeline, "stage": stage, "run": run}
         )
@@ -98,6 +106,15 @@ class StageContext:
     def emit_to(self, stage: str, item: Any) -> None:
         """Send one item straight to `stage`'s input queue."""
         self._emit_to(stage, item)
+
+    def on_delivered(self, callback: Callable[[], None]) -> None:
+        """(Producers; used by built-in sources to save offsets.) Call `callback` once every item
+        yielded so far has finished (memory buffer) or is in the disk buffer. Where the engine
+        cannot tell (a producer in a worker process), it is called at once."""
+        if self._delivered is None:
+            callback()
+        else:
+            self._delivered(callback)
 
 
 class Invoker:
@@ -167,7 +184,14 @@ class Invoker:
 
     # -- processors and consumers -----------------------------------------------------------
     def call_item(
-        self, item: Any, run_id: str, emit_to_sink: EmitToSink = _refuse_emit_to, spill: Spill | None = None
+        self,
+        item: Any,
+        run_id: str,
+        emit_to_sink: EmitToSink = _refuse_emit_to,
+        spill: Spill | None = None,
+        *,
+        item_id: str | None = None,
+        attempt: int = 1,
     ) -> tuple[list[Any], bool]:
         """Call with one item (synchronously); returns (outputs, filtered).
 
@@ -175,10 +199,12 @@ class Invoker:
         SPILL_AT as they come, so a generator yielding millions never holds more than that;
         the rest is returned. `spill` may block (back-pressure) or raise (the attempt fails)."""
         if self.is_async:
-            return self._owned_loop().run_until_complete(self.acall_item(item, run_id, emit_to_sink, spill))
+            return self._owned_loop().run_until_complete(
+                self.acall_item(item, run_id, emit_to_sink, spill, item_id=item_id, attempt=attempt)
+            )
         call = self._ready()
         outputs = _Outputs(spill)
-        kwargs = self._kwargs(run_id, outputs.append, emit_to_sink)
+        kwargs = self._kwargs(run_id, outputs.append, emit_to_sink, item_id, attempt)
         result = call(item, **kwargs)
         if self.kind == "generator":
             outputs.extend(result)
@@ -187,12 +213,19 @@ class Invoker:
         return outputs.items, outputs.none()
 
     async def acall_item(
-        self, item: Any, run_id: str, emit_to_sink: EmitToSink = _refuse_emit_to, spill: Spill | None = None
+        self,
+        item: Any,
+        run_id: str,
+        emit_to_sink: EmitToSink = _refuse_emit_to,
+        spill: Spill | None = None,
+        *,
+        item_id: str | None = None,
+        attempt: int = 1,
     ) -> tuple[list[Any], bool]:
         """Call with one item on the running loop (any kind); returns (outputs, filtered)."""
         call = self._ready()
         outputs = _Outputs(spill)
-        kwargs = self._kwargs(run_id, outputs.append, emit_to_sink)
+        kwargs = self._kwargs(run_id, outputs.append, emit_to_sink, item_id, attempt)
         result = call(item, **kwargs)
         if self.kind == "asyncgen":
             async for value in result:
@@ -217,6 +250,14 @@ class Invoker:
         given = dict(trigger_args or {})
         call_args = given if self.is_class else {**self.stage.args, **given}
         where = f"pipeline {self.pipeline.name!r}, stage {self.stage.name!r} ({self.stage.call})"
+        allowed = self.stage.trigger_args
+        if allowed is not None and not set(given) <= set(allowed):
+            refused = ", ".join(repr(k) for k in given if k not in allowed)
+            may = ", ".join(repr(k) for k in allowed) if allowed else "none"
+            raise BadRequest(
+                f"{where}: a trigger may not set {refused}: the arguments a trigger may set"
+                f" (trigger_args) are: {may}"
+            )
         if "ctx" in call_args and self.wants_ctx:
             raise BadRequest(f"{where}: argument 'ctx' is reserved for the stage context")
         signature = inspect.Signature(list(self._params.values()))
@@ -238,18 +279,19 @@ class Invoker:
         run_id: str,
         emit_to_sink: EmitToSink = _refuse_emit_to,
         emit_sink: Callable[[Any], None] | None = None,
+        delivered: Callable[[Callable[[], None]], None] | None = None,
     ) -> Iterator[Any]:
         """Items one run produces: yielded/returned values and `ctx.emit` calls, in order.
 
         With `emit_sink`, `ctx.emit(item)` calls it at once instead (a producer that emits from
-        a long-running plain function). Closing the returned generator closes the user's
-        generator (drain).
+        a long-running plain function). `delivered` backs `ctx.on_delivered`. Closing the
+        returned generator closes the user's generator (drain).
         """
         call = self._ready()
         pending: list[Any] = []
         kwargs = dict(call_args)
         if self.wants_ctx:
-            kwargs["ctx"] = self._context(run_id, emit_sink or pending.append, emit_to_sink)
+            kwargs["ctx"] = self._context(run_id, emit_sink or pending.append, emit_to_sink, delivered=delivered)
         if self.is_async:
             return self._iterate_async(call(**kwargs), pending)
         result = call(**kwargs)
@@ -302,13 +344,30 @@ class Invoker:
         assert self._call is not None
         return self._call
 
-    def _kwargs(self, run_id: str, emit: Callable[[Any], None], emit_to_sink: EmitToSink) -> dict[str, Any]:
+    def _kwargs(
+        self,
+        run_id: str,
+        emit: Callable[[Any], None],
+        emit_to_sink: EmitToSink,
+        item_id: str | None = None,
+        attempt: int = 1,
+    ) -> dict[str, Any]:
         if not self.wants_ctx:
             return self._args
-        return {**self._args, "ctx": self._context(run_id, emit, emit_to_sink)}
+        return {**self._args, "ctx": self._context(run_id, emit, emit_to_sink, item_id, attempt)}
 
-    def _context(self, run_id: str, emit: Callable[[Any], None], emit_to_sink: EmitToSink) -> StageContext:
-        return StageContext(self.pipeline.name, self.stage.name, run_id, self.stopping, emit, emit_to_sink)
+    def _context(
+        self,
+        run_id: str,
+        emit: Callable[[Any], None],
+        emit_to_sink: EmitToSink,
+        item_id: str | None = None,
+        attempt: int = 1,
+        delivered: Callable[[Callable[[], None]], None] | None = None,
+    ) -> StageContext:
+        return StageContext(
+            self.pipeline.name, self.stage.name, run_id, self.stopping, emit, emit_to_sink, item_id, attempt, delivered
+        )
 
     def _owned_loop(self) -> asyncio.AbstractEventLoop:
         if self._loop is None:

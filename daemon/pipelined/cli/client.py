@@ -3,8 +3,12 @@
 The commands that use it are in `pipelined.cli.remote`, `pipelined.cli.runs` and `pipelined.cli.top`.
 
 The API address is `--api URL|unix:/path`, else `[api] listen` from the settings file (`--config`,
-default /etc/pipelined/pipelined.toml), else http://127.0.0.1:8470. The token is read from
-`--token-file`, else `$PIPELINED_TOKEN`, else the settings' `[api] token_file` when readable.
+default /etc/pipelined/pipelined.toml; `https://` when it sets `tls_cert`), else
+http://127.0.0.1:8470. The token is read from `--token-file`, else `$PIPELINED_TOKEN`, else
+`$CREDENTIALS_DIRECTORY/api.token` (systemd), else the settings' `[api] token_file`, else
+/etc/pipelined/api.token, the first that is readable. HTTPS is verified against `--cacert FILE`,
+else `$PIPELINED_CACERT`, else the settings' `tls_cert` (a self-signed certificate is its own
+CA), else the system's CAs.
 Human tables by default, `--json` for machines. Exit 1 with one clear line on stderr when the
 daemon is unreachable or answers an error (`reload` also when any pipeline failed to reload).
 """
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import ssl
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -25,6 +30,7 @@ import orjson
 
 DEFAULT_API = "http://127.0.0.1:8470"
 DEFAULT_SETTINGS = Path("/etc/pipelined/pipelined.toml")
+DEFAULT_TOKEN_FILE = Path("/etc/pipelined/api.token")  # what tools/install creates
 UNIX_BASE_URL = "http://pipelined"
 REQUEST_TIMEOUT = 30.0
 RELOAD_TIMEOUT = 900.0  # a reload drains changed pipelines; systemd's own timeout applies on top
@@ -48,6 +54,7 @@ class Endpoint:
     base_url: str
     socket: str | None  # unix socket path, or None for TCP
     token: str | None
+    verify: str | bool = True  # for https: a CA file, or True (the system's CAs)
 
     def describe(self) -> str:
         return f"unix:{self.socket}" if self.socket else self.base_url
@@ -58,6 +65,7 @@ def add_client_options(parser: argparse.ArgumentParser) -> None:
     """`--api`, `--token-file`, `--json`, `--config`: accepted after every client subcommand."""
     parser.add_argument("--api", metavar="URL", help="daemon API: http://host:port or unix:/path")
     parser.add_argument("--token-file", type=Path, metavar="FILE", help="file holding the bearer token")
+    parser.add_argument("--cacert", type=Path, metavar="FILE", help="CA certificate(s) to verify an https:// API")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--config", type=Path, metavar="FILE", help="daemon settings file (for [api])")
 
@@ -81,14 +89,14 @@ def _settings_api(config: Path | None) -> dict[str, Any]:
     return api if isinstance(api, dict) else {}
 
 
-def _base_for(listen: str) -> tuple[str, str | None]:
+def _base_for(listen: str, scheme: str = "http") -> tuple[str, str | None]:
     if listen.startswith("unix:"):
         return UNIX_BASE_URL, listen[len("unix:") :]
     if "://" in listen:
         return listen.rstrip("/"), None
     host, _, port = listen.rpartition(":")
     host = {"0.0.0.0": "127.0.0.1", "[::]": "[::1]", "": "127.0.0.1"}.get(host, host)
-    return f"http://{host}:{port}", None
+    return f"{scheme}://{host}:{port}", None
 
 
 def _read_token(path: Path) -> str:
@@ -105,16 +113,42 @@ def resolve_endpoint(args: argparse.Namespace) -> Endpoint:
     """Where the daemon listens and which token to send, from flags, environment and settings."""
     settings_api = _settings_api(getattr(args, "config", None))
     listen = getattr(args, "api", None) or settings_api.get("listen") or DEFAULT_API
-    base_url, socket = _base_for(str(listen))
+    settings_cert = str(settings_api.get("tls_cert") or "")
+    base_url, socket = _base_for(str(listen), "https" if settings_cert else "http")
     token_file = getattr(args, "token_file", None)
     token: str | None = None
     if token_file is not None:
         token = _read_token(token_file)
     elif os.environ.get("PIPELINED_TOKEN"):
         token = os.environ["PIPELINED_TOKEN"].strip()
-    elif settings_api.get("token_file") and os.access(str(settings_api["token_file"]), os.R_OK):
-        token = _read_token(Path(str(settings_api["token_file"])))
-    return Endpoint(base_url, socket, token)
+    else:
+        credential = Path(os.environ.get("CREDENTIALS_DIRECTORY") or "/nonexistent") / "api.token"
+        for candidate in (credential, settings_api.get("token_file"), DEFAULT_TOKEN_FILE):
+            if candidate and os.access(str(candidate), os.R_OK):
+                token = _read_token(Path(str(candidate)))
+                break
+    return Endpoint(base_url, socket, token, _verify(args, settings_cert))
+
+
+def _ssl_context(endpoint: Endpoint) -> ssl.SSLContext | bool:
+    if isinstance(endpoint.verify, str):
+        try:
+            return ssl.create_default_context(cafile=endpoint.verify)
+        except (OSError, ssl.SSLError) as exc:
+            raise ClientError(f"cannot use the CA certificate {endpoint.verify}: {exc}") from None
+    return endpoint.verify
+
+
+def _verify(args: argparse.Namespace, settings_cert: str) -> str | bool:
+    """The CA file to verify https with: --cacert, $PIPELINED_CACERT, the settings' tls_cert; else True."""
+    cacert = getattr(args, "cacert", None) or os.environ.get("PIPELINED_CACERT")
+    if cacert:
+        if not os.access(str(cacert), os.R_OK):
+            raise ClientError(f"cannot read the CA certificate {cacert}")
+        return str(cacert)
+    if settings_cert and os.access(settings_cert, os.R_OK):
+        return settings_cert
+    return True
 
 
 class ApiClient:
@@ -125,7 +159,9 @@ class ApiClient:
     def __init__(self, endpoint: Endpoint, timeout: float = REQUEST_TIMEOUT) -> None:
         self.endpoint = endpoint
         transport = httpx.HTTPTransport(uds=endpoint.socket) if endpoint.socket else None
-        self._client = httpx.Client(base_url=endpoint.base_url, transport=transport, timeout=timeout)
+        self._client = httpx.Client(
+            base_url=endpoint.base_url, transport=transport, timeout=timeout, verify=_ssl_context(endpoint)
+        )
         self._timeout = timeout
 
     def __enter__(self) -> ApiClient:

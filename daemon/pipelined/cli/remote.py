@@ -1,6 +1,6 @@
 """Client commands that ask a running daemon (over `pipelined.cli.client`).
 
-    pipelined status | stats [NAME] | trigger NAME STAGE [--arg k=v ...] [--items JSON] [--wait]
+    pipelined status | stats [NAME] | trigger NAME STAGE [--arg k=v ...] [--items JSON] [--priority N] [--wait]
     pipelined drain NAME [--wait] | start NAME | reload | graph --remote NAME (parser in cli.offline)
 
 Human tables by default, `--json` for machines. Exit 1 with one clear line on stderr when the
@@ -44,6 +44,10 @@ def add_parsers(sub: Any) -> None:
         help="producer keyword argument; V is parsed as JSON when it parses, else a string (repeatable)",
     )  # fmt: skip
     trigger.add_argument("--items", metavar="JSON", help="a JSON list of items to inject (non-producers)")
+    trigger.add_argument(
+        "--priority", type=int, metavar="N",
+        help="the run's priority, -10..10 (default: the producer's `priority` key, else 0)",
+    )  # fmt: skip
     trigger.add_argument("--wait", action="store_true", help="wait for the run to finish")
     trigger.add_argument("--timeout", type=float, metavar="S", help="seconds to wait (default 30, max 300)")
     trigger.set_defaults(handler=run_trigger)
@@ -148,6 +152,14 @@ def parse_arg(text: str) -> tuple[str, Any]:
 
 
 def trigger_body(args: argparse.Namespace) -> dict[str, Any] | None:
+    body = _work_body(args)
+    priority = getattr(args, "priority", None)
+    if priority is None:
+        return body
+    return {**(body or {}), "priority": priority}
+
+
+def _work_body(args: argparse.Namespace) -> dict[str, Any] | None:
     if args.args and args.items is not None:
         raise ClientError("give --arg (producers) or --items (other stages), not both")
     if args.items is not None:

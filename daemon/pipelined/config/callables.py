@@ -15,12 +15,14 @@ import becomes that error's message). `python_path` directories are put at the f
 from __future__ import annotations
 
 import ast
+import contextlib
 import importlib
 import importlib.machinery
 import inspect
 import re
 import sys
 import textwrap
+import weakref
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,6 +161,9 @@ def _forget_shadowed_module(top_level: str, python_path: Sequence[Path]) -> None
 
 
 def _import_module(module_name: str, python_path: Sequence[Path]) -> Any:
+    cached = sys.modules.get(module_name)
+    if cached is not None:
+        return cached  # what import_module would return, without invalidating every finder's cache
     importlib.invalidate_caches()
     try:
         return importlib.import_module(module_name)
@@ -185,10 +190,27 @@ def _describe(exc: BaseException) -> str:
 
 
 def _signature(obj: Any) -> inspect.Signature | None:
+    """inspect.signature(obj), computed once per function or class (Signatures are immutable;
+    a thousand pipelines calling one built-in stage ask for the same one)."""
+    try:
+        if obj in _SIGNATURES:
+            return _SIGNATURES[obj]
+    except Exception:  # noqa: BLE001 - unhashable, not weakly referenceable, an odd __eq__: not cached
+        return _signature_now(obj)
+    found = _signature_now(obj)
+    with contextlib.suppress(TypeError):
+        _SIGNATURES[obj] = found
+    return found
+
+
+def _signature_now(obj: Any) -> inspect.Signature | None:
     try:
         return inspect.signature(obj)
     except (TypeError, ValueError):
         return None
+
+
+_SIGNATURES: weakref.WeakKeyDictionary[Any, inspect.Signature | None] = weakref.WeakKeyDictionary()
 
 
 def _class_call(cls: type) -> Any | None:
@@ -359,13 +381,29 @@ def check_hook(hook: str, obj: object, ref: str) -> str | None:
 
 
 def emit_to_targets(obj: object) -> set[str]:
-    """String literals passed as the first argument of `.emit_to(...)` in obj's source code."""
+    """String literals passed as the first argument of `.emit_to(...)` in obj's source code
+    (read once per function or class: a thousand pipelines calling the same built-in stage parse
+    its source once)."""
     target = obj if inspect.isclass(obj) or inspect.isroutine(obj) else type(obj)
+    key = getattr(target, "__code__", None) or target
     try:
-        source = textwrap.dedent(inspect.getsource(target))
+        cached = _EMIT_TO_CACHE.get(key)
+    except TypeError:  # unhashable: not cached
+        return set(_emit_to_targets(target))
+    if cached is None:
+        cached = _EMIT_TO_CACHE[key] = _emit_to_targets(target)
+    return set(cached)
+
+
+_EMIT_TO_CACHE: weakref.WeakKeyDictionary[Any, frozenset[str]] = weakref.WeakKeyDictionary()
+
+
+def _emit_to_targets(target: object) -> frozenset[str]:
+    try:
+        source = textwrap.dedent(inspect.getsource(target))  # type: ignore[arg-type]
         tree = ast.parse(source)
     except (OSError, TypeError, SyntaxError, ValueError):
-        return set()
+        return frozenset()
     found: set[str] = set()
     for node in ast.walk(tree):
         if (
@@ -377,7 +415,7 @@ def emit_to_targets(obj: object) -> set[str]:
             and isinstance(node.args[0].value, str)
         ):
             found.add(node.args[0].value)
-    return found
+    return frozenset(found)
 
 
 def is_async_callable(ref: str | None, python_path: Sequence[Path] = ()) -> bool:

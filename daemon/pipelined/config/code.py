@@ -14,6 +14,7 @@ from pipelined.config.callables import (
     CallableError,
     CallableInfo,
     bind_args,
+    call_shape,
     check_hook,
     check_signature,
     check_trigger_args,
@@ -98,6 +99,8 @@ def _check_call(
             )
         if info.is_class and stage.kind == "producer" and stage.auto_start:
             _check_auto_start_call(ck, stage, info, where, table)
+        if stage.kind == "producer" and stage.trigger_args:
+            _check_trigger_arg_names(ck, stage, info, where, table)
     return _emit_targets(ck, stage, emit_to_targets(obj), names, where, table)
 
 
@@ -129,6 +132,28 @@ def _emit_targets(
                 "call",
             )
     return found
+
+
+def _check_trigger_arg_names(
+    ck: Checker, stage: StageSpec, info: CallableInfo, where: str, table: TablePath
+) -> None:
+    """Every name in `trigger_args` must be a keyword argument the producer accepts (not `ctx`)."""
+    names = stage.trigger_args or ()
+    if "ctx" in names and info.accepts_ctx:
+        ck.report(f"{where}/trigger_args", '"ctx" is the stage context, never a trigger argument', table,
+                  "trigger_args")  # fmt: skip
+    if info.signature is None:
+        return
+    shape = call_shape(info.signature, 0, [n for n in names if n != "ctx"])
+    if shape.unknown:
+        target = f"{stage.call}.__call__" if info.is_class else stage.call
+        ck.report(
+            f"{where}/trigger_args",
+            f"{target} does not accept {', '.join(repr(n) for n in shape.unknown)}: trigger_args lists"
+            " the keyword arguments a trigger may set",
+            table,
+            "trigger_args",
+        )
 
 
 def _check_auto_start_call(

@@ -24,6 +24,7 @@ from typing import Any
 
 from pipelined.config.code import check_code
 from pipelined.config.lines import LineIndex
+from pipelined.config.permissions import permission_problem
 from pipelined.config.spec import PipelineSpec, Problem
 from pipelined.config.stage import ON_FULL, STAGE_ONLY_HINTS, Inherited, StageReader, read_hooks
 from pipelined.config.values import (
@@ -41,8 +42,11 @@ from pipelined.config.values import (
 PIPELINE_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 PIPELINE_KEYS: tuple[str, ...] = (
     "description", "enabled", "max_threads", "max_processes", "max_retries", "retry_backoff",
-    "queue_size", "on_full", "track_latency", "drain_timeout", "python_path", "hooks", "stage",
+    "queue_size", "on_full", "track_latency", "drain_timeout", "buffer", "buffer_sync", "python_path", "hooks",
+    "stage", "priority_max_wait",
 )  # fmt: skip
+BUFFERS: tuple[str, ...] = ("memory", "disk")
+BUFFER_SYNCS: tuple[str, ...] = ("normal", "full")
 ROUTING_KEYS = frozenset({"name", "kind", "to", "from", "fanout", "weights", "mode", "stage"})
 ROUTING_MESSAGES = ("duplicate stage name", 'missing required key "name"', "a nested pipeline needs")
 GraphCheck = Callable[[PipelineSpec], Sequence[Problem]]
@@ -67,7 +71,10 @@ def pipeline_name_problem(path: Path) -> Problem | None:
 
 
 def load_pipeline(path: Path, check_graph: GraphCheck) -> tuple[PipelineSpec | None, list[Problem]]:
-    """Read and validate one pipeline file."""
+    """Read and validate one pipeline file (refused unread when others may write it)."""
+    refused = permission_problem(path)
+    if refused is not None:
+        return None, [refused]
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -92,6 +99,8 @@ def parse_pipeline(
         document = tomllib.loads(source)
     except tomllib.TOMLDecodeError as exc:
         return None, [*problems, _syntax_problem(exc, path, source)]
+    except RecursionError:
+        return None, [*problems, Problem(str(path), path.stem, "invalid TOML: arrays or tables nested too deeply")]
     ck = Checker(str(path), path.stem, LineIndex.scan(source))
     spec = _read_pipeline(ck, document, path, version)
     routable = spec.stages and not any(_blocks_routing(p) for p in ck.problems)
@@ -155,13 +164,23 @@ def _read_pipeline(ck: Checker, document: dict[str, Any], path: Path, version: s
         on_full=inherited.on_full,  # type: ignore[arg-type]
         track_latency=_or(read_bool(ck, top, "track_latency"), False),
         drain_timeout=read_duration(ck, top, "drain_timeout", positive=True),
+        buffer=_or(read_choice(ck, top, "buffer", BUFFERS), "memory"),
+        buffer_sync=_buffer_sync(ck, top),
         python_path=_python_path(ck, top, path),
         hooks=read_hooks(ck, top),
+        priority_max_wait=_or(read_duration(ck, top, "priority_max_wait", positive=True), defaults.priority_max_wait),
     )
 
 
 def _or(value: Any, default: Any) -> Any:
     return default if value is None else value
+
+
+def _buffer_sync(ck: Checker, top: Table) -> str:
+    sync = read_choice(ck, top, "buffer_sync", BUFFER_SYNCS)
+    if sync is not None and top.data.get("buffer", "memory") != "disk":
+        ck.warn(top.at("buffer_sync"), 'has no effect without buffer = "disk"', (), "buffer_sync")
+    return _or(sync, "normal")
 
 
 def _python_path(ck: Checker, top: Table, path: Path) -> tuple[Path, ...]:

@@ -4,6 +4,7 @@
     settings = settings.with_overrides(conf_dir=Path("conf.d"), listen="127.0.0.1:9000")
     settings.daemon.conf_dir, settings.daemon.drain_timeout (seconds), settings.api.listen,
     settings.api.max_body (bytes), settings.api.token() -> str | None
+    settings.check_bind(); settings.check_config_write(); settings.check_tls()   # exit 2 if refused
 
 Every key has a default, so a missing default file means "all defaults". Unknown keys are errors
 with a suggestion: `pipelined.toml: [api]: unknown key "listn" (did you mean "listen"?)`.
@@ -20,6 +21,17 @@ from pathlib import Path
 from typing import Any
 
 from pipelined.config.durations import parse_duration, parse_size
+from pipelined.config.secrets import (
+    SecretFileInvalid,
+    expand_credentials,
+    read_private_file,
+    read_token,
+    token_source,
+)
+from pipelined.config.setting_values import group as _group
+from pipelined.config.setting_values import host_list as _host_list
+from pipelined.config.setting_values import path_list as _path_list
+from pipelined.config.setting_values import socket_mode as _socket_mode
 from pipelined.errors import PipelinedError
 
 DEFAULT_SETTINGS_PATH = Path("/etc/pipelined/pipelined.toml")
@@ -41,27 +53,45 @@ class DaemonSettings:
     log_level: str = "info"
     log_format: str = "auto"
     drain_timeout: float = 30.0  # seconds
+    read_paths: tuple[Path, ...] = ()  # built-in file stages may read here (and state_dir, conf_dir)
+    write_paths: tuple[Path, ...] = ()  # ... and write here (and state_dir)
+
+    def stage_roots(self) -> tuple[list[Path], list[Path]]:
+        """(read roots, write roots) of built-in file stages: the defaults plus the settings."""
+        state, conf = self.state_dir.absolute(), self.conf_dir.absolute()
+        reads = [state, conf, *self.read_paths]
+        writes = [state, *self.write_paths]
+        return list(dict.fromkeys(reads)), list(dict.fromkeys(writes))
+    dead_letter_files: int = 2  # per pipeline, the current one included (rotated at 64 MiB)
 
 
 @dataclass(frozen=True)
 class ApiSettings:
     listen: str = "127.0.0.1:8470"
-    token_file: Path | None = None  # None: no auth
+    token_file: Path | None = None  # None: no auth (unless systemd passes the api.token credential)
     allow_insecure: bool = False
     config_write: bool = False
     max_body: int = 1024 * 1024  # bytes
+    socket_mode: int = 0o600  # a unix socket's permission bits
+    socket_group: str = ""  # a unix socket's group (name or number); "": the daemon's
+    allowed_hosts: tuple[str, ...] = ()  # Host names accepted besides the listen address and localhost
+    tls_cert: Path | None = None  # PEM certificate (chain): serve HTTPS
+    tls_key: Path | None = None  # its PEM private key (private: 0600)
+
+    def token_source(self) -> Path | None:
+        """The token's file: systemd's `$CREDENTIALS_DIRECTORY/api.token`, else token_file, else None."""
+        return token_source(self.token_file)
+    max_connections: int = 1024  # open API connections (and at most 3/4 of RLIMIT_NOFILE)
 
     def token(self) -> str | None:
-        """The bearer token (file content, stripped), or None when no token_file is set."""
-        if self.token_file is None:
+        """The bearer token (file content, stripped), or None when there is no token file."""
+        source = self.token_source()
+        if source is None:
             return None
         try:
-            text = self.token_file.read_text().strip()
-        except OSError as exc:
-            raise SettingsInvalid(f"[api]: token_file: cannot read {self.token_file}: {exc.strerror}") from exc
-        if not text:
-            raise SettingsInvalid(f"[api]: token_file: {self.token_file} is empty")
-        return text
+            return read_token(source)
+        except SecretFileInvalid as exc:
+            raise SettingsInvalid(str(exc)) from None
 
     @property
     def unix_socket(self) -> Path | None:
@@ -73,6 +103,14 @@ class ApiSettings:
         """(host, port) of a TCP listen address (IPv6 hosts without brackets)."""
         host, _, port = self.listen.rpartition(":")
         return host.strip("[]"), int(port)
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls_cert is not None
+
+    def is_private_socket(self) -> bool:
+        """A unix socket only the daemon's own user may use (mode 0600 or narrower)."""
+        return self.unix_socket is not None and not self.socket_mode & 0o077
 
     def is_loopback(self) -> bool:
         """A unix socket, `localhost` or a loopback IP."""
@@ -117,14 +155,63 @@ class Settings:
         return _build(candidate, "command line", self.source)
 
     def check_bind(self) -> None:
-        """Refuse a non-loopback TCP listen address without a token (unless allow_insecure)."""
+        """Refuse a non-loopback TCP listen address, or a unix socket others may use, without a
+        token (unless allow_insecure)."""
         api = self.api
-        if api.is_loopback() or api.token_file is not None or api.allow_insecure:
+        if api.token_source() is not None or api.allow_insecure:
+            return
+        if api.unix_socket is not None and api.socket_mode & 0o006:
+            raise SettingsInvalid(
+                f"{self._where('api')}: socket_mode: refusing a unix socket every local user may use"
+                f" ({api.socket_mode:04o}) without a token; set [api] token_file, or open it to a group"
+                " only (socket_mode = \"0660\" and socket_group)"
+            )
+        if api.is_loopback():
             return
         raise SettingsInvalid(
             f"{self._where('api')}: listen: refusing to listen on non-loopback address {api.listen!r}"
             " without a token; set [api] token_file (or allow_insecure = true)"
         )
+
+    def check_config_write(self) -> None:
+        """Refuse `config_write = true` unless a token is set or the API is a unix socket of mode 0600.
+
+        A pipeline file names any importable callable: whoever can write one through the API runs
+        any code as the daemon's user.
+        """
+        api = self.api
+        if not api.config_write or api.token_source() is not None or api.is_private_socket():
+            return
+        raise SettingsInvalid(
+            f"{self._where('api')}: config_write: config_write = true lets an API caller run any code as"
+            " the daemon's user; it is refused unless a token is set ([api] token_file) or the API"
+            " listens only on a unix socket of mode 0600"
+        )
+
+    def check_tls(self) -> None:
+        """tls_cert and tls_key together, on a TCP address, readable, the key private."""
+        api = self.api
+        if api.tls_cert is None and api.tls_key is None:
+            return
+        where = self._where("api")
+        if api.tls_cert is None or api.tls_key is None:
+            missing = "tls_key" if api.tls_key is None else "tls_cert"
+            raise SettingsInvalid(f"{where}: {missing}: tls_cert and tls_key go together (HTTPS needs both)")
+        if api.unix_socket is not None:
+            raise SettingsInvalid(f"{where}: tls_cert: TLS needs a TCP listen address, not {api.listen!r}")
+        try:
+            read_private_file(api.tls_key, f"{where}: tls_key")
+        except SecretFileInvalid as exc:
+            raise SettingsInvalid(str(exc)) from None
+        cert = expand_credentials(api.tls_cert)
+        if not cert.is_file():
+            raise SettingsInvalid(f"{where}: tls_cert: {cert} is not a readable file")
+
+    def check_all(self) -> None:
+        """Every check that makes `pipelined run` exit 2 before it listens."""
+        self.check_bind()
+        self.check_config_write()
+        self.check_tls()
 
     def _where(self, section: str) -> str:
         return f"{self.source}: [{section}]" if self.source else f"[{section}]"
@@ -153,6 +240,8 @@ def parse_settings(text: str, path: Path) -> Settings:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise SettingsInvalid(f"{path}: invalid TOML: {exc}") from exc
+    except RecursionError:
+        raise SettingsInvalid(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
     for section, value in raw.items():
         if section not in SECTIONS:
             hint = _suggest(section, SECTIONS)
@@ -298,11 +387,20 @@ _CONVERTERS: dict[str, Any] = {
     "log_level": _choice(LOG_LEVELS),
     "log_format": _choice(LOG_FORMATS),
     "drain_timeout": _duration,
+    "dead_letter_files": _positive_int,
     "listen": _listen,
     "token_file": _optional_path,
     "allow_insecure": _bool,
     "config_write": _bool,
     "max_body": _size,
+    "read_paths": _path_list,
+    "write_paths": _path_list,
+    "socket_mode": _socket_mode,
+    "socket_group": _group,
+    "allowed_hosts": _host_list,
+    "tls_cert": _optional_path,
+    "tls_key": _optional_path,
+    "max_connections": _positive_int,
     "address": _ray_address,
     "namespace": _namespace,
     "object_store_memory": _optional_size,

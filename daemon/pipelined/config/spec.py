@@ -49,6 +49,20 @@ class RayOptions:
     max_in_flight: int = 2  # batches per replica
 
 
+@dataclass(frozen=True)
+class RateLimit:
+    """`rate_limit = "N/s" | "N/min" | "N/h"`: a token bucket of `count` tokens refilled over
+    `period_s` (a burst of `count`, then `count / period_s` calls per second)."""
+
+    count: int
+    period_s: float
+    text: str  # as written, for messages and the API
+
+    @property
+    def per_second(self) -> float:
+        return self.count / self.period_s
+
+
 @dataclass(frozen=True, eq=True)
 class StageSpec:
     name: str
@@ -61,6 +75,7 @@ class StageSpec:
     start_method: StartMethod = "forkserver"
     max_items_per_worker: int = 0
     auto_start: bool = True
+    trigger_args: tuple[str, ...] | None = None  # producers: the only args a trigger may set (None: any)
     to: tuple[str, ...] | None = None
     from_: tuple[str, ...] | None = None
     fanout: Fanout | None = None  # None: default (round_robin; broadcast for a parallel block)
@@ -80,6 +95,9 @@ class StageSpec:
     executor: Executor = "local"
     replicas: int = 1  # executor = "ray" only: actors
     ray_options: RayOptions = field(default_factory=RayOptions)
+    rate_limit: RateLimit | None = None  # processors and consumers: calls per period, all workers
+    concurrency: int | None = None  # processors and consumers: items in progress at once
+    priority: int = 0  # producers: the priority of the runs they start (a trigger's overrides it)
 
     @property
     def uses_ray(self) -> bool:
@@ -126,8 +144,11 @@ class PipelineSpec:
     on_full: OnFull = "block"
     track_latency: bool = False
     drain_timeout: float | None = None  # None: the daemon's drain_timeout
+    buffer: str = "memory"  # "memory" | "disk" (config.md, Durable buffer)
+    buffer_sync: str = "normal"  # "normal" | "full": PRAGMA synchronous of the disk buffer
     python_path: tuple[Path, ...] = ()  # absolute
     hooks: Hooks = field(default_factory=Hooks)
+    priority_max_wait: float = 30.0  # an item queued this long is served next, whatever its priority
     # (stage, "pipeline/stage") for each literal `ctx.emit_to("pipeline/stage", ...)` of a call
     # (links in `to` are edges of the graph); found when the calls are checked
     emitted_links: tuple[tuple[str, str], ...] = ()

@@ -16,6 +16,7 @@ from typing import Any
 from pipelined.config.callables import CALL_REF
 from pipelined.config.executor import read_executor
 from pipelined.config.lines import TablePath
+from pipelined.config.rates import read_rate_keys
 from pipelined.config.spec import STAGE_KINDS, Hooks, StageSpec
 from pipelined.config.values import (
     Checker,
@@ -36,9 +37,10 @@ STAGE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
 HOOK_NAMES: tuple[str, ...] = ("before_run", "after_run", "before_fork", "after_fork", "on_error")
 STAGE_KEYS: tuple[str, ...] = (
     "name", "kind", "call", "args", "threads", "processes", "process_mode", "start_method",
-    "max_items_per_worker", "auto_start", "to", "from", "fanout", "weights", "queue_size",
+    "max_items_per_worker", "auto_start", "trigger_args", "to", "from", "fanout", "weights", "queue_size",
     "on_full", "max_retries", "retry_backoff", "max_size", "max_wait", "mode", "max_threads",
-    "max_processes", "hooks", "stage", "executor", "replicas", "ray_options",
+    "max_processes", "hooks", "stage", "executor", "replicas", "ray_options", "rate_limit",
+    "concurrency", "priority",
 )  # fmt: skip
 WORKER_KINDS: tuple[str, ...] = ("producer", "processor", "consumer")
 KEY_KINDS: dict[str, tuple[str, ...]] = {
@@ -53,6 +55,10 @@ KEY_KINDS: dict[str, tuple[str, ...]] = {
     "replicas": WORKER_KINDS,
     "ray_options": WORKER_KINDS,
     "auto_start": ("producer",),
+    "trigger_args": ("producer",),
+    "priority": ("producer",),
+    "rate_limit": ("processor", "consumer"),
+    "concurrency": ("processor", "consumer"),
     "max_size": ("accumulator",),
     "max_wait": ("accumulator",),
     "mode": ("pipeline",),
@@ -62,7 +68,10 @@ KEY_KINDS: dict[str, tuple[str, ...]] = {
 }
 PIPELINE_ONLY_HINTS: dict[str, str] = {
     key: f'"{key}" is a pipeline key: put it at the top of the file, before the first [[stage]]'
-    for key in ("description", "enabled", "track_latency", "drain_timeout", "python_path")
+    for key in (
+        "description", "enabled", "track_latency", "drain_timeout", "buffer", "buffer_sync", "python_path",
+        "priority_max_wait",
+    )
 }
 STAGE_ONLY_HINTS: dict[str, str] = {
     key: f'"{key}" is a stage key: put it inside a [[stage]]'
@@ -75,6 +84,12 @@ KIND_KEY_HINTS: dict[tuple[str, str], str] = {
     ("pipeline", "processes"): "; a nested pipeline's own budget is max_processes",
     ("accumulator", "threads"): "; accumulators are built in and use no threads",
     ("accumulator", "executor"): "; accumulators are built in and always run in the daemon",
+    ("producer", "rate_limit"): "; a producer is called once per run: limit the stage its items go to",
+    ("producer", "concurrency"): "; a producer runs at most `threads` runs at once",
+    ("accumulator", "rate_limit"): "; accumulators are built in: limit the stage their batches go to",
+    ("accumulator", "concurrency"): "; accumulators are built in: limit the stage their batches go to",
+    ("processor", "priority"): "; a run's priority comes from its trigger or its producer",
+    ("consumer", "priority"): "; a run's priority comes from its trigger or its producer",
 }
 PROCESS_KEYS: tuple[str, ...] = ("process_mode", "start_method", "max_items_per_worker")
 ON_FULL: tuple[str, ...] = ("block", "drop_oldest", "reject")
@@ -177,6 +192,7 @@ class StageReader:
         spec = self._read_overrides(table, spec, inherited)
         if kind in WORKER_KINDS:
             spec = read_executor(ck, table, self._read_worker_keys(table, spec))
+            spec = read_rate_keys(ck, table, spec)
         elif kind == "accumulator":
             spec = replace(
                 spec,
@@ -253,6 +269,7 @@ class StageReader:
             )
         max_items = read_int(ck, table, "max_items_per_worker", 0)
         auto_start = read_bool(ck, table, "auto_start")
+        trigger_args = read_str_list(ck, table, "trigger_args")
         return replace(
             spec,
             call=call,
@@ -263,6 +280,7 @@ class StageReader:
             start_method=start_method or "forkserver",  # type: ignore[arg-type]
             max_items_per_worker=max_items or 0,
             auto_start=True if auto_start is None else auto_start,
+            trigger_args=trigger_args,
         )
 
     def _read_nested(self, table: Table, spec: StageSpec) -> StageSpec:

@@ -19,6 +19,7 @@ from typing import Any
 from pipelined import tracing
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.lineage import Lineage, Segments, batch_lineage
 from pipelined.engine.links import LinkRefused
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.retry import backoff_delay
@@ -29,6 +30,7 @@ from pipelined.engine.stage import StageServices
 log = logging.getLogger("pipelined.engine")
 
 MAX_TAKE = 4096
+Batch = tuple[Run, list[Any], "Lineage | None", "list[int] | None"]  # a batch on its way out
 
 
 class AccumulatorStage:
@@ -50,6 +52,8 @@ class AccumulatorStage:
         self.max_size = max(1, spec.max_size)
         self.max_wait = spec.max_wait
         self._buffers: dict[Run, list[Any]] = {}
+        self._segments: dict[Run, Segments] = {}  # the lineages of the buffered items, in order
+        self._ids: dict[Run, list[int]] = {}  # their ctx.item_id numbers, when tracked
         self._first_at: dict[Run, float] = {}
         self._lock = threading.Lock()  # held while a chunk is handled; abandon() takes it
         self._abandoned = False
@@ -75,12 +79,15 @@ class AccumulatorStage:
         self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def abandon(self) -> list[tuple[Run, list[Any]]]:
-        """Drain deadline: hand over every buffered item (dead-lettered by the caller)."""
+    def abandon(self) -> list[tuple[Run, list[Any], list[tuple[Lineage | None, int]]]]:
+        """Drain deadline: hand over every buffered item with the lineages of its parts
+        (dead-lettered by the caller)."""
         with self._lock:
             self._abandoned = True
-            held = list(self._buffers.items())
+            held = [(run, items, self._segments[run].take(len(items))) for run, items in self._buffers.items()]
             self._buffers.clear()
+            self._segments.clear()
+            self._ids.clear()
             self._first_at.clear()
             return held
 
@@ -104,7 +111,7 @@ class AccumulatorStage:
         try:
             while True:
                 chunk = self.queue.take(MAX_TAKE, timeout=self._next_timeout())
-                outgoing: list[tuple[Run, list[Any]]] = []
+                outgoing: list[Batch] = []
                 with self._lock:
                     if self._abandoned:
                         return
@@ -122,13 +129,21 @@ class AccumulatorStage:
                             self._add(chunk, cell, outgoing)
                         for run in self._expired_runs():  # max_wait holds while items keep coming
                             self._pop(run, outgoing)
-                for run, batch in outgoing:
-                    finished = self._send(run, batch, cell)
-                    run.settle(leave=len(batch), finished=finished)
+                self._send_all(outgoing, cell)
+                del chunk, outgoing  # nothing of a run is kept while waiting for the next chunk
                 if closed:
                     return
         finally:
             self.counters.retire(cell)
+
+    def _send_all(self, outgoing: list[Batch], cell: CounterCell) -> None:
+        for run, batch, lineage, ids in outgoing:
+            finished = self._send(run, batch, cell, lineage, ids)
+            run.settle(leave=len(batch), finished=finished)
+            if lineage is not None:  # its items stay in their entries until the batch is done
+                if finished:
+                    lineage.apply(0, finished=finished)
+                lineage.seal()
 
     def _next_timeout(self) -> float | None:
         if self.max_wait is None or not self._first_at:
@@ -142,7 +157,7 @@ class AccumulatorStage:
         now = time.monotonic()
         return [run for run, at in self._first_at.items() if now - at >= self.max_wait]
 
-    def _add(self, chunk: Chunk, cell: CounterCell, outgoing: list[tuple[Run, list[Any]]]) -> None:
+    def _add(self, chunk: Chunk, cell: CounterCell, outgoing: list[Batch]) -> None:
         """Buffer a chunk; full batches go to `outgoing` (their items stop counting as held)."""
         run = chunk.run
         cell.items_in += len(chunk.items)
@@ -150,31 +165,51 @@ class AccumulatorStage:
         before = 0 if buffer is None else len(buffer)
         if buffer is None:
             buffer = self._buffers[run] = []
+            self._segments[run] = Segments()
             self._first_at[run] = time.monotonic()
         buffer.extend(chunk.items)
+        self._segments[run].add(chunk.lineage, len(chunk.items))
+        if chunk.ids is not None:
+            self._ids.setdefault(run, []).extend(chunk.ids)
         emitted = 0
         while len(buffer) >= self.max_size:
             batch = buffer[: self.max_size]
             del buffer[: self.max_size]
-            outgoing.append((run, batch))
+            outgoing.append(self._batch(run, batch))
             emitted += len(batch)
         if not buffer:
             del self._buffers[run]
+            del self._segments[run]
+            self._ids.pop(run, None)
             del self._first_at[run]
         elif emitted:
             self._first_at[run] = time.monotonic()
         if len(buffer) != before:
             run.settle(hold=len(buffer) - before)
 
-    def _pop(self, run: Run, outgoing: list[tuple[Run, list[Any]]]) -> None:
+    def _pop(self, run: Run, outgoing: list[Batch]) -> None:
         """A run's partial batch leaves the buffer (max_wait, quiescent run, drain)."""
-        buffer = self._buffers.pop(run, None)
+        buffer = self._buffers.get(run)
         self._first_at.pop(run, None)
         if buffer:
             run.settle(hold=-len(buffer))
-            outgoing.append((run, buffer))
+            outgoing.append(self._batch(run, buffer))
+        self._buffers.pop(run, None)
+        self._segments.pop(run, None)
+        self._ids.pop(run, None)
 
-    def _send(self, run: Run, batch: list[Any], cell: CounterCell) -> int:
+    def _batch(self, run: Run, batch: list[Any]) -> Batch:
+        """A batch of the run's first buffered items: its lineage (whose parents are the
+        lineages of those items) and its ctx.item_id number (its first item's)."""
+        lineage = batch_lineage(self._segments[run].take(len(batch)))
+        numbers = self._ids.get(run)
+        ids = None
+        if numbers is not None:
+            ids = numbers[:1]
+            del numbers[: len(batch)]
+        return run, batch, lineage, ids
+
+    def _send(self, run: Run, batch: list[Any], cell: CounterCell, lineage: Lineage | None, ids: Any) -> int:
         cell.items_out += 1
         if run.trace is not None:  # one span per batch it emits (it calls no user code)
             tracing.start_batch(run.trace, self.services.spec.name, self.name, run.id, len(batch),
@@ -182,12 +217,14 @@ class AccumulatorStage:
         attempts = 1
         while True:
             try:
-                return self.target.send(run, [batch])
+                return self.target.send(run, [batch], lineage, ids)
             except QueueAbandoned:
                 return 0
             except LinkRefused as exc:  # another pipeline: retried with backoff, then dead-lettered
                 if attempts > self.spec.max_retries:
-                    self.services.dead_letter(self.name, run, [batch], attempts, exc, text=exc.text, entered=False)
+                    self.services.dead_letter(
+                        self.name, run, [batch], attempts, exc, text=exc.text, entered=False, lineage=lineage
+                    )
                     return 0
                 time.sleep(backoff_delay(self.spec.retry_backoff, attempts))
                 attempts += 1

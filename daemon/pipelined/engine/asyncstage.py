@@ -20,10 +20,19 @@ from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.hooks import error_text
 from pipelined.engine.lateoutputs import POLL_S
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target, offer
 from pipelined.engine.runs import Run
-from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, failure_of, rejected_failure
+from pipelined.engine.stage import (
+    Failure,
+    Outcome,
+    StageBase,
+    StageServices,
+    failure_of,
+    item_id_text,
+    rejected_failure,
+)
 from pipelined.errors import StartError
 from pipelined.logcontext import enter_log_context
 
@@ -44,7 +53,9 @@ class AsyncStage(StageBase):
         make_invoker: Callable[[], Invoker],
     ) -> None:
         super().__init__(services, spec, queue, target, counters, workers)
-        self.concurrency = max(1, workers)
+        # items awaited at once: `threads`, capped by `concurrency` (a rate_limit's tokens come
+        # through the gate, like for every stage)
+        self.concurrency = min(max(1, workers), spec.concurrency or workers)
         self.workers = 1  # one thread (utilization is measured against `concurrency` slots)
         self.invoker = make_invoker()
         self._per_item = self.routes_per_item(self.invoker.wants_ctx)
@@ -90,7 +101,8 @@ class AsyncStage(StageBase):
             with self._free_cond:
                 self._free_cond.wait_for(lambda: self._free > 0)
                 free = self._free
-            chunk = self.queue.take(free)
+            gate = self.gate
+            chunk = self.queue.take(free) if gate is None else gate.take(self.queue, free)
             if chunk is None:
                 break
             with self._free_cond:
@@ -102,6 +114,7 @@ class AsyncStage(StageBase):
                 log.exception("cannot hand a chunk to the event loop", extra=self._extra)
                 self._release_slots(len(chunk.items))
                 self._fail_chunk(chunk, exc)
+            del chunk  # not kept while waiting for the next one (its run may end meanwhile)
         self.loop.call_soon_threadsafe(self._finish)
 
     # -- loop thread ------------------------------------------------------------------------
@@ -149,7 +162,7 @@ class AsyncStage(StageBase):
     def _fail_chunk(self, chunk: Chunk, exc: BaseException) -> None:
         """Every item of the chunk fails this attempt (a no-op when it was completed already)."""
         assert self._cell is not None
-        outcome = Outcome(failures=[Failure(item, exc, error_text(exc)) for item in chunk.items])
+        outcome = Outcome(failures=[Failure(item, exc, error_text(exc), index=i) for i, item in enumerate(chunk.items)])
         self.complete(chunk, outcome, self._cell)
 
     async def _call_chunk(self, chunk: Chunk) -> None:
@@ -165,7 +178,12 @@ class AsyncStage(StageBase):
         enter_log_context(self.services.spec.name, self.name, run_id)  # this task only: user code's log lines
         outcome = Outcome()
         routed_per_item: list[list[tuple[str, Any]]] = [[] for _ in items]
-        early = _EarlyOutputs(self.target, chunk.run, self.loop) if self._early and n > 1 else None
+        ids = chunk.ids
+        lineage = chunk.lineage
+        attempt = chunk.attempts + 1 + (lineage.replays if lineage is not None else 0)
+        early = None
+        if self._early and n > 1 and ids is None:  # (with item ids tracked, outputs go with the chunk)
+            early = _EarlyOutputs(self.target, chunk.run, self.loop, lineage)
 
         def sink_for(index: int) -> Callable[[str, Any], None]:
             def sink(stage: str, value: Any) -> None:
@@ -174,18 +192,25 @@ class AsyncStage(StageBase):
 
             return sink
 
-        def spill(part: list[Any]) -> None:
-            """An item emitting many outputs (an async generator): route them as they come."""
-            if self._per_item:
-                outcome.finished += self.route_item(chunk.run, part, [])
-            else:
-                outcome.finished += self._send(chunk.run, part)
-            outcome.sent_early += len(part)
+        def spill_for(index: int) -> Callable[[list[Any]], None]:
+            number = None if ids is None else ids[index]
+
+            def spill(part: list[Any]) -> None:
+                """An item emitting many outputs (an async generator): route them as they come."""
+                if self._per_item:
+                    outcome.finished += self.route_item(chunk.run, part, [], lineage, number)
+                else:
+                    outcome.finished += self._send(chunk.run, part, lineage, None if number is None else [number] * len(part))
+                outcome.sent_early += len(part)
+
+            return spill
 
         async def call(index: int, item: Any) -> tuple[list[Any], bool] | BaseException:
             began = time.perf_counter()
+            item_id = item_id_text(run_id, None if ids is None else ids[index])
             try:
-                result = await self.invoker.acall_item(item, run_id, sink_for(index), spill)
+                result = await self.invoker.acall_item(item, run_id, sink_for(index), spill_for(index),
+                                                       item_id=item_id, attempt=attempt)  # fmt: skip
                 if early is not None:
                     early.add(index, result[0])
                 return result
@@ -204,19 +229,22 @@ class AsyncStage(StageBase):
             sent, sent_early = early.close()
             outcome.sent_early += sent_early
         per_item = outcome.routed_already = self._per_item
+        if ids is not None:
+            outcome.output_ids, outcome.routed_ids = [], []
         for index, (item, result, routed) in enumerate(zip(items, results, routed_per_item, strict=True)):
             if isinstance(result, Exception):
-                outcome.failures.append(failure_of(item, result))
+                outcome.failures.append(failure_of(item, result, index))
                 continue
             if isinstance(result, BaseException):
-                outcome.failures.append(Failure(item, result, error_text(result)))
+                outcome.failures.append(Failure(item, result, error_text(result), index=index))
                 continue
             outputs, filtered = result
+            number = None if ids is None else ids[index]
             if per_item:  # a refusal fails this item's attempt only (it is retried)
                 try:
-                    outcome.finished += self.route_item(chunk.run, outputs, routed)
+                    outcome.finished += self.route_item(chunk.run, outputs, routed, lineage, number)
                 except QueueRejected as exc:
-                    outcome.failures.append(rejected_failure(item, exc))
+                    outcome.failures.append(rejected_failure(item, exc, index))
                     continue
                 except QueueAbandoned:
                     pass  # drain deadline: the receiving side dead-lettered what it held
@@ -224,7 +252,11 @@ class AsyncStage(StageBase):
                 outcome.filtered += 1
             if index not in sent:
                 outcome.outputs.extend(outputs)
+                if number is not None:
+                    outcome.output_ids.extend([number] * len(outputs))  # type: ignore[union-attr]
             outcome.routed.extend(routed)
+            if number is not None:
+                outcome.routed_ids.extend([number] * len(routed))  # type: ignore[union-attr]
         if traced is not None:
             traced.end(len(outcome.failures))
         self.complete(chunk, outcome, cell)
@@ -241,9 +273,10 @@ class _EarlyOutputs:
     now (lateoutputs.py's rule: never wait, never run a stage inline); the rest go with the
     chunk."""
 
-    def __init__(self, target: Target, run: Run, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, target: Target, run: Run, loop: asyncio.AbstractEventLoop, lineage: Lineage | None) -> None:
         self.target = target
         self.run = run
+        self.lineage = lineage
         self.loop = loop
         self.pending: list[tuple[int, list[Any]]] = []
         self.sent: set[int] = set()
@@ -263,12 +296,12 @@ class _EarlyOutputs:
         if self.done or not self.pending:
             return
         part = [value for _, outputs in self.pending for value in outputs]
-        finished = offer(self.target, self.run, part)
+        finished = offer(self.target, self.run, part, self.lineage)
         if finished is None:  # no room downstream now: try again later (or with the chunk)
             self.timer = self.loop.call_later(EARLY_AFTER_S, self.flush)
             return
         if finished:
-            self.run.settle(finished=finished)
+            self.run.settle(finished=finished, lineage=self.lineage)
         self.sent.update(index for index, _ in self.pending)
         self.early += len(part)
         self.pending.clear()

@@ -48,6 +48,7 @@ class StageCounters:
         self._lock = threading.Lock()
         self._base = CounterCell()
         self._cells: list[CounterCell] = []
+        self.throttled_s = 0.0  # time workers waited for a rate_limit token (engine/gate.py)
 
     def cell(self) -> CounterCell:
         cell = CounterCell()
@@ -61,6 +62,10 @@ class StageCounters:
                 self._cells.remove(cell)
                 for name in (*COUNTER_NAMES, "busy_seconds"):
                     setattr(self._base, name, getattr(self._base, name) + getattr(cell, name))
+
+    def add_throttled(self, seconds: float) -> None:
+        with self._lock:
+            self.throttled_s += seconds
 
     def add(self, name: str, n: int = 1) -> None:
         with self._lock:
@@ -81,6 +86,8 @@ class StageCounters:
                 if since:
                     busy += 1
                     busy_seconds += max(0.0, now - since)
+            throttled = self.throttled_s
         totals["busy_seconds"] = busy_seconds
         totals["busy"] = busy
+        totals["throttled_s"] = throttled
         return totals

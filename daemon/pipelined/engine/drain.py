@@ -16,7 +16,8 @@ from collections.abc import Mapping
 from typing import Any, Protocol
 
 from pipelined.config.spec import PipelineSpec
-from pipelined.engine.hooks import ItemGivenUp
+from pipelined.engine.entry import EntryGate
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import StageQueue
 from pipelined.engine.retry import RetryTimer
 from pipelined.engine.runs import Run
@@ -50,17 +51,11 @@ class DrainedRuntime(Protocol):
 
     def finish_drain(self) -> None: ...
 
-    def dead_letter(
-        self,
-        stage: str,
-        run: Run,
-        items: list[Any],
-        attempts: int,
-        error: BaseException,
-        *,
-        text: str | None = None,
-        held: int = 0,
-        entered: bool = True,
+    @property
+    def gate(self) -> EntryGate: ...
+
+    def leftover(
+        self, stage: str, run: Run, items: list[Any], attempts: int, lineage: Lineage | None, held: int = 0
     ) -> None: ...
 
 
@@ -95,7 +90,8 @@ class Drainer:
                 self._stop_workers(self.deadline + AFTER_DEADLINE_S)
             else:
                 self._abandon()
-                rt.wait_runs_ended(time.monotonic() + AFTER_DEADLINE_S)
+                if rt.gate.buffer is None:  # with a disk buffer, the runs wait for the next version
+                    rt.wait_runs_ended(time.monotonic() + AFTER_DEADLINE_S)
                 # whatever a worker still computes is discarded: do not wait long for it
                 self._stop_workers(time.monotonic() + STUCK_WORKERS_S)
         except BaseException:
@@ -118,36 +114,44 @@ class Drainer:
 
     def _abandon(self) -> None:
         rt = self.runtime
-        shutdown = ItemGivenUp("shutdown")
+        stored = rt.gate.buffer is not None
         count = 0
         producing = [run for producer in rt.producers.values() for run in producer.abandon()]
+        if stored:
+            for run in producing:  # stopped by the drain: it ends "cancelled" once its items are done
+                rt.gate.source_done(run, None, True)
+            rt.gate.detached = True  # what is left stays in the buffer: nothing of it is acknowledged now
         for name, queue in rt.queues.items():
             for chunk in queue.abandon():
                 if chunk.items:
-                    rt.dead_letter(name, chunk.run, chunk.items, chunk.attempts, shutdown, text="shutdown")
+                    rt.leftover(name, chunk.run, chunk.items, chunk.attempts, chunk.lineage)
                     count += len(chunk.items)
         for name, stage in rt.stages.items():
             for entry in stage.abandon():
                 count += self._give_up(name, entry)
         for chunk, queue in rt.retry.take_all():
-            rt.dead_letter(queue.stage, chunk.run, chunk.items, chunk.attempts, shutdown, text="shutdown")
+            rt.leftover(queue.stage, chunk.run, chunk.items, chunk.attempts, chunk.lineage)
             count += len(chunk.items)
-        for run in producing:
-            run.source_finished(cancelled=True)
+        if not stored:
+            for run in producing:
+                run.source_finished(cancelled=True)
         log.warning(
-            "drain deadline passed: %d items dead-lettered with error \"shutdown\"",
+            "drain deadline passed: %d items %s",
             count,
+            "left in the disk buffer for the next start" if stored else 'dead-lettered with error "shutdown"',
             extra={"pipeline": rt.spec.name},
         )
 
     def _give_up(self, stage: str, entry: Any) -> int:
-        """A chunk a worker held, or (run, items) an accumulator buffered."""
+        """A chunk a worker held, or (run, items, lineage parts) an accumulator buffered."""
         rt = self.runtime
-        shutdown = ItemGivenUp("shutdown")
         if isinstance(entry, tuple):
-            run, items = entry
-            rt.dead_letter(stage, run, items, 0, shutdown, text="shutdown", held=len(items))
+            run, items, parts = entry
+            at = 0
+            for lineage, count in parts:
+                rt.leftover(stage, run, items[at : at + count], 0, lineage, held=count)
+                at += count
             return len(items)
-        rt.dead_letter(stage, entry.run, entry.items, entry.attempts, shutdown, text="shutdown")
+        rt.leftover(stage, entry.run, entry.items, entry.attempts, entry.lineage)
         return len(entry.items)
 

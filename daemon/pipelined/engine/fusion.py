@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol
 
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import Chunk
 from pipelined.engine.router import QueueTarget, Target
 from pipelined.engine.runs import Run
@@ -55,7 +56,7 @@ class ThreadStage(Protocol):
 
     def release(self, chunk: Chunk) -> bool: ...
 
-    def _send(self, run: Run, outputs: list[Any]) -> int: ...
+    def _send(self, run: Run, outputs: list[Any], lineage: Lineage | None = None, ids: list[int] | None = None) -> int: ...
 
     def _failed(self, chunk: Chunk, failures: list[Failure]) -> None: ...
 
@@ -160,12 +161,13 @@ def release(chain: list[ThreadStage]) -> None:
         lock.release()
 
 
-def run_fused(chain: list[ThreadStage], run: Run, items: list[Any]) -> None:
+def run_fused(chain: list[ThreadStage], run: Run, items: list[Any], lineage: Lineage | None = None) -> None:
     """Process a chunk of `run` through the chain, in parts of about CALL_BUDGET_S of work."""
     per_item = sum(stage.per_item_s or 0.0 for stage in chain)
     step = len(items) if per_item <= 0 else max(1, int(CALL_BUDGET_S / per_item))
     for start in range(0, len(items), step):
-        _run_part(chain, Chunk(run, items[start : start + step] if step < len(items) else items))
+        part = items[start : start + step] if step < len(items) else items
+        _run_part(chain, Chunk(run, part, lineage=lineage))
 
 
 def _run_part(chain: list[ThreadStage], chunk: Chunk) -> None:
@@ -231,13 +233,14 @@ def _complete(
         if head.services.spec.track_latency:
             head.services.record_latency(stage.name, chunk.enqueued_at, done)
     last = chain[-1]
-    finished = count if last.is_consumer else (last._send(run, outs) if outs else 0)
+    lineage = chunk.lineage
+    finished = count if last.is_consumer else (last._send(run, outs, lineage) if outs else 0)
     for j, stage in enumerate(chain):
         if fails[j]:
             failures = [failure_of(item, exc) for item, exc in fails[j]]
             for failure in failures:
                 if failure.error is not None and not isinstance(failure.error, Exception):
                     stage.log_base_exception(run, failure.error)
-            stage._failed(Chunk(run, [f.item for f in failures], 0), failures)
+            stage._failed(Chunk(run, [f.item for f in failures], 0, lineage=lineage), failures)
     failed = sum(len(f) for f in fails)
-    run.settle(leave=n - failed, finished=finished, filtered=sum(filtered))
+    run.settle(leave=n - failed, finished=finished, filtered=sum(filtered), lineage=lineage)

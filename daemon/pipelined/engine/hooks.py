@@ -14,11 +14,14 @@
 from __future__ import annotations
 
 import logging
+import traceback
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from pipelined.calls.loading import load_callable
 from pipelined.config.spec import Hooks, PipelineSpec
+from pipelined.engine.failurelog import FailureLog
 from pipelined.errors import StartError
 
 log = logging.getLogger("pipelined.engine")
@@ -36,9 +39,14 @@ def error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
 
 
+def _formatted(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
 class HookSet:
-    def __init__(self, spec: PipelineSpec) -> None:
+    def __init__(self, spec: PipelineSpec, failure_log: FailureLog | None = None) -> None:
         self.pipeline = spec.name
+        self.failure_log = failure_log  # a raising on_error is reported like a failed item
         self._before: list[tuple[str, HookFn]] = []
         self._after: list[tuple[str, HookFn]] = []
         self._on_error_pipeline: HookFn | None = None
@@ -95,11 +103,15 @@ class HookSet:
                 continue
             try:
                 fn(item, error, stage)
-            except BaseException:
-                log.exception(
-                    "on_error hook raised (ignored)",
-                    extra={"pipeline": self.pipeline, "stage": stage, "run": run_id},
-                )
+            except BaseException as exc:
+                if self.failure_log is None:
+                    log.exception("on_error hook raised (ignored)",
+                                  extra={"pipeline": self.pipeline, "stage": stage, "run": run_id})  # fmt: skip
+                    continue
+                self.failure_log.failed(
+                    stage, run_id, error_text(exc), partial(_formatted, exc),
+                    headline="on_error hook raised (ignored)", gave_up=False, kind=f"on_error hook {type(exc).__name__}",
+                )  # fmt: skip
 
     @property
     def has_on_error(self) -> bool:

@@ -28,7 +28,7 @@ POLL_S = 0.005  # outputs of finished items wait at most ~2 polls: about the sta
 class InProgress:
     """One worker's chunk in progress: its results so far and how many were routed early."""
 
-    __slots__ = ("flush", "run", "results", "raw", "sent", "early", "began", "active", "lock")
+    __slots__ = ("flush", "run", "results", "raw", "sent", "early", "began", "active", "lock", "lineage")
 
     def __init__(self, flush: Callable[[InProgress], None]) -> None:
         self.flush = flush  # the stage's: route results[sent:] if the queues have room
@@ -40,10 +40,12 @@ class InProgress:
         self.began = 0.0
         self.active = False
         self.lock = threading.Lock()
+        self.lineage: Any = None  # the chunk's (lineage.py): early outputs derive from it too
 
-    def start(self, run: Any, results: list[Any], *, raw: bool) -> None:
+    def start(self, run: Any, results: list[Any], *, raw: bool, lineage: Any = None) -> None:
         with self.lock:
             self.run = run
+            self.lineage = lineage
             self.results = results
             self.raw = raw
             self.sent = 0

@@ -35,9 +35,9 @@ class LinkedHost(Protocol):
     state: str
     hooks: HookSet | None
 
-    def put_injected(self, stage: str, run: Run, items: list[Any]) -> None: ...
+    def deliver_linked(self, run: Run, stage: str, items: list[Any], first: int) -> None: ...
 
-    def new_running_run(self, stage: str, parent: str | None = None) -> Run: ...
+    def new_running_run(self, stage: str, parent: str, priority: int) -> Run: ...
 
     def forget_run(self, run: Run) -> None: ...
 
@@ -48,6 +48,7 @@ class LinkedRuns:
     def __init__(self, host: LinkedHost) -> None:
         self.host = host
         self._open: dict[Key, Run] = {}
+        self._next: dict[str, int] = {}  # open run id → the number its next item gets
         self._starting: dict[Key, threading.Event] = {}
         self._closed = False
         self._stages: dict[str, StageSpec] = {}  # found by name (the spec never changes)
@@ -66,7 +67,9 @@ class LinkedRuns:
         while True:
             with self._lock:
                 run = self._open.get(key)
-                if run is not None and run.join(n):
+                if run is not None and run.join():  # pinned: it cannot end before this delivery
+                    first = self._next[run.id]
+                    self._next[run.id] = first + n
                     break
                 starting = self._starting.get(key)
                 if starting is None:
@@ -76,10 +79,9 @@ class LinkedRuns:
             if not starting.wait(START_WAIT_S):  # the other start is stuck (a full queue): start another
                 return self._start(key, items, priority, on_parent_end, mine=False)
         try:
-            self.host.put_injected(stage, run, items)
-        except (QueueFull, Unavailable):
-            run.settle(leave=n, produced=-n)
-            raise
+            self.host.deliver_linked(run, stage, items, first)
+        finally:
+            run.settle(leave=1)  # the pin
         return run.id
 
     def _check_stage(self, stage: str) -> StageSpec:
@@ -104,34 +106,33 @@ class LinkedRuns:
         """A new linked run for `key` with `items` (this thread holds `_starting[key]` if `mine`)."""
         host, (parent, stage), n = self.host, key, len(items)
         try:
-            run = host.new_running_run(stage, parent)  # Conflict if it began draining meanwhile
-            if priority is not None and hasattr(run, "priority"):
-                run.priority = priority
+            # Conflict if it began draining meanwhile; the sending run's priority is taken over
+            run = host.new_running_run(stage, parent, priority or 0)
             hooks = host.hooks
             error = hooks.before_run(run.to_dict()) if hooks is not None and hooks.has_run_hooks else None
             if error is not None:
                 run.source_finished(error)  # a failed linked run, and this delivery refused
                 raise Unavailable(f"stage {stage!r}: before_run failed: {error}")
-            run.settle(produced=n, enter=n)
             try:
-                host.put_injected(stage, run, items)
-            except (QueueFull, Unavailable):
+                host.deliver_linked(run, stage, items, 1)
+            except (BadRequest, QueueFull, Unavailable):
                 host.forget_run(run)
                 raise
-            self._open_run(key, run, on_parent_end)
+            self._open_run(key, run, on_parent_end, n + 1)
             return run.id
         finally:
             if mine:
                 with self._lock:
                     self._starting.pop(key).set()
 
-    def _open_run(self, key: Key, run: Run, on_parent_end: Subscribe | None) -> None:
+    def _open_run(self, key: Key, run: Run, on_parent_end: Subscribe | None, following: int) -> None:
         """Keep `run` open for more items of its parent until the parent ends (or this version
         drains); without a subscription it ends as soon as nothing of it is in flight."""
         with self._lock:
             keep = on_parent_end is not None and not self._closed
             if keep:
                 self._open[key] = run
+                self._next[run.id] = following
         if not keep or on_parent_end is None:
             run.source_finished()
             return
@@ -142,6 +143,7 @@ class LinkedRuns:
         with self._lock:
             if self._open.get(key) is run:
                 del self._open[key]
+            self._next.pop(run.id, None)
         run.source_finished()
 
     def close_all(self) -> None:
@@ -149,6 +151,7 @@ class LinkedRuns:
         with self._lock:
             self._closed = True
             runs, self._open = list(self._open.items()), {}
+            self._next.clear()
         for _, run in runs:
             run.source_finished()
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from pipelined.config.linkref import split_link
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import QueueRejected
-from pipelined.engine.router import ForwardTarget
+from pipelined.engine.router import ForwardTarget, Ids
 from pipelined.engine.runs import Run
 
 
@@ -42,7 +43,7 @@ class LinkSource:
 
     pipeline: str
     run: str
-    priority: int | None = None  # the sending run's, when runs have one
+    priority: int | None = None  # the sending run's: the linked run takes it over
     # subscribes a callback to the end of the sending run (`Run.on_end`): the linked run over
     # there takes items until then; None: it ends whenever nothing of it is in flight
     on_end: Callable[[Callable[[], None]], None] | None = None
@@ -77,10 +78,10 @@ class LinkTarget(ForwardTarget):
         self.pipeline = pipeline
         self.target = target
 
-    def send(self, run: Run, items: list[Any]) -> int:
+    def send(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> int:
         if not items:
             return 0
-        source = LinkSource(self.pipeline, run.id, getattr(run, "priority", None), run.on_end)
+        source = LinkSource(self.pipeline, run.id, run.priority, run.on_end)
         self.sink.deliver(source, self.target, items)
         return len(items)  # accepted over there: finished for this run
 

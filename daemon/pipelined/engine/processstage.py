@@ -82,15 +82,24 @@ class ProcessStageRunner(StageBase):
     def _feed(self) -> None:
         cell = self.counters.cell()
         queue = self.queue
+        gate = self.gate
         try:
-            while (chunk := queue.take(self._take_size(), sharers=1)) is not None:
+            # with rate_limit / concurrency the gate gives the tokens (and the slot) before a batch leaves
+            while (chunk := queue.take(self._take_size(), sharers=1) if gate is None else gate.take(
+                queue, self._take_size()
+            )) is not None:
                 self.hold(chunk)
                 try:
                     self._process(chunk, cell)
                 except BaseException as exc:  # outside the per-item guard (an engine fault): never die
                     log.exception("a feeder failed on a chunk; its items fail this attempt", extra=self._extra)
                     text = f"{type(exc).__name__}: {exc}"
-                    self.complete(chunk, Outcome(failures=[Failure(item, exc, text) for item in chunk.items]), cell)
+                    failures = [Failure(item, exc, text, index=i) for i, item in enumerate(chunk.items)]
+                    self.complete(chunk, Outcome(failures=failures), cell)
+                finally:
+                    if gate is not None:
+                        gate.done()
+                del chunk  # not kept while waiting for the next one (its run may end meanwhile)
         finally:
             self.counters.retire(cell)
 
@@ -131,7 +140,7 @@ class ProcessStageRunner(StageBase):
         except Exception as exc:
             cell.end(began)
             text = f"{type(exc).__name__}: {exc}"
-            outcome.failures = [Failure(item, exc, text) for item in items]
+            outcome.failures = [Failure(item, exc, text, index=i) for i, item in enumerate(items)]
             if traced is not None:
                 traced.end(len(items))
             self.complete(chunk, outcome, cell)
@@ -142,7 +151,7 @@ class ProcessStageRunner(StageBase):
         self.per_item_s = seconds if self.per_item_s is None else 0.7 * self.per_item_s + 0.3 * seconds
         # a whole batch from a plain function (no ctx, so no emit_to): outputs in bulk, no
         # per-item objects — unless the downstream may refuse them item by item
-        plain = None if self._downstream_rejects else getattr(outcomes, "plain_outputs", None)
+        plain = None if self._downstream_rejects or chunk.ids is not None else getattr(outcomes, "plain_outputs", None)
         if plain is not None:
             if not self.is_consumer:
                 outcome.outputs = plain if isinstance(plain, list) else list(plain)
@@ -162,15 +171,21 @@ class ProcessStageRunner(StageBase):
         run = chunk.run
         outcome.routed_already = per_item
         failures = outcome.failures
-        for item, result in zip(chunk.items, outcomes, strict=True):
+        ids = chunk.ids
+        if ids is not None:
+            outcome.output_ids, outcome.routed_ids = [], []
+        for index, (item, result) in enumerate(zip(chunk.items, outcomes, strict=True)):
             if result.error is not None:
-                failures.append(Failure(item, None, result.error, result.traceback))
+                failures.append(Failure(item, None, result.error, result.traceback, index))
                 continue
+            number = None if ids is None else ids[index]
             if per_item:
                 try:
-                    outcome.finished += self.route_item(run, list(result.outputs), list(result.routed))
+                    outcome.finished += self.route_item(
+                        run, list(result.outputs), list(result.routed), chunk.lineage, number
+                    )
                 except QueueRejected as exc:
-                    failures.append(rejected_failure(item, exc))
+                    failures.append(rejected_failure(item, exc, index=index))
                     continue
                 except QueueAbandoned:
                     pass  # drain deadline: the receiving side dead-lettered what it held
@@ -178,3 +193,6 @@ class ProcessStageRunner(StageBase):
                 outcome.filtered += 1
             outcome.outputs.extend(result.outputs)
             outcome.routed.extend(result.routed)
+            if number is not None:
+                outcome.output_ids.extend([number] * len(result.outputs))  # type: ignore[union-attr]
+                outcome.routed_ids.extend([number] * len(result.routed))  # type: ignore[union-attr]

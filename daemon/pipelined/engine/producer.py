@@ -1,5 +1,8 @@
 """A producer stage: runs (triggers) wait FIFO; up to `threads` of them produce at once.
 
+Waiting runs start in priority order (FIFO within a priority; one that waited
+`priority_max_wait` starts next), like the chunks of every stage queue.
+
 Each producer thread owns an Invoker and iterates the user's iterable / generator / async
 generator in slices that grow while items come fast and the downstream is busy (up to FLUSH_AT)
 and fall back to one item otherwise — so low rates see no batching delay and high rates move
@@ -21,10 +24,12 @@ from pipelined import tracing
 from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.entry import Deliveries
 from pipelined.engine.hooks import HookSet, error_text
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import QueueAbandoned, QueueRejected
 from pipelined.engine.retry import backoff_delay
-from pipelined.engine.router import Target
+from pipelined.engine.router import Ids, Target
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import StageServices, refusal_text, wait_for_setups
 from pipelined.logcontext import enter_log_context, exit_log_context
@@ -32,6 +37,7 @@ from pipelined.logcontext import enter_log_context, exit_log_context
 log = logging.getLogger("pipelined.engine")
 
 FLUSH_AT = 1024
+COMMIT_POLL_S = 0.2  # a producer waiting for its slice's commit looks at the drain this often
 SLOW_SLICE_S = 0.0002  # a slice that took longer than this to fill: go back to one item
 
 Job = tuple[Run, Mapping[str, Any]]
@@ -63,6 +69,8 @@ class ProducerStage:
         self.stopping = False
         self.abandoned = False
         self._jobs: deque[Job] = deque()
+        self._submitted: dict[Run, float] = {}  # when each waiting run was triggered
+        self._prioritized = False  # a run with a priority is waiting
         self._cond = threading.Condition()
         self._closed = False
         self._threads: list[threading.Thread] = []
@@ -88,11 +96,13 @@ class ProducerStage:
         wait_for_setups(results, ready, self.workers, self.services.spec.name, self.name)
 
     def submit(self, run: Run, call_args: Mapping[str, Any]) -> bool:
-        """Queue a run (FIFO); False when the producer was stopped (drain) and takes none."""
+        """Queue a run (by priority, FIFO within one); False when the producer was stopped (drain)."""
         with self._cond:
             if self._closed:
                 return False
             self._jobs.append((run, call_args))
+            self._submitted[run] = time.monotonic()
+            self._prioritized = self._prioritized or run.priority != 0
             self._cond.notify()
             return True
 
@@ -103,6 +113,7 @@ class ProducerStage:
             self._closed = True
             pending = [run for run, _ in self._jobs]
             self._jobs.clear()
+            self._submitted.clear()
             self._cond.notify_all()
         return pending
 
@@ -162,9 +173,25 @@ class ProducerStage:
                 if self._closed:
                     return None
                 self._cond.wait()
-            job = self._jobs.popleft()
+            job = self._pick_job() if self._prioritized else self._jobs.popleft()
+            self._submitted.pop(job[0], None)
             self._producing.add(job[0])
             return job
+
+    def _pick_job(self) -> Job:
+        """The waiting run that starts next: the oldest that waited priority_max_wait, else the
+        first of the highest priority."""
+        jobs = self._jobs
+        overdue = time.monotonic() - self.services.spec.priority_max_wait
+        index = max(range(len(jobs)), key=lambda i: jobs[i][0].priority)
+        for i, (run, _) in enumerate(jobs):  # oldest first
+            if self._submitted.get(run, overdue) <= overdue:
+                index = i
+                break
+        chosen = jobs[index]
+        del jobs[index]  # by position: never compares the trigger's args
+        self._prioritized = any(run.priority for run, _ in jobs)
+        return chosen
 
     def _produce(self, invoker: Invoker, cell: CounterCell, run: Run, call_args: Mapping[str, Any]) -> None:
         extra = {**self._extra, "run": run.id}
@@ -197,14 +224,17 @@ class ProducerStage:
             self._producing.discard(run)
             mine = not self.abandoned
         if mine:
+            self.services.gate.source_done(run, error, cancelled)
             run.source_finished(error, cancelled=cancelled)
 
     def _iterate(self, invoker: Invoker, cell: CounterCell, run: Run, call_args: Mapping[str, Any]) -> bool:
         """Produce one run; True when a drain stopped it early."""
 
+        deliveries = Deliveries()
+
         def emit_to(stage: str, value: Any) -> None:
             target = self.services.target_for(stage)
-            self._flush(cell, run, [value], target)
+            self._flush(cell, run, [value], target, deliveries)
 
         target = self.target
         buf: list[Any] = []
@@ -213,7 +243,7 @@ class ProducerStage:
         def flush() -> None:
             items = buf[:]
             buf.clear()
-            self._flush(cell, run, items, target)
+            self._flush(cell, run, items, target, deliveries)
 
         def emit(item: Any) -> None:
             # ctx.emit goes downstream at once: nothing tells when the producer pauses next, so
@@ -226,7 +256,7 @@ class ProducerStage:
         if self.pool is not None:
             items: Iterator[Any] = self.pool.produce(run.id, call_args, emit_to)
         else:
-            items = invoker.iterate_producer(call_args, run.id, emit_to, emit)
+            items = invoker.iterate_producer(call_args, run.id, emit_to, emit, deliveries.add)
         try:
             self._pull(items, buf, flush, sent_early)
             if self.stopping:
@@ -239,6 +269,8 @@ class ProducerStage:
             close = getattr(items, "close", None)
             if close is not None:
                 close()
+            if not self.abandoned:
+                deliveries.finish()
 
     def _pull(
         self, items: Iterator[Any], buf: list[Any], flush: Callable[[], None], sent_early: list[int]
@@ -274,26 +306,54 @@ class ProducerStage:
                 if fast_slices >= 3 and size < FLUSH_AT:
                     size *= 2
 
-    def _flush(self, cell: CounterCell, run: Run, buf: list[Any], target: Target) -> None:
+    def _flush(self, cell: CounterCell, run: Run, buf: list[Any], target: Target, deliveries: Deliveries) -> None:
         if self.abandoned:
             return
         n = len(buf)
         cell.items_out += n
+        gate = self.services.gate
+        if gate.buffer is None and not gate.track_ids and not deliveries.wanted:  # a plain memory pipeline
+            run.settle(produced=n)
+            self._send_all(run, buf, target, None, None)
+            return
+        slice_entry = deliveries.slice_sent() if deliveries.wanted and gate.buffer is None else None
+        on_done = None if slice_entry is None else (lambda _lineage: deliveries.mark_done(slice_entry))
+        admission = gate.admit(run, self.name, "out", buf, run.produced + 1, refuse=False, on_done=on_done)
         run.settle(produced=n)
-        if n > 1 and target.may_reject():
+        for _, item, text in admission.refused:  # cannot be stored: never entered
+            self.services.dead_letter(self.name, run, [item], 1, ValueError(text), text=text, entered=False)
+        lineage = admission.lineage
+        self._send_all(run, admission.items, target, lineage, admission.ids)
+        if lineage is not None:
+            lineage.seal()
+        commit = admission.commit
+        if commit is None:
+            return
+        if deliveries.wanted or not (lineage is None or lineage.done):
+            # before the generator goes on, what it yielded is on disk (unless it finished already)
+            while not commit.wait(COMMIT_POLL_S):
+                if self.abandoned:
+                    return
+            if deliveries.wanted:
+                deliveries.mark_done(deliveries.slice_sent())
+
+    def _send_all(self, run: Run, buf: list[Any], target: Target, lineage: Lineage | None, ids: Ids) -> None:
+        if not buf:
+            return
+        if len(buf) > 1 and target.may_reject():
             # a full "reject" queue refuses a whole chunk: offer the items one by one, so the
             # queue takes what it has room for and a chunk larger than the queue still goes in
-            for item in buf:
-                self._send(run, [item], target)
+            for index, item in enumerate(buf):
+                self._send(run, [item], target, lineage, None if ids is None else ids[index : index + 1])
         else:
-            self._send(run, buf, target)
+            self._send(run, buf, target, lineage, ids)
 
-    def _send(self, run: Run, items: list[Any], target: Target) -> None:
+    def _send(self, run: Run, items: list[Any], target: Target, lineage: Lineage | None, ids: Ids) -> None:
         """Send, retrying a refusal with backoff up to max_retries (then dead-lettered)."""
         attempt = 0
         while True:
             try:
-                finished = target.send(run, items)
+                finished = target.send(run, items, lineage, ids)
                 break
             except QueueAbandoned:
                 return
@@ -301,8 +361,10 @@ class ProducerStage:
                 attempt += 1
                 if attempt > self.spec.max_retries:
                     text = refusal_text(exc)
-                    self.services.dead_letter(self.name, run, items, attempt, exc, text=text, entered=False)
+                    self.services.dead_letter(
+                        self.name, run, items, attempt, exc, text=text, entered=False, lineage=lineage
+                    )
                     return
                 time.sleep(backoff_delay(self.spec.retry_backoff, attempt))
         if finished:
-            run.settle(finished=finished)
+            run.settle(finished=finished, lineage=lineage)

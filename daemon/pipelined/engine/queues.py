@@ -8,6 +8,10 @@ backoff is over they come back past it (`force=True`, like accumulator flush req
 were counted already, and a timer thread must never block. A put that
 must reach several queues all-or-nothing (a router behind `reject`, an injected chunk) first
 `reserve`s room in each, then `put_reserved`s (or `unreserve`s when one refused).
+
+Chunks are served FIFO in a plain deque until a chunk of a run with a non-zero priority
+arrives; from then until the queue is empty again they sit in `PriorityLanes` (lanes.py):
+higher priorities first, FIFO within one, and a chunk that has waited `max_wait_s` served next.
 """
 
 from __future__ import annotations
@@ -15,8 +19,11 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from typing import Any, Literal
 
+from pipelined.engine.lanes import PriorityLanes
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.runs import Run
 
 OnFull = Literal["block", "drop_oldest", "reject"]
@@ -38,25 +45,51 @@ class QueueAbandoned(Exception):
 
 
 class Chunk:
-    """Items of one run travelling together; `attempts` > 0 marks a retry (one item)."""
+    """Items of one run travelling together; `attempts` > 0 marks a retry (one item).
 
-    __slots__ = ("run", "items", "attempts", "enqueued_at", "flush")
+    `lineage`: the entry the items derive from (lineage.py; None in a memory pipeline);
+    `ids`: the items' numbers within their run (ctx.item_id), when the pipeline tracks them."""
+
+    __slots__ = ("run", "items", "attempts", "enqueued_at", "flush", "lineage", "ids")
 
     def __init__(
-        self, run: Run, items: list[Any], attempts: int = 0, *, flush: bool = False
+        self,
+        run: Run,
+        items: list[Any],
+        attempts: int = 0,
+        *,
+        flush: bool = False,
+        lineage: Lineage | None = None,
+        ids: Sequence[int] | None = None,
     ) -> None:
         self.run = run
         self.items = items
         self.attempts = attempts
         self.enqueued_at = time.perf_counter()
         self.flush = flush  # an accumulator flush request for `run` (no items)
+        self.lineage = lineage
+        self.ids = ids
+
+    def part(self, start: int, stop: int | None) -> Chunk:
+        """items[start:stop] as a chunk of its own (same run, attempts, lineage, enqueue time)."""
+        ids = self.ids
+        part = Chunk(self.run, self.items[start:stop], self.attempts, lineage=self.lineage,
+                     ids=None if ids is None else ids[start:stop])
+        part.enqueued_at = self.enqueued_at
+        return part
+
+    def drop_first(self, n: int) -> None:
+        """Forget the first n items (they went elsewhere)."""
+        self.items = self.items[n:]
+        if self.ids is not None:
+            self.ids = self.ids[n:]
 
 
-Dropped = list[tuple[Run, list[Any]]]
+Dropped = list[Chunk]
 
 
 class StageQueue:
-    def __init__(self, stage: str, capacity: int, on_full: OnFull) -> None:
+    def __init__(self, stage: str, capacity: int, on_full: OnFull, max_wait_s: float = 30.0) -> None:
         self.stage = stage
         self.capacity = max(1, capacity)
         self.on_full = on_full
@@ -66,7 +99,9 @@ class StageQueue:
         self.idle_takers = 0  # workers waiting for work right now (read without the lock)
         self.pending_wakeups = 0  # of those, already notified (about to take)
         self.abandoned = False
-        self._chunks: deque[Chunk] = deque()
+        self.max_wait_s = max_wait_s  # priority_max_wait
+        self.prioritized = False  # chunks in PriorityLanes (a run with a priority is queued)
+        self._chunks: deque[Chunk] | PriorityLanes[Chunk] = deque()
         self._lock = threading.Lock()
         self._not_empty = threading.Condition(self._lock)
         self._not_full = threading.Condition(self._lock)
@@ -155,26 +190,26 @@ class StageQueue:
 
     def _put_blocking(self, chunk: Chunk, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        items = chunk.items
+        done = 0  # items of the chunk queued so far (in parts, as room appeared)
         while True:
             room = self.capacity - self.depth - self.reserved - self.waiting
-            if room >= len(items):
-                chunk.items = items
-                self._append(chunk)
+            if room >= len(chunk.items) - done:
+                self._append(chunk.part(done, None) if done else chunk)
                 return
             if room > 0:
-                part = Chunk(chunk.run, items[:room], chunk.attempts)
-                part.enqueued_at = chunk.enqueued_at
-                self._append(part)
-                items = items[room:]
+                self._append(chunk.part(done, done + room))
+                done += room
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise TimeoutError(self.stage)
             self._not_full.wait(left)
             if self.abandoned:
-                raise QueueAbandoned(self.stage, items)
+                raise QueueAbandoned(self.stage, chunk.items[done:])
 
     def _append(self, chunk: Chunk) -> None:
+        if chunk.run.priority and not self.prioritized:
+            self._chunks = PriorityLanes(self._chunks, self.max_wait_s)
+            self.prioritized = True
         self._chunks.append(chunk)
         self.depth += len(chunk.items)
         if self.idle_takers > self.pending_wakeups:
@@ -182,6 +217,13 @@ class StageQueue:
             self._not_empty.notify()
 
     def _evict(self) -> Dropped:
+        if isinstance(self._chunks, PriorityLanes):
+            excess = min(self.depth, self.depth + self.reserved + self.waiting - self.capacity)
+            if excess <= 0:
+                return []
+            evicted, removed = self._chunks.evict(excess)
+            self.depth -= removed
+            return evicted
         dropped: Dropped = []
         while (excess := self.depth + self.reserved + self.waiting - self.capacity) > 0 and self.depth > 0:
             oldest = self._chunks[0]
@@ -190,11 +232,11 @@ class StageQueue:
                 continue
             if len(oldest.items) <= excess:
                 self._chunks.popleft()
-                dropped.append((oldest.run, oldest.items))
+                dropped.append(oldest)
                 self.depth -= len(oldest.items)
             else:
-                dropped.append((oldest.run, oldest.items[:excess]))
-                oldest.items = oldest.items[excess:]
+                dropped.append(oldest.part(0, excess))
+                oldest.drop_first(excess)
                 self.depth -= excess
         return dropped
 
@@ -241,22 +283,32 @@ class StageQueue:
         chunks = self._chunks
         chunk = chunks[0]
         if len(chunk.items) > max_items:
-            part = Chunk(chunk.run, chunk.items[:max_items], chunk.attempts)
-            part.enqueued_at = chunk.enqueued_at
-            chunk.items = chunk.items[max_items:]
+            part = chunk.part(0, max_items)
+            chunk.drop_first(max_items)
             return part
         chunks.popleft()
         if chunk.flush or chunk.attempts:
+            if self.prioritized and not chunks:
+                self._unprioritize()
             return chunk
         while chunks:
             nxt = chunks[0]
-            if nxt.run is not chunk.run or nxt.flush or nxt.attempts:
+            if nxt.run is not chunk.run or nxt.flush or nxt.attempts or nxt.lineage is not chunk.lineage:
                 break
             if len(chunk.items) + len(nxt.items) > max_items:
                 break
             chunks.popleft()
             chunk.items = chunk.items + nxt.items
+            if chunk.ids is not None and nxt.ids is not None:
+                chunk.ids = [*chunk.ids, *nxt.ids]
+        if self.prioritized and not chunks:
+            self._unprioritize()
         return chunk
+
+    def _unprioritize(self) -> None:
+        """The lanes are empty: back to the plain FIFO until the next chunk with a priority."""
+        self._chunks = deque()
+        self.prioritized = False
 
     def wait_available(self) -> bool:
         """Block until something is queued (True) or the queue is closed and empty / abandoned."""
@@ -299,7 +351,8 @@ class StageQueue:
         with self._lock:
             self.abandoned = True
             left = list(self._chunks)
-            self._chunks.clear()
+            self._chunks = deque()
+            self.prioritized = False
             self.depth = 0
             self.reserved = 0
             self.waiting = 0

@@ -1,7 +1,8 @@
 """Retries on a timer: a failed item waits its backoff here, never in its stage's workers.
 
 One thread per runtime holds a heap of (due time, chunk, queue); at the due time the chunk is
-put back into its stage's input queue. While it waits it counts against that queue's bound
+put back into its stage's input queue. The thread starts with the first retry: a pipeline that
+never retries (most of a thousand) costs no thread. While it waits it counts against that queue's bound
 (`StageQueue.waiting`), so a failing stage's retry backlog holds its senders back.
 """
 
@@ -35,16 +36,20 @@ class RetryTimer:
         self._seq = itertools.count()
         self._cond = threading.Condition()
         self._stopped = False
+        self._started = False
         self._thread = threading.Thread(target=self._loop, name=f"{name}:retry", daemon=True)
 
     def start(self) -> None:
-        self._thread.start()
+        """Ready for retries (the thread itself starts with the first one)."""
 
     def schedule(self, chunk: Chunk, queue: StageQueue, delay: float) -> None:
         queue.add_waiting(len(chunk.items))  # counts against the stage's queue bound meanwhile
         with self._cond:
             heapq.heappush(self._heap, (time.monotonic() + delay, next(self._seq), chunk, queue))
             self._cond.notify()
+            if not self._started and not self._stopped:
+                self._started = True
+                self._thread.start()
 
     def pending(self) -> int:
         with self._cond:

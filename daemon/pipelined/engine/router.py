@@ -28,10 +28,12 @@ from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from pipelined.engine.counters import StageCounters
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.runs import Run
 
-DropHandler = Callable[[str, list[tuple[Run, list[Any]]], str], None]
+DropHandler = Callable[[str, list[Chunk], str], None]
+Ids = Sequence[int] | None  # the items' numbers within their run (ctx.item_id), when tracked
 
 
 class Plan:
@@ -40,7 +42,7 @@ class Plan:
     __slots__ = ("parts", "counts", "claims")
 
     def __init__(self) -> None:
-        self.parts: list[tuple[Target, list[Any]]] = []
+        self.parts: list[tuple[Target, list[Any], Ids]] = []
         self.counts: list[tuple[StageCounters, str, int]] = []
         self.claims: list[tuple[Router, int, int]] = []
 
@@ -49,16 +51,16 @@ class Plan:
         for router, start, n in reversed(self.claims):
             router.unclaim(start, n)
 
-    def commit(self, run: Run, *, every_queue: bool, inline: bool = True) -> int:
+    def commit(self, run: Run, *, every_queue: bool, inline: bool = True, lineage: Lineage | None = None) -> int:
         """Deliver every part; room was reserved (`_reserve`) in every queue that refuses, or
         with `every_queue` in every queue that can run out of room. The finished count.
 
         Links first: one that refuses (QueueRejected) ends the send with nothing delivered to
         any queue (their room given back)."""
-        for leaf, items in self.parts:
+        for leaf, items, ids in self.parts:
             if isinstance(leaf, ForwardTarget):
                 try:
-                    leaf.send(run, items)
+                    leaf.send(run, items, lineage, ids)
                 except BaseException:
                     self._unreserve(every_queue)
                     self.rollback()
@@ -66,32 +68,33 @@ class Plan:
         for counters, name, n in self.counts:
             counters.add(name, n)
         finished = 0
-        for leaf, items in self.parts:
+        for leaf, items, ids in self.parts:
             if isinstance(leaf, QueueTarget):
                 reserved = leaf.reserves if every_queue else leaf.rejects
-                leaf.deliver(run, items, reserved=reserved, inline=inline)
+                leaf.deliver(run, items, reserved=reserved, inline=inline, lineage=lineage, ids=ids)
             else:
                 finished += len(items)  # a terminal, or a link that took them above
         return finished
 
     def _unreserve(self, every_queue: bool) -> None:
-        for leaf, items in self.parts:
+        for leaf, items, _ in self.parts:
             if isinstance(leaf, QueueTarget) and (leaf.reserves if every_queue else leaf.rejects):
                 leaf.queue.unreserve(len(items))
 
     def forwards(self) -> bool:
-        return any(isinstance(leaf, ForwardTarget) for leaf, _ in self.parts)
+        return any(isinstance(leaf, ForwardTarget) for leaf, _, _ in self.parts)
 
 
 class Target(ABC):
     rejects = False  # some queue this target reaches may refuse items (on_full = "reject")
 
     @abstractmethod
-    def send(self, run: Run, items: list[Any]) -> int:
-        """Deliver `items` of `run`; returns how many items ended here (terminal) or went on."""
+    def send(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> int:
+        """Deliver `items` of `run` (derived from `lineage`, numbered `ids`); returns how many
+        items ended here (terminal)."""
 
     @abstractmethod
-    def plan(self, items: list[Any], plan: Plan) -> None:
+    def plan(self, items: list[Any], plan: Plan, ids: Ids = None) -> None:
         """Add where `items` would go to `plan` (claiming router positions), delivering nothing."""
 
     def idle(self) -> bool:
@@ -103,12 +106,12 @@ class Target(ABC):
 
 
 class Terminal(Target):
-    def send(self, run: Run, items: list[Any]) -> int:
+    def send(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> int:
         return len(items)
 
-    def plan(self, items: list[Any], plan: Plan) -> None:
+    def plan(self, items: list[Any], plan: Plan, ids: Ids = None) -> None:
         if items:
-            plan.parts.append((self, items))
+            plan.parts.append((self, items, ids))
 
 
 class ForwardTarget(Target):
@@ -117,13 +120,13 @@ class ForwardTarget(Target):
 
     rejects = True
 
-    def plan(self, items: list[Any], plan: Plan) -> None:
+    def plan(self, items: list[Any], plan: Plan, ids: Ids = None) -> None:
         if items:
-            plan.parts.append((self, items))
+            plan.parts.append((self, items, ids))
 
 
 class InlineRunner(Protocol):
-    def try_inline(self, run: Run, items: list[Any]) -> bool: ...
+    def try_inline(self, run: Run, items: list[Any], lineage: Lineage | None, ids: Ids) -> bool: ...
 
 
 class QueueTarget(Target):
@@ -158,34 +161,41 @@ class QueueTarget(Target):
             runner = self._runner = found if hasattr(found, "try_inline") else None
         return runner  # type: ignore[return-value]
 
-    def send(self, run: Run, items: list[Any]) -> int:
+    def send(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> int:
         if items:
-            self.deliver(run, items)
+            self.deliver(run, items, lineage=lineage, ids=ids)
         return 0
 
-    def plan(self, items: list[Any], plan: Plan) -> None:
+    def plan(self, items: list[Any], plan: Plan, ids: Ids = None) -> None:
         if items:
-            plan.parts.append((self, items))
+            plan.parts.append((self, items, ids))
 
-    def deliver(self, run: Run, items: list[Any], *, reserved: bool = False, inline: bool = True) -> None:
+    def deliver(
+        self,
+        run: Run,
+        items: list[Any],
+        *,
+        reserved: bool = False,
+        inline: bool = True,
+        lineage: Lineage | None = None,
+        ids: Ids = None,
+    ) -> None:
         n = len(items)
-        run.settle(enter=n)
+        run.settle(enter=n, lineage=lineage)
         runner = self._inline_runner() if inline else None
-        if runner is not None and runner.try_inline(run, items):
+        if runner is not None and runner.try_inline(run, items, lineage, ids):
             if reserved:
                 self.queue.unreserve(n)
             return
+        chunk = Chunk(run, items, lineage=lineage, ids=ids)
         try:
-            if reserved:
-                dropped = self.queue.put_reserved(Chunk(run, items))
-            else:
-                dropped = self.queue.put(Chunk(run, items), force=self._force)
+            dropped = self.queue.put_reserved(chunk) if reserved else self.queue.put(chunk, force=self._force)
         except QueueRejected:
-            run.settle(leave=n)
+            run.settle(leave=n, lineage=lineage)
             raise
         except QueueAbandoned as exc:  # the drain deadline passed: these cannot go anywhere now
-            left = items if exc.left is None else exc.left  # what got in, the drain dead-lettered
-            self.on_drop(self.queue.stage, [(run, left)], "shutdown")
+            left = n if exc.left is None else len(exc.left)  # what got in, the drain took over
+            self.on_drop(self.queue.stage, [chunk.part(n - left, None)], "shutdown")
             return
         if dropped:
             self.on_drop(self.queue.stage, dropped, "dropped")
@@ -204,17 +214,17 @@ class ContainerTarget(Target):
         self.inner = inner
         self.rejects = inner.rejects
 
-    def send(self, run: Run, items: list[Any]) -> int:
+    def send(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> int:
         if self.rejects:
-            return send_all_or_nothing(self, run, items)
+            return send_all_or_nothing(self, run, items, lineage, ids)
         if items:
             self.counters.add(self.counter, len(items))
-        return self.inner.send(run, items)
+        return self.inner.send(run, items, lineage, ids)
 
-    def plan(self, items: list[Any], plan: Plan) -> None:
+    def plan(self, items: list[Any], plan: Plan, ids: Ids = None) -> None:
         if items:
             plan.counts.append((self.counters, self.counter, len(items)))
-            self.inner.plan(items, plan)
+            self.inner.plan(items, plan, ids)
 
     def idle(self) -> bool:
         return self.inner.idle()
@@ -241,8 +251,8 @@ class Router(Target):
             if self._position == start + n:
                 self._position = start
 
-    def split(self, items: list[Any], start: int) -> list[list[Any]]:
-        """Each target's part when the first item has position `start`."""
+    def split(self, items: Sequence[Any], start: int) -> list[Any]:
+        """Each target's part when the first item has position `start` (items, or their ids)."""
         k = len(self.targets)
         if self.mode == "weighted":
             pattern = self._pattern
@@ -252,32 +262,39 @@ class Router(Target):
                 parts[pattern[(start + offset) % size]].append(item)
             return parts
         first = start % k  # item j goes to target (start + j) mod k
-        parts = [[] for _ in self.targets]
+        sliced: list[Any] = [[] for _ in self.targets]
         for i in range(min(k, len(items))):
-            parts[(first + i) % k] = items[i::k]
-        return parts
+            sliced[(first + i) % k] = items[i::k]
+        return sliced
 
-    def send(self, run: Run, items: list[Any]) -> int:
+    def send(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> int:
         if not items:
             return 0
         if self.rejects:
-            return send_all_or_nothing(self, run, items)
+            return send_all_or_nothing(self, run, items, lineage, ids)
         if self.mode == "broadcast":
-            return sum(t.send(run, list(items)) for t in self.targets)
-        parts = self.split(items, self.claim(len(items)))
-        return sum(t.send(run, part) for t, part in zip(self.targets, parts, strict=True) if part)
+            return sum(t.send(run, list(items), lineage, ids) for t in self.targets)
+        start = self.claim(len(items))
+        parts = self.split(items, start)
+        id_parts = self.split(ids, start) if ids is not None else [None] * len(parts)
+        return sum(
+            t.send(run, part, lineage, part_ids)
+            for t, part, part_ids in zip(self.targets, parts, id_parts, strict=True)
+            if part
+        )
 
-    def plan(self, items: list[Any], plan: Plan) -> None:
+    def plan(self, items: list[Any], plan: Plan, ids: Ids = None) -> None:
         if not items:
             return
         if self.mode == "broadcast":
             for t in self.targets:
-                t.plan(list(items), plan)
+                t.plan(list(items), plan, ids)
             return
         start = self.claim(len(items))
         plan.claims.append((self, start, len(items)))
-        for t, part in zip(self.targets, self.split(items, start), strict=True):
-            t.plan(part, plan)
+        id_parts = self.split(ids, start) if ids is not None else [None] * len(self.targets)
+        for t, part, part_ids in zip(self.targets, self.split(items, start), id_parts, strict=True):
+            t.plan(part, plan, part_ids)
 
     def idle(self) -> bool:
         return any(t.idle() for t in self.targets)
@@ -289,7 +306,7 @@ def _reserve(plan: Plan, timeout: float | None) -> None:
     done: list[tuple[StageQueue, int]] = []
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        for leaf, items in plan.parts:
+        for leaf, items, _ in plan.parts:
             if not isinstance(leaf, QueueTarget) or not leaf.reserves:
                 continue
             if deadline is None and not leaf.rejects:
@@ -304,30 +321,36 @@ def _reserve(plan: Plan, timeout: float | None) -> None:
         raise
 
 
-def send_all_or_nothing(target: Target, run: Run, items: list[Any]) -> int:
+def send_all_or_nothing(
+    target: Target, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None
+) -> int:
     """Deliver to every queue or to none (QueueRejected: nothing was delivered)."""
     plan = Plan()
-    target.plan(items, plan)
+    target.plan(items, plan, ids)
     _reserve(plan, None)
-    return plan.commit(run, every_queue=False)
+    return plan.commit(run, every_queue=False, lineage=lineage)
 
 
-def inject(target: Target, run: Run, items: list[Any], timeout: float) -> int:
+def inject(
+    target: Target, run: Run, items: list[Any], timeout: float, lineage: Lineage | None = None, ids: Ids = None
+) -> int:
     """Injected items: every queue they reach takes its part, or none does.
 
     QueueRejected when a `reject` queue has no room, TimeoutError when a `block` queue had none
     within `timeout`, QueueAbandoned when the drain deadline passed; nothing delivered then."""
     plan = Plan()
-    target.plan(items, plan)
+    target.plan(items, plan, ids)
     _reserve(plan, timeout)
-    return plan.commit(run, every_queue=True, inline=False)
+    return plan.commit(run, every_queue=True, inline=False, lineage=lineage)
 
 
-def offer(target: Target, run: Run, items: list[Any]) -> int | None:
+def offer(
+    target: Target, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None
+) -> int | None:
     """Deliver only if every queue has room right now (never waits, never runs a stage
     inline); the finished count, or None when some queue had no room (nothing delivered)."""
     plan = Plan()
-    target.plan(items, plan)
+    target.plan(items, plan, ids)
     if plan.forwards():  # a link may wait for its pipeline: the worker sends these itself
         plan.rollback()
         return None
@@ -335,7 +358,7 @@ def offer(target: Target, run: Run, items: list[Any]) -> int | None:
         _reserve(plan, 0.0)
     except (QueueRejected, QueueAbandoned, TimeoutError):
         return None
-    return plan.commit(run, every_queue=True, inline=False)
+    return plan.commit(run, every_queue=True, inline=False, lineage=lineage)
 
 
 def _weighted_pattern(weights: Sequence[int]) -> list[int]:

@@ -35,6 +35,10 @@ class RunNumbers:
         self._next += 1
         return number
 
+    def skip_to(self, number: int) -> None:
+        """Numbers below `number` were used elsewhere (a disk buffer's stored runs)."""
+        self._next = max(self._next, number)
+
     def _stored(self) -> int:
         if self.path is None:
             return 0

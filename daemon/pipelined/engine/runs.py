@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.runids import RunNumbers
 from pipelined.errors import NotFound
 
@@ -47,11 +48,20 @@ class Run:
     """One run's state and counters; every change goes through `settle` (per chunk)."""
 
     def __init__(
-        self, run_id: str, pipeline: str, stage: str, listener: RunListener | None, parent: str | None = None
+        self,
+        run_id: str,
+        pipeline: str,
+        stage: str,
+        listener: RunListener | None,
+        priority: int = 0,
+        parent: str | None = None,
     ) -> None:
         self.id = run_id
         self.pipeline = pipeline
         self.stage = stage
+        # -10..10: every queue serves chunks of higher-priority runs first (queues.py); a run
+        # started for this one in another pipeline (a link) takes it over
+        self.priority = priority
         self.parent = parent  # "<pipeline>/<run id>" of the run that sent a linked run's items
         self.state = "running"
         self.started_at = utc_now_iso()
@@ -63,6 +73,7 @@ class Run:
         self.filtered = 0
         self.dead_lettered = 0
         self.held = 0  # items sitting in accumulator buffers (part of in_flight)
+        self.recovered = False  # replayed from a disk buffer after a restart
         self.last_dead_letter_error: str | None = None
         self.source_done = False
         self.cancelled = False
@@ -86,11 +97,14 @@ class Run:
         dead: int = 0,
         produced: int = 0,
         hold: int = 0,
+        lineage: Lineage | None = None,
     ) -> None:
         """Apply one chunk's effect: `enter` items start flight, `leave` end it, ...
 
         Callers add a chunk's outputs (enter) before removing its inputs (leave), so in_flight
-        never reaches 0 while something of the run is still on its way.
+        never reaches 0 while something of the run is still on its way. The chunk's `lineage`
+        (if any) takes the same effect, before the run may end (its entry is acknowledged
+        before the run's end is recorded).
         """
         with self.lock:
             self.in_flight += enter - leave
@@ -100,16 +114,17 @@ class Run:
             self.produced += produced
             self.held += hold
             verdict = self._verdict()
+        if lineage is not None:
+            lineage.apply(enter - leave, finished, filtered, dead, self.last_dead_letter_error if dead else None)
         self._act(verdict)
 
-    def join(self, n: int) -> bool:
-        """Add `n` more injected items to a running linked run (in flight before they are put);
-        False when it has ended: start a new one then."""
+    def join(self) -> bool:
+        """Pin a running linked run for one more delivery (one unit in flight, released with
+        `settle(leave=1)` after it): it cannot end meanwhile. False when it has ended."""
         with self.lock:
             if self.state != "running":
                 return False
-            self.in_flight += n
-            self.produced += n
+            self.in_flight += 1
             return True
 
     def on_end(self, callback: Callable[[], None]) -> None:
@@ -120,6 +135,31 @@ class Run:
                 self._on_end.append(callback)
                 return
         callback()
+
+    def reset_for_replay(
+        self,
+        listener: RunListener,
+        *,
+        produced: int,
+        finished: int,
+        filtered: int,
+        dead_lettered: int,
+        last_error: str | None,
+        error: str | None,
+    ) -> None:
+        """A run whose stored items are replayed: its counters are the stored ones (what its
+        finished rows did), nothing is in flight yet, and the replay is its source."""
+        with self.lock:
+            self.listener = listener
+            self.state = "running"
+            self.finished_at = None
+            self.produced, self.finished, self.filtered = produced, finished, filtered
+            self.dead_lettered = dead_lettered
+            self.in_flight = self.held = 0
+            self.last_dead_letter_error = last_error
+            self.error = error
+            self.source_done = False
+            self.cancelled = False
 
     def begin(self) -> None:
         """A queued producer run gets a producer thread: it starts now (`started_at`)."""
@@ -184,6 +224,7 @@ class Run:
                 "run": self.id,
                 "pipeline": self.pipeline,
                 "stage": self.stage,
+                "priority": self.priority,
                 "state": self.state,
                 "started_at": self.started_at,
                 "finished_at": self.finished_at,
@@ -195,6 +236,7 @@ class Run:
                     "dead_lettered": self.dead_lettered,
                 },
                 "error": self.error,
+                "recovered": self.recovered,
                 "parent": self.parent,
             }
 
@@ -215,14 +257,35 @@ class RunTracker:
         self.failed = 0
         self.cancelled = 0
 
-    def new_run(self, stage: str, listener: RunListener | None, parent: str | None = None) -> Run:
+    def new_run(
+        self, stage: str, listener: RunListener | None, priority: int = 0, parent: str | None = None
+    ) -> Run:
         with self._lock:
             run_id = f"{RUN_PREFIX}{self._numbers.take():06d}"
-            run = Run(run_id, self.pipeline, stage, listener, parent)
+            run = Run(run_id, self.pipeline, stage, listener, priority, parent)
             self._runs[run_id] = run
             self.started += 1
             self._trim()
             return run
+
+    def adopt(self, run: Run) -> None:
+        """A run recovered from a disk buffer, under its own id; new ids continue after it."""
+        with self._lock:
+            self._runs[run.id] = run
+            self._runs.move_to_end(run.id)
+            self.started += 1
+            number = run.id[len(RUN_PREFIX):]
+            if number.isdigit():
+                self._numbers.skip_to(int(number) + 1)
+
+    def reserve(self, next_number: int) -> None:
+        """Run numbers below `next_number` were used before (a disk buffer remembers them)."""
+        with self._lock:
+            self._numbers.skip_to(next_number)
+
+    def find(self, run_id: str) -> Run | None:
+        with self._lock:
+            return self._runs.get(run_id)
 
     def record_end(self, run: Run) -> None:
         """Count a run that ended (called once per run by the runtime)."""

@@ -6,7 +6,7 @@ runs, runs end when nothing of them is in flight, a drain stops the producers an
 every run to end (accumulators flush as their runs become quiescent). At the drain deadline
 everything left is dead-lettered with error "shutdown" (drain.py). Links to other pipelines go
 through the `LinkSink` the supervisor hands in (links.py); items other pipelines send here
-arrive through `accept_linked` as linked runs (linked.py).
+arrive through `accept_linked` as linked runs (linked.py, inject.py).
 """
 
 from __future__ import annotations
@@ -22,14 +22,18 @@ from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.accumulator import AccumulatorStage
 from pipelined.engine.book import PipelineBook
 from pipelined.engine.drain import Drainer
+from pipelined.engine.durable import inject_durably, open_gate
+from pipelined.engine.entry import EntryGate
+from pipelined.engine.failurelog import FailureLog, short
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
-from pipelined.engine.inject import put_all
+from pipelined.engine.inject import deliver_linked
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.linked import LinkedRuns, Subscribe
 from pipelined.engine.links import LinkSink, LinkTargets, NoLinks
 from pipelined.engine.producer import ProducerStage
-from pipelined.engine.queues import Chunk, StageQueue
+from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.retry import RetryTimer
-from pipelined.engine.router import Target
+from pipelined.engine.router import Target, inject
 from pipelined.engine.routerbuild import RouterBuilder
 from pipelined.engine.runs import Run
 from pipelined.engine.stagebuild import build_stage
@@ -41,6 +45,7 @@ from pipelined.workers import run_before_fork
 
 log = logging.getLogger("pipelined.engine")
 
+INJECT_TIMEOUT = 5.0
 
 
 class PipelineRuntime:
@@ -66,6 +71,9 @@ class PipelineRuntime:
         self.started_at = time.monotonic()
         self.hooks: HookSet | None = None
         self.retry = RetryTimer(spec.name, self._retry_abandoned)
+        self.gate = EntryGate(spec.name, None, False)  # the disk buffer, item ids: set up by start()
+        self.replay: Any = None  # durable.Replay while stored items are being replayed
+        self.failure_log = FailureLog(spec.name)
         self.queues: dict[str, StageQueue] = {}
         self.stages: dict[str, Any] = {}  # name -> ThreadStage / AsyncStage / ProcessStageRunner / ...
         self.producers: dict[str, ProducerStage] = {}
@@ -108,6 +116,7 @@ class PipelineRuntime:
         """Start every stage (StartError naming the stage if one cannot) and auto_start producers."""
         try:
             self._build()
+            self.replay = open_gate(self)  # the disk buffer (BufferCorrupt: StartError) and its replay
             self.retry.start()
             self._before_fork()
             for producer in self.producers.values():
@@ -127,21 +136,26 @@ class PipelineRuntime:
         with self._state_lock:
             self.state = "running"
         log.info("pipeline version %s running", self.spec.version, extra=self._extra)
+        if self.replay is not None:
+            self.replay.start()
         for name, producer in self.producers.items():
             if producer.spec.auto_start:
                 self.trigger(name)
 
     def _build(self) -> None:
-        self.hooks = HookSet(self.spec)
+        self.hooks = HookSet(self.spec, self.failure_log)
         for node in self.graph.stage_nodes():
             stage = node.stage
             counters = self.book.counters(stage.name)
             workers = self.threads_of(stage) or self.processes_of(stage)
             self.meters[stage.name] = StageMeter(counters, stage.kind, workers, self.spec.track_latency)
             if stage.kind not in ("producer", "pipeline"):
-                self.queues[stage.name] = StageQueue(stage.name, stage.queue_size, stage.on_full)
+                self.queues[stage.name] = StageQueue(
+                    stage.name, stage.queue_size, stage.on_full, max_wait_s=self.spec.priority_max_wait
+                )
         builder = RouterBuilder(
-            self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get, self.link_targets.target
+            self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get,
+            self.link_targets.target,
         )
         self._builder = builder
         for node in self.graph.stage_nodes():
@@ -180,13 +194,18 @@ class PipelineRuntime:
 
     # -- triggers ---------------------------------------------------------------------------
     def trigger(
-        self, stage: str, args: Mapping[str, Any] | None = None, items: list[Any] | None = None
+        self,
+        stage: str,
+        args: Mapping[str, Any] | None = None,
+        items: list[Any] | None = None,
+        priority: int | None = None,
     ) -> str:
         """Start a run at `stage`; its id. BadRequest / Conflict / NotFound / QueueFull / Unavailable.
 
         The run is registered in the same step that finds the pipeline running (under the state
         lock `begin_drain` takes), so a drain that begins meanwhile waits for it: it is never
-        left `running`, and its items never go into a queue nobody takes from any more."""
+        left `running`, and its items never go into a queue nobody takes from any more.
+        `priority` (−10..10, checked by the API): None takes a producer's `priority` key, else 0."""
         where = f"pipeline {self.spec.name!r}"
         self._check_running()
         spec = self.spec.stage(stage)
@@ -202,7 +221,8 @@ class PipelineRuntime:
             call_args = producer.binder.bind_producer_args(args)
             with self._state_lock:
                 self._check_running()
-                run = self._new_run(stage)
+                run = self._new_run(stage, spec.priority if priority is None else priority)
+            self.gate.begin_run(run, "producer")
             if not producer.submit(run, call_args):  # the drain stopped the producer meanwhile
                 self._forget_run(run)
                 raise Conflict(f"pipeline {self.spec.name!r} is draining: it takes no triggers")
@@ -213,7 +233,7 @@ class PipelineRuntime:
             raise BadRequest(f"{where}: 'items' must be a non-empty list")
         with self._state_lock:
             self._check_running()
-            run = self._new_run(stage)
+            run = self._new_run(stage, priority or 0)
         return self._inject(run, stage, list(items))
 
     def _check_running(self) -> None:
@@ -225,6 +245,9 @@ class PipelineRuntime:
             raise Conflict(f"{where} is {state}: it takes no triggers")
 
     def _inject(self, run: Run, stage: str, items: list[Any]) -> str:
+        if self.gate.buffer is not None or self.gate.track_ids:  # stored first / numbered
+            return inject_durably(self, run, stage, items, INJECT_TIMEOUT)
+        where = f"pipeline {self.spec.name!r}, stage {stage!r}"
         assert self.hooks is not None
         error = self.hooks.before_run(run.to_dict()) if self.hooks.has_run_hooks else None
         if error is not None:
@@ -232,17 +255,31 @@ class PipelineRuntime:
             return run.id
         n = len(items)
         run.settle(produced=n, enter=n)  # in flight while they are handed over
-        try:
-            self.put_injected(stage, run, items)
-        except (QueueFull, Unavailable):
+        try:  # into every queue they reach (a nested pipeline's children), or into none
+            finished = inject(self._targets[stage], run, items, INJECT_TIMEOUT)
+        except QueueRejected as exc:
             self._forget_run(run)
-            raise
+            queue = self.queues[str(exc)]
+            whose = "its queue" if queue.stage == stage else f"the queue of stage {queue.stage!r}"
+            raise QueueFull(
+                f"{where}: {whose} has no room for {n} items "
+                f"({queue.depth}/{queue.capacity} queued, on_full = \"reject\")"
+            ) from None
+        except TimeoutError as exc:
+            self._forget_run(run)
+            whose = "" if str(exc) == stage else f" into stage {str(exc)!r}"
+            raise Unavailable(
+                f"{where}: could not enqueue {n} items{whose} within {INJECT_TIMEOUT:g} s "
+                f"(queue full, on_full = \"block\")"
+            ) from None
+        except QueueAbandoned:  # the drain deadline passed while it waited for room: none got in
+            self._forget_run(run)
+            raise Unavailable(
+                f"{where}: the pipeline drained before there was room for {n} items; none was accepted"
+            ) from None
+        run.settle(leave=n, finished=finished)
         run.source_finished()
         return run.id
-
-    def put_injected(self, stage: str, run: Run, items: list[Any]) -> None:
-        """Hand injected items to `stage`, all or none (inject.py); the handover's count ends."""
-        put_all(self.spec.name, stage, self._targets[stage], self.queues, run, items)
 
     def accept_linked(
         self,
@@ -256,18 +293,28 @@ class PipelineRuntime:
         linked run they joined or started (linked.py). Errors as for a trigger."""
         return self.linked.accept(stage, parent, items, priority, on_parent_end)
 
-    def new_running_run(self, stage: str, parent: str | None = None) -> Run:
-        """A new run, registered in the same step that finds the pipeline running (see trigger)."""
+    def deliver_linked(self, run: Run, stage: str, items: list[Any], first: int) -> None:
+        """One delivery into a linked run (inject.py): stored, numbered, queued, all or none."""
+        deliver_linked(self, run, stage, items, first, self._targets[stage])
+        if first == 1:  # for the disk buffer, what it stored is all: a restart replays it, done
+            self.gate.source_done(run, None, False)
+
+    def new_running_run(self, stage: str, parent: str, priority: int) -> Run:
+        """A new linked run, registered in the same step that finds the pipeline running (see
+        trigger); the disk buffer, if any, learns of it."""
         with self._state_lock:
             self._check_running()
-            return self._new_run(stage, parent)
+            run = self._new_run(stage, priority, parent)
+        self.gate.begin_run(run, "link")
+        return run
 
     def forget_run(self, run: Run) -> None:
-        """A run whose items were refused: it never started."""
+        """A linked run whose first items were refused: it never started."""
+        self.gate.end_run(run)
         self._forget_run(run)
 
-    def _new_run(self, stage: str, parent: str | None = None) -> Run:
-        run = self.book.runs.new_run(stage, self, parent)
+    def _new_run(self, stage: str, priority: int = 0, parent: str | None = None) -> Run:
+        run = self.book.runs.new_run(stage, self, priority, parent)
         if tracing.TRACER is not None:
             run.trace = tracing.start_run(self.spec.name, stage, run.id)
         with self._runs_cond:
@@ -292,6 +339,7 @@ class PipelineRuntime:
                 return
 
     def run_ended(self, run: Run) -> None:
+        self.gate.end_run(run)
         self.book.runs.record_end(run)
         if run.trace is not None:
             tracing.end_run(run.trace, run.to_dict())
@@ -347,30 +395,44 @@ class PipelineRuntime:
         error: BaseException,
         *,
         text: str | None = None,
+        trace: str | None = None,
         held: int = 0,
         entered: bool = True,
+        lineage: Lineage | None = None,
     ) -> None:
-        """Record dead letters, count them, call on_error, settle the run."""
+        """Record dead letters (with the traceback, when there is one), count them, call
+        on_error, settle the run."""
         if not items:
             return
         n = len(items)
         text = text or error_text(error)
-        run.last_dead_letter_error = f"stage {stage!r}: {text}"
-        self.book.dead_letters.add_many(run.id, stage, attempts, text, items)
+        run.last_dead_letter_error = f"stage {stage!r}: {short(text)}"
+        self.book.dead_letters.add_many(run.id, stage, attempts, text, items, trace)
         self.book.counters(stage).add("items_dead_lettered", n)
         if self.hooks is not None and self.hooks.has_on_error:
             for item in items:
                 self.hooks.on_error(stage, run.id, item, error)
-        run.settle(leave=n if entered else 0, dead=n, hold=-held)
+        run.settle(leave=n if entered else 0, dead=n, hold=-held, lineage=lineage)
 
-    def _dropped(self, stage: str, dropped: list[tuple[Run, list[Any]]], reason: str = "dropped") -> None:
-        for run, items in dropped:
-            if reason == "dropped":
-                self.book.counters(stage).add("items_dropped", len(items))
-            self.dead_letter(stage, run, items, 0, ItemGivenUp(reason), text=reason)
+    def _dropped(self, stage: str, dropped: list[Chunk], reason: str = "dropped") -> None:
+        for chunk in dropped:
+            if reason == "shutdown":
+                self.leftover(stage, chunk.run, chunk.items, chunk.attempts, chunk.lineage)
+                continue
+            self.book.counters(stage).add("items_dropped", len(chunk.items))
+            self.dead_letter(stage, chunk.run, chunk.items, 0, ItemGivenUp(reason), text=reason, lineage=chunk.lineage)
+
+    def leftover(
+        self, stage: str, run: Run, items: list[Any], attempts: int, lineage: Lineage | None, held: int = 0
+    ) -> None:
+        """What the drain deadline finds: dead-lettered "shutdown" — or, with a disk buffer, left
+        stored for the next version or start (its run stays running until then)."""
+        if self.gate.buffer is None:
+            shutdown = ItemGivenUp("shutdown")
+            self.dead_letter(stage, run, items, attempts, shutdown, text="shutdown", held=held, lineage=lineage)
 
     def _retry_abandoned(self, chunk: Chunk, queue: StageQueue) -> None:
-        self.dead_letter(queue.stage, chunk.run, chunk.items, chunk.attempts, ItemGivenUp("shutdown"), text="shutdown")
+        self.leftover(queue.stage, chunk.run, chunk.items, chunk.attempts, chunk.lineage)
 
     def record_latency(self, stage: str, enqueued_at: float, n: int) -> None:
         self.meters[stage].record_latency(time.perf_counter() - enqueued_at, n)
@@ -404,6 +466,7 @@ class PipelineRuntime:
         """Called by the Drainer when everything is done."""
         with self._state_lock:
             self.state = "drained"
+        self.failure_log.flush()
         log.info("pipeline version %s drained", self.spec.version, extra=self._extra)
 
     def _teardown(self) -> None:
@@ -423,10 +486,14 @@ class PipelineRuntime:
             if stop is not None:
                 stop()
         self.retry.stop()
+        self.failure_log.flush()
 
     # -- views ------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         return pipeline_stats(self)
+
+    def buffer_stats(self) -> dict[str, Any]:
+        return self.book.buffer_stats(self.spec.buffer)
 
     def stage_rows(self) -> list[dict[str, Any]]:
         return stage_rows(self)

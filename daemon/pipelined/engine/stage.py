@@ -13,12 +13,17 @@ import threading
 import time
 import traceback
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol
 
 from pipelined import tracing
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.entry import EntryGate
+from pipelined.engine.failurelog import FailureLog
+from pipelined.engine.gate import StageGate
 from pipelined.engine.hooks import error_text
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.retry import RetryTimer, backoff_delay
 from pipelined.engine.router import Target
@@ -34,6 +39,7 @@ class Failure:
     error: BaseException | None  # None when it happened in a worker process
     text: str  # "TypeName: message"
     trace: str | None = None  # formatted traceback
+    index: int = -1  # its place in the chunk (for its ctx.item_id), when known
 
 
 @dataclass
@@ -42,6 +48,8 @@ class Outcome:
 
     outputs: list[Any] = field(default_factory=list)
     routed: list[tuple[str, Any]] = field(default_factory=list)  # ctx.emit_to pairs
+    output_ids: list[int] | None = None  # ctx.item_id numbers of outputs / routed items, when tracked
+    routed_ids: list[int] | None = None
     filtered: int = 0
     failures: list[Failure] = field(default_factory=list)
     finished: int = 0  # already counted at a terminal (per-item routing)
@@ -55,6 +63,8 @@ class StageServices(Protocol):
 
     spec: PipelineSpec
     retry: RetryTimer
+    gate: EntryGate
+    failure_log: FailureLog
 
     def stopping(self) -> bool: ...
 
@@ -69,8 +79,10 @@ class StageServices(Protocol):
         error: BaseException,
         *,
         text: str | None = None,
+        trace: str | None = None,
         held: int = 0,
         entered: bool = True,
+        lineage: Lineage | None = None,
     ) -> None: ...
 
     def record_latency(self, stage: str, enqueued_at: float, n: int) -> None: ...
@@ -88,10 +100,15 @@ def refusal_text(exc: QueueRejected) -> str:
     return text if isinstance(text, str) else REJECTED_TEXT.format(exc)
 
 
-def rejected_failure(item: Any, exc: QueueRejected) -> Failure:
+def rejected_failure(item: Any, exc: QueueRejected, index: int = -1) -> Failure:
     """An item whose results a full `on_full = "reject"` queue (or a link) refused: that attempt
     failed. Logged without a traceback: the text says all, and a refusal is no bug in user code."""
-    return Failure(item, exc, refusal_text(exc), trace="")
+    return Failure(item, exc, refusal_text(exc), trace="", index=index)
+
+
+def item_id_text(run_id: str, number: int | None) -> str | None:
+    """ctx.item_id: "<run>.<n>", n the number of the entered item it derives from."""
+    return None if number is None else f"{run_id}.{number}"
 
 SETUP_TIMEOUT_S = 60.0
 
@@ -137,6 +154,11 @@ class StageBase:
         self._abandoned = False
         self._lock = threading.Lock()
         self._extra = {"pipeline": services.spec.name, "stage": spec.name}
+        self.gate: StageGate | None = None  # rate_limit / concurrency (engine/gate.py)
+
+    def use_gate(self, gate: StageGate) -> None:
+        """Before start: take through `gate` (the stage has a rate_limit or a concurrency)."""
+        self.gate = gate
 
     # -- chunks held by workers -------------------------------------------------------------
     def hold(self, chunk: Chunk) -> None:
@@ -162,7 +184,9 @@ class StageBase:
             self._abandoned = True
             held = list(self._held.values())
             self._held.clear()
-            return held
+        if self.gate is not None:  # workers waiting for a token or a slot stop waiting
+            self.gate.wake()
+        return held
 
     def _traced(self, chunk: Chunk, current: bool = True) -> tracing.Batch:
         """The chunk's span (only called while tracing is on: `chunk.run.trace` is set)."""
@@ -183,11 +207,17 @@ class StageBase:
         """ctx.emit_to sink used while calling: only checks the target exists."""
         self.services.target_for(stage)
 
-    def route_item(self, run: Run, outputs: list[Any], routed: list[tuple[str, Any]]) -> int:
+    def route_item(
+        self, run: Run, outputs: list[Any], routed: list[tuple[str, Any]], lineage: Lineage | None = None,
+        item_id: int | None = None,
+    ) -> int:
         """Route one item's results (may raise QueueRejected: that attempt fails)."""
-        finished = self.target.send(run, outputs) if outputs and not self.is_consumer else 0
+        ids = None if item_id is None else [item_id]
+        finished = 0
+        if outputs and not self.is_consumer:
+            finished = self.target.send(run, outputs, lineage, None if ids is None else ids * len(outputs))
         for stage, value in routed:
-            finished += self.services.target_for(stage, self.name).send(run, [value])
+            finished += self.services.target_for(stage, self.name).send(run, [value], lineage, ids)
         return finished
 
     # -- completing a chunk -----------------------------------------------------------------
@@ -202,11 +232,13 @@ class StageBase:
         filtered = 0 if self.is_consumer else outcome.filtered
         if self.is_consumer:
             finished += n - len(failures)
+        lineage = chunk.lineage
         if not outcome.routed_already:
             if outcome.outputs and not self.is_consumer:
-                finished += self._send(run, outcome.outputs)
-            for stage, value in outcome.routed:
-                finished += self._send_to(run, stage, value)
+                finished += self._send(run, outcome.outputs, lineage, outcome.output_ids)
+            routed_ids = outcome.routed_ids
+            for i, (stage, value) in enumerate(outcome.routed):
+                finished += self._send_to(run, stage, value, lineage, None if routed_ids is None else routed_ids[i])
         if not self.is_consumer:
             cell.items_out += len(outcome.outputs) + len(outcome.routed) + outcome.sent_early
         if failures:
@@ -214,19 +246,20 @@ class StageBase:
             self._failed(chunk, failures)
         if self.services.spec.track_latency:
             self.services.record_latency(self.name, chunk.enqueued_at, n - len(failures))
-        run.settle(leave=n - len(failures), finished=finished, filtered=filtered)
+        run.settle(leave=n - len(failures), finished=finished, filtered=filtered, lineage=lineage)
 
-    def _send(self, run: Run, outputs: list[Any]) -> int:
+    def _send(self, run: Run, outputs: list[Any], lineage: Lineage | None = None, ids: list[int] | None = None) -> int:
         try:
-            return self.target.send(run, outputs)
+            return self.target.send(run, outputs, lineage, ids)
         except QueueAbandoned:
             return 0  # drain deadline: the receiving side dead-lettered its items
 
-    def _send_to(self, run: Run, stage: str, value: Any) -> int:
+    def _send_to(self, run: Run, stage: str, value: Any, lineage: Lineage | None, item_id: int | None) -> int:
         attempts = 1
         while True:
             try:
-                return self.services.target_for(stage, self.name).send(run, [value])
+                target = self.services.target_for(stage, self.name)
+                return target.send(run, [value], lineage, None if item_id is None else [item_id])
             except QueueAbandoned:
                 return 0
             except QueueRejected as exc:  # not routed per item (see routes_per_item): never lost
@@ -236,36 +269,53 @@ class StageBase:
                     attempts += 1
                     continue
                 text = refusal_text(exc)
-                self.services.dead_letter(self.name, run, [value], attempts, exc, text=text, entered=False)
+                self.services.dead_letter(
+                    self.name, run, [value], attempts, exc, text=text, entered=False, lineage=lineage
+                )
                 return 0
 
     def _failed(self, chunk: Chunk, failures: list[Failure]) -> None:
+        """Retry or dead-letter each failure; the log sees them through the FailureLog (the first
+        of each kind whole, then summaries), the dead letter keeps the traceback."""
         run = chunk.run
         attempts = chunk.attempts + 1
         give_up = chunk.attempts >= self.spec.max_retries
+        report = self.services.failure_log.failed
+        headline = f"item {'dead-lettered after' if give_up else 'failed on'} attempt {attempts}"
         for failure in failures:
-            extra = {**self._extra, "run": run.id}
-            if attempts == 1 or give_up:
-                what = "dead-lettered after" if give_up else "failed on"
-                trace = failure.trace
-                if trace is None and failure.error is not None:
-                    trace = "".join(traceback.format_exception(failure.error))
-                log.error(
-                    "item %s attempt %d: %s%s",
-                    what,
-                    attempts,
-                    failure.text,
-                    "\n" + trace.rstrip() if trace else "",
-                    extra=extra,
-                )
+            report(self.name, run.id, failure.text, partial(trace_of, failure), headline=headline, gave_up=give_up)
             if give_up:
                 error = failure.error or RuntimeError(failure.text)
-                self.services.dead_letter(self.name, run, [failure.item], attempts, error, text=failure.text)
+                self.services.dead_letter(
+                    self.name, run, [failure.item], attempts, error, text=failure.text, lineage=chunk.lineage,
+                    trace=trace_of(failure),
+                )
             else:
-                retry = Chunk(run, [failure.item], attempts)
+                ids = chunk.ids
+                item_id = None if ids is None or failure.index < 0 else [ids[failure.index]]
+                retry = Chunk(run, [failure.item], attempts, lineage=chunk.lineage, ids=item_id)
                 delay = backoff_delay(self.spec.retry_backoff, attempts)
                 self.services.retry.schedule(retry, self.queue, delay)
+            forget_traceback(failure.error)
 
 
-def failure_of(item: Any, exc: BaseException) -> Failure:
-    return Failure(item, exc, error_text(exc))
+def trace_of(failure: Failure) -> str | None:
+    """The failure's formatted traceback (made once, from the exception when it is here)."""
+    if failure.trace is None and failure.error is not None and failure.error.__traceback__ is not None:
+        failure.trace = "".join(traceback.format_exception(failure.error))
+    return failure.trace
+
+
+def forget_traceback(error: BaseException | None) -> None:
+    """Drop an exception's traceback (and its causes') once it has been reported: the traceback's
+    frames hold the item and the worker's own locals, a reference cycle that would keep every
+    failed item of a run alive until a full garbage collection."""
+    for _ in range(8):
+        if error is None:
+            return
+        error.__traceback__ = None
+        error = error.__cause__ or error.__context__
+
+
+def failure_of(item: Any, exc: BaseException, index: int = -1) -> Failure:
+    return Failure(item, exc, error_text(exc), index=index)

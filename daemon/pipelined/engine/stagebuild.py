@@ -39,6 +39,17 @@ class StageHost(StageServices, Protocol):
 
 
 def build_stage(rt: StageHost, spec: StageSpec, target: Target, hooks: HookSet) -> Any:
+    stage = _build(rt, spec, target, hooks)
+    if (spec.rate_limit is not None or spec.concurrency is not None) and hasattr(stage, "use_gate"):
+        fork_per_item = spec.uses_processes and spec.process_mode == "fork_per_item"
+        # an async stage caps its own coroutine slots at `concurrency` (asyncstage.py)
+        gate = rt.book.gate(spec, slots=not isinstance(stage, AsyncStage), one_item_per_slot=fork_per_item)
+        if gate is not None:
+            stage.use_gate(gate)
+    return stage
+
+
+def _build(rt: StageHost, spec: StageSpec, target: Target, hooks: HookSet) -> Any:
     counters = rt.book.counters(spec.name)
     where = f"pipeline {rt.spec.name!r}, stage {spec.name!r}"
     if spec.kind == "accumulator":

@@ -72,6 +72,7 @@ class StageMeter:
                 "busy": int(totals["busy"]),
                 "utilization": round(utilization, 4),
                 "throughput_per_s": round((count1 - count0) / elapsed, 3) if t1 > t0 else 0.0,
+                "throttled_s": round(totals["throttled_s"], 3),
             }
         )
         if self._latency is not None:

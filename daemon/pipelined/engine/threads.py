@@ -22,10 +22,12 @@ from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine import fusion
 from pipelined.engine.counters import CounterCell, StageCounters
+from pipelined.engine.gate import StageGate
 from pipelined.engine.hooks import error_text
 from pipelined.engine.lateoutputs import WATCHER, InProgress
+from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
-from pipelined.engine.router import Target, offer
+from pipelined.engine.router import Ids, Target, offer
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import (
     Failure,
@@ -33,6 +35,7 @@ from pipelined.engine.stage import (
     StageBase,
     StageServices,
     failure_of,
+    item_id_text,
     rejected_failure,
     wait_for_setups,
 )
@@ -74,6 +77,11 @@ class ThreadStage(StageBase):
         self._threads: list[threading.Thread] = []
         self._started = 0
         self._threads_lock = threading.Lock()
+
+    def use_gate(self, gate: StageGate) -> None:
+        super().use_gate(gate)
+        self._exclusive = None  # every call goes through the gate: no inline calls by senders,
+        self.fusible = False  # and no fused chain
 
     # -- lifecycle --------------------------------------------------------------------------
     def start(self) -> None:
@@ -142,9 +150,16 @@ class ThreadStage(StageBase):
         exclusive = self._exclusive
         slot = self._new_slot()
         try:
+            if self.gate is not None:
+                self._gated_loop(self.gate, invoker, fast, cell, slot)
+                return
             if exclusive is None:
+                # `chunk` is dropped before waiting for the next one: a worker waiting on its queue
+                # must not keep the last chunk (its items, the run) alive after that run ended
                 while (chunk := queue.take(self._take_limit(), sharers=self.workers)) is not None:
-                    if self._process(chunk, invoker, fast, cell, slot):
+                    died = self._process(chunk, invoker, fast, cell, slot)
+                    del chunk
+                    if died:
                         raise WorkerDied(self.name)
                 return
             inline_slot = self._new_slot()
@@ -153,7 +168,9 @@ class ThreadStage(StageBase):
                 while queue.wait_available():
                     with exclusive:
                         chunk = queue.take_nowait(self._take_limit())
-                        if chunk is not None and self._process(chunk, invoker, fast, cell, slot):
+                        died = chunk is not None and self._process(chunk, invoker, fast, cell, slot)
+                        del chunk
+                        if died:
                             raise WorkerDied(self.name)
             finally:
                 with exclusive:
@@ -183,15 +200,32 @@ class ThreadStage(StageBase):
             if slot.raw:
                 part = [r for r in part if r is not None and r is not _FAILED]
             if part:
-                finished = offer(self.target, slot.run, part)
+                finished = offer(self.target, slot.run, part, slot.lineage)
                 if finished is None:  # no room downstream now: the worker routes them later
                     return
                 if finished:
-                    slot.run.settle(finished=finished)
+                    slot.run.settle(finished=finished, lineage=slot.lineage)
                 slot.early += len(part)
             slot.sent = n
         finally:
             slot.lock.release()
+
+    def _gated_loop(
+        self,
+        gate: StageGate,
+        invoker: Invoker,
+        fast: Callable[[Any], Any] | None,
+        cell: CounterCell,
+        slot: InProgress,
+    ) -> None:
+        """A stage with rate_limit / concurrency: each take holds a slot and its items' tokens."""
+        while (chunk := gate.take(self.queue, self._take_limit(), self.workers)) is not None:
+            try:
+                died = self._process(chunk, invoker, fast, cell, slot)
+            finally:
+                gate.done()
+            if died:
+                raise WorkerDied(self.name)
 
     def _take_limit(self) -> int:
         """How many queued items a worker takes at once: ~CALL_BUDGET_S of work, 1 to MAX_TAKE.
@@ -207,13 +241,15 @@ class ThreadStage(StageBase):
             return MAX_TAKE
         return max(1, int(CALL_BUDGET_S / per_item))
 
-    def try_inline(self, run: Run, items: list[Any]) -> bool:
+    def try_inline(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> bool:
         """Process a chunk in the sender's thread (execution affinity).
 
         Only for a one-thread stage whose calls have been fast (under INLINE_MAX_S per item).
         Under the lock its worker holds per chunk, the sender first processes whatever is
         queued (order kept), then its own chunk, with the stage's own instance — so the
         instance is never called concurrently and a chain of fast stages runs in one thread.
+        A chunk of a run with a priority (or any chunk while the queue holds one) is queued
+        first, and everything is called in the order the queue serves it.
         """
         per_item = self.per_item_s
         exclusive = self._exclusive
@@ -227,17 +263,27 @@ class ThreadStage(StageBase):
             if inline is None or queue.closed or queue.abandoned:
                 return False
             invoker, fast, cell, slot = inline
+            # a chunk of a run with a priority, while the queue holds others, joins the queue,
+            # which orders them all (a lanes queue always holds others: it is a deque when empty)
+            ordered = queue.prioritized or (run.priority != 0 and queue.depth > 0)
+            if ordered:
+                try:
+                    queue.put(Chunk(run, items, lineage=lineage, ids=ids), force=True)
+                except QueueAbandoned:
+                    return False
             while (queued := self.queue.take_nowait(MAX_TAKE)) is not None:
                 self._process(queued, invoker, fast, cell, slot)
-            if fast is not None and self.fusible and run.trace is None:
+            if ordered:
+                return True
+            if fast is not None and self.fusible and run.trace is None and ids is None:
                 chain = fusion.chain_from(self)
                 if len(chain) > 1:
                     try:
-                        fusion.run_fused(chain, run, items)
+                        fusion.run_fused(chain, run, items, lineage)
                     finally:
                         fusion.release(chain)
                     return True
-            self._process(Chunk(run, items), invoker, fast, cell, slot)
+            self._process(Chunk(run, items, lineage=lineage, ids=ids), invoker, fast, cell, slot)
             return True
 
     def fast_now(self) -> bool:
@@ -274,7 +320,7 @@ class ThreadStage(StageBase):
         began = cell.begin()
         outcome = Outcome()
         logged = enter_log_context(self.services.spec.name, self.name, chunk.run.id)  # user code's log lines
-        early = slot if self._early and n > 1 else None
+        early = slot if self._early and n > 1 and chunk.ids is None else None
         traced = None if chunk.run.trace is None else self._traced(chunk)
         try:
             if fast is not None and not self._per_item:
@@ -307,7 +353,7 @@ class ThreadStage(StageBase):
         items = chunk.items
         results: list[Any] = []
         if slot is not None:
-            slot.start(chunk.run, results, raw=True)
+            slot.start(chunk.run, results, raw=True, lineage=chunk.lineage)
         failures = outcome.failures
         rest = iter(items)
         n = len(items)
@@ -316,20 +362,23 @@ class ThreadStage(StageBase):
                 try:
                     results.extend(map(fn, rest))
                 except Exception as exc:
-                    failures.append(failure_of(items[len(results)], exc))
+                    failures.append(failure_of(items[len(results)], exc, len(results)))
                     results.append(_FAILED)
                     continue
                 if len(results) < n:
-                    failures.append(Failure(items[len(results)], StopIteration(), STOP_ITERATION_TEXT))
+                    failures.append(Failure(items[len(results)], StopIteration(), STOP_ITERATION_TEXT,
+                                            index=len(results)))  # fmt: skip
                     results.append(_FAILED)
                     continue
                 break
         except BaseException:
             outcome.died_at = len(results)
             self._take_outputs(results, outcome, slot, failed=True)
+            _number_outputs(results, outcome, chunk.ids)
             raise
         if not self.is_consumer:
             self._take_outputs(results, outcome, slot, failed=bool(failures))
+            _number_outputs(results, outcome, chunk.ids)
 
     @staticmethod
     def _take_outputs(results: list[Any], outcome: Outcome, slot: InProgress | None, *, failed: bool) -> None:
@@ -352,7 +401,7 @@ class ThreadStage(StageBase):
         if slot is None:
             self._call_items(invoker, chunk, outcome, per_item, None)
             return
-        slot.start(chunk.run, outcome.outputs, raw=False)
+        slot.start(chunk.run, outcome.outputs, raw=False, lineage=chunk.lineage)
         try:
             self._call_items(invoker, chunk, outcome, per_item, slot)
         finally:
@@ -366,24 +415,31 @@ class ThreadStage(StageBase):
         run = chunk.run
         check = self.emit_to_checker
         outcome.routed_already = per_item
+        ids = chunk.ids
+        lineage = chunk.lineage
+        attempt = chunk.attempts + 1 + (lineage.replays if lineage is not None else 0)
+        if ids is not None:
+            outcome.output_ids, outcome.routed_ids = [], []
+        number: int | None = None
 
         def spill(part: list[Any]) -> None:
             """An item emitting many outputs (a generator): route them as they come, under
             back-pressure, after whatever earlier items of the chunk emitted (order kept)."""
             if per_item:
-                outcome.finished += self.route_item(run, part, [])
+                outcome.finished += self.route_item(run, part, [], lineage, number)
                 outcome.sent_early += len(part)
             elif slot is None:
-                outcome.finished += self._send(run, part)
+                outcome.finished += self._send(run, part, lineage, None if number is None else [number] * len(part))
                 outcome.sent_early += len(part)
             else:
                 with slot.lock:  # the watcher never waits for a slot's lock
                     held = outcome.outputs[slot.sent :]
-                    outcome.finished += self._send(run, held + part)
+                    outcome.finished += self._send(run, held + part, lineage)
                     slot.sent = len(outcome.outputs)
                     slot.early += len(held) + len(part)
 
         for index, item in enumerate(chunk.items):
+            number = None if ids is None else ids[index]
             routed: list[tuple[str, Any]] = []
 
             def sink(stage: str, value: Any, routed: list[tuple[str, Any]] = routed) -> None:
@@ -391,14 +447,16 @@ class ThreadStage(StageBase):
                 routed.append((stage, value))
 
             try:
-                outputs, filtered = invoker.call_item(item, run.id, sink, spill)
+                outputs, filtered = invoker.call_item(
+                    item, run.id, sink, spill, item_id=item_id_text(run.id, number), attempt=attempt
+                )
                 if per_item:
-                    outcome.finished += self.route_item(run, outputs, routed)
+                    outcome.finished += self.route_item(run, outputs, routed, lineage, number)
             except QueueRejected as exc:
-                outcome.failures.append(rejected_failure(item, exc))
+                outcome.failures.append(rejected_failure(item, exc, index))
                 continue
             except Exception as exc:
-                outcome.failures.append(failure_of(item, exc))
+                outcome.failures.append(failure_of(item, exc, index))
                 continue
             except BaseException:
                 outcome.died_at = index
@@ -407,6 +465,9 @@ class ThreadStage(StageBase):
                 outcome.filtered += 1
             outcome.outputs.extend(outputs)
             outcome.routed.extend(routed)
+            if number is not None:
+                outcome.output_ids.extend([number] * len(outputs))  # type: ignore[union-attr]
+                outcome.routed_ids.extend([number] * len(routed))  # type: ignore[union-attr]
 
     def _died(self, chunk: Chunk, outcome: Outcome, exc: BaseException, cell: CounterCell) -> None:
         """Charge the item being called; complete the items before it, requeue those after."""
@@ -421,7 +482,15 @@ class ThreadStage(StageBase):
             else:
                 cell.items_in -= len(rest)
             with contextlib.suppress(QueueAbandoned):  # the drain deadline took the chunk over
-                self.queue.put(Chunk(chunk.run, rest, chunk.attempts), force=True)
+                self.queue.put(chunk.part(index + 1, None), force=True)
         chunk.items = items[: index + 1]
-        outcome.failures.append(Failure(items[index], exc, error_text(exc)))
+        if chunk.ids is not None:
+            chunk.ids = chunk.ids[: index + 1]
+        outcome.failures.append(Failure(items[index], exc, error_text(exc), index=index))
         self.complete(chunk, outcome, cell)
+
+
+def _number_outputs(results: list[Any], outcome: Outcome, ids: Ids) -> None:
+    """With ids tracked (never together with early routing): each output keeps its item's number."""
+    if ids is not None:
+        outcome.output_ids = [ids[i] for i, r in enumerate(results) if r is not None and r is not _FAILED]

@@ -46,6 +46,8 @@ class RuntimeView(Protocol):
 
     def threads_of(self, stage: StageSpec) -> int: ...
 
+    def buffer_stats(self) -> dict[str, Any]: ...
+
     def processes_of(self, stage: StageSpec) -> int: ...
 
 IDLE_UTILIZATION = 0.001
@@ -81,6 +83,7 @@ def pipeline_stats(rt: RuntimeView) -> dict[str, Any]:
         "runs": rt.book.runs.counts(),
         "bottleneck": bottleneck,
         "stages": stages,
+        "buffer": rt.buffer_stats(),
     }
 
 
@@ -127,6 +130,7 @@ def stopped_stage_stats(spec: PipelineSpec, book: PipelineBook) -> dict[str, Any
                 "busy": 0,
                 "utilization": 0.0,
                 "throughput_per_s": 0.0,
+                "throttled_s": round(totals["throttled_s"], 3),
             }
         )
         if spec.track_latency:

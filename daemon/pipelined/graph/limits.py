@@ -20,6 +20,7 @@ a pipeline keeps what it got until it gives it back (drain, removal), it is neve
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from typing import Literal
 
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.graph.model import EXTERNAL, Graph, Node
+
+log = logging.getLogger("pipelined.limits")
 
 Resource = Literal["threads", "processes"]
 IsAsync = Callable[[StageSpec], bool]
@@ -185,29 +188,68 @@ class DaemonBudget:
         self.max_threads = max_threads
         self.max_processes = max_processes
         self._held: dict[str, tuple[int, int]] = {}
+        self._used = [0, 0]  # threads, processes held in total (kept with _held: O(1) per call)
+        self._over: set[Resource] = set()  # what is over its limit now (warned once per excess)
         self._lock = threading.Lock()
 
     def take(self, pipeline: str, threads_wanted: int, processes_wanted: int) -> tuple[int, int]:
         """Reserve up to what is wanted from what remains; returns what the pipeline may use."""
         with self._lock:
-            self._held.pop(pipeline, None)
+            self._set(pipeline, None)
             threads_left, processes_left = self._remaining()
             threads = threads_wanted if threads_left is None else max(0, min(threads_wanted, threads_left))
             processes = (
                 processes_wanted if processes_left is None else max(0, min(processes_wanted, processes_left))
             )
-            self._held[pipeline] = (threads, processes)
+            self._set(pipeline, (threads, processes))
             return threads, processes
 
     def hold(self, pipeline: str, threads: int, processes: int) -> None:
-        """Record what a pipeline really uses (its `Allocation.totals()`; may exceed what it took)."""
+        """Record what a pipeline really uses (its `Allocation.totals()`; may exceed what it took:
+        every stage gets at least one thread or process). The first time that takes the daemon
+        past `max_threads` / `max_processes`, a warning says so (again only after it fell back
+        within the limit)."""
         with self._lock:
-            self._held[pipeline] = (threads, processes)
+            self._set(pipeline, (threads, processes))
+            over = self._check_over(pipeline)
+        for resource, used, limit in over:
+            log.warning(
+                "the pipelines use %d %s, more than the daemon's max_%s = %d: every stage gets at "
+                "least one (config.md, Limits), so the limit does not bound them (pipeline %r took it "
+                "past); raise [daemon] max_%s or run fewer stages",
+                used, resource, resource, limit, pipeline, resource, extra={"pipeline": pipeline},
+            )  # fmt: skip
+
+    def _check_over(self, pipeline: str) -> list[tuple[Resource, int, int]]:
+        newly: list[tuple[Resource, int, int]] = []
+        limits: tuple[tuple[Resource, int | None, int], ...] = (
+            ("threads", self.max_threads, self._used[0]),
+            ("processes", self.max_processes, self._used[1]),
+        )
+        for resource, limit, used in limits:
+            if limit is not None and used > limit:
+                if resource not in self._over:
+                    self._over.add(resource)
+                    newly.append((resource, used, limit))
+            else:
+                self._over.discard(resource)
+        return newly
 
     def give_back(self, pipeline: str) -> None:
         """Release what a pipeline holds (drained or removed); unknown keys are ignored."""
         with self._lock:
-            self._held.pop(pipeline, None)
+            self._set(pipeline, None)
+            self._check_over(pipeline)
+
+    def _set(self, pipeline: str, holding: tuple[int, int] | None) -> None:
+        old = self._held.pop(pipeline, None)
+        if old is not None:
+            self._used[0] -= old[0]
+            self._used[1] -= old[1]
+        if holding is not None:
+            self._held[pipeline] = holding
+            self._used[0] += holding[0]
+            self._used[1] += holding[1]
 
     def held(self, pipeline: str) -> tuple[int, int]:
         with self._lock:
@@ -223,9 +265,7 @@ class DaemonBudget:
         )
 
     def _remaining(self) -> tuple[int | None, int | None]:
-        used_threads = sum(t for t, _ in self._held.values())
-        used_processes = sum(p for _, p in self._held.values())
         return (
-            None if self.max_threads is None else self.max_threads - used_threads,
-            None if self.max_processes is None else self.max_processes - used_processes,
+            None if self.max_threads is None else self.max_threads - self._used[0],
+            None if self.max_processes is None else self.max_processes - self._used[1],
         )

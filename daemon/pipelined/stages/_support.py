@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from pipelined.config.durations import parse_duration
+from pipelined.config.durations import parse_duration, parse_size
 
 STATE_DIR_ENV = "PIPELINED_STATE_DIR"
 SYSTEMD_STATE_DIR_ENV = "STATE_DIRECTORY"  # set by systemd for StateDirectory=
@@ -87,11 +87,25 @@ def state_dir() -> Path:
 
 
 def resolve_path(path: str | os.PathLike[str], key: str, place: str) -> Path:
-    """A path argument: `~` expanded; relative ones resolve against the state dir."""
+    """A path argument, absolute: relative ones resolve against the state dir (`~` is not expanded).
+
+    Where a stage may then read or write is checked by `pipelined.stages._paths`.
+    """
     if not isinstance(path, str | os.PathLike) or not str(path):
         raise TypeError(f"{place}: {key}: expected a non-empty path string, got {path!r}")
-    resolved = Path(path).expanduser()
-    return resolved if resolved.is_absolute() else state_dir() / resolved
+    resolved = Path(path)
+    return Path(os.path.abspath(resolved if resolved.is_absolute() else state_dir() / resolved))
+
+
+def to_size(value: object, key: str, place: str) -> int:
+    """A size argument: a number of bytes (>= 1) or a string like "64KiB", "1MiB"."""
+    try:
+        size = parse_size(value)
+    except ValueError as exc:
+        raise ValueError(f"{place}: {key}: {exc}") from None
+    if size < 1:
+        raise ValueError(f"{place}: {key}: must be at least 1 byte, got {value!r}")
+    return size
 
 
 def to_seconds(value: object, key: str, place: str) -> float:

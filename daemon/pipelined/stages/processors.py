@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import threading
@@ -11,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from pipelined.stages._paths import PathRefused, open_for_writing
 from pipelined.stages._support import (
     StageContext,
     logger_for,
@@ -25,8 +27,21 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
 
 
 def to_json_bytes(item: Any) -> bytes:
-    """`item` as one line of JSON; what JSON cannot hold is written as its `repr` string."""
-    return orjson.dumps(item, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    """`item` as one line of JSON; what JSON cannot hold is written as its `repr` string, and so
+    is the whole item when orjson gives up on it (nested deeper than its 255 levels)."""
+    try:
+        return orjson.dumps(item, default=repr, option=orjson.OPT_NON_STR_KEYS)
+    except orjson.JSONEncodeError:
+        return orjson.dumps(safe_repr(item))
+
+
+def safe_repr(item: Any) -> str:
+    """`repr(item)`, or a placeholder naming its type when repr itself fails (too deep, a broken
+    `__repr__`)."""
+    try:
+        return repr(item)
+    except Exception as exc:  # noqa: BLE001 - RecursionError, or whatever a user's __repr__ raises
+        return f"<unrepresentable {type(item).__name__}: {type(exc).__name__}: {exc}>"
 
 
 def log(
@@ -60,10 +75,13 @@ def sleep(item: Any, seconds: float | str = 1.0, ctx: StageContext | None = None
 class JsonlWriter:
     """Consumer: append each item as one line of JSON to `path` (`pipelined.stages:write_jsonl`).
 
-    A relative `path` resolves against the state dir; missing directories are created. Each
+    A relative `path` resolves against the state dir and must lie under the write roots
+    (`[daemon] write_paths`); missing directories are created (0700), the file 0600. Each
     worker opens the file once (O_APPEND) and writes every line with one `write`, so several
     threads or processes can share a file without interleaving lines. `append = false` empties
-    the file when the worker starts; `fsync = true` syncs after every line.
+    the file when the worker starts; `fsync = true` syncs after every line. A path outside the
+    write roots does not stop the pipeline from starting: each attempt fails with `PathRefused`
+    (naming the path and the rule), so the items are retried and dead-lettered, not lost.
     """
 
     def __init__(self, path: str, append: bool = True, fsync: bool = False) -> None:
@@ -75,27 +93,30 @@ class JsonlWriter:
         self._lock = threading.Lock()
 
     def setup(self) -> None:
+        with contextlib.suppress(PathRefused):  # every attempt reports it: it fails the attempt
+            self._open()
+
+    def _open(self) -> int:
         with self._lock:
             if self._fd is None:
-                flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | (0 if self.append else os.O_TRUNC)
                 try:
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._fd = os.open(self.path, flags, 0o644)
+                    self._fd = open_for_writing(self.path, "path", "write_jsonl", truncate=not self.append)
+                except PathRefused:
+                    raise
                 except OSError as exc:
                     raise OSError(
                         f"write_jsonl: path: cannot open {self.path} for writing: {exc.strerror}"
                     ) from None
+            return self._fd
 
     def __call__(self, item: Any) -> None:
-        if self._fd is None:
-            self.setup()
-        assert self._fd is not None
+        fd = self._fd if self._fd is not None else self._open()
         line = to_json_bytes(item) + b"\n"
-        written = os.write(self._fd, line)
+        written = os.write(fd, line)
         if written != len(line):  # a regular file writes all of it unless the disk is full
             raise OSError(f"write_jsonl: short write to {self.path}: {written} of {len(line)} bytes")
         if self.fsync:
-            os.fsync(self._fd)
+            os.fsync(fd)
 
     def close(self) -> None:
         with self._lock:

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import codecs
 import itertools
 import os
 from collections.abc import Iterator
+from typing import TextIO
 
+from pipelined.stages._lines import DEFAULT_MAX_LINE, CutLines
+from pipelined.stages._paths import PathRefused, open_for_reading
 from pipelined.stages._support import (
     StageContext,
     is_stopping,
+    logger_for,
     require_bool,
     require_int,
     resolve_path,
     to_seconds,
+    to_size,
     wait_or_stop,
     where,
 )
@@ -55,29 +61,52 @@ def read_lines(
     strip: bool = False,
     skip_empty: bool = False,
     encoding: str = "utf-8",
+    max_line: int | str = DEFAULT_MAX_LINE,
     ctx: StageContext | None = None,
 ) -> Iterator[str]:
     """Yield the lines of a text file without their line ending.
 
     `strip` also removes surrounding whitespace; `skip_empty` drops lines that are empty (after
     stripping, when `strip` is set). Undecodable bytes become U+FFFD. A relative `path` resolves
-    against the state dir.
+    against the state dir; the file must be a regular file under the read roots
+    (`[daemon] read_paths`). Lines longer than `max_line` characters are cut and counted.
     """
     place = where(ctx, "read_lines")
     file_path = resolve_path(path, "path", place)
     do_strip = require_bool(strip, "strip", place)
     do_skip = require_bool(skip_empty, "skip_empty", place)
+    limit = to_size(max_line, "max_line", place)
     try:
-        handle = open(file_path, encoding=encoding, errors="replace", newline="")  # noqa: SIM115
+        codecs.lookup(encoding)
+    except (LookupError, TypeError):
+        raise ValueError(f"{place}: encoding: unknown encoding {encoding!r}") from None
+    try:
+        fd = open_for_reading(file_path, "path", place)
     except FileNotFoundError:
         raise FileNotFoundError(f"{place}: path: no such file: {os.fspath(file_path)}") from None
-    except IsADirectoryError:
-        raise IsADirectoryError(f"{place}: path: is a directory: {os.fspath(file_path)}") from None
-    except LookupError:
-        raise ValueError(f"{place}: encoding: unknown encoding {encoding!r}") from None
-    with handle:
-        for raw in handle:
+    except PathRefused:
+        raise
+    except OSError as exc:
+        raise OSError(f"{place}: path: cannot read {os.fspath(file_path)}: {exc.strerror}") from None
+    cut = CutLines(logger_for(ctx, "read_lines"), place, os.fspath(file_path), limit)
+    with open(fd, encoding=encoding, errors="replace", newline="") as handle:
+        number = 0
+        while raw := handle.readline(limit):
+            number += 1
+            if len(raw) == limit and not raw.endswith(("\n", "\r")) and _skip_rest_of_line(handle, limit):
+                cut.cut(f"line {number}")
             line = raw.strip() if do_strip else raw.rstrip("\r\n")
             if do_skip and not line:
                 continue
             yield line
+    cut.report()
+
+
+def _skip_rest_of_line(handle: TextIO, limit: int) -> bool:
+    """Read past the end of the current line, `limit` characters at a time; True if any were left."""
+    skipped = False
+    while chunk := handle.readline(limit):
+        skipped = True
+        if chunk.endswith(("\n", "\r")):
+            break
+    return skipped

@@ -1,25 +1,32 @@
 """`tail_file`: follow a growing file like `tail -F`, across rotation, truncation and restarts.
 
-Delivery: the offset of a line is saved when the generator resumes after yielding it (the engine
-took the line) and when the generator is closed at that yield (a drain or reload: the engine
-keeps what it took). So a drain, reload or restart neither repeats nor skips lines; only a
-crash of the daemon between taking a line and asking for the next one repeats that one line
-(at-least-once).
+Delivery (at-least-once): the offset of a line is saved only once that line and every line
+before it have *finished* — consumed, filtered or dead-lettered, with everything derived from
+them (memory buffer) — or are stored in the disk buffer (`buffer = "disk"`): the engine calls
+back through `ctx.on_delivered`. So a drain, reload or restart neither repeats nor skips lines,
+and after a `kill -9` the lines that had not finished are read again instead of being lost.
+Without an engine context that can tell (a fake ctx, a worker process), the offset is saved
+when the generator resumes after the line (the engine took it).
 """
 
 from __future__ import annotations
 
 import codecs
+import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from pipelined.stages._lines import DEFAULT_MAX_LINE, CutLines
+from pipelined.stages._paths import PathRefused, confine, open_for_reading
 from pipelined.stages._support import (
     StageContext,
     is_stopping,
+    logger_for,
     resolve_path,
     to_seconds,
+    to_size,
     wait_or_stop,
     where,
 )
@@ -33,12 +40,17 @@ Line = tuple[str, int, int]  # text, inode of its file, offset just past its new
 
 
 class _OpenFile:
-    """One open file being read line by line; `offset` is where the unread partial line starts."""
+    """One open file being read line by line; `offset` is where the unread partial line starts.
 
-    def __init__(self, path: Path, offset: int, encoding: str) -> None:
-        self.handle: BinaryIO = open(path, "rb", buffering=0)  # noqa: SIM115
+    A line longer than `limit` bytes is cut: its first `limit` bytes are yielded as soon as they
+    are there, the rest up to its newline is skipped (`skipping`), and `cut` counts it.
+    """
+
+    def __init__(self, path: Path, offset: int, encoding: str, place: str, cut: CutLines) -> None:
+        self.handle: BinaryIO = os.fdopen(open_for_reading(path, "path", place), "rb", buffering=0)
         self.inode = os.fstat(self.handle.fileno()).st_ino
         self.encoding = encoding
+        self.cut = cut
         self.restart_at(offset)
 
     @property
@@ -51,6 +63,7 @@ class _OpenFile:
     def restart_at(self, offset: int) -> None:
         self.offset = offset
         self.partial = b""
+        self.skipping = False
         self.handle.seek(offset)
 
     def read_lines(self, *, final: bool = False) -> list[Line]:
@@ -64,12 +77,28 @@ class _OpenFile:
             chunks.append(chunk)
             total += len(chunk)
         data = b"".join(chunks)
+        limit = self.cut.limit
         lines: list[Line] = []
         start = 0
         while (newline := data.find(b"\n", start)) >= 0:
-            lines.append(self._line(data[start:newline], self.offset + newline + 1))
+            end = self.offset + newline + 1
+            if self.skipping:  # the rest of a line already yielded cut
+                self.skipping = False
+            else:
+                raw = data[start:newline]
+                if len(raw) > limit:
+                    raw = raw[:limit]
+                    self.cut.cut(f"the line at byte {self.offset + start}")
+                lines.append(self._line(raw, end))
             start = newline + 1
-        self.partial = data[start:]
+        rest = data[start:]
+        if self.skipping:
+            start, rest = len(data), b""
+        elif len(rest) > limit:  # no newline yet, already too long: yield it cut, skip the rest
+            self.cut.cut(f"the line at byte {self.offset + start}")
+            lines.append(self._line(rest[:limit], self.offset + len(data)))
+            start, rest, self.skipping = len(data), b"", True
+        self.partial = rest
         if final and self.partial:
             lines.append(self._line(self.partial, self.offset + len(data)))
             start, self.partial = len(data), b""
@@ -86,10 +115,11 @@ class _OpenFile:
 class _Follower:
     """Follows `path`: the file now at that path, or first the rotated file a saved offset names."""
 
-    def __init__(self, path: Path, encoding: str, place: str) -> None:
+    def __init__(self, path: Path, encoding: str, place: str, cut: CutLines) -> None:
         self.path = path
         self.encoding = encoding
         self.place = place
+        self.cut = cut
         self.current: _OpenFile | None = None
         self.finishing_rotated = False
 
@@ -140,9 +170,11 @@ class _Follower:
     def _open(self, path: Path, offset: int) -> bool:
         """Open `path` at `offset`; False when it vanished in between (it is waited for)."""
         try:
-            self.current = _OpenFile(path, offset, self.encoding)
+            self.current = _OpenFile(path, offset, self.encoding, self.place, self.cut)
         except FileNotFoundError:
             return False
+        except PathRefused:
+            raise
         except OSError as exc:
             raise OSError(f"{self.place}: path: cannot read {path}: {exc.strerror}") from None
         return True
@@ -181,17 +213,20 @@ def tail_file(
     start: str = "end",
     poll_interval: float | str = 0.2,
     encoding: str = "utf-8",
+    max_line: int | str = DEFAULT_MAX_LINE,
     ctx: StageContext | None = None,
 ) -> Iterator[str]:
     """Yield lines appended to `path` (without their line ending) until the pipeline drains.
 
     The first time (no saved offset) it starts at the file's end, or at its beginning with
     `start = "beginning"`. Offsets are kept per (pipeline, stage) in the state dir; without a
-    `ctx` nothing is saved.
+    `ctx` nothing is saved. The file must be a regular file under the read roots (`[daemon]
+    read_paths`); lines longer than `max_line` bytes are cut and counted.
     """
     place = where(ctx, "tail_file")
-    file_path = resolve_path(path, "path", place)
+    file_path = confine(resolve_path(path, "path", place), "path", place, for_writing=False)
     pause = to_seconds(poll_interval, "poll_interval", place)
+    limit = to_size(max_line, "max_line", place)
     if start not in _STARTS:
         raise ValueError(f"{place}: start: expected one of {', '.join(_STARTS)}, got {start!r}")
     try:
@@ -202,7 +237,9 @@ def tail_file(
         codecs.lookup(encoding)
     except (LookupError, TypeError):
         raise ValueError(f"{place}: encoding: unknown encoding {encoding!r}") from None
-    follower = _Follower(file_path, encoding, place)
+    follower = _Follower(
+        file_path, encoding, place, CutLines(logger_for(ctx, "tail_file"), place, path, limit)
+    )
     try:
         saved = store.load() if store is not None else None
         follower.resume(saved if saved is not None and saved.path == str(path) else None, start)
@@ -230,8 +267,18 @@ def _follow(
                     yield text
                 finally:  # resumed (the line was taken) or closed at this yield (drain, reload)
                     if store is not None:
-                        store.save(Position(inode, end, path))
+                        _when_delivered(ctx, functools.partial(store.save, Position(inode, end, path)))
     finally:
         follower.close()
+        follower.cut.report()
         if store is not None:
-            store.close()
+            _when_delivered(ctx, store.close)  # after the last save
+
+
+def _when_delivered(ctx: StageContext | None, callback: Callable[[], None]) -> None:
+    """Run `callback` once every line yielded so far has finished (or is in the disk buffer)."""
+    on_delivered = getattr(ctx, "on_delivered", None)
+    if on_delivered is None:
+        callback()
+    else:
+        on_delivered(callback)

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelined.stages._paths import PRIVATE_FILE_MODE, make_private_dirs
 from pipelined.stages._support import state_dir
 
 _NUMBER_WIDTH = 20
@@ -37,9 +38,10 @@ class OffsetStore:
 
     def __init__(self, file: Path) -> None:
         self.file = file
-        file.parent.mkdir(parents=True, exist_ok=True)
+        make_private_dirs(file.parent)
         # A FileIO (not a bare fd), so a run that is dropped unstarted still closes it when collected.
-        self._file = io.FileIO(os.open(file, os.O_RDWR | os.O_CREAT, 0o644), "r+b", closefd=True)
+        fd = os.open(file, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, PRIVATE_FILE_MODE)
+        self._file = io.FileIO(fd, "r+b", closefd=True)
         self._fd = self._file.fileno()
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -5,7 +5,8 @@
 (`pipelined.host.notify.Notifier`, sd_notify), `SilentNotifier` tells no one.
 
 `pipelined.supervisor.loop.Supervisor` implements `Control`; `pipelined.api` only adapts HTTP to it.
-All methods are thread-safe and may block (the API calls them from a worker thread). They
+All methods are thread-safe and may block (the API calls them from a worker thread), except
+the `*_waiter` checks, which never block (the API polls them on its event loop). They
 raise `pipelined.errors.RequestError` subclasses (NotFound, Conflict, BadRequest, QueueFull,
 Unavailable, Forbidden) whose `status` the API answers with; every returned value is plain
 JSON-ready data (dicts, lists, str, int, float, bool, None) in exactly the shapes of the
@@ -14,6 +15,7 @@ spec's api.md.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 Json = Any
@@ -51,13 +53,24 @@ class Control(Protocol):
         ...
 
     def trigger(
-        self, name: str, stage: str, args: dict[str, Any] | None, items: list[Any] | None
+        self,
+        name: str,
+        stage: str,
+        args: dict[str, Any] | None,
+        items: list[Any] | None,
+        priority: int | None = None,
     ) -> Json:
-        """Start a run; returns {"run", "pipeline", "stage"}. Waits (≤ 10 s) during a swap."""
+        """Start a run; returns {"run", "pipeline", "stage"}. Waits (≤ 10 s) during a swap.
+        `priority` (−10..10): None takes a producer's `priority` key, else 0."""
         ...
 
     def wait_run(self, name: str, run_id: str, timeout: float) -> tuple[bool, Json]:
         """Wait for a run to end: (finished, run object)."""
+        ...
+
+    def run_waiter(self, name: str, run_id: str) -> Callable[[], bool]:
+        """A non-blocking check that the run has ended (NotFound for an unknown run): the API
+        polls it on its event loop, so a caller waiting for a run holds no thread."""
         ...
 
     def runs(self, name: str) -> list[Json]:
@@ -72,6 +85,11 @@ class Control(Protocol):
 
     def wait_drained(self, name: str, timeout: float | None) -> tuple[bool, Json]:
         """Wait until drained (timeout None: the pipeline's drain_timeout): (drained, stats)."""
+        ...
+
+    def drain_waiter(self, name: str, timeout: float | None) -> tuple[Callable[[], bool], float]:
+        """(a non-blocking "drained?" check, how long to wait: `timeout`, or the pipeline's
+        drain_timeout when None); polled by the API like `run_waiter`."""
         ...
 
     def start(self, name: str) -> Json:

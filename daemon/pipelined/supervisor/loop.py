@@ -36,10 +36,12 @@ from pipelined.supervisor.queries import PipelineQueries
 from pipelined.supervisor.reload import ReloadResult
 from pipelined.supervisor.shutdown import drain_all
 from pipelined.supervisor.slot import PipelineSlot
+from pipelined.workers.bounded import busy_until
 
 log = logging.getLogger("pipelined.supervisor")
 
 LOOP_TICK = 0.5
+START_PARALLEL = 8  # new pipelines started at once (after reserving their budgets in name order)
 LOOP_STALL = 15.0  # the loop counts as unhealthy when idle-waiting stopped this long ago
 
 
@@ -201,10 +203,14 @@ class Supervisor(PipelineQueries):
         if thread is None or not thread.is_alive():
             return False
         now = time.monotonic()
-        return now - self._loop_beat < LOOP_STALL or now < self._busy_until
+        return now - self._loop_beat < LOOP_STALL or now < max(self._busy_until, busy_until())
 
     # -- reload: every file, one pipeline at a time, changes applied in parallel -----------
     def reload_all(self) -> ReloadResult:
+        with reloading.scan_memo():  # code under a shared python_path is hashed once per re-scan
+            return self._reload_all()
+
+    def _reload_all(self) -> ReloadResult:
         result = ReloadResult()
         conf_dir = self.settings.daemon.conf_dir
         files, bad_names = reloading.scan_conf_dir(conf_dir)
@@ -234,7 +240,7 @@ class Supervisor(PipelineQueries):
                 result.unchanged.append(name)
                 continue
             previous_dirs = slot.version.spec.python_path if slot and slot.version else ()
-            ready = reloading.prepare(name, path, previous_dirs)
+            ready = reloading.prepare(name, path, previous_dirs, keyed)
             if ready is not None:
                 prepared.append((ready, slot is None))
         with self.slots_lock:
@@ -262,27 +268,33 @@ class Supervisor(PipelineQueries):
     def _apply_in_parallel(
         self, prepared: list[tuple[reloading.Prepared, bool]], removed: list[PipelineSlot], result: ReloadResult
     ) -> None:
-        """Removals and changes (which drain first) run in parallel; new pipelines start one by
-        one in name order, so they take from the daemon's budget in a predictable order."""
+        """Removals and changes (which drain first) run in parallel. New pipelines reserve their
+        share of the daemon's budget one by one in name order (a predictable order), then start
+        in parallel (START_PARALLEL at a time): a thousand pipelines start in seconds. Pipelines
+        that others link to are handed to the starters first; until its start is done, a new
+        pipeline's gate holds triggers and link deliveries (≤ 10 s), as a swap does."""
         if not prepared and not removed:
             return
         self._announce_reloading()  # a watcher event that changes something
-        fresh = linkplan.start_order([ready for ready, is_new in prepared if is_new])
+        fresh = sorted((ready for ready, is_new in prepared if is_new), key=lambda ready: ready.name)
         changed = [ready for ready, is_new in prepared if not is_new]
-        with self.slots_lock:  # listed at once (state "starting") while they wait their turn;
-            for ready in fresh:  # triggers and links wait at their gate (≤ 10 s) meanwhile
+        with self.slots_lock:  # listed at once (state "starting") while they wait their turn
+            for ready in fresh:
                 if ready.name not in self.slots:
                     self.slots[ready.name] = self._new_slot(ready)
-                    self.slots[ready.name].begin_swap()
+                    self.slots[ready.name].begin_swap()  # triggers and links wait (≤ 10 s)
+        for ready in fresh:
+            self._reserve(ready)
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(changed) + len(removed))),
-                                thread_name_prefix="pipelined-apply") as pool:  # fmt: skip
+                                thread_name_prefix="pipelined-apply") as pool, \
+                ThreadPoolExecutor(max_workers=max(1, min(START_PARALLEL, len(fresh))),
+                                   thread_name_prefix="pipelined-start") as starting:  # fmt: skip
             removals = {pool.submit(reloading.remove, slot): slot for slot in removed}
             changes = {pool.submit(self._apply_one, ready, False): ready for ready in changed}
-            for ready in fresh:
-                try:
-                    self._record(result, ready.name, self._apply_one(ready, True))
-                finally:
-                    self.slots[ready.name].end_swap()
+            starts = {starting.submit(self._start_fresh, ready): ready for ready in linkplan.start_order(fresh)}
+            for start, ready in starts.items():
+                self._record(result, ready.name, start.result())
+                self.slots[ready.name].release_reservation()
             for removal, slot in removals.items():
                 removal.result()
                 with self.slots_lock:
@@ -292,6 +304,23 @@ class Supervisor(PipelineQueries):
                 result.removed.append(slot.name)
             for change, ready in changes.items():
                 self._record(result, ready.name, change.result())
+
+    def _start_fresh(self, ready: reloading.Prepared) -> str:
+        try:
+            return self._apply_one(ready, True)
+        finally:
+            self.slots[ready.name].end_swap()
+
+    def _reserve(self, ready: reloading.Prepared) -> None:
+        version = ready.version
+        slot = self.slots.get(ready.name)
+        if slot is None or version is None or not version.spec.enabled:
+            return
+        try:
+            with slot.lock:
+                slot.reserve(version)
+        except Exception:  # noqa: BLE001 - its start (which allocates again) reports the error
+            log.debug("%s: reserving its budget failed", ready.name, exc_info=True, extra={"pipeline": ready.name})
 
     def _record(self, result: ReloadResult, name: str, outcome: str) -> None:
         if outcome == "failed":
@@ -316,10 +345,9 @@ class Supervisor(PipelineQueries):
             return "failed"
 
     def _new_slot(self, ready: reloading.Prepared) -> PipelineSlot:
-        book = PipelineBook(ready.name, self.settings.daemon.state_dir)
-        slot = PipelineSlot(
-            ready.name, ready.path, book, self.budget, self.settings.daemon.drain_timeout, self.links
-        )
+        daemon = self.settings.daemon
+        book = PipelineBook(ready.name, daemon.state_dir, dead_letter_files=daemon.dead_letter_files)
+        slot = PipelineSlot(ready.name, ready.path, book, self.budget, daemon.drain_timeout, self.links)
         slot.file_version = ready.file_version  # shown (state "starting") before it starts
         slot.version = ready.version  # None when the file is invalid
         return slot

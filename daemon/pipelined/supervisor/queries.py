@@ -12,6 +12,7 @@ import resource
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -108,10 +109,17 @@ class PipelineQueries:
     def pipeline(self, name: str) -> dict[str, Any]:
         return self._slot(name).detail()
 
-    def trigger(self, name: str, stage: str, args: dict[str, Any] | None, items: list[Any] | None) -> dict[str, Any]:
+    def trigger(
+        self,
+        name: str,
+        stage: str,
+        args: dict[str, Any] | None,
+        items: list[Any] | None,
+        priority: int | None = None,
+    ) -> dict[str, Any]:
         self._refuse_new_work()
         slot = self._slot(name)
-        run_id = slot.trigger(stage, args, items)
+        run_id = slot.trigger(stage, args, items, priority)
         return {"run": run_id, "pipeline": name, "stage": stage}
 
     def wait_run(self, name: str, run_id: str, timeout: float) -> tuple[bool, dict[str, Any]]:
@@ -120,6 +128,11 @@ class PipelineQueries:
         slot.book.runs.wait(run_id, min(max(timeout, 0.0), MAX_RUN_WAIT))
         run = self.run(name, run_id)
         return run.get("state") != "running", run
+
+    def run_waiter(self, name: str, run_id: str) -> Callable[[], bool]:
+        self.run(name, run_id)  # 404 for an unknown run, named like the other answers
+        run = self._slot(name).book.runs.run(run_id)
+        return lambda: run.ended
 
     def runs(self, name: str) -> list[dict[str, Any]]:
         return [to_json(run) for run in self._slot(name).book.runs.list()]
@@ -151,6 +164,14 @@ class PipelineQueries:
             return slot.state != "failed", slot.stats()
         drained = bool(runtime.wait_drained(slot.drain_timeout if timeout is None else timeout))
         return drained, slot.stats()
+
+    def drain_waiter(self, name: str, timeout: float | None) -> tuple[Callable[[], bool], float]:
+        slot = self._slot(name)
+        runtime = slot.runtime
+        wait = slot.drain_timeout if timeout is None else timeout
+        if runtime is None:
+            return (lambda: True), wait
+        return (lambda: bool(runtime.wait_drained(0))), wait
 
     def start(self, name: str) -> dict[str, Any]:
         if self.is_stopping():

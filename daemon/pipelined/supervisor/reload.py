@@ -4,27 +4,30 @@
 - `content_key(path)` → (sha256 of the file, fingerprint of the `.py` files under its
   `python_path`): the unit of diffing — an unchanged key means nothing to do;
 - `prepare(path)` → a validated, routed `PipelineVersion` or the error text, built before the
-  running version is touched (modules under `python_path` are purged first so the new version
-  imports the current code);
+  running version is touched (only the modules under `python_path` whose files changed are
+  re-imported, and put back if the file is invalid: code_modules.py);
 - `apply_change(slot, prepared)` → "added" | "updated" | "failed" for one pipeline.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
-import importlib
 import logging
 import re
-import sys
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipelined.config.load import pipeline_name_problem
+from pipelined.config.permissions import permission_problem
 from pipelined.config.spec import Problem
 from pipelined.graph.check import parse_pipeline
 from pipelined.graph.routing import build_graph
+from pipelined.supervisor import code_modules
 from pipelined.supervisor.slot import PipelineSlot, PipelineVersion
 
 log = logging.getLogger("pipelined.reload")
@@ -94,27 +97,56 @@ def scan_conf_dir(conf_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
 
 def declared_code_dirs(path: Path, data: bytes) -> tuple[Path, ...]:
     """The `python_path` directories a file declares (read even when the file is otherwise invalid)."""
-    try:
-        raw = tomllib.loads(data.decode("utf-8", errors="replace")).get("python_path", [])
-    except tomllib.TOMLDecodeError:
-        return ()
+    if b"python_path" not in data:
+        return ()  # most files: no TOML parse needed to know it
+    raw = _toml(data).get("python_path", [])
     if not isinstance(raw, list):
         return ()
     return tuple((path.parent / entry).resolve() for entry in raw if isinstance(entry, str))
 
 
 def code_file_hashes(dirs: tuple[Path, ...]) -> dict[str, str]:
-    """{path: sha256} of every `.py` file under `dirs` (at most MAX_CODE_FILES)."""
+    """{path: sha256} of every `.py` file under `dirs` (at most MAX_CODE_FILES). Within one
+    re-scan (`scan_memo()`) each directory is read once, however many pipelines share it."""
     hashes: dict[str, str] = {}
     for directory in dirs:
-        for py in sorted(directory.rglob("*.py")) if directory.is_dir() else ():
-            if "__pycache__" in py.parts or len(hashes) >= MAX_CODE_FILES:
-                continue
-            try:
-                hashes[str(py)] = hashlib.sha256(py.read_bytes()).hexdigest()
-            except OSError:
-                continue
+        memo = _SCAN_MEMO.get(directory) if _SCAN_MEMO is not None else None
+        if memo is None:
+            memo = _hash_directory(directory)
+            if _SCAN_MEMO is not None:
+                _SCAN_MEMO[directory] = memo
+        for py, sha in memo.items():
+            if len(hashes) >= MAX_CODE_FILES:
+                break
+            hashes.setdefault(py, sha)
     return hashes
+
+
+def _hash_directory(directory: Path) -> dict[str, str]:
+    hashes: dict[str, str] = {}
+    for py in sorted(directory.rglob("*.py")) if directory.is_dir() else ():
+        if "__pycache__" in py.parts or len(hashes) >= MAX_CODE_FILES:
+            continue
+        try:
+            hashes[str(py)] = hashlib.sha256(py.read_bytes()).hexdigest()
+        except OSError:
+            continue
+    return hashes
+
+
+_SCAN_MEMO: dict[Path, dict[str, str]] | None = None
+
+
+@contextlib.contextmanager
+def scan_memo() -> Iterator[None]:
+    """One re-scan of the conf dir: the code under a `python_path` is hashed once for all the
+    pipelines that share it (a thousand pipelines on one directory: one pass, not a thousand)."""
+    global _SCAN_MEMO
+    _SCAN_MEMO = {}
+    try:
+        yield
+    finally:
+        _SCAN_MEMO = None
 
 
 def code_fingerprint(dirs: tuple[Path, ...]) -> str:
@@ -125,22 +157,6 @@ def code_fingerprint(dirs: tuple[Path, ...]) -> str:
     for py, sha in code_file_hashes(dirs).items():
         digest.update(f"{py}\0{sha}\0".encode())
     return digest.hexdigest()
-
-
-def used_code_files(dirs: tuple[Path, ...]) -> list[str]:
-    """Files of the imported modules that live under `dirs` (right after a pipeline's imports,
-    with the modules under `dirs` purged first: what that pipeline uses)."""
-    if not dirs:
-        return []
-    roots = [str(d) + "/" for d in dirs]
-    used = set()
-    for module in list(sys.modules.values()):
-        file = getattr(module, "__file__", None)
-        if file:
-            resolved = str(Path(file).resolve())
-            if any(resolved.startswith(root) for root in roots):
-                used.add(resolved)
-    return sorted(used)
 
 
 def same_code(used: dict[str, str] | None) -> bool:
@@ -164,22 +180,11 @@ def content_key(path: Path) -> tuple[tuple[str, str], str, bytes] | None:
     except (FileNotFoundError, IsADirectoryError):
         return None
     file_hash = hashlib.sha256(data).hexdigest()
-    return (file_hash, code_fingerprint(declared_code_dirs(path, data))), file_hash[:12], data
-
-
-def purge_modules(dirs: tuple[Path, ...]) -> list[str]:
-    """Forget every imported module whose file lives under `dirs` (so the next import is fresh)."""
-    if not dirs:
-        return []
-    roots = [str(d) + "/" for d in dirs]
-    purged = []
-    for name, module in list(sys.modules.items()):
-        file = getattr(module, "__file__", None)
-        if file and any(str(Path(file).resolve()).startswith(root) for root in roots):
-            del sys.modules[name]
-            purged.append(name)
-    importlib.invalidate_caches()
-    return purged
+    fingerprint = code_fingerprint(declared_code_dirs(path, data))
+    refused = permission_problem(path)
+    if refused is not None:  # a chmod that fixes (or breaks) it is a change a reload must see
+        fingerprint += f"|refused: {refused.message}"
+    return (file_hash, fingerprint), file_hash[:12], data
 
 
 def _errors_text(problems: list[Problem] | tuple[Problem, ...]) -> str | None:
@@ -187,15 +192,50 @@ def _errors_text(problems: list[Problem] | tuple[Problem, ...]) -> str | None:
     return "; ".join(errors) if errors else None
 
 
-def prepare(name: str, path: Path, previous_dirs: tuple[Path, ...] = ()) -> Prepared | None:
-    """Parse, validate and route one file (None if it vanished meanwhile)."""
-    keyed = content_key(path)
+def prepare(
+    name: str,
+    path: Path,
+    previous_dirs: tuple[Path, ...] = (),
+    keyed: tuple[tuple[str, str], str, bytes] | None = None,
+) -> Prepared | None:
+    """Parse, validate and route one file (None if it vanished meanwhile).
+
+    Only the `python_path` modules whose files changed are re-imported, and they are put back
+    as they were when the file turns out invalid: running versions keep their code
+    (code_modules.py)."""
+    keyed = keyed or content_key(path)  # the re-scan's own reading of the file, when given
     if keyed is None:
         return None
     key, file_version, data = keyed
+    refused = permission_problem(path)
+    if refused is not None:  # before any of its code is imported
+        return Prepared(name, path, key, file_version, None, str(refused))
     code_dirs = declared_code_dirs(path, data)
-    before_import = code_file_hashes(code_dirs)
-    purge_modules(tuple(set(previous_dirs) | set(code_dirs)))
+    dirs = tuple(dict.fromkeys((*previous_dirs, *code_dirs)))
+    before_import = code_file_hashes(dirs)
+    snapshot = code_modules.purge_changed(dirs, before_import)
+    prepared = _parse_and_route(name, path, key, file_version, data)
+    if prepared.version is None:
+        snapshot.restore()
+        return prepared
+    if not dirs:
+        return prepared
+    code_modules.record_loaded(snapshot, before_import)
+    used = code_modules.used_files(code_modules.call_modules(_toml(data)), snapshot)
+    return replace(prepared, used_code=used)
+
+
+@functools.lru_cache(maxsize=4096)
+def _toml(data: bytes) -> dict[str, Any]:
+    """A file's TOML ({} when invalid), parsed once per content: every re-scan asks each file
+    for its `python_path`. Callers only read it."""
+    try:
+        return tomllib.loads(data.decode("utf-8", errors="replace"))
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return {}
+
+
+def _parse_and_route(name: str, path: Path, key: tuple[str, str], file_version: str, data: bytes) -> Prepared:
     try:
         spec, problems = parse_pipeline(data, path)  # the very bytes the key was made of
     except Exception as exc:  # noqa: BLE001 - a bug in parsing must fail only this file
@@ -209,8 +249,7 @@ def prepare(name: str, path: Path, previous_dirs: tuple[Path, ...] = ()) -> Prep
     if error:
         return Prepared(name, path, key, file_version, None, error)
     warnings = tuple(p for p in problems if p.severity == "warning")  # logged by the caller (linkplan)
-    used = {py: before_import.get(py, "") for py in used_code_files(code_dirs)}
-    return Prepared(name, path, key, file_version, PipelineVersion(spec, routed.graph, warnings), None, used)
+    return Prepared(name, path, key, file_version, PipelineVersion(spec, routed.graph, warnings), None)
 
 
 def apply_change(slot: PipelineSlot, prepared: Prepared, is_new: bool) -> str:
@@ -265,4 +304,6 @@ def _failed(slot: PipelineSlot, error: str, keeps_running: bool) -> str:
 def remove(slot: PipelineSlot) -> None:
     with slot.lock:
         slot.drain_runtime()
-        log.info("%s: file removed; pipeline drained and removed", slot.name, extra={"pipeline": slot.name})
+        left = slot.book.discard_buffer()  # a disk buffer: what the drain left is dead-lettered "shutdown"
+        log.info("%s: file removed; pipeline drained and removed%s", slot.name,
+                 f" ({left} buffered items dead-lettered)" if left else "", extra={"pipeline": slot.name})

@@ -40,6 +40,7 @@ def _drain_for_stop(slot: PipelineSlot, after: list[threading.Event], done: thre
     try:
         with slot.lock:
             slot.drain_runtime()
+            slot.book.close_buffer()  # what is queued for the disk buffer is committed first
     except Exception:  # noqa: BLE001 - keep draining the others
         log.exception("%s: drain at stop failed", slot.name, extra={"pipeline": slot.name})
     finally:

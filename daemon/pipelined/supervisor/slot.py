@@ -68,6 +68,7 @@ class PipelineSlot:
         self.seen_key: tuple[str, str] | None = None  # content key of the file last applied
         self.running_key: tuple[str, str] | None = None  # content key of what `runtime` runs
         self.warned_cuts: set[tuple[str, str, str, int]] = set()  # limits warnings already logged
+        self._reserved: tuple[PipelineVersion, limits.Allocation] | None = None  # reserve()
         self.file_version = ""  # sha12 of the file last seen
         self.error: str | None = None
         self.pending_error = False  # the file on disk is not what runs: its error is current
@@ -186,6 +187,7 @@ class PipelineSlot:
             "runs": self.book.runs.counts(),
             "bottleneck": None,
             "stages": self._stopped_stage_stats(),
+            "buffer": self.book.buffer_stats(self.version.spec.buffer if self.version is not None else "memory"),
         }
 
     def _stopped_stage_stats(self) -> dict[str, Any]:
@@ -207,23 +209,23 @@ class PipelineSlot:
         self.pending_error = not ok
 
     # -- lifecycle (hold `lock`) ---------------------------------------------------------
+    def reserve(self, version: PipelineVersion) -> None:
+        """Take `version`'s share of the daemon's budget now (new pipelines reserve in name order,
+        then start in parallel); `start_version(version)` uses it."""
+        self._reserved = (version, self._allocate(version))
+
+    def release_reservation(self) -> None:
+        """Give back a reservation that no start used (the version never started)."""
+        if self._reserved is not None:
+            self._reserved = None
+            if self.runtime is None:
+                self.budget.give_back(self.name)
+
     def start_version(self, version: PipelineVersion) -> None:
         """Build and start a runtime for `version` (StartError when it cannot start)."""
         spec = version.spec
-
-        def is_async(stage: StageSpec) -> bool:
-            return is_async_callable(stage.call, spec.python_path)
-
-        wanted_threads, wanted_processes = limits.pipeline_demand(spec, version.graph, is_async)
-        threads, processes = self.budget.take(self.name, wanted_threads, wanted_processes)
-        allocation = limits.allocate(spec, version.graph, threads, processes, is_async)
-        self.budget.hold(self.name, *allocation.totals())
-        for cut in allocation.cuts:
-            key = (spec.version, cut.stage, cut.resource, cut.got)
-            if key in self.warned_cuts:
-                continue  # once per stage and version: a restart of the same file does not repeat it
-            self.warned_cuts.add(key)
-            log.warning("%s: %s", self.name, cut.message(), extra={"pipeline": self.name, "stage": cut.stage})
+        reserved, self._reserved = self._reserved, None
+        allocation = reserved[1] if reserved is not None and reserved[0] is version else self._allocate(version)
         drain_timeout = spec.drain_timeout if spec.drain_timeout is not None else self.default_drain_timeout
         runtime = PipelineRuntime(
             spec, version.graph, allocation, self.book, drain_timeout=drain_timeout, links=self.links
@@ -239,6 +241,29 @@ class PipelineSlot:
         self.version = version
         self.disabled = False
         self.loaded_at = utc_now_iso()
+
+    def _allocate(self, version: PipelineVersion) -> limits.Allocation:
+        """Take from the daemon's budget and allocate threads/processes per stage (cuts logged once)."""
+        spec = version.spec
+
+        known: dict[str | None, bool] = {}
+
+        def is_async(stage: StageSpec) -> bool:  # asked several times per stage by the allocation
+            if stage.call not in known:
+                known[stage.call] = is_async_callable(stage.call, spec.python_path)
+            return known[stage.call]
+
+        wanted_threads, wanted_processes = limits.pipeline_demand(spec, version.graph, is_async)
+        threads, processes = self.budget.take(self.name, wanted_threads, wanted_processes)
+        allocation = limits.allocate(spec, version.graph, threads, processes, is_async)
+        self.budget.hold(self.name, *allocation.totals())
+        for cut in allocation.cuts:
+            key = (spec.version, cut.stage, cut.resource, cut.got)
+            if key in self.warned_cuts:
+                continue  # once per stage and version: a restart of the same file does not repeat it
+            self.warned_cuts.add(key)
+            log.warning("%s: %s", self.name, cut.message(), extra={"pipeline": self.name, "stage": cut.stage})
+        return allocation
 
     def drain_runtime(self, timeout: float | None = None) -> None:
         """Drain the current runtime (leftovers dead-lettered "shutdown") and give back its budget."""
@@ -329,12 +354,14 @@ class PipelineSlot:
             raise Conflict(f"pipeline {self.name!r} is {self.state}" + (f": {self.error}" if self.error else ""))
         return runtime
 
-    def trigger(self, stage: str, args: dict[str, Any] | None, items: list[Any] | None) -> str:
+    def trigger(
+        self, stage: str, args: dict[str, Any] | None, items: list[Any] | None, priority: int | None = None
+    ) -> str:
         deadline = time.monotonic() + SWAP_WAIT
         while True:
             runtime = self.current_runtime(max(0.0, deadline - time.monotonic()))
             try:
-                return str(runtime.trigger(stage, args=args, items=items))
+                return str(runtime.trigger(stage, args=args, items=items, priority=priority))
             except Conflict:
                 # the version began draining for a swap between the gate and the trigger: wait for the new one
                 if (self._swapping or self.runtime is not runtime) and time.monotonic() < deadline:

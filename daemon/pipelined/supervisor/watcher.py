@@ -2,7 +2,9 @@
 
 watchfiles groups events until nothing changed for `quiet_ms` (about 200 ms), so an editor's
 temp-file-and-rename, `sed -i`, vim's `4913` probe and bursts of saves become one reload, which
-re-scans the directory (the supervisor's reload is keyed by content, so it is cheap). Only
+re-scans the directory (the supervisor's reload is keyed by content, so it is cheap). The wait
+has a maximum: a file that keeps changing (written every 50 ms) is reloaded at the latest about
+`MAX_WAIT_MS` (2 s) after its first change, and again after each further such period. Only
 `*.toml` pipeline files and `*.py` files matter. The set of watched directories follows the
 loaded pipelines (`refresh()`); a watcher error is logged and watching restarts.
 """
@@ -22,7 +24,8 @@ log = logging.getLogger("pipelined.watcher")
 
 QUIET_MS = 200
 STEP_MS = 50
-MAX_GROUP_MS = 2000
+MAX_GROUP_MS = 500  # watchfiles yields a group of changes at least this often
+MAX_WAIT_MS = 2000  # from the first change to the reload, however busy the files stay
 RETRY_SECONDS = 1.0
 IDENTITY_CHECK_S = 0.5  # how often the watched directories are checked for having been replaced
 
@@ -101,6 +104,7 @@ class ConfWatcher:
         )
         pending: set[str] = set()
         last_event = 0.0
+        first_seen = 0.0  # when the oldest pending change was seen
         identity, checked = _identities(directories), time.monotonic()
         for changes in changes_iter:
             self.ready.set()
@@ -109,9 +113,13 @@ class ConfWatcher:
                 rescan = False
             now = time.monotonic()
             if changes:
+                if not pending:  # the group may have begun up to MAX_GROUP_MS ago
+                    first_seen = now - MAX_GROUP_MS / 1000
                 pending.update(path for _change, path in changes)
                 last_event = now - STEP_MS / 1000  # the group ended one quiet step ago
-            if pending and now - last_event >= self.quiet_ms / 1000:
+            if pending and (
+                now - last_event >= self.quiet_ms / 1000 or now - first_seen >= MAX_WAIT_MS / 1000
+            ):
                 log.debug("changed: %s", sorted(pending))
                 self.on_change(pending)
                 pending = set()

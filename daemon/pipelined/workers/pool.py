@@ -10,7 +10,6 @@ so no worker calls more than that, and a worker that reached it is replaced (clo
 from __future__ import annotations
 
 import logging
-import pickle
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -285,11 +284,11 @@ class _BatchRun:
     def _drop_unpicklable(self, chunk: list[int]) -> list[int]:
         keep: list[int] = []
         for index in chunk:
-            try:
-                pickle.dumps(self.items[index], protocol=protocol.PROTOCOL)
+            error = protocol.pickling_error(self.items[index])
+            if error is None:
                 keep.append(index)
-            except Exception as exc:
-                self.outcomes[index] = failed(protocol.pickle_error(self.stage, "item", self.items[index], exc))
+            else:
+                self.outcomes[index] = failed(protocol.pickle_error(self.stage, "item", self.items[index], error))
         return keep
 
     def _send_itemwise(self, worker: WorkerHandle, sent: list[int]) -> None:

@@ -12,8 +12,12 @@ LOAD_FAILED (error text: the batch did not unpickle) or CLOSED (close() error te
 
 from __future__ import annotations
 
+import importlib
+import io
 import pickle
 import signal
+import sys
+import types
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -28,7 +32,49 @@ PROTOCOL = pickle.HIGHEST_PROTOCOL
 
 
 def dumps(value: Any) -> bytes:
-    return pickle.dumps(value, protocol=PROTOCOL)
+    """Pickle with the standard pickler; a class or function that is no longer the one its
+    module names (a running version's code, while a reload has imported a newer copy of the
+    module) is pickled by name instead, to be found in the receiving worker, which was forked
+    with that version's code."""
+    try:
+        return pickle.dumps(value, protocol=PROTOCOL)
+    except pickle.PicklingError:
+        buffer = io.BytesIO()
+        _ByNamePickler(buffer, protocol=PROTOCOL).dump(value)
+        return buffer.getvalue()
+
+
+def pickling_error(value: Any) -> BaseException | None:
+    """None when `value` pickles (as `dumps` would), else the error."""
+    try:
+        dumps(value)
+    except Exception as exc:  # noqa: BLE001 - whatever pickling raises is the answer
+        return exc
+    return None
+
+
+def _by_name(module: str, qualname: str) -> Any:
+    """A class or function looked up by name where the pickle is loaded."""
+    found: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        found = getattr(found, part)
+    return found
+
+
+class _ByNamePickler(pickle.Pickler):
+    def reducer_override(self, obj: Any) -> Any:
+        if not isinstance(obj, type | types.FunctionType):
+            return NotImplemented
+        module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", "")
+        if not isinstance(module, str) or "<locals>" in qualname or module not in sys.modules:
+            return NotImplemented
+        try:
+            named = _by_name(module, qualname)
+        except Exception:  # noqa: BLE001 - not there by that name: let pickle say so
+            return NotImplemented
+        if named is obj:
+            return NotImplemented
+        return _by_name, (module, qualname)
 
 
 def type_name(value: Any) -> str:
@@ -44,10 +90,9 @@ def pickle_error(stage: str, what: str, value: Any, exc: BaseException) -> str:
 
 def first_unpicklable(values: list[Any]) -> tuple[Any, BaseException] | None:
     for value in values:
-        try:
-            pickle.dumps(value, protocol=PROTOCOL)
-        except Exception as exc:
-            return value, exc
+        error = pickling_error(value)
+        if error is not None:
+            return value, error
     return None
 
 

@@ -3,7 +3,7 @@
     cluster = cluster_for(RayConfig(address="", namespace="pipelined", state_dir=state_dir))
     cluster.connect()                        # starts the driver; RayUnavailable naming the address
     actor_id, ready = cluster.new_actor(setup, options)   # ready: Future -> info, or ActorStartFailed
-    cluster.call(actor_id, run_id, data, stopping)        # Future -> reply bytes, or RayCallFailed
+    cluster.call(actor_id, run_id, data, stopping)        # blocks: reply bytes, or RayCallFailed
     cluster.close_actor(actor_id)            # Future -> close() error text or None
     shutdown_clusters(timeout)               # at daemon exit
 
@@ -21,11 +21,9 @@ every RECONNECT_EVERY seconds, failing fast in between.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import logging
 import os
-import secrets
 import signal
 import socket
 import subprocess
@@ -41,15 +39,18 @@ from typing import Any
 
 from pipelined.workers import ray_driver as msg
 from pipelined.workers.logbridge import replay
+from pipelined.workers.ray_channels import CallChannels, ChannelLost, reply_bytes
+from pipelined.workers.ray_instance import INSTANCE_MARK as INSTANCE_MARK  # re-exported
+from pipelined.workers.ray_instance import connect_hint, driver_env, kill_leftovers, temp_dir
+from pipelined.workers.ray_reach import last_error, probe
 
 log = logging.getLogger("pipelined.workers")
 
 CONNECT_TIMEOUT = 120.0  # ray.init of an embedded instance takes 4-10 s on a busy machine
 RECONNECT_EVERY = 5.0
+LOSS_WAIT = 15.0  # a call whose channel closed waits this long for the reason the driver went
 SHUTDOWN_TIMEOUT = 15.0
-MAX_SOCKET_DIR = 40  # Ray puts sockets 60 characters below its temp dir; AF_UNIX paths stop at 107
 DEFAULT_OBJECT_STORE = 200 * 1024 * 1024
-INSTANCE_MARK = "PIPELINED_RAY_DIR"
 INSTALL_HINT = "install it with: pip install 'pipelined[ray]' (or tools/install --with ray)"
 
 
@@ -113,6 +114,10 @@ class RayCluster:
         self._last_failure: tuple[float, str] | None = None
         self._closed = False
         self._ray_temp: str | None = None  # the temp dir the embedded instance was given
+        self._log_offset = 0  # where the current driver's output starts in driver.log
+        self.channels = CallChannels()
+        self._losses: dict[int, str] = {}  # generation -> why its driver went
+        self._lost_cond = threading.Condition()
         self.generation = 0  # +1 per driver started: actors of older generations are gone
 
     # -- connection ----------------------------------------------------------------------------
@@ -132,6 +137,8 @@ class RayCluster:
             if self._last_failure is not None and time.monotonic() - self._last_failure[0] < RECONNECT_EVERY:
                 raise RayUnavailable(self._last_failure[1])
             try:
+                if not self.config.embedded and (why := probe(self.config.address)) is not None:
+                    raise RayUnavailable(f"{self.config.describe()} cannot be reached: {why}")
                 self._start_driver(timeout)
             except RayUnavailable as exc:
                 self._last_failure = (time.monotonic(), str(exc))
@@ -143,6 +150,7 @@ class RayCluster:
         self.ray_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         parent, child = socket.socketpair()
         with open(self.ray_dir / "driver.log", "ab") as output:
+            self._log_offset = output.seek(0, os.SEEK_END)
             proc = subprocess.Popen(
                 [sys.executable, "-m", "pipelined.workers.ray_driver", str(child.fileno())],
                 pass_fds=(child.fileno(),), env=self._driver_env(), cwd=self.ray_dir,
@@ -168,10 +176,12 @@ class RayCluster:
         if reply[0] != msg.CONNECTED:
             conn.close()
             self._stop_process(proc, 5.0)
-            raise RayUnavailable(f"{self.config.describe()} cannot be reached: {reply[1]}")
+            how = "did not start" if self.config.embedded else "cannot be reached"
+            raise RayUnavailable(f"{self.config.describe()} {how}: {reply[1]}{connect_hint(reply[1])}")
         self.info = reply[1]
         self._proc, self._conn = proc, conn
         self.generation += 1
+        self.channels.open(conn, self._send_lock, proc.pid, self.generation)
         log.info("ray: connected to %s (driver pid %d, ray %s)", self.config.describe(), proc.pid,
                  self.info.get("ray_version"))
         threading.Thread(target=self._read, args=(conn, proc), name="ray-driver-reader", daemon=True).start()
@@ -179,7 +189,7 @@ class RayCluster:
     def _connect_config(self) -> dict[str, Any]:
         config = self.config
         if config.embedded:
-            self._ray_temp = str(self._temp_dir())
+            self._ray_temp = str(temp_dir(self.ray_dir))
         return {
             "embedded": config.embedded,
             "address": config.address,
@@ -190,43 +200,8 @@ class RayCluster:
         }
 
     def _driver_env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env["RAY_USAGE_STATS_ENABLED"] = "0"
-        env[INSTANCE_MARK] = str(self.ray_dir)  # inherited by every process of an embedded instance
-        env.pop("RAY_ADDRESS", None)
-        if self.config.embedded:  # private: a token of its own, never the user's ~/.ray/auth_token
-            env.pop("RAY_AUTH_TOKEN", None)
-            env["RAY_AUTH_MODE"] = "token"
-            env["RAY_AUTH_TOKEN_PATH"] = str(self._token_file())
-        if not _writable_home(env.get("HOME")):  # DynamicUser=, ProtectHome=: Ray writes under HOME
-            home = self.ray_dir / "home"
-            home.mkdir(exist_ok=True, mode=0o700)
-            env["HOME"] = str(home)
-        return env
+        return driver_env(dict(os.environ), self.ray_dir, self.config.embedded)
 
-    def _token_file(self) -> Path:
-        token = self.ray_dir / "auth_token"
-        if not token.exists() or not token.read_text().strip():
-            fd = os.open(token, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(secrets.token_hex(32))
-        return token
-
-    def _temp_dir(self) -> Path:
-        """`<state_dir>/ray/tmp`, or a short symlink to it when that path is too long for sockets."""
-        real = self.ray_dir / "tmp"
-        real.mkdir(exist_ok=True, mode=0o700)
-        if len(str(real)) <= MAX_SOCKET_DIR:
-            return real
-        digest = hashlib.sha256(str(real).encode()).hexdigest()[:12]
-        link = Path(tempfile.gettempdir()) / f"pipelined-ray-{os.getuid()}-{digest}"
-        if link.is_symlink() and os.readlink(link) == str(real):
-            return link
-        with contextlib.suppress(FileNotFoundError):
-            if link.is_symlink():
-                link.unlink()
-        os.symlink(real, link)
-        return link
 
     # -- messages ------------------------------------------------------------------------------
     def _send(self, message: tuple[Any, ...], key: tuple[str, int] | None = None) -> Future[Any]:
@@ -256,14 +231,29 @@ class RayCluster:
         actor_id = next(self._ids)
         return actor_id, self._send((msg.ACTOR, actor_id, setup, options), ("actor", actor_id))
 
-    def call(self, actor_id: int, run_id: str | None, data: bytes, stopping: bool) -> Future[bytes]:
-        req = next(self._ids)
-        return self._send((msg.CALL, req, actor_id, run_id, data, stopping), ("call", req))
+    def call(self, actor_id: int, run_id: str | None, data: bytes, stopping: bool) -> bytes:
+        """One pickled batch on an actor, on a call channel: the reply's bytes, or RayCallFailed."""
+        return self._request((msg.CALL, next(self._ids), actor_id, run_id, data, stopping))
 
     def call_itemwise(self, actor_id: int, run_id: str | None, pickles: list[tuple[bytes, str]],
-                      stopping: bool) -> Future[bytes]:
-        req = next(self._ids)
-        return self._send((msg.CALL_ITEMWISE, req, actor_id, run_id, pickles, stopping), ("call", req))
+                      stopping: bool) -> bytes:
+        return self._request((msg.CALL_ITEMWISE, next(self._ids), actor_id, run_id, pickles, stopping))
+
+    def _request(self, message: tuple[Any, ...]) -> bytes:
+        generation = self.generation
+        try:
+            reply = self.channels.request(message)
+        except ChannelLost as exc:
+            if self._conn is None and generation not in self._losses:
+                raise RayCallFailed(f"RayUnavailable: {self.config.describe()} is not connected", dead=True) from None
+            raise RayCallFailed(f"RayDriverLost: {self._loss(generation, str(exc))}", dead=True) from None
+        return reply_bytes(reply, RayCallFailed)
+
+    def _loss(self, generation: int, fallback: str) -> str:
+        """Why the driver of `generation` went (its last error), once _lost has looked."""
+        with self._lost_cond:
+            self._lost_cond.wait_for(lambda: generation in self._losses, LOSS_WAIT)
+            return self._losses.get(generation, f"the Ray driver process is gone ({fallback})")
 
     def close_actor(self, actor_id: int) -> Future[str | None]:
         return self._send((msg.CLOSE, actor_id), ("close", actor_id))
@@ -288,15 +278,7 @@ class RayCluster:
 
     def _dispatch(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
-        if kind == msg.RESULT:
-            future = self._resolve(("call", message[1]))
-            if future is not None:
-                future.set_result(message[2])
-        elif kind == msg.CALL_FAILED:
-            future = self._resolve(("call", message[1]))
-            if future is not None:
-                future.set_exception(RayCallFailed(message[2], message[3]))
-        elif kind == msg.ACTOR_READY:
+        if kind == msg.ACTOR_READY:
             replay(message[3])
             future = self._resolve(("actor", message[1]))
             if future is not None:
@@ -316,16 +298,24 @@ class RayCluster:
     def _lost(self, conn: Connection, proc: subprocess.Popen[bytes]) -> None:
         """The driver's socket closed: fail everything pending, clean up what it left."""
         with self._connect_lock:
+            offset = self._log_offset  # before a new driver may start
+            generation = self.generation
             if self._conn is conn:
                 self._conn, self._proc = None, None
+                self.channels.close(generation)
             expected = self._closed
         with contextlib.suppress(OSError):
             conn.close()
         self._stop_process(proc, 5.0)
         how = self._exit(proc)
+        why = last_error(self.ray_dir / "driver.log", offset)
+        lost = f"the Ray driver process {how}" + (f" ({why})" if why else "")
+        with self._lost_cond:
+            self._losses[generation] = lost
+            self._lost_cond.notify_all()
         if not expected:
-            log.warning("ray: the driver process for %s %s; calls in flight fail and are retried; "
-                        "see %s", self.config.describe(), how, self.ray_dir / "driver.log")
+            log.warning("ray: lost %s: %s; calls in flight fail and are retried; see %s",
+                        self.config.describe(), lost, self.ray_dir / "driver.log")
         with self._pending_lock:
             pending, self._pending = self._pending, {}
         for (kind, _), future in pending.items():
@@ -334,9 +324,9 @@ class RayCluster:
             if kind == "close":
                 future.set_result(None)
             elif kind == "actor":
-                future.set_exception(ActorStartFailed("actor start", f"RayDriverLost: the Ray driver process {how}", None))
+                future.set_exception(ActorStartFailed("actor start", f"RayDriverLost: {lost}", None))
             else:
-                future.set_exception(RayCallFailed(f"RayDriverLost: the Ray driver process {how}", dead=True))
+                future.set_exception(RayCallFailed(f"RayDriverLost: {lost}", dead=True))
 
     # -- shutdown ------------------------------------------------------------------------------
     def shutdown(self, timeout: float = SHUTDOWN_TIMEOUT) -> None:
@@ -358,7 +348,7 @@ class RayCluster:
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
         if self.config.embedded:
-            _kill_leftovers(proc.pid, str(self.ray_dir))
+            kill_leftovers(proc.pid, str(self.ray_dir))
 
     @staticmethod
     def _exit(proc: subprocess.Popen[bytes]) -> str:
@@ -368,33 +358,6 @@ class RayCluster:
         if code < 0:
             return f"was killed by {signal.Signals(-code).name}"
         return f"exited with code {code}"
-
-
-def _writable_home(home: str | None) -> bool:
-    return bool(home) and os.path.isdir(home or "") and os.access(home or "", os.W_OK)
-
-
-def _kill_leftovers(pgid: int, ray_dir: str) -> None:
-    """SIGKILL what an embedded instance left behind its driver: its process group (GCS, raylet,
-    agents) and every process whose environment carries this instance's mark (Ray's workers
-    run in groups of their own and rename themselves `ray::...`). Only this daemon's processes
-    carry the mark: it is the daemon's state dir."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, signal.SIGKILL)
-    mark = f"\0{INSTANCE_MARK}={ray_dir}\0".encode()
-    me = os.getpid()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == me:
-            continue
-        try:
-            if entry.stat().st_uid != os.getuid():
-                continue
-            environ = b"\0" + (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if mark in environ:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(int(entry.name), signal.SIGKILL)
 
 
 _configured: RayConfig | None = None

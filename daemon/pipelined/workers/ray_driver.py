@@ -12,6 +12,11 @@ Messages are pickled tuples on a `multiprocessing.connection.Connection` (ray_cl
 the daemon's side and the list). Batches pass through as bytes: the driver never unpickles
 items or rows. Every Ray call is asynchronous: replies are sent from Ray's completion callbacks
 (`ObjectRef.future()`), in whatever order the calls finish.
+
+Batches travel on *call channels* (workers/ray_channels.py): extra socketpairs the daemon hands
+over with `(CHANNEL,)` and the socket itself (SCM_RIGHTS) on the main connection. A thread per
+channel reads one call at a time and the reply goes back on that channel, so the daemon's calling
+thread waits on its own socket instead of behind a reader thread (one wake-up less per batch).
 """
 
 from __future__ import annotations
@@ -22,11 +27,14 @@ import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from multiprocessing.reduction import recv_handle
 from typing import Any
 
 # daemon -> driver
-CONNECT, ACTOR, CALL, CALL_ITEMWISE, CLOSE, KILL, SHUTDOWN = "connect", "actor", "call", "itemwise", "close", "kill", "shutdown"
+CONNECT, ACTOR, CALL, CALL_ITEMWISE, CLOSE, KILL, SHUTDOWN, CHANNEL = (
+    "connect", "actor", "call", "itemwise", "close", "kill", "shutdown", "channel")
 # driver -> daemon
 CONNECTED, CONNECT_FAILED, ACTOR_READY, ACTOR_FAILED, RESULT, CALL_FAILED, CLOSED = (
     "connected", "connect_failed", "actor_ready", "actor_failed", "result", "call_failed", "closed")
@@ -67,18 +75,23 @@ class Driver:
         text = _text(exc)
         if op in (CALL, CALL_ITEMWISE):
             self.send((CALL_FAILED, message[1], text, False))
+        elif op == CHANNEL:
+            pass  # the daemon's call on it fails when the channel closes
         elif op == ACTOR:
             self.send((ACTOR_FAILED, message[1], "actor creation", text, None, True, []))
         elif op == CLOSE:
             self.send((CLOSED, message[1], text))
 
-    def dispatch(self, op: str, message: tuple[Any, ...]) -> None:
+    def dispatch(self, op: str, message: tuple[Any, ...], reply: Callable[[tuple[Any, ...]], None] | None = None) -> None:
         if op == CALL:
             _, req, actor_id, run_id, data, stopping = message
-            self.submit(req, actor_id, "call", (run_id, data, stopping))
+            self.submit(req, actor_id, "call", (run_id, data, stopping), reply or self.send)
         elif op == CALL_ITEMWISE:
             _, req, actor_id, run_id, pickles, stopping = message
-            self.submit(req, actor_id, "call_itemwise", (run_id, pickles, stopping))
+            self.submit(req, actor_id, "call_itemwise", (run_id, pickles, stopping), reply or self.send)
+        elif op == CHANNEL:
+            channel = Connection(recv_handle(self.conn))  # the socket's fd follows the message
+            threading.Thread(target=self.serve_channel, args=(channel,), name="channel", daemon=True).start()
         elif op == ACTOR:
             _, actor_id, setup, options = message
             self.create_actor(actor_id, setup, options)
@@ -88,6 +101,27 @@ class Driver:
             self.kill_actor(message[1])
         elif op == CONNECT:
             self.send((CONNECT_FAILED, "already connected"))
+
+    def serve_channel(self, channel: Connection) -> None:
+        """Calls on one of the daemon's call channels: one at a time, each answered on it."""
+        lock = threading.Lock()
+
+        def reply(message: tuple[Any, ...]) -> None:
+            with lock, contextlib.suppress(OSError, ValueError):
+                channel.send(message)
+
+        while True:
+            try:
+                message = channel.recv()
+            except (EOFError, OSError):
+                break
+            try:
+                self.dispatch(message[0], message, reply)
+            except Exception as exc:
+                print(f"pipelined ray driver: {message[0]}: {traceback.format_exc()}", file=sys.stderr, flush=True)
+                reply((CALL_FAILED, message[1], _text(exc), False))
+        with contextlib.suppress(OSError):
+            channel.close()
 
     # -- connecting ----------------------------------------------------------------------------
     def connect(self, config: dict[str, Any]) -> dict[str, Any]:
@@ -167,25 +201,26 @@ class Driver:
         return dict(upload_py_modules_if_needed(dict(runtime_env), include_gitignore=True,
                                                 scratch_dir=os.getcwd()))
 
-    def submit(self, req: int, actor_id: int, method: str, args: tuple[Any, ...]) -> None:
+    def submit(self, req: int, actor_id: int, method: str, args: tuple[Any, ...],
+               reply: Callable[[tuple[Any, ...]], None]) -> None:
         handle = self.actors.get(actor_id)
         if handle is None:
-            self.send((CALL_FAILED, req, "RayActorDied: ray actor died: it is gone (killed or never started)", True))
+            reply((CALL_FAILED, req, "RayActorDied: ray actor died: it is gone (killed or never started)", True))
             return
         ray = self.ray
 
         def done(future: Any) -> None:
             try:
-                reply = future.result()
+                result = future.result()
             except ray.exceptions.ActorUnavailableError as exc:
-                self.send((CALL_FAILED, req, f"RayActorUnavailable: ray actor unavailable: {_text(exc)}", False))
+                reply((CALL_FAILED, req, f"RayActorUnavailable: ray actor unavailable: {_text(exc)}", False))
             except ray.exceptions.RayActorError as exc:
                 self.actors.pop(actor_id, None)
-                self.send((CALL_FAILED, req, f"RayActorDied: ray actor died: {_text(exc)}", True))
+                reply((CALL_FAILED, req, f"RayActorDied: ray actor died: {_text(exc)}", True))
             except Exception as exc:
-                self.send((CALL_FAILED, req, f"RayError: {_text(exc)}", False))
+                reply((CALL_FAILED, req, f"RayError: {_text(exc)}", False))
             else:
-                self.send((RESULT, req, reply))
+                reply((RESULT, req, result))
 
         getattr(handle, method).remote(*args).future().add_done_callback(done)
 
@@ -226,6 +261,24 @@ def _text(exc: BaseException) -> str:
     return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
 
 
+def _text_with_cause(exc: BaseException) -> str:
+    """`_text(exc)`, then what caused it: Ray wraps a wrong token or an unreachable GCS into
+    "ConnectionError: Failed to connect to Ray cluster at ...", with the reason in its cause (and
+    there as the last line of a traceback's text)."""
+    text = _text(exc)
+    cause = exc.__cause__ or exc.__context__
+    if cause is None:
+        return text
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    if lines and "Traceback (most recent call last)" in str(cause):
+        name, _, message = lines[-1].partition(": ")
+        root = f"{name.rsplit('.', 1)[-1]}: {message}" if message else name
+    else:
+        root = _text(cause)
+    combined = f"{text} (caused by {root})"
+    return combined if len(combined) <= MAX_ERROR else combined[: MAX_ERROR - 3] + "..."
+
+
 def leave_stop_signals_to_the_daemon() -> None:
     """Ctrl-C and the unit's SIGTERM are the daemon's: it drains, then tells us to shut down."""
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -250,7 +303,7 @@ def main(argv: list[str]) -> int:
         info = driver.connect(message[1])
     except BaseException as exc:  # SystemExit from Ray included: the daemon must hear why
         print(f"pipelined ray driver: connect failed:\n{traceback.format_exc()}", file=sys.stderr, flush=True)
-        driver.send((CONNECT_FAILED, _text(exc)))
+        driver.send((CONNECT_FAILED, _text_with_cause(exc)))
         driver.shutdown()
         return 1
     driver.send((CONNECTED, info))

@@ -32,9 +32,16 @@ from typing import Any
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.errors import StartError
 from pipelined.workers import protocol, ray_code
+from pipelined.workers.bounded import bounded
 from pipelined.workers.logbridge import replay
 from pipelined.workers.outcome import ItemOutcome, failed
-from pipelined.workers.ray_cluster import ActorStartFailed, RayCallFailed, RayCluster, RayUnavailable
+from pipelined.workers.ray_cluster import (
+    CONNECT_TIMEOUT,
+    ActorStartFailed,
+    RayCallFailed,
+    RayCluster,
+    RayUnavailable,
+)
 from pipelined.workers.setup import worker_setup
 
 log = logging.getLogger("pipelined.workers")
@@ -71,10 +78,16 @@ class RayStage:
         self._started = False
         self._actor_options: dict[str, Any] = {}
         self._extra = {"pipeline": pipeline_spec.name, "stage": stage_spec.name}
+        self.calls = 0  # process() calls sent to an actor, and their items (items per call)
+        self.items_sent = 0
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self, run_before_fork_hooks: bool = False) -> None:
         """Connect and start every replica; StartError naming the stage when any fails."""
+        with bounded(CONNECT_TIMEOUT + START_TIMEOUT + 30):  # longer than a reload's watchdog allowance
+            self._start()
+
+    def _start(self) -> None:
         try:
             self.cluster.connect()
         except RayUnavailable as exc:
@@ -178,6 +191,8 @@ class RayStage:
         finally:
             with self._cond:
                 replica.in_flight -= 1
+                self.calls += 1
+                self.items_sent += len(items)
                 self._cond.notify_all()
 
     def _acquire(self) -> tuple[_Replica | None, str]:
@@ -211,12 +226,12 @@ class RayStage:
                 return outcomes  # type: ignore[return-value]
             data = protocol.dumps([items[i] for i in sent])
         try:
-            reply = self.cluster.call(actor_id, run_id, data, self._stopping).result()
+            reply = self.cluster.call(actor_id, run_id, data, self._stopping)
             kind, payload, logs = pickle.loads(reply)
             replay(logs)
             if kind == protocol.LOAD_FAILED:
                 pickles = [(protocol.dumps(items[i]), protocol.type_name(items[i])) for i in sent]
-                reply = self.cluster.call_itemwise(actor_id, run_id, pickles, self._stopping).result()
+                reply = self.cluster.call_itemwise(actor_id, run_id, pickles, self._stopping)
                 kind, payload, logs = pickle.loads(reply)
                 replay(logs)
         except RayCallFailed as failure:

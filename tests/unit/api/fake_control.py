@@ -137,10 +137,12 @@ class FakeControl:
             "stages": stages,
         }
 
-    def trigger(self, name: str, stage: str, args: dict[str, Any] | None, items: list[Any] | None) -> Any:
+    def trigger(
+        self, name: str, stage: str, args: dict[str, Any] | None, items: list[Any] | None, priority: int | None = None
+    ) -> Any:
         with self.lock:
             p = self._get(name)
-            self.calls.append(("trigger", (name, stage, args, items)))
+            self.calls.append(("trigger", (name, stage, args, items) if priority is None else (name, stage, args, items, priority)))
             if stage not in dict(STAGES):
                 raise NotFound(f"pipeline {name!r} has no stage {stage!r}")
             if p.state != "running":
@@ -157,6 +159,7 @@ class FakeControl:
                 "run": run_id,
                 "pipeline": name,
                 "stage": stage,
+                "priority": priority or 0,
                 "state": "running" if slow else "completed",
                 "started_at": NOW,
                 "finished_at": None if slow else NOW,
@@ -179,6 +182,11 @@ class FakeControl:
         self.calls.append(("wait_run", (name, run_id, timeout)))
         finished = self.run_done[run_id].wait(timeout)
         return finished, self.run(name, run_id)
+
+    def run_waiter(self, name: str, run_id: str) -> Any:
+        self.run(name, run_id)
+        self.calls.append(("wait_run", (name, run_id)))
+        return self.run_done[run_id].is_set
 
     def runs(self, name: str) -> list[Any]:
         return list(self._get(name).runs)
@@ -204,6 +212,10 @@ class FakeControl:
         p = self._get(name)
         return p.drained.wait(0.05 if timeout is None else timeout), self.stats(name)
 
+    def drain_waiter(self, name: str, timeout: float | None) -> Any:
+        self.calls.append(("wait_drained", (name, timeout)))
+        return self._get(name).drained.is_set, 0.05 if timeout is None else timeout
+
     def start(self, name: str) -> Any:
         p = self._get(name)
         if p.state in ("running", "starting", "draining"):
@@ -228,6 +240,7 @@ class FakeControl:
             "busy": 0,
             "utilization": 0.25,
             "throughput_per_s": 80.0,
+            "throttled_s": 0.0,
         }
         stages = {s: {"kind": kind, **stage} for s, kind in STAGES}
         stages["enrich"]["latency_ms"] = {"p50": 0.4, "p90": 1.1, "p99": 3.0}

@@ -58,6 +58,9 @@ def test_put_invalid_config_lists_every_error(writer: TestClient[Any]) -> None:
         (b"{", "application/json", "not valid JSON"),
         (b"[1]", "application/json", "JSON object"),
         (b'{"a": null}', "application/json", "cannot be written as TOML"),
+        (b"a = " + b"[" * 5000 + b"]" * 5000, "application/toml", "nested too deeply"),
+        (b"a = " + b"{b = " * 3000 + b"1" + b"}" * 3000, "application/toml", "nested too deeply"),
+        (b'{"a": ' + b"[" * 3000 + b"]" * 3000 + b"}", "application/json", "not valid JSON"),
     ],
 )
 def test_put_bad_bodies_are_400(
@@ -92,5 +95,9 @@ def test_body_over_max_body_is_413(make_client: Any) -> None:
         "status_code": 413,
         "detail": "request body is larger than the limit of 64 bytes (api.max_body)",
     }
-    t = small.post("/pipelines/orders/stages/enrich/trigger", content=b'{"items": [' + b"1," * 40 + b"1]}")
+    t = small.post(
+        "/pipelines/orders/stages/enrich/trigger",
+        content=b'{"items": [' + b"1," * 40 + b"1]}",
+        headers={"content-type": "application/json"},
+    )
     assert t.status_code == 413

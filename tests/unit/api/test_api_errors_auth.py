@@ -90,6 +90,7 @@ def test_openapi_describes_every_endpoint_with_models(client: TestClient[Any]) -
     assert set(trigger["requestBody"]["content"]["application/json"]["schema"]["properties"]) == {
         "args",
         "items",
+        "priority",
     }
     assert {"200", "202", "400", "404", "409", "429", "503"} <= set(trigger["responses"])
     put = doc["paths"]["/pipelines/{name}"]["put"]
@@ -111,5 +112,7 @@ def test_nesting_deeper_than_orjson_allows_is_400(writer: TestClient[Any]) -> No
     def nested(depth: int) -> bytes:
         return b'{"items": [' + b"[" * depth + b"]" * depth + b"]}"
 
-    assert writer.post("/pipelines/orders/stages/enrich/trigger", content=nested(500)).status_code == 202
-    assert_error(writer.post("/pipelines/orders/stages/enrich/trigger", content=nested(2000)), 400, "depth")
+    json = {"content-type": "application/json"}
+    url = "/pipelines/orders/stages/enrich/trigger"
+    assert writer.post(url, content=nested(500), headers=json).status_code == 202
+    assert_error(writer.post(url, content=nested(2000), headers=json), 400, "depth")

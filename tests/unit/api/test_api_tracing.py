@@ -39,7 +39,11 @@ PARENT_ID = "00f067aa0ba902b7"
 
 
 @pytest.fixture
-def traced_app(tmp_path: Path) -> Iterator[tuple[TestClient[Any], InMemorySpanExporter]]:
+def traced_app(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[TestClient[Any], InMemorySpanExporter]]:
+    # in-process: the built-in write_jsonl writes only under the roots the daemon would export
+    monkeypatch.setenv("PIPELINED_WRITE_PATHS", str(tmp_path))
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))

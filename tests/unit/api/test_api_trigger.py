@@ -27,12 +27,42 @@ def test_producer_trigger_without_body_answers_202_with_the_run(
 
 def test_args_and_items_pass_through_without_coercion(client: TestClient[Any], fake: FakeControl) -> None:
     body = b'{"args": {"n": "5", "big": 123456789012345678901234567890, "f": 1.0, "x": null, "l": [true]}}'
-    assert trigger(client, content=body).status_code == 202
+    assert trigger(client, content=body, headers={"content-type": "application/json"}).status_code == 202
     args = fake.calls[-1][1][2]
     assert args == {"n": "5", "big": 123456789012345678901234567890, "f": 1.0, "x": None, "l": [True]}
     assert isinstance(args["big"], int) and isinstance(args["f"], float) and isinstance(args["n"], str)
     assert trigger(client, "enrich", json={"items": [1, "1", {"a": [1.5]}]}).status_code == 202
     assert fake.calls[-1][1][3] == [1, "1", {"a": [1.5]}]
+
+
+@pytest.mark.parametrize(
+    ("body", "named"),
+    [
+        (b'{"priority": 11}', "'priority' must be an integer from -10 to 10, not 11"),
+        (b'{"priority": -11}', "not -11"),
+        (b'{"args": {}, "priority": "5"}', "'priority' must be an integer from -10 to 10, not a string"),
+        (b'{"priority": 1.5}', "not 1.5"),
+        (b'{"priority": true}', "not a boolean"),
+        (b'{"priority": null}', "not null"),
+        (b'{"priority": 123456789012345678901234567890}', "'priority' must be an integer"),
+    ],
+)
+def test_bad_priorities_answer_400_naming_the_field(
+    client: TestClient[Any], fake: FakeControl, body: bytes, named: str
+) -> None:
+    r = trigger(client, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert named in r.json()["detail"]
+    assert not any(c[0] == "trigger" for c in fake.calls)
+
+
+def test_a_priority_reaches_the_control_and_the_run(client: TestClient[Any], fake: FakeControl) -> None:
+    r = trigger(client, json={"args": {}, "priority": -10})
+    assert r.status_code == 202, r.text
+    assert fake.calls[-1] == ("trigger", ("orders", "read", {}, None, -10))
+    assert trigger(client, "enrich", json={"items": [1], "priority": 10}).status_code == 202
+    assert fake.calls[-1] == ("trigger", ("orders", "enrich", None, [1], 10))
+    assert client.get("/pipelines/orders/runs/r-000002").json()["priority"] == 10
 
 
 @pytest.mark.parametrize(
@@ -87,7 +117,7 @@ def test_wait_returns_200_with_the_finished_run(client: TestClient[Any], fake: F
     r = trigger(client, query="?wait=true", json={"args": {"n": 1}})
     assert r.status_code == 200
     assert r.json()["state"] == "completed" and r.json()["run"] == "r-000001"
-    assert ("wait_run", ("orders", "r-000001", 30.0)) in fake.calls
+    assert ("wait_run", ("orders", "r-000001")) in fake.calls
 
 
 def test_wait_timeout_answers_202_with_the_running_run(client: TestClient[Any], fake: FakeControl) -> None:
@@ -136,6 +166,7 @@ def test_runs_list_and_one_run(client: TestClient[Any]) -> None:
         "run",
         "pipeline",
         "stage",
+        "priority",
         "state",
         "started_at",
         "finished_at",

@@ -108,9 +108,20 @@ def test_trigger_items_and_wait(served: Served, capsys: pytest.CaptureFixture[st
         capsys, "trigger", "orders", "enrich", "--items", "[1, 2]", "--wait", "--api", served.api
     )
     assert code == 0 and out.startswith("run r-000001: completed (2 produced")
-    assert ("wait_run", ("orders", "r-000001", 30.0)) in served.fake.calls
+    assert ("wait_run", ("orders", "r-000001")) in served.fake.calls  # waited without a thread (run_waiter)
     code, out, _ = run(capsys, "trigger", "orders", "enrich", "--items", "[3]", "--json", "--api", served.api)
     assert orjson.loads(out)["run"] == "r-000002"
+
+
+def test_trigger_priority_goes_in_the_body(served: Served, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, _ = run(capsys, "trigger", "orders", "read", "--priority", "5", "--api", served.api)
+    assert code == 0
+    assert served.fake.calls[-1] == ("trigger", ("orders", "read", None, None, 5))
+    code, _, _ = run(capsys, "trigger", "orders", "enrich", "--items", "[1]", "--priority", "-3", "--api", served.api)
+    assert code == 0
+    assert served.fake.calls[-1] == ("trigger", ("orders", "enrich", None, [1], -3))
+    code, out, err = run(capsys, "trigger", "orders", "read", "--priority", "11", "--api", served.api)
+    assert code == 1 and out == "" and "'priority' must be an integer from -10 to 10, not 11" in err
 
 
 def test_trigger_wait_timeout_exits_1(served: Served, capsys: pytest.CaptureFixture[str]) -> None:

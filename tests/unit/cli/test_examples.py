@@ -122,7 +122,8 @@ def test_the_examples_run_in_a_real_daemon(tmp_path: Path) -> None:
     daemon.extra_env["PIPELINED_STATE_DIR"] = str(daemon.state_dir)
     for path in EXAMPLES:
         shutil.copy(path, daemon.conf_dir / path.name)
-    text = tmp_path / "text.txt"
+    text = daemon.state_dir / "in" / "text.txt"  # under a read root (the state dir)
+    text.parent.mkdir()
     text.write_text("the cat saw the other cat\nThe end.\n")
     try:
         daemon.start(timeout=30)
@@ -144,6 +145,13 @@ def test_the_examples_run_in_a_real_daemon(tmp_path: Path) -> None:
             "distinct": 5,
             "top": [["the", 3], ["cat", 2], ["saw", 1], ["other", 1], ["end", 1]],
         }
+        # a file outside the roots fails the run, naming the path and the rule (issue 16)
+        accepted = client.post("/pipelines/wordcount/stages/read/trigger", json={"args": {"path": "/etc/shadow"}})
+        run = wait_for(lambda: finished("wordcount", accepted.json()["run"]), 20, what="refused run ends")
+        assert run["state"] == "failed" and "/etc/shadow is outside the roots allowed for reading" in run["error"]
+        # trigger_args: a trigger may set `path` only
+        refused = client.post("/pipelines/wordcount/stages/read/trigger", json={"args": {"max_line": 1}})
+        assert refused.status_code == 400 and "are: 'path'" in refused.json()["detail"], refused.text
 
         accepted = client.post("/pipelines/shell/stages/shout/trigger", json={"items": ["hello", "world"]})
         run = wait_for(lambda: finished("shell", accepted.json()["run"]), 20, what="shell run ends")

@@ -17,6 +17,7 @@ max_processes = 3
 log_level = "DEBUG"
 log_format = "json"
 drain_timeout = "2m"
+dead_letter_files = 5
 
 [api]
 listen = "unix:/run/pipelined/api.sock"
@@ -24,6 +25,7 @@ token_file = "/etc/pipelined/token"
 allow_insecure = true
 config_write = true
 max_body = "2MiB"
+max_connections = 64
 """
 
 
@@ -49,10 +51,12 @@ def test_every_key_parses(tmp_path: Path) -> None:
     assert settings.daemon.max_threads == 10 and settings.daemon.max_processes == 3
     assert settings.daemon.log_level == "debug" and settings.daemon.log_format == "json"
     assert settings.daemon.drain_timeout == 120.0
+    assert settings.daemon.dead_letter_files == 5
     assert settings.api.unix_socket == Path("/run/pipelined/api.sock")
     assert settings.api.token_file == Path("/etc/pipelined/token")
     assert settings.api.allow_insecure and settings.api.config_write
     assert settings.api.max_body == 2 * 1024 * 1024
+    assert settings.api.max_connections == 64
 
 
 def test_unknown_key_names_file_section_and_suggestion(tmp_path: Path) -> None:
@@ -76,6 +80,7 @@ def test_unknown_section_and_bad_toml(tmp_path: Path) -> None:
         ("[daemon]\nmax_threads = 0", r"\[daemon\]: max_threads: expected an integer >= 1, got 0"),
         ('[daemon]\nlog_format = "xml"', r"\[daemon\]: log_format: expected one of auto, text, json, journal"),
         ('[daemon]\ndrain_timeout = "soon"', r"\[daemon\]: drain_timeout: "),
+        ("[daemon]\ndead_letter_files = 0", r"\[daemon\]: dead_letter_files: expected an integer >= 1, got 0"),
         ('[api]\nlisten = "nowhere"', r"\[api\]: listen: expected \"host:port\""),
         ('[api]\nallow_insecure = "yes"', r"\[api\]: allow_insecure: expected true or false"),
         ('[api]\nmax_body = "lots"', r"\[api\]: max_body: "),
@@ -108,6 +113,7 @@ def test_non_loopback_bind_needs_token_or_allow_insecure(tmp_path: Path) -> None
 def test_token_is_read_and_stripped(tmp_path: Path) -> None:
     token = tmp_path / "token"
     token.write_text("s3cret\n")
+    token.chmod(0o600)
     settings = parse_settings(f'[api]\ntoken_file = "{token}"', tmp_path / "pipelined.toml")
     assert settings.api.token() == "s3cret"
     token.write_text("\n")

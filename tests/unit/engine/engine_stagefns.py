@@ -262,3 +262,44 @@ def log_every(x: int, every: int = 500) -> int:
     if x % every == 0:
         USER_LOG.warning("saw %s", x)
     return x
+
+
+# -- memory: items that can be watched with weak references -----------------------------------
+class Blob:
+    """An item that weak references can follow (to prove nothing keeps it after its run)."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+
+BLOB_REFS: list[Any] = []
+
+
+def blobs(n: int = 10):  # type: ignore[no-untyped-def]
+    import weakref
+
+    for i in range(n):
+        blob = Blob(i)
+        BLOB_REFS.append(weakref.ref(blob))
+        yield blob
+
+
+def passthrough(x: Any) -> Any:
+    return x
+
+
+def discard(item: Any) -> None:
+    return None
+
+
+async def async_passthrough(x: Any) -> Any:
+    return x
+
+
+def big_strings(n: int = 4, size: int = 1000):  # type: ignore[no-untyped-def]
+    for i in range(n):
+        yield str(i) + "x" * (size - 1)
+
+
+def refuse(x: Any) -> Any:
+    raise ValueError(f"refused an item of {len(x)}")

@@ -146,7 +146,7 @@ def test_a_put_blocked_at_the_drain_deadline_dead_letters_only_what_did_not_get_
 
     queue = StageQueue("s", 2, "block")
     dropped: list[tuple[str, list[Any], str]] = []
-    target = QueueTarget(queue, lambda stage, pairs, why: dropped.extend((stage, items, why) for _, items in pairs))
+    target = QueueTarget(queue, lambda stage, chunks, why: dropped.extend((stage, c.items, why) for c in chunks))
     run = Run("r-000001", "p", "src", None)
     sender = threading.Thread(target=target.send, args=(run, [1, 2, 3, 4, 5]))
     sender.start()

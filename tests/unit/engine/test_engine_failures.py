@@ -67,7 +67,7 @@ def test_dead_letter_after_max_retries(tmp_path: Path) -> None:
         assert fns.CALLS["on_error"][0][2] == "bad"
     lines = (tmp_path / "dead-letters" / "p.jsonl").read_bytes().splitlines()
     assert len(lines) == 3
-    assert set(orjson.loads(lines[0])) == {"id", "run", "stage", "at", "attempts", "error", "item"}
+    assert set(orjson.loads(lines[0])) == {"id", "run", "stage", "at", "attempts", "error", "traceback", "item"}
 
 
 def test_dead_letters_are_read_back_by_a_new_book(tmp_path: Path) -> None:
@@ -199,7 +199,7 @@ def test_a_setup_that_never_returns_is_a_start_error_after_the_timeout(monkeypat
         fns.EVENTS["hanging-setup"].set()  # let the stuck thread go
 
 
-def test_traceback_logged_at_first_failure_and_at_dead_letter_only(caplog) -> None:  # type: ignore[no-untyped-def]
+def test_traceback_logged_at_the_first_failure_of_its_kind_then_summarised(caplog) -> None:  # type: ignore[no-untyped-def]
     import logging
 
     spec = pipeline(
@@ -209,10 +209,16 @@ def test_traceback_logged_at_first_failure_and_at_dead_letter_only(caplog) -> No
     with caplog.at_level(logging.ERROR, logger="pipelined.engine"), running(spec) as rt:
         run_id = rt.trigger("src")
         assert finished_run(rt, run_id)["state"] == "failed"
-    records = [r for r in caplog.records if r.getMessage().startswith("item ")]
-    assert len(records) == 2
-    assert all("Traceback" in r.getMessage() for r in records)
-    assert all((r.pipeline, r.stage, r.run) == ("p", "bad", run_id) for r in records)  # type: ignore[attr-defined]
+        (letter,) = rt.book.dead_letters.list(5)
+    # the drain at the end of `running` writes the pending summary
+    records = [r for r in caplog.records if getattr(r, "stage", None) == "bad"]
+    first, summary = records
+    assert first.getMessage().startswith("item failed on attempt 1: ValueError: bad item 0\nTraceback")
+    assert (first.pipeline, first.stage, first.run) == ("p", "bad", run_id)  # type: ignore[attr-defined]
+    assert summary.getMessage().startswith("stage 'bad': 3 more failed attempts in the last ")
+    assert f"(1 dead-lettered); last: run {run_id}: ValueError: bad item 0" in summary.getMessage()
+    assert "Traceback" not in summary.getMessage()
+    assert letter["traceback"].startswith("Traceback") and "ValueError: bad item 0" in letter["traceback"]
 
 
 def test_drop_oldest_between_stages_accounts_for_every_item() -> None:

@@ -200,7 +200,7 @@ def test_on_end_runs_callbacks_once_and_at_once_after_the_end() -> None:
     assert calls == [1]
     run.on_end(lambda: calls.append(2))
     assert calls == [1, 2]
-    assert not run.join(1)
+    assert not run.join()
 
 
 def test_a_refusal_is_logged_without_a_traceback(caplog: pytest.LogCaptureFixture) -> None:
@@ -213,11 +213,10 @@ def test_a_refusal_is_logged_without_a_traceback(caplog: pytest.LogCaptureFixtur
     )
     with caplog.at_level(logging.ERROR, logger="pipelined.engine"), started(None, source) as (a,):
         assert finished_run(a, a.trigger("src"))["state"] == "failed"
-    records = [r.getMessage() for r in caplog.records if r.getMessage().startswith("item ")]
-    assert records == [
-        "item failed on attempt 1: pipeline 'b' is not running",
-        "item dead-lettered after attempt 2: pipeline 'b' is not running",
-    ]
+    records = [r.getMessage() for r in caplog.records if r.name == "pipelined.engine"]
+    assert records and all("pipeline 'b' is not running" in text for text in records), records
+    assert not any("Traceback" in text for text in records)
+    assert records[0].startswith("item failed on attempt 1: pipeline 'b' is not running")
 
 
 def test_a_broadcast_to_a_local_queue_and_a_link_is_all_or_nothing() -> None:

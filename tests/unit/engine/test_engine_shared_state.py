@@ -83,11 +83,11 @@ class Counting(Target):
     def __init__(self) -> None:
         self.items = 0
 
-    def send(self, run: Run, items: list[Any]) -> int:
+    def send(self, run: Run, items: list[Any], lineage: Any = None, ids: Any = None) -> int:
         self.items += len(items)
         return 0
 
-    def plan(self, items: list[Any], plan: Any) -> None:  # never planned: nothing rejects here
+    def plan(self, items: list[Any], plan: Any, ids: Any = None) -> None:  # never planned: nothing rejects here
         raise AssertionError("not reached")
 
 

@@ -42,14 +42,14 @@ def _race(kind: str, iteration: int) -> tuple[str, dict[str, Any] | None, list[A
     new_run = rt._new_run
     mode = iteration % 3
 
-    def paused_new_run(stage_name: str) -> Any:
+    def paused_new_run(stage_name: str, priority: int = 0) -> Any:
         if mode == 0:  # until the drain finished (bounded: a correct runtime holds it off)
             wait_for(lambda: rt.state == "drained", timeout=0.1)
         elif mode == 1:  # until the drain began
             wait_for(lambda: rt.state != "running", timeout=0.1)
         else:
             time.sleep(random.uniform(0, 0.002))
-        return new_run(stage_name)
+        return new_run(stage_name, priority)
 
     rt._new_run = paused_new_run  # type: ignore[method-assign]
     answer: list[Any] = []

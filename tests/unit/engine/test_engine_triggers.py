@@ -6,7 +6,7 @@ import engine_stagefns as fns
 import pytest
 from engine_helpers import finished_run, hooks, pipeline, running, stage, wait_for
 
-from pipelined.engine import inject as inject_module
+from pipelined.engine import runtime as runtime_module
 from pipelined.errors import BadRequest, NotFound, QueueFull, Unavailable
 
 
@@ -49,7 +49,7 @@ def test_reject_refuses_injected_items_all_or_nothing() -> None:
 
 
 def test_block_gives_unavailable_when_the_queue_stays_full(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inject_module, "INJECT_TIMEOUT", 0.1)
+    monkeypatch.setattr(runtime_module, "INJECT_TIMEOUT", 0.1)
     with running(_spec(args={"key": "block"}, queue_size=1)) as rt:
         rt.trigger("sink", items=[1])
         assert wait_for(lambda: rt.stats()["stages"]["sink"]["busy"] == 1)
@@ -133,14 +133,15 @@ def test_stats_shape_and_stage_rows() -> None:
     with running(spec) as rt:
         finished_run(rt, rt.trigger("src"))
         stats = rt.stats()
-        assert set(stats) == {"pipeline", "state", "version", "uptime_s", "runs", "bottleneck", "stages"}
+        assert set(stats) == {"pipeline", "state", "version", "uptime_s", "runs", "bottleneck", "stages", "buffer"}
+        assert stats["buffer"]["kind"] == "memory" and stats["buffer"]["items"] == 0
         assert stats["runs"] == {"started": 1, "completed": 1, "failed": 0, "cancelled": 0, "active": 0}
         assert stats["bottleneck"] == "work"
         row = stats["stages"]["work"]
         assert set(row) == {
             "kind", "items_in", "items_out", "items_failed", "items_retried", "items_dropped",
             "items_dead_lettered", "queue_depth", "queue_capacity", "threads", "processes", "busy",
-            "utilization", "throughput_per_s", "latency_ms",
+            "utilization", "throughput_per_s", "throttled_s", "latency_ms",
         }
         assert row["threads"] == 2 and row["queue_capacity"] == 1000 and 0 < row["utilization"] <= 1
         assert row["throughput_per_s"] > 0 and set(row["latency_ms"]) == {"p50", "p90", "p99"}

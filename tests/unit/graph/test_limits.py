@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 
@@ -204,3 +205,24 @@ def test_daemon_budget_is_thread_safe() -> None:
         t.join(timeout=10)
     assert sum(sum(budget.held(f"p{i}-{j}")) for i in range(8) for j in range(50)) == 200
     assert budget.remaining() == (0, 0)
+
+
+def test_the_daemon_budget_warns_once_when_the_at_least_one_rule_takes_it_past_its_limit(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    budget = DaemonBudget(max_threads=4, max_processes=None)
+    with caplog.at_level(logging.WARNING, logger="pipelined.limits"):
+        for i in range(5):  # each pipeline takes what is left, but uses 3 threads (one per stage)
+            budget.take(f"p{i}", 3, 0)
+            budget.hold(f"p{i}", 3, 0)
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1, warnings
+    assert "use 6 threads, more than the daemon's max_threads = 4" in warnings[0] and "'p1'" in warnings[0]
+    for i in range(5):
+        budget.give_back(f"p{i}")
+    assert budget.remaining() == (4, None)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pipelined.limits"):
+        budget.take("again", 3, 0)
+        budget.hold("again", 5, 0)  # past the limit again after falling back within it: warned again
+    assert len(caplog.records) == 1 and "use 5 threads" in caplog.records[0].getMessage()

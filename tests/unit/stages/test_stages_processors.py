@@ -128,3 +128,37 @@ def test_write_jsonl_unwritable_path_is_a_clear_error(tmp_path: Path) -> None:
     writer = write_jsonl(str(blocker / "out.jsonl"))  # a directory that is a file
     with pytest.raises(OSError, match=f"write_jsonl: path: cannot open {blocker}/out.jsonl for writing"):
         writer.setup()
+
+
+def _nested(depth: int) -> list[object]:
+    """Valid JSON nested `depth` levels deep: [[[...["bottom"]...]]]."""
+    item: list[object] = ["bottom"]
+    for _ in range(depth - 1):
+        item = [item]
+    return item
+
+
+def test_log_falls_back_to_repr_for_json_nested_deeper_than_orjson_allows(
+    ctx: FakeContext, caplog: pytest.LogCaptureFixture
+) -> None:
+    item = _nested(300)  # orjson stops at 255 levels
+    with caplog.at_level(logging.INFO, logger="tests.stages"):
+        assert log(item, max_chars=100_000, ctx=ctx) is item
+    assert caplog.records[0].getMessage() == orjson.dumps(repr(item)).decode()
+
+
+def test_write_jsonl_falls_back_to_repr_for_json_nested_deeper_than_orjson_allows(tmp_path: Path) -> None:
+    writer = write_jsonl(str(tmp_path / "deep.jsonl"))
+    writer(_nested(300))
+    writer(_nested(3))
+    writer.close()
+    lines = (tmp_path / "deep.jsonl").read_bytes().splitlines()
+    assert [orjson.loads(line) for line in lines] == [repr(_nested(300)), [[["bottom"]]]]
+
+
+def test_an_item_too_deep_even_for_repr_is_still_one_line(tmp_path: Path) -> None:
+    writer = write_jsonl(str(tmp_path / "deeper.jsonl"))
+    writer(_nested(100_000))  # repr() itself gives up (RecursionError)
+    writer.close()
+    (line,) = (tmp_path / "deeper.jsonl").read_bytes().splitlines()
+    assert orjson.loads(line).startswith("<unrepresentable list")

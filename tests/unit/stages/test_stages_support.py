@@ -24,7 +24,8 @@ def test_state_dir_prefers_the_daemons_export_then_systemd_then_dot_state(
 def test_relative_paths_resolve_against_the_state_dir(state_dir: Path) -> None:
     assert resolve_path("out/x.jsonl", "path", "p/s (write_jsonl)") == state_dir / "out" / "x.jsonl"
     assert resolve_path("/abs/x", "path", "here") == Path("/abs/x")
-    assert resolve_path("~/x", "path", "here") == Path.home() / "x"
+    assert resolve_path("~/x", "path", "here") == state_dir / "~" / "x"  # never the home directory
+    assert resolve_path("out/../../x", "path", "here") == state_dir.parent / "x"  # confined later
     with pytest.raises(TypeError, match="here: path: expected a non-empty path string, got 3"):
         resolve_path(3, "path", "here")  # type: ignore[arg-type]
 

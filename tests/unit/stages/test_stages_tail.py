@@ -242,7 +242,7 @@ def test_unreadable_paths_and_encodings_name_stage_and_key(
     tmp_path: Path, ctx: FakeContext, state_dir: Path
 ) -> None:
     with pytest.raises(
-        OSError, match=rf"demo/source \(tail_file\): path: cannot read {tmp_path}: Is a directory"
+        OSError, match=rf"demo/source \(tail_file\): path: {tmp_path} is a directory; built-in stages only"
     ):
         tail_file(str(tmp_path), ctx=ctx)
     with pytest.raises(ValueError, match=r"demo/source \(tail_file\): encoding: unknown encoding 'klingon'"):

@@ -91,13 +91,26 @@ def test_a_loop_another_change_of_the_same_reload_removes_is_no_loop(
     assert result["updated"] == ["a", "b"] and result["failed"] == {}, result
 
 
-def test_new_pipelines_start_after_the_pipelines_they_link_to(
+def test_items_sent_to_a_pipeline_still_starting_wait_for_it(
     supervisor: Supervisor, conf: Path, tmp_path: Path
 ) -> None:
-    (conf / "a.toml").write_text(SOURCE.format(to='["z/in"]'))
-    (conf / "z.toml").write_text(target(tmp_path))
-    supervisor.reload_all()
-    assert supervisor.pipeline("z")["loaded_at"] < supervisor.pipeline("a")["loaded_at"]
+    """Both start together; z's start takes a second (setup()): a's first items wait at z's gate."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "slowsetup.py").write_text(
+        "import time\nclass Slow:\n    def setup(self):\n        time.sleep(1.0)\n"
+        "    def __call__(self, item):\n        return item\n"
+    )
+    (conf / "a.toml").write_text(SOURCE.format(to='["z/in"]').replace("auto_start = false", "auto_start = true"))
+    (conf / "z.toml").write_text(
+        f'python_path = ["{code}"]\n' + target(tmp_path).replace('call = "pipelined.stages:log"', 'call = "slowsetup:Slow"')
+    )
+    assert supervisor.reload_all().as_json()["added"] == ["a", "z"]
+    [run] = supervisor.runs("a")
+    assert supervisor.wait_run("a", run["run"], 10)[1]["state"] == "completed"
+    assert supervisor.dead_letters("a", 10) == []
+    [linked] = [r for r in supervisor.runs("z") if r["parent"] == f"a/{run['run']}"]
+    assert linked["items"]["produced"] == 3
     assert linkplan.upstream_pipelines(supervisor.slots.values()) == {"z": {"a"}}
 
 

@@ -77,3 +77,44 @@ def test_batch_outcomes_offer_outputs_in_bulk_and_the_same_outcomes_one_by_one()
     assert broken[2].error == "ValueError: x" and broken[-1] == ItemOutcome(*error_row)
     consumer = BatchOutcomes([None, None], [0.1, 0.1], {}, False)
     assert consumer.plain_outputs == [] and consumer.filtered_count == 0 and not consumer[0].filtered
+
+
+def test_an_item_of_a_class_its_module_no_longer_names_reaches_a_worker_forked_before(tmp_path: Any) -> None:
+    """A running version's dataclass, after a reload imported a new copy of its module: the
+    standard pickler refuses it ("not the same object"); protocol.dumps sends it by name, and a
+    worker forked with the old module finds the old class."""
+    import importlib
+    import os
+    import sys
+
+    (tmp_path / "twinmod.py").write_text(
+        "from dataclasses import dataclass\n\n@dataclass\nclass Point:\n    x: int\n\ndef norm(p):\n    return p.x\n"
+    )
+    sys.path.insert(0, str(tmp_path))
+    try:
+        old = importlib.import_module("twinmod")
+        item = [old.Point(3), old.norm]
+        read_fd, write_fd = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the worker: forked with the old module
+            os.close(write_fd)
+            try:
+                with os.fdopen(read_fd, "rb") as pipe:
+                    point, norm = pickle.loads(pipe.read())
+                os._exit(0 if type(point) is old.Point and norm is old.norm and norm(point) == 3 else 1)
+            except BaseException:
+                os._exit(2)
+        os.close(read_fd)
+        del sys.modules["twinmod"]  # a reload imports the module again
+        new = importlib.import_module("twinmod")
+        assert new.Point is not old.Point
+        with pytest.raises(pickle.PicklingError):
+            pickle.dumps(item, protocol=protocol.PROTOCOL)
+        assert protocol.pickling_error(item) is None
+        with os.fdopen(write_fd, "wb") as pipe:
+            pipe.write(protocol.dumps(item))
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+    finally:
+        sys.path.remove(str(tmp_path))
+        sys.modules.pop("twinmod", None)

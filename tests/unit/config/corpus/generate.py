@@ -479,6 +479,16 @@ add(
     + '[[stage]]\nname = "box"\nkind = "pipeline"\nthreads = 4\n[[stage.stage]]\nname = "inner"\ncall = "corpus_mods:process"\n'
     + SINK,
 )
+add(
+    "85_rate_limit_bad_unit",
+    ':10: 85_rate_limit_bad_unit/work/rate_limit: must be a rate like "10/s", "600/min" or "5000/h" (an integer >= 1 per s, min or h), got string "10/m" (did you mean "10/min"?)',
+    PP + SRC + proc(extra='rate_limit = "10/m"\n') + SINK,
+)
+add(
+    "86_priority_out_of_range",
+    ":7: 86_priority_out_of_range/src/priority: must be an integer from -10 to 10, got integer 20",
+    PP + SRC + "priority = 20\n" + SINK,
+)
 
 for f in OUT.glob("*.toml"):
     f.unlink()

@@ -1,0 +1,175 @@
+"""Where built-in stages may read and write: regular files under the daemon's roots, nothing else.
+
+The daemon exports its roots before any pipeline starts (worker processes inherit them):
+`PIPELINED_READ_PATHS` and `PIPELINED_WRITE_PATHS`, absolute directories joined with
+`os.pathsep` (`[daemon] read_paths` / `write_paths` plus the defaults: the state dir for both,
+the conf dir for reading). Without them (a stage called outside the daemon) the state dir is
+the only root. Every refusal is a `PathRefused` naming the stage, the argument, the path and
+the rule it broke:
+
+- `..` (or an absolute path) leaving every root;
+- a symlink (the file or a directory on the way) whose target is outside every root;
+- anything but a regular file: a device such as `/dev/zero`, a FIFO, a socket, a directory.
+
+Files are opened, then checked again through the open descriptor (`fstat`, and the path the
+kernel reports for it), so what is read or written is what was checked. A FIFO is opened
+non-blocking, so it is refused instead of hanging the stage.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+from pipelined.stages._support import state_dir
+
+READ_PATHS_ENV = "PIPELINED_READ_PATHS"
+WRITE_PATHS_ENV = "PIPELINED_WRITE_PATHS"
+PRIVATE_FILE_MODE = 0o600
+PRIVATE_DIR_MODE = 0o700
+
+
+class PathRefused(PermissionError):
+    """A built-in stage was given a path outside its roots, or something that is not a regular file."""
+
+
+def roots(for_writing: bool) -> list[Path]:
+    """The allowed roots (absolute, normalized) for reading or for writing."""
+    exported = os.environ.get(WRITE_PATHS_ENV if for_writing else READ_PATHS_ENV, "")
+    chosen = [entry for entry in exported.split(os.pathsep) if entry] or [str(state_dir())]
+    return [Path(os.path.normpath(os.path.abspath(entry))) for entry in chosen]
+
+
+def _describe_roots(for_writing: bool) -> str:
+    key = "write_paths" if for_writing else "read_paths"
+    return f"[daemon] {key}: {', '.join(str(r) for r in roots(for_writing))}"
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a regular file"
+
+
+def confine(path: Path, key: str, place: str, *, for_writing: bool) -> Path:
+    """`path` (absolute) normalized, once it is inside a root both as written and after symlinks.
+
+    Raises PathRefused naming the rule; a path that does not exist yet is checked up to its
+    deepest existing directory.
+    """
+    action = "writing" if for_writing else "reading"
+    normal = Path(os.path.normpath(path))
+    allowed = roots(for_writing)
+    real_roots = [Path(os.path.realpath(root)) for root in allowed]
+    if not any(_inside(normal, root) for root in [*allowed, *real_roots]):
+        raise PathRefused(
+            f"{place}: {key}: {path} is outside the roots allowed for {action} ({_describe_roots(for_writing)});"
+            " built-in stages only use files under them"
+        )
+    real = Path(os.path.realpath(normal))
+    if not any(_inside(real, root) for root in real_roots):
+        raise PathRefused(
+            f"{place}: {key}: {path} leads through a symlink to {real}, outside the roots allowed for"
+            f" {action} ({_describe_roots(for_writing)})"
+        )
+    return normal
+
+
+def check_opened(fd: int, path: Path, key: str, place: str, *, for_writing: bool) -> None:
+    """After opening: a regular file, really inside a root (raises PathRefused otherwise)."""
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        raise PathRefused(f"{place}: {key}: {path} is {_kind(mode)}; built-in stages only use regular files")
+    try:
+        opened = Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:
+        return  # no /proc: the realpath check before opening stands
+    if opened.is_absolute() and not any(
+        _inside(opened, Path(os.path.realpath(root))) for root in roots(for_writing)
+    ):
+        raise PathRefused(
+            f"{place}: {key}: {path} opened {opened}, outside the roots allowed for"
+            f" {'writing' if for_writing else 'reading'} ({_describe_roots(for_writing)})"
+        )
+
+
+def refuse_non_regular(path: Path, key: str, place: str) -> None:
+    """Before opening for reading: refuse a device, FIFO or socket by what `stat` says (no open)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # the open reports it
+    if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+        raise PathRefused(f"{place}: {key}: {path} is {_kind(mode)}; built-in stages only use regular files")
+
+
+def open_for_reading(path: Path, key: str, place: str) -> int:
+    """A descriptor of the regular file `path` inside the read roots (PathRefused / OSError)."""
+    confined = confine(path, key, place, for_writing=False)
+    refuse_non_regular(confined, key, place)
+    fd = os.open(confined, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    try:
+        check_opened(fd, confined, key, place, for_writing=False)
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_for_writing(path: Path, key: str, place: str, *, truncate: bool = False) -> int:
+    """An O_APPEND descriptor of the regular file `path` inside the write roots, created 0600
+    (missing directories 0700; emptied with `truncate`); never follows a symlink at the file."""
+    confined = confine(path, key, place, for_writing=True)
+    make_private_dirs(confined.parent)
+    confine(confined, key, place, for_writing=True)  # the directories made may not lead out
+    refuse_non_regular(confined, key, place)
+    flags = (
+        os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    )
+    try:
+        fd = os.open(confined, flags, PRIVATE_FILE_MODE)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:  # the file itself is a symlink
+            raise PathRefused(
+                f"{place}: {key}: {path} is a symlink; built-in stages write only regular files"
+            ) from None
+        raise
+    try:
+        check_opened(fd, confined, key, place, for_writing=True)
+        os.set_blocking(fd, True)
+        if truncate:
+            os.ftruncate(fd, 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def make_private_dirs(directory: Path) -> None:
+    """`mkdir -p` with mode 0700 for every directory it creates (whatever the umask)."""
+    missing: list[Path] = []
+    current = directory
+    while not current.exists() and current != current.parent:
+        missing.append(current)
+        current = current.parent
+    for entry in reversed(missing):
+        try:
+            entry.mkdir(mode=PRIVATE_DIR_MODE)
+        except FileExistsError:
+            continue
+        os.chmod(entry, PRIVATE_DIR_MODE)  # mkdir's mode is reduced by the umask; 0700 is wanted

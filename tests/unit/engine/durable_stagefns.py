@@ -1,0 +1,42 @@
+"""Stage callables for the disk buffer and item-id tests (`call = "durable_stagefns:name"`)."""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from typing import Any
+
+SEEN: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+GATES: dict[str, threading.Event] = defaultdict(threading.Event)
+FAILS: dict[str, dict[Any, int]] = defaultdict(lambda: defaultdict(int))
+_lock = threading.Lock()
+
+
+def record_ctx(x: Any, ctx: Any, key: str) -> Any:
+    """Remember (item, ctx.item_id, ctx.attempt) and pass the item on."""
+    with _lock:
+        SEEN[key].append((x, ctx.item_id, ctx.attempt))
+    return x
+
+
+def fail_first(x: Any, ctx: Any, key: str, times: int = 1) -> Any:
+    """Fail the first `times` attempts of every item, remembering each attempt's ctx."""
+    with _lock:
+        SEEN[key].append((x, ctx.item_id, ctx.attempt))
+        FAILS[key][x] += 1
+        failing = FAILS[key][x] <= times
+    if failing:
+        raise ValueError(f"attempt {ctx.attempt} of {x}")
+    return x
+
+
+def hold(x: Any, key: str) -> Any:
+    """Wait until the test opens the gate (items stay in flight meanwhile)."""
+    GATES[key].wait(30)
+    return x
+
+
+def with_unpicklable(n: int = 3):  # type: ignore[no-untyped-def]
+    yield 1
+    yield threading.Lock()
+    yield from range(2, n + 1)
