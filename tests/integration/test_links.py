@@ -456,8 +456,12 @@ def test_the_source_reloaded_while_items_cross_delivers_what_it_had(daemon: Daem
     assert daemon.stop() == 0
 
 
-def test_a_put_whose_links_would_close_a_loop_is_400(make_daemon: Any) -> None:
-    daemon = make_daemon(settings="[api]\nconfig_write = true\n")
+def test_a_put_whose_links_would_close_a_loop_is_400(make_daemon: Any, tmp_path: Path) -> None:
+    token = tmp_path / "api.token"
+    token.write_text("links-test-token\n")
+    token.chmod(0o600)
+    daemon = make_daemon(settings=f'[api]\ntoken_file = "{token}"\nconfig_write = true\n')
+    daemon.client.headers["Authorization"] = "Bearer links-test-token"
     out = setup(daemon)
     daemon.write_pipeline("a", source('["b/in"]'))
     daemon.write_pipeline("b", sink(out, "b"))
@@ -467,4 +471,27 @@ def test_a_put_whose_links_would_close_a_loop_is_400(make_daemon: Any) -> None:
     assert r.status_code == 400, r.text
     assert "links close a loop between pipelines: b -> a -> b" in r.text
     assert daemon.pipeline("b")["state"] == "running" and daemon.pipeline("b")["error"] is None
+    assert daemon.stop() == 0
+
+
+def test_a_target_with_a_disk_buffer_stores_what_crosses_and_replays_it_after_kill_9(daemon: DaemonProcess) -> None:
+    out = setup(daemon)
+    daemon.write_pipeline("a", source('["b/in"]', n=40))
+    slow_sink = sink(out, "b", before='buffer = "disk"').replace(
+        'call = "link_stages:same"', 'call = "link_stages:slow"\nargs = { seconds = 0.05 }'
+    )
+    daemon.write_pipeline("b", slow_sink)
+    daemon.start()
+    run = trigger_and_wait(daemon, "a", "src", {})
+    assert run["state"] == "completed" and run["items"]["finished"] == 40, run  # all on b's disk
+    [linked] = runs_of(daemon, "b", f"a/{run['run']}")
+    daemon.wait_for(lambda: len(read(str(out), "b")) >= 5, what="b working")
+    daemon.kill()  # kill -9 while b works through what it stored
+    before = set(map(int, read(str(out), "b")))
+    assert len(before) < 40
+    daemon.proc = None
+    daemon.start()
+    daemon.wait_for(lambda: set(map(int, read(str(out), "b"))) == set(range(40)), 30, what="the replay")
+    replayed = daemon.client.get(f"/pipelines/b/runs/{linked['run']}").json()
+    assert replayed["recovered"] is True and replayed["parent"] == f"a/{run['run']}", replayed
     assert daemon.stop() == 0

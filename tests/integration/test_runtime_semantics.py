@@ -513,7 +513,7 @@ def test_dead_letters_survive_a_restart_and_run_ids_are_not_reused(daemon: Daemo
     daemon.start()
     before = dead_letters(daemon, "retries")
     assert {d["run"] for d in before} == {first["run"]}
-    assert set(before[0]) == {"id", "run", "stage", "at", "attempts", "error", "item"}
+    assert {"id", "run", "stage", "at", "attempts", "error", "item"} <= set(before[0])  # + traceback, truncated (#10.4, #10.9)
     second = run_and_wait(daemon, "retries")
     # regression: numbering restarted at r-000001, so the new run's id named old dead letters too
     assert second["run"] != first["run"]
