@@ -328,10 +328,12 @@ def test_exact_shapes_of_trigger_run_stats_and_daemon_stats(api: httpx.Client, a
     assert set(accepted) == {"run", "pipeline", "stage"} and accepted["stage"] == "src"
     run = ok(api.post("/pipelines/flow/stages/inc/trigger?wait=true&timeout=20", json={"items": [1, 2, 3]}))
     assert set(run) == {
-        "run", "pipeline", "stage", "priority", "recovered", "state", "started_at", "finished_at", "items", "error"
+        "run", "pipeline", "stage", "priority", "recovered", "state", "started_at", "finished_at", "items", "error",
+        "parent",
     }
     assert run["recovered"] is False
     assert run["priority"] == 0
+    assert run["parent"] is None  # api.md Additions: a linked run's names the sending run
     assert run["items"] == {"produced": 3, "in_flight": 0, "finished": 2, "filtered": 0, "dead_lettered": 0}
     assert ok(api.get("/pipelines/flow/runs"))[0]["run"] == run["run"]  # newest first
     stats = ok(api.get("/pipelines/flow/stats"))

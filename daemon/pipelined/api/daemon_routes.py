@@ -1,18 +1,20 @@
-"""Daemon-wide endpoints: `/health`, `/ready`, `/stats`, `/metrics`, `/reload`."""
+"""Daemon-wide endpoints: `/health`, `/ready`, `/stats`, `/metrics`, `/graph`, `/reload`."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from litestar import Controller, Request, get, post
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.params import FromQuery
 
 from pipelined.api.auth import PUBLIC
 from pipelined.api.blocking import call, call_control, call_probe, control_of
 from pipelined.api.metrics import CONTENT_TYPE, render_metrics
 from pipelined.api.openapi_ops import error_responses
+from pipelined.api.pipelines import GRAPH_MEDIA_TYPES
 from pipelined.api.responses import OrjsonResponse, json_response, text_response
-from pipelined.api.schemas import DaemonStats, HealthStatus, ReadyStatus, ReloadResult
+from pipelined.api.schemas import DaemonGraphJson, DaemonStats, HealthStatus, ReadyStatus, ReloadResult
 
 AnyRequest = Request[Any, Any, Any]
 
@@ -79,6 +81,27 @@ class DaemonController(Controller):
     async def metrics(self, request: AnyRequest) -> OrjsonResponse:
         body = await call(request, render_metrics, control_of(request))
         return text_response(body.decode("utf-8"), CONTENT_TYPE)
+
+    @get(
+        "/graph",
+        summary="Every pipeline and the links between them, as JSON, Mermaid or DOT",
+        description="Links are written as `to = [\"pipeline/stage\"]` (docs/config.md). Mermaid and DOT "
+        "draw each pipeline as a subgraph with its stages, and each link as a dashed edge between them.",
+        responses={
+            200: ResponseSpec(
+                data_container=DaemonGraphJson,
+                description="JSON (default); text/plain Mermaid flowchart; text/vnd.graphviz DOT digraph",
+            ),
+            **error_responses(400),
+        },
+    )
+    async def graph(
+        self, request: AnyRequest, format: FromQuery[Literal["json", "mermaid", "dot"]] = "json"
+    ) -> OrjsonResponse:
+        rendered = await call(request, control_of(request).daemon_graph, format)
+        if format == "json":
+            return json_response(rendered)
+        return text_response(str(rendered), GRAPH_MEDIA_TYPES[format])
 
     @post(
         "/reload",

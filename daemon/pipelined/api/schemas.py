@@ -13,6 +13,7 @@ PipelineState = Literal["starting", "running", "draining", "drained", "failed", 
 RunState = Literal["running", "completed", "failed", "cancelled"]
 StageKindName = Literal["producer", "processor", "consumer", "accumulator", "pipeline"]
 RouteName = Literal["direct", "round_robin", "broadcast", "weighted"]
+GraphNodeKind = Literal["producer", "processor", "consumer", "accumulator", "pipeline", "external"]
 
 
 class ErrorBody(TypedDict):
@@ -109,6 +110,7 @@ class Run(TypedDict):
     items: RunItems
     error: str | None
     recovered: bool  # replayed from a disk buffer after a restart
+    parent: str | None  # "<pipeline>/<run id>" of the run that sent a linked run's items, else null
 
 
 class StateChange(TypedDict):
@@ -198,11 +200,13 @@ class DeadLetter(TypedDict):
 
 class GraphNode(TypedDict):
     id: str
-    kind: StageKindName
+    kind: GraphNodeKind  # "external": a stage of another pipeline that a link leads to
     threads: int
     processes: int
     auto_start: bool
     children: NotRequired[dict[str, Any]]
+    pipeline: NotRequired[str]  # kind "external" (a link target): the other pipeline
+    stage: NotRequired[str]  # kind "external": its stage
 
 
 GraphEdge = TypedDict("GraphEdge", {"from": str, "to": str, "route": RouteName})
@@ -211,6 +215,21 @@ GraphEdge = TypedDict("GraphEdge", {"from": str, "to": str, "route": RouteName})
 class GraphJson(TypedDict):
     nodes: list[GraphNode]
     edges: list[GraphEdge]
+
+
+class PipelineNameState(TypedDict):
+    name: str
+    state: PipelineState
+
+
+PipelineLink = TypedDict("PipelineLink", {"from": str, "to": str})
+
+
+class DaemonGraphJson(TypedDict):
+    """`GET /graph`: every pipeline and the links (`pipeline/stage` → `pipeline/stage`) between them."""
+
+    pipelines: list[PipelineNameState]
+    links: list[PipelineLink]
 
 
 class ReloadResult(TypedDict):

@@ -1,7 +1,8 @@
 """`pipelined check [PATH ...]` and `pipelined graph FILE [--format mermaid|dot|json]`.
 
 Both work offline, exactly as the daemon would load the files (every `call` is imported).
-`graph --remote NAME` asks a running daemon instead (pipelined.cli.remote.remote_graph).
+`graph --remote NAME` asks a running daemon instead (pipelined.cli.remote.remote_graph);
+`graph --remote` with no NAME shows every pipeline and the links between them (`GET /graph`).
 """
 
 from __future__ import annotations
@@ -15,11 +16,11 @@ from typing import Any
 
 import orjson
 
-from pipelined.cli.remote import remote_graph
+from pipelined.cli.remote import ALL_PIPELINES, remote_graph
 from pipelined.config.callables import is_async_callable
 from pipelined.config.settings import load_settings
 from pipelined.config.spec import PipelineSpec, Problem
-from pipelined.graph.check import check_paths, load_pipeline
+from pipelined.graph.check import check_paths, linked_from_siblings, load_pipeline, without_linked_warnings
 from pipelined.graph.limits import allocate
 from pipelined.graph.render import render_dot, render_json, render_mermaid
 from pipelined.graph.routing import build_graph
@@ -42,12 +43,17 @@ def add_parsers(sub: Any) -> None:
     check.add_argument("--config", type=Path, metavar="FILE", help="daemon settings file (for its conf_dir)")
     check.set_defaults(handler=run_check)
 
-    graph = sub.add_parser("graph", help="print a pipeline's graph (offline, or --remote from the daemon)")
+    graph = sub.add_parser(
+        "graph", help="print a pipeline's graph (offline, or --remote from the daemon; --remote alone: all pipelines)"
+    )
     graph.add_argument("file", nargs="?", type=Path, metavar="FILE", help="a pipeline file")
     graph.add_argument(
         "--format", choices=GRAPH_FORMATS, default="mermaid", help="output format (default mermaid)"
     )
-    graph.add_argument("--remote", metavar="NAME", help="ask the running daemon for pipeline NAME")
+    graph.add_argument(
+        "--remote", nargs="?", const=ALL_PIPELINES, metavar="NAME",
+        help="ask the running daemon for pipeline NAME; without NAME, every pipeline and the links between them",
+    )  # fmt: skip
     graph.add_argument(
         "--api", metavar="URL", help="daemon API: http://host:port or unix:/path (with --remote)"
     )
@@ -100,14 +106,14 @@ def run_check(args: argparse.Namespace) -> int:
 
 
 def run_graph(args: argparse.Namespace) -> int:
-    if args.remote:
+    if args.remote is not None:
         return int(remote_graph(args) or 0)
     if args.file is None:
         print("pipelined graph: give a pipeline FILE (or --remote NAME)", file=sys.stderr)
         return 2
     with contextlib.redirect_stdout(sys.stderr):
         spec, problems = load_pipeline(args.file)
-    for problem in problems:
+    for problem in without_linked_warnings(problems, linked_from_siblings(args.file)):
         print(problem, file=sys.stderr)
     if spec is None:
         return 1

@@ -261,14 +261,19 @@ def _reload(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+ALL_PIPELINES = ""  # `--remote` without a NAME: the daemon-wide graph
+
+
 def remote_graph(args: argparse.Namespace) -> int:
-    """`pipelined graph --remote NAME [--format mermaid|dot|json]` (parser in cli.offline)."""
+    """`pipelined graph --remote [NAME] [--format mermaid|dot|json]` (parser in cli.offline):
+    one pipeline's graph, or with no NAME every pipeline and the links between them."""
     return guarded("graph", args, _remote_graph)
 
 
 def _remote_graph(args: argparse.Namespace) -> int:
     fmt = "json" if getattr(args, "json", False) else getattr(args, "format", None) or "mermaid"
-    response = call_api(args, "GET", f"/pipelines/{segment(args.remote, 'NAME')}/graph", params={"format": fmt})
+    path = f"/pipelines/{segment(args.remote, 'NAME')}/graph" if args.remote else "/graph"
+    response = call_api(args, "GET", path, params={"format": fmt})
     if fmt == "json":
         print_json(answer_json(response))
     else:

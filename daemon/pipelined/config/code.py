@@ -1,6 +1,7 @@
 """The code a pipeline file names: import every `call` and hook, check signatures and arguments,
-`emit_to("literal")` targets, and which top-level modules each pipeline uses (module names are
-global to the daemon, so two pipelines must not use different modules of the same name).
+`emit_to("literal")` targets (a stage of this pipeline, or a link "pipeline/stage"), and which
+top-level modules each pipeline uses (module names are global to the daemon, so two pipelines
+must not use different modules of the same name).
 """
 
 from __future__ import annotations
@@ -23,17 +24,22 @@ from pipelined.config.callables import (
     module_origin,
 )
 from pipelined.config.lines import TablePath
+from pipelined.config.linkref import is_link, link_format_problem, split_link
 from pipelined.config.spec import Hooks, PipelineSpec, Problem, StageSpec
 from pipelined.config.values import Checker
 
+EmittedLinks = tuple[tuple[str, str], ...]
+"""(stage, "pipeline/stage") for each `ctx.emit_to("pipeline/stage", ...)` literal in a stage's call."""
 
-def check_code(ck: Checker, spec: PipelineSpec) -> set[str]:
+
+def check_code(ck: Checker, spec: PipelineSpec) -> tuple[set[str], EmittedLinks]:
     """Report every problem with the callables and hooks a (structurally valid) spec names.
 
     Returns the stages that calls send to with `ctx.emit_to("literal", ...)` (they are reached
-    even when no edge leads to them)."""
+    even when no edge leads to them) and the links such literals name."""
     names = {stage.name for stage in spec.walk()}
     reached: set[str] = set()
+    links: list[tuple[str, str]] = []
     _check_hooks(ck, spec.hooks, spec.python_path, ck.pipeline, ())
     for stage in spec.walk():
         table = ck.stage_tables.get(stage.name, ())
@@ -41,8 +47,10 @@ def check_code(ck: Checker, spec: PipelineSpec) -> set[str]:
         _check_hooks(ck, stage.hooks, spec.python_path, where, table)
         _warn_fork_hooks(ck, stage, where, table)
         if stage.call is not None:
-            reached |= _check_call(ck, stage, spec.python_path, names, where, table)
-    return reached
+            targets = _check_call(ck, stage, spec.python_path, names, where, table)
+            reached |= {t for t in targets if not is_link(t)}
+            links.extend((stage.name, t) for t in sorted(targets) if is_link(t))
+    return reached, tuple(links)
 
 
 def _check_hooks(
@@ -93,15 +101,37 @@ def _check_call(
             _check_auto_start_call(ck, stage, info, where, table)
         if stage.kind == "producer" and stage.trigger_args:
             _check_trigger_arg_names(ck, stage, info, where, table)
-    targets = emit_to_targets(obj)
-    for target in sorted(targets - names):
-        ck.report(
-            f"{where}/call",
-            f'{stage.call} calls emit_to("{target}"), but "{target}" is not a stage of this pipeline',
-            table,
-            "call",
-        )
-    return targets & names
+    return _emit_targets(ck, stage, emit_to_targets(obj), names, where, table)
+
+
+def _emit_targets(
+    ck: Checker, stage: StageSpec, targets: set[str], names: set[str], where: str, table: TablePath
+) -> set[str]:
+    """The literal emit_to targets that are fine: stages of this pipeline, and well-formed links
+    to other pipelines ("this/stage" counts as "stage"); every other one is reported."""
+    found: set[str] = set()
+    for target in sorted(targets):
+        local = target
+        if is_link(target):
+            parsed = split_link(target)
+            if parsed is None:
+                message = f'{stage.call} calls emit_to("{target}"): {link_format_problem(target)}'
+                ck.report(f"{where}/call", message, table, "call")
+                continue
+            if parsed[0] != ck.pipeline:
+                found.add(target)  # another pipeline's: checked with the conf dir (graph.links)
+                continue
+            local = parsed[1]
+        if local in names:
+            found.add(local)
+        else:
+            ck.report(
+                f"{where}/call",
+                f'{stage.call} calls emit_to("{target}"), but "{local}" is not a stage of this pipeline',
+                table,
+                "call",
+            )
+    return found
 
 
 def _check_trigger_arg_names(

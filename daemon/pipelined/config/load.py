@@ -106,7 +106,8 @@ def parse_pipeline(
     routable = spec.stages and not any(_blocks_routing(p) for p in ck.problems)
     reached: set[str] = set()
     if spec.stages:
-        reached = check_code(ck, spec)
+        reached, emitted_links = check_code(ck, spec)
+        spec = replace(spec, emitted_links=emitted_links)
     if routable:
         _check_graph(ck, spec, reached, check_graph)
     problems.extend(ck.problems)

@@ -149,6 +149,9 @@ class PipelineSpec:
     python_path: tuple[Path, ...] = ()  # absolute
     hooks: Hooks = field(default_factory=Hooks)
     priority_max_wait: float = 30.0  # an item queued this long is served next, whatever its priority
+    # (stage, "pipeline/stage") for each literal `ctx.emit_to("pipeline/stage", ...)` of a call
+    # (links in `to` are edges of the graph); found when the calls are checked
+    emitted_links: tuple[tuple[str, str], ...] = ()
 
     def walk(self) -> Iterator[StageSpec]:
         """Every stage, nested ones included, depth-first in file order."""

@@ -20,7 +20,9 @@ from pipelined import tracing
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.lineage import Lineage, Segments, batch_lineage
+from pipelined.engine.links import LinkRefused
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
+from pipelined.engine.retry import backoff_delay
 from pipelined.engine.router import Target
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import StageServices
@@ -212,10 +214,19 @@ class AccumulatorStage:
         if run.trace is not None:  # one span per batch it emits (it calls no user code)
             tracing.start_batch(run.trace, self.services.spec.name, self.name, run.id, len(batch),
                                 current=False).end(0)  # fmt: skip
+        attempts = 1
         while True:
             try:
                 return self.target.send(run, [batch], lineage, ids)
             except QueueAbandoned:
                 return 0
+            except LinkRefused as exc:  # another pipeline: retried with backoff, then dead-lettered
+                if attempts > self.spec.max_retries:
+                    self.services.dead_letter(
+                        self.name, run, [batch], attempts, exc, text=exc.text, entered=False, lineage=lineage
+                    )
+                    return 0
+                time.sleep(backoff_delay(self.spec.retry_backoff, attempts))
+                attempts += 1
             except QueueRejected:
                 time.sleep(0.01)  # a batch cannot be retried upstream: wait for room

@@ -154,7 +154,7 @@ class Replay:
         for record in stored:
             run = rt.book.runs.find(record.run)
             if run is None:  # after a restart: it comes back under its own id
-                run = Run(record.run, rt.spec.name, record.stage, rt)
+                run = Run(record.run, rt.spec.name, record.stage, rt, record.priority, record.parent)
                 run.recovered = True
                 if record.started_at:
                     run.started_at = record.started_at

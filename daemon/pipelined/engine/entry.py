@@ -101,7 +101,9 @@ class EntryGate:
     def begin_run(self, run: Run, kind: str) -> Commit | None:
         if self.buffer is None:
             return None
-        return self.buffer.begin_run(run.id, run.stage, kind, run.started_at)
+        return self.buffer.begin_run(
+            run.id, run.stage, kind, run.started_at, priority=run.priority, parent=run.parent
+        )
 
     def source_done(self, run: Run, error: str | None, cancelled: bool) -> None:
         if self.buffer is not None and not self.detached:

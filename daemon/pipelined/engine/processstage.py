@@ -18,7 +18,7 @@ from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target
-from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices
+from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, rejected_failure
 from pipelined.workers import make_process_stage
 
 log = logging.getLogger("pipelined.engine")
@@ -185,8 +185,7 @@ class ProcessStageRunner(StageBase):
                         run, list(result.outputs), list(result.routed), chunk.lineage, number
                     )
                 except QueueRejected as exc:
-                    text = f"QueueRejected: the queue of stage {exc} is full (on_full = reject)"
-                    failures.append(Failure(item, exc, text, index=index))
+                    failures.append(rejected_failure(item, exc, index=index))
                     continue
                 except QueueAbandoned:
                     pass  # drain deadline: the receiving side dead-lettered what it held

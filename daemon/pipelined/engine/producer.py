@@ -31,7 +31,7 @@ from pipelined.engine.queues import QueueAbandoned, QueueRejected
 from pipelined.engine.retry import backoff_delay
 from pipelined.engine.router import Ids, Target
 from pipelined.engine.runs import Run
-from pipelined.engine.stage import REJECTED_TEXT, StageServices, wait_for_setups
+from pipelined.engine.stage import StageServices, refusal_text, wait_for_setups
 from pipelined.logcontext import enter_log_context, exit_log_context
 
 log = logging.getLogger("pipelined.engine")
@@ -360,7 +360,7 @@ class ProducerStage:
             except QueueRejected as exc:
                 attempt += 1
                 if attempt > self.spec.max_retries:
-                    text = REJECTED_TEXT.format(exc)
+                    text = refusal_text(exc)
                     self.services.dead_letter(
                         self.name, run, items, attempt, exc, text=text, entered=False, lineage=lineage
                     )

@@ -4,14 +4,19 @@ A `Target` takes a list of items of one run. `QueueTarget` puts them into a stag
 queue (counting them in flight first); `Router` splits them round_robin / broadcast / weighted
 (per item: the n-th item a router ever sends goes to target n mod k, whatever the chunking and
 however many threads send); `ContainerTarget` counts them on a nested pipeline's stats row and
-passes them on (into its entrance, or out through its exit); `Terminal` counts them finished.
+passes them on (into its entrance, or out through its exit); `Terminal` counts them finished;
+a `ForwardTarget` hands them to another pipeline (a link, `pipelined.engine.links`).
 `send` returns how many items ended at a terminal (the caller adds that to its run).
 
 All or nothing. When a queue below a router may refuse (`on_full = "reject"`), a send is
 planned first (`plan`: which items go to which queue), room is reserved in every refusing queue,
 and only then is anything delivered — so a refusal never leaves some targets served and the
 retry never duplicates items there. Injected items (`inject`) reserve room in every queue they
-reach, waiting up to a deadline for `block` queues.
+reach, waiting up to a deadline for `block` queues. A link cannot reserve room in another
+pipeline: it takes the items or refuses them, so a planned send hands items to its links first,
+once every queue's room is reserved, and delivers to the queues only when they all took theirs
+(with two links or more, one may have taken its items when another refuses: that retry sends
+them to the first again).
 """
 
 from __future__ import annotations
@@ -48,7 +53,18 @@ class Plan:
 
     def commit(self, run: Run, *, every_queue: bool, inline: bool = True, lineage: Lineage | None = None) -> int:
         """Deliver every part; room was reserved (`_reserve`) in every queue that refuses, or
-        with `every_queue` in every queue that can run out of room. The finished count."""
+        with `every_queue` in every queue that can run out of room. The finished count.
+
+        Links first: one that refuses (QueueRejected) ends the send with nothing delivered to
+        any queue (their room given back)."""
+        for leaf, items, ids in self.parts:
+            if isinstance(leaf, ForwardTarget):
+                try:
+                    leaf.send(run, items, lineage, ids)
+                except BaseException:
+                    self._unreserve(every_queue)
+                    self.rollback()
+                    raise
         for counters, name, n in self.counts:
             counters.add(name, n)
         finished = 0
@@ -57,8 +73,16 @@ class Plan:
                 reserved = leaf.reserves if every_queue else leaf.rejects
                 leaf.deliver(run, items, reserved=reserved, inline=inline, lineage=lineage, ids=ids)
             else:
-                finished += len(items)
+                finished += len(items)  # a terminal, or a link that took them above
         return finished
+
+    def _unreserve(self, every_queue: bool) -> None:
+        for leaf, items, _ in self.parts:
+            if isinstance(leaf, QueueTarget) and (leaf.reserves if every_queue else leaf.rejects):
+                leaf.queue.unreserve(len(items))
+
+    def forwards(self) -> bool:
+        return any(isinstance(leaf, ForwardTarget) for leaf, _, _ in self.parts)
 
 
 class Target(ABC):
@@ -84,6 +108,17 @@ class Target(ABC):
 class Terminal(Target):
     def send(self, run: Run, items: list[Any], lineage: Lineage | None = None, ids: Ids = None) -> int:
         return len(items)
+
+    def plan(self, items: list[Any], plan: Plan, ids: Ids = None) -> None:
+        if items:
+            plan.parts.append((self, items, ids))
+
+
+class ForwardTarget(Target):
+    """A leaf outside this pipeline (a link): no room to reserve, so it may refuse at delivery
+    (QueueRejected); planned sends hand it its items before any queue gets theirs."""
+
+    rejects = True
 
     def plan(self, items: list[Any], plan: Plan, ids: Ids = None) -> None:
         if items:
@@ -316,6 +351,9 @@ def offer(
     inline); the finished count, or None when some queue had no room (nothing delivered)."""
     plan = Plan()
     target.plan(items, plan, ids)
+    if plan.forwards():  # a link may wait for its pipeline: the worker sends these itself
+        plan.rollback()
+        return None
     try:
         _reserve(plan, 0.0)
     except (QueueRejected, QueueAbandoned, TimeoutError):

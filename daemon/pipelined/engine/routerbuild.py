@@ -1,5 +1,6 @@
-"""Builds the output Target of every node of a Graph (nested pipelines resolved), and tells
-which `ctx.emit_to` sends may wait for room (those that follow the graph's direction)."""
+"""Builds the output Target of every node of a Graph (nested pipelines resolved; a link, an
+edge to an `external` node, by `link_of`), and tells which `ctx.emit_to` sends may wait for
+room (those that follow the graph's direction)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from typing import Any
 from pipelined.engine.counters import StageCounters
 from pipelined.engine.queues import StageQueue
 from pipelined.engine.router import ContainerTarget, DropHandler, QueueTarget, Router, Target, Terminal
-from pipelined.graph.model import Graph
+from pipelined.graph.model import EXTERNAL, Graph
 
 
 def _no_runner(stage: str) -> None:
@@ -35,8 +36,10 @@ class RouterBuilder:
         counters_of: Callable[[str], StageCounters],
         on_drop: DropHandler,
         runner_of: Callable[[str], Any] = lambda _: None,
+        link_of: Callable[[str], Target] | None = None,
     ) -> None:
         self.runner_of = runner_of
+        self.link_of = link_of
         self.graph = graph
         self.queue_of = queue_of
         self.counters_of = counters_of
@@ -69,6 +72,10 @@ class RouterBuilder:
         cycle (see `follows_graph`)."""
         graph = self.graph
         node = graph.node(node_id)
+        if node.kind == EXTERNAL:
+            if self.link_of is None:
+                raise ValueError(f"no way to reach {node_id!r}: this runtime has no links")
+            return self.link_of(node_id)
         if node.kind != "pipeline":
             runner = self.runner_of if inline else _no_runner
             return QueueTarget(self.queue_of(node_id), self.on_drop, runner, never_block=never_block)
@@ -97,7 +104,9 @@ class RouterBuilder:
 
     def _reachability(self) -> dict[str, set[str]]:
         nexts = {
-            node.id: leaf_stages(self.outputs(node.id)) for node in self.graph.nodes if node.kind != "pipeline"
+            node.id: leaf_stages(self.outputs(node.id))
+            for node in self.graph.nodes
+            if node.kind not in ("pipeline", EXTERNAL)
         }
         reach: dict[str, set[str]] = {}
         for start in nexts:

@@ -9,6 +9,10 @@ can reach them, so the runtime flushes their partial batches.
 
 Hooks receive the run's API dict (`Run.to_dict()`): before_run sees state "running",
 after_run the final state.
+
+A *linked run* takes items another pipeline sends over a link; `parent` names the sending run
+("<pipeline>/<run id>"). Later items of the same sending run `join` it while it is running;
+`on_end` tells the receiving pipeline when the sending run ended (engine/linked.py).
 """
 
 from __future__ import annotations
@@ -44,7 +48,13 @@ class Run:
     """One run's state and counters; every change goes through `settle` (per chunk)."""
 
     def __init__(
-        self, run_id: str, pipeline: str, stage: str, listener: RunListener | None, priority: int = 0
+        self,
+        run_id: str,
+        pipeline: str,
+        stage: str,
+        listener: RunListener | None,
+        priority: int = 0,
+        parent: str | None = None,
     ) -> None:
         self.id = run_id
         self.pipeline = pipeline
@@ -52,6 +62,7 @@ class Run:
         # -10..10: every queue serves chunks of higher-priority runs first (queues.py); a run
         # started for this one in another pipeline (a link) takes it over
         self.priority = priority
+        self.parent = parent  # "<pipeline>/<run id>" of the run that sent a linked run's items
         self.state = "running"
         self.started_at = utc_now_iso()
         self.finished_at: str | None = None
@@ -70,6 +81,7 @@ class Run:
         self.trace: Any = None  # its OpenTelemetry span while tracing is on (pipelined.tracing)
         self.lock = threading.Lock()
         self._ended = threading.Event()
+        self._on_end: list[Callable[[], None]] = []
 
     @property
     def ended(self) -> bool:
@@ -105,6 +117,24 @@ class Run:
         if lineage is not None:
             lineage.apply(enter - leave, finished, filtered, dead, self.last_dead_letter_error if dead else None)
         self._act(verdict)
+
+    def join(self) -> bool:
+        """Pin a running linked run for one more delivery (one unit in flight, released with
+        `settle(leave=1)` after it): it cannot end meanwhile. False when it has ended."""
+        with self.lock:
+            if self.state != "running":
+                return False
+            self.in_flight += 1
+            return True
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Call `callback()` once this run has ended (at once if it has); from the thread that
+        ends it, after the listener. It must be quick and must not raise."""
+        with self.lock:
+            if self.state == "running":
+                self._on_end.append(callback)
+                return
+        callback()
 
     def reset_for_replay(
         self,
@@ -180,6 +210,10 @@ class Run:
         finally:
             self.listener = None  # the history must not keep a drained runtime alive
             self._ended.set()
+            with self.lock:
+                callbacks, self._on_end = self._on_end, []
+            for callback in callbacks:
+                callback()
 
     def wait(self, timeout: float | None) -> bool:
         return self._ended.wait(timeout)
@@ -203,6 +237,7 @@ class Run:
                 },
                 "error": self.error,
                 "recovered": self.recovered,
+                "parent": self.parent,
             }
 
 
@@ -222,10 +257,12 @@ class RunTracker:
         self.failed = 0
         self.cancelled = 0
 
-    def new_run(self, stage: str, listener: RunListener | None, priority: int = 0) -> Run:
+    def new_run(
+        self, stage: str, listener: RunListener | None, priority: int = 0, parent: str | None = None
+    ) -> Run:
         with self._lock:
             run_id = f"{RUN_PREFIX}{self._numbers.take():06d}"
-            run = Run(run_id, self.pipeline, stage, listener, priority)
+            run = Run(run_id, self.pipeline, stage, listener, priority, parent)
             self._runs[run_id] = run
             self.started += 1
             self._trim()

@@ -4,7 +4,9 @@ Builds a queue per queue-fed stage, the output targets from the Graph, the stage
 (threads, an event loop for async callables, or worker processes), then runs: triggers start
 runs, runs end when nothing of them is in flight, a drain stops the producers and waits for
 every run to end (accumulators flush as their runs become quiescent). At the drain deadline
-everything left is dead-lettered with error "shutdown" (drain.py).
+everything left is dead-lettered with error "shutdown" (drain.py). Links to other pipelines go
+through the `LinkSink` the supervisor hands in (links.py); items other pipelines send here
+arrive through `accept_linked` as linked runs (linked.py, inject.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,10 @@ from pipelined.engine.durable import inject_durably, open_gate
 from pipelined.engine.entry import EntryGate
 from pipelined.engine.failurelog import FailureLog, short
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
+from pipelined.engine.inject import deliver_linked
 from pipelined.engine.lineage import Lineage
+from pipelined.engine.linked import LinkedRuns, Subscribe
+from pipelined.engine.links import LinkSink, LinkTargets, NoLinks
 from pipelined.engine.producer import ProducerStage
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.retry import RetryTimer
@@ -35,7 +40,7 @@ from pipelined.engine.stagebuild import build_stage
 from pipelined.engine.stats import StageMeter
 from pipelined.engine.views import pipeline_stats, stage_rows
 from pipelined.errors import BadRequest, Conflict, NotFound, QueueFull, StartError, Unavailable
-from pipelined.graph.model import Graph
+from pipelined.graph.model import EXTERNAL, Graph
 from pipelined.workers import run_before_fork
 
 log = logging.getLogger("pipelined.engine")
@@ -51,8 +56,13 @@ class PipelineRuntime:
         allocation: Any,
         book: PipelineBook,
         drain_timeout: float = 30.0,
+        links: LinkSink | None = None,
     ) -> None:
         self.spec = spec
+        self.link_targets = LinkTargets(links or NoLinks(), spec.name)  # sending over links
+        self.linked = LinkedRuns(self)  # receiving
+        # a stage that may send over a link routes item by item, so a refusal fails one attempt
+        self._may_link = bool(graph.links or spec.emitted_links)
         self.graph = graph
         self.allocation = allocation
         self.book = book
@@ -134,7 +144,7 @@ class PipelineRuntime:
 
     def _build(self) -> None:
         self.hooks = HookSet(self.spec, self.failure_log)
-        for node in self.graph.nodes:
+        for node in self.graph.stage_nodes():
             stage = node.stage
             counters = self.book.counters(stage.name)
             workers = self.threads_of(stage) or self.processes_of(stage)
@@ -144,15 +154,16 @@ class PipelineRuntime:
                     stage.name, stage.queue_size, stage.on_full, max_wait_s=self.spec.priority_max_wait
                 )
         builder = RouterBuilder(
-            self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get
+            self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get,
+            self.link_targets.target,
         )
         self._builder = builder
-        for node in self.graph.nodes:
+        for node in self.graph.stage_nodes():
             if node.kind != "producer":
                 self._targets[node.id] = builder.entrance(node.id, inline=False)
                 self._targets_unbounded[node.id] = builder.entrance(node.id, inline=False, never_block=True)
         for node in self.graph.nodes:
-            if node.kind == "pipeline":
+            if node.kind in ("pipeline", EXTERNAL):
                 continue
             stage = build_stage(self, node.stage, builder.outputs(node.id), self.hooks)
             if getattr(stage, "uses_ray", False):  # busy and utilization per actor
@@ -166,7 +177,7 @@ class PipelineRuntime:
                 self.stages[node.id] = stage
                 if isinstance(stage, AccumulatorStage):
                     self.accumulators.append(stage)
-        self.accumulators.sort(key=lambda acc: self._topo_index()[acc.name])
+        self.accumulators.sort(key=lambda acc: self.graph.topological_index()[acc.name])
 
     def _before_fork(self) -> None:
         """The before_fork hooks, once for all process stages (pipeline hook, then stages')."""
@@ -175,26 +186,9 @@ class PipelineRuntime:
         if stages:
             run_before_fork(self.spec, stages)
 
-    def _topo_index(self) -> dict[str, int]:
-        order: list[str] = []
-        seen: set[str] = set()
-
-        def visit(node_id: str) -> None:
-            if node_id in seen:
-                return
-            seen.add(node_id)
-            for edge in self.graph.in_edges(node_id):
-                if not self.graph.is_ancestor(node_id, edge.src):
-                    visit(edge.src)
-            order.append(node_id)
-
-        for node in self.graph.nodes:
-            visit(node.id)
-        return {node_id: i for i, node_id in enumerate(order)}
-
     def _start_order(self) -> list[Any]:
         """Consumers first, producers last, so nothing is produced before it can be taken."""
-        topo = self._topo_index()
+        topo = self.graph.topological_index()
         stages = sorted(self.stages.values(), key=lambda s: -topo[s.name])
         return [*stages, *self.producers.values()]
 
@@ -287,8 +281,40 @@ class PipelineRuntime:
         run.source_finished()
         return run.id
 
-    def _new_run(self, stage: str, priority: int = 0) -> Run:
-        run = self.book.runs.new_run(stage, self, priority)
+    def accept_linked(
+        self,
+        stage: str,
+        parent: str,
+        items: list[Any],
+        priority: int | None = None,
+        on_parent_end: Subscribe | None = None,
+    ) -> str:
+        """Items another pipeline's run `parent` sends to `stage` over a link; the id of the
+        linked run they joined or started (linked.py). Errors as for a trigger."""
+        return self.linked.accept(stage, parent, items, priority, on_parent_end)
+
+    def deliver_linked(self, run: Run, stage: str, items: list[Any], first: int) -> None:
+        """One delivery into a linked run (inject.py): stored, numbered, queued, all or none."""
+        deliver_linked(self, run, stage, items, first, self._targets[stage])
+        if first == 1:  # for the disk buffer, what it stored is all: a restart replays it, done
+            self.gate.source_done(run, None, False)
+
+    def new_running_run(self, stage: str, parent: str, priority: int) -> Run:
+        """A new linked run, registered in the same step that finds the pipeline running (see
+        trigger); the disk buffer, if any, learns of it."""
+        with self._state_lock:
+            self._check_running()
+            run = self._new_run(stage, priority, parent)
+        self.gate.begin_run(run, "link")
+        return run
+
+    def forget_run(self, run: Run) -> None:
+        """A linked run whose first items were refused: it never started."""
+        self.gate.end_run(run)
+        self._forget_run(run)
+
+    def _new_run(self, stage: str, priority: int = 0, parent: str | None = None) -> Run:
+        run = self.book.runs.new_run(stage, self, priority, parent)
         if tracing.TRACER is not None:
             run.trace = tracing.start_run(self.spec.name, stage, run.id)
         with self._runs_cond:
@@ -335,7 +361,7 @@ class PipelineRuntime:
 
     # -- services for stages ----------------------------------------------------------------
     def has_rejecting_queue(self) -> bool:
-        return any(q.on_full == "reject" for q in self.queues.values())
+        return self._may_link or any(q.on_full == "reject" for q in self.queues.values())
 
     def target_for(self, stage: str, sender: str | None = None) -> Target:
         """Where `ctx.emit_to(stage, ...)` puts; ValueError for a stage that takes no items.
@@ -345,6 +371,11 @@ class PipelineRuntime:
         queue's bound, so two stages can never wait for room in each other's queues. Producers
         (no sender) have no queue anyone waits for: they always wait."""
         target = self._targets.get(stage)
+        if target is None:
+            link, stage = self.link_targets.resolve(stage)  # "<pipeline>/<stage>": a link
+            if link is not None:
+                return link
+            target = self._targets.get(stage)
         if target is None:
             raise ValueError(f"ctx.emit_to: pipeline {self.spec.name!r} has no stage {stage!r} that takes items")
         if sender is None:
@@ -416,6 +447,7 @@ class PipelineRuntime:
             self._stopping = True
             deadline = time.monotonic() + (self.drain_timeout if timeout is None else timeout)
             self._drainer = Drainer(self, deadline)
+        self.linked.close_all()  # linked runs take no more items: they end when done
         self._drainer.start()
 
     def wait_drained(self, timeout: float | None) -> bool:

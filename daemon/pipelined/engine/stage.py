@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import traceback
 from dataclasses import dataclass, field
 from functools import partial
@@ -92,9 +93,17 @@ class StageServices(Protocol):
 REJECTED_TEXT = "QueueRejected: the queue of stage {} is full (on_full = reject)"
 
 
+def refusal_text(exc: QueueRejected) -> str:
+    """The error of an attempt whose results were refused: a full `on_full = "reject"` queue, or
+    a link's own text (`LinkRefused.text`, e.g. "pipeline 'billing' is not running")."""
+    text = getattr(exc, "text", None)
+    return text if isinstance(text, str) else REJECTED_TEXT.format(exc)
+
+
 def rejected_failure(item: Any, exc: QueueRejected, index: int = -1) -> Failure:
-    """An item whose results a full `on_full = "reject"` queue refused: that attempt failed."""
-    return Failure(item, exc, REJECTED_TEXT.format(exc), index=index)
+    """An item whose results a full `on_full = "reject"` queue (or a link) refused: that attempt
+    failed. Logged without a traceback: the text says all, and a refusal is no bug in user code."""
+    return Failure(item, exc, refusal_text(exc), trace="", index=index)
 
 
 def item_id_text(run_id: str, number: int | None) -> str | None:
@@ -246,15 +255,24 @@ class StageBase:
             return 0  # drain deadline: the receiving side dead-lettered its items
 
     def _send_to(self, run: Run, stage: str, value: Any, lineage: Lineage | None, item_id: int | None) -> int:
-        try:
-            target = self.services.target_for(stage, self.name)
-            return target.send(run, [value], lineage, None if item_id is None else [item_id])
-        except QueueAbandoned:
-            return 0
-        except QueueRejected as exc:  # not routed per item (see routes_per_item): never lost
-            text = REJECTED_TEXT.format(exc)
-            self.services.dead_letter(self.name, run, [value], 1, exc, text=text, entered=False, lineage=lineage)
-            return 0
+        attempts = 1
+        while True:
+            try:
+                target = self.services.target_for(stage, self.name)
+                return target.send(run, [value], lineage, None if item_id is None else [item_id])
+            except QueueAbandoned:
+                return 0
+            except QueueRejected as exc:  # not routed per item (see routes_per_item): never lost
+                if hasattr(exc, "text") and attempts <= self.spec.max_retries and not self.services.stopping():
+                    # a link named at run time only: its delivery is retried here, in place
+                    time.sleep(backoff_delay(self.spec.retry_backoff, attempts))
+                    attempts += 1
+                    continue
+                text = refusal_text(exc)
+                self.services.dead_letter(
+                    self.name, run, [value], attempts, exc, text=text, entered=False, lineage=lineage
+                )
+                return 0
 
     def _failed(self, chunk: Chunk, failures: list[Failure]) -> None:
         """Retry or dead-letter each failure; the log sees them through the FailureLog (the first

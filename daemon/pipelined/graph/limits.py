@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from pipelined.config.spec import PipelineSpec, StageSpec
-from pipelined.graph.model import Graph, Node
+from pipelined.graph.model import EXTERNAL, Graph, Node
 
 log = logging.getLogger("pipelined.limits")
 
@@ -143,14 +143,14 @@ class _Allocator:
             total = sum(self.ask(child, resource) for child in self.graph.children(node.id))
             cap = stage.max_threads if resource == "threads" else stage.max_processes
             return total if cap is None else min(cap, total)
-        if node.kind == "accumulator":
+        if node.kind in ("accumulator", EXTERNAL):
             return 0
         if resource == "processes":
             return stage.requested_processes
         return min(stage.requested_threads, 1) if self.is_async(stage) else stage.requested_threads
 
     def level(self, parent: str | None, threads: int, processes: int) -> None:
-        nodes = self.graph.children(parent)
+        nodes = tuple(n for n in self.graph.children(parent) if n.kind != EXTERNAL)  # another pipeline's
         thread_grants = share([self.ask(n, "threads") for n in nodes], threads)
         process_grants = share([self.ask(n, "processes") for n in nodes], processes)
         for node, got_threads, got_processes in zip(nodes, thread_grants, process_grants, strict=True):

@@ -11,6 +11,10 @@ node that holds it, or None at the top level). Edges include, for a nested pipel
 `exit -> N` for each of its exit stages (its *exit*); `N -> X` edges at the parent level carry
 what leaves N (round_robin when several). An edge whose `dst` is an ancestor of its `src` is
 an exit edge; the runtime treats it as "leave the nested pipeline", never as a cycle.
+
+A link (`to = ["billing/charge"]`) is an edge to an *external* node: `kind` "external", id
+`billing/charge`, always at the top level (`parent` None, whichever level links to it). It
+stands for a stage of another pipeline: no queue, no workers, no budget here (`Graph.links`).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Literal
 from pipelined.config.spec import Problem, StageSpec
 
 Route = Literal["direct", "round_robin", "broadcast", "weighted"]
+EXTERNAL = "external"  # the kind of a node that is a stage of another pipeline (a link target)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,19 @@ class Graph:
     def children(self, parent: str | None) -> tuple[Node, ...]:
         return tuple(n for n in self.nodes if n.parent == parent)
 
+    def stage_nodes(self) -> tuple[Node, ...]:
+        """The nodes that are stages of this pipeline (every node but link targets)."""
+        return tuple(n for n in self.nodes if n.kind != EXTERNAL)
+
+    def is_external(self, node_id: str) -> bool:
+        return any(n.id == node_id and n.kind == EXTERNAL for n in self.nodes)
+
+    @property
+    def links(self) -> tuple[tuple[str, str], ...]:
+        """(stage, "pipeline/stage") for every link in `to`, in edge order."""
+        external = {n.id for n in self.nodes if n.kind == EXTERNAL}
+        return tuple((e.src, e.dst) for e in self.edges if e.dst in external)
+
     def is_ancestor(self, ancestor: str, node_id: str) -> bool:
         parent = self.node(node_id).parent
         while parent is not None:
@@ -60,6 +78,25 @@ class Graph:
                 return True
             parent = self.node(parent).parent
         return False
+
+    def topological_index(self) -> dict[str, int]:
+        """node id → its place in an order where every node comes after its upstream nodes
+        (a nested pipeline's exit edges do not count: they are not a cycle)."""
+        order: list[str] = []
+        seen: set[str] = set()
+
+        def visit(node_id: str) -> None:
+            if node_id in seen:
+                return
+            seen.add(node_id)
+            for edge in self.in_edges(node_id):
+                if not self.is_ancestor(node_id, edge.src):
+                    visit(edge.src)
+            order.append(node_id)
+
+        for node in self.nodes:
+            visit(node.id)
+        return {node_id: i for i, node_id in enumerate(order)}
 
     def out_edges(self, node_id: str) -> tuple[Edge, ...]:
         return tuple(e for e in self.edges if e.src == node_id)

@@ -9,6 +9,11 @@ a bool. A nested pipeline is a node with `"kind": "pipeline"` and
 `"children": {"nodes": [...], "edges": [...]}`; its children's edges include `N -> entry`
 (its entrance) and `exit -> N` (its exit); the parent's edges end at `N`.
 
+A link (`to = ["billing/charge"]`) is an edge to an external node `{"id": "billing/charge",
+"kind": "external", ..., "pipeline": "billing", "stage": "charge"}`, drawn as a parallelogram
+(Mermaid) or a dashed box (DOT). `pipelined.graph.render_daemon` draws every pipeline together
+with these functions, each pipeline's ids qualified by `ns` ("<pipeline>/").
+
 Mermaid and DOT draw a nested pipeline as a subgraph/cluster holding its stages plus two small
 `in`/`out` nodes: edges to `N` end at its `in`, edges from `N` start at its `out`. A Mermaid
 subgraph title is one line (`N · pipeline · mode`): Mermaid leaves room for one, a second line
@@ -23,7 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pipelined.graph.limits import Allocation, StageAllocation
-from pipelined.graph.model import Edge, Graph, Node
+from pipelined.graph.model import EXTERNAL, Edge, Graph, Node
 
 _NONE = StageAllocation(0, 0, 0, 0)
 
@@ -32,9 +37,16 @@ _MERMAID_SHAPES = {
     "processor": ('["', '"]'),
     "consumer": ('[("', '")]'),
     "accumulator": ('{{"', '"}}'),
+    EXTERNAL: ('[/"', '"/]'),
 }
-_MERMAID_PREFIX = {"s": "st", "i": "in", "o": "ex"}  # never a leading o/x: `--o`/`--x` are arrows
-_DOT_SHAPES = {"producer": "invhouse", "processor": "box", "consumer": "cylinder", "accumulator": "hexagon"}
+_MERMAID_PREFIX = {"s": "st", "i": "in", "o": "ex", "x": "st"}  # x: an external node ("p/s", never qualified)  # never a leading o/x: `--o`/`--x` are arrows
+_DOT_SHAPES = {
+    "producer": "invhouse",
+    "processor": "box",
+    "consumer": "cylinder",
+    "accumulator": "hexagon",
+    EXTERNAL: 'box, style=dashed',
+}
 
 
 # -- shared ------------------------------------------------------------------------------------
@@ -51,6 +63,8 @@ def _workers(node: Node, allocation: Allocation) -> str:
     """`processor · 4 threads`, `producer · 1 thread · on trigger`, `accumulator`, ..."""
     got = allocation.stages.get(node.id, _NONE)
     parts = [node.kind]
+    if node.kind == EXTERNAL:
+        return f"link to pipeline {node.id.split('/', 1)[0]}"
     if node.kind == "pipeline":
         parts.append(node.stage.mode)
     elif got.processes:
@@ -97,6 +111,8 @@ def _json_node(graph: Graph, allocation: Allocation, node: Node) -> dict[str, An
     }
     if node.kind == "pipeline":
         data["children"] = _json_level(graph, allocation, node.id)
+    elif node.kind == EXTERNAL:
+        data["pipeline"], data["stage"] = node.id.split("/", 1)
     return data
 
 
@@ -114,86 +130,125 @@ def mermaid_id(name: str, prefix: str = "st") -> str:
     return f"{prefix}_{''.join(out)}"
 
 
-def _mermaid_text(text: str) -> str:
+def mermaid_text(text: str) -> str:
     return text.replace("&", "#amp;").replace('"', "#quot;").replace("<", "#lt;").replace(">", "#gt;")
 
 
 def render_mermaid(graph: Graph, allocation: Allocation) -> str:
     lines = ["flowchart LR"]
-    lines.extend(_mermaid_level(graph, allocation, None, "  "))
-    for edge in graph.edges:
-        src, dst = _endpoints(graph, edge)
-        arrow = "-->" if edge.route == "direct" else f"-->|{_mermaid_text(_edge_label(graph, edge))}|"
-        lines.append(
-            f"  {mermaid_id(src[1], _MERMAID_PREFIX[src[0]])} {arrow} {mermaid_id(dst[1], _MERMAID_PREFIX[dst[0]])}"
-        )
+    lines.extend(mermaid_nodes(graph, allocation, None, "  "))
+    lines.extend(mermaid_edges(graph))
     return "\n".join(lines) + "\n"
 
 
+def mermaid_edges(graph: Graph, ns: str = "", links: bool = True) -> Iterator[str]:
+    """One line per edge; `links=False` leaves out the edges to external nodes."""
+    for edge in graph.edges:
+        if not links and graph.is_external(edge.dst):
+            continue
+        src, dst = _endpoints(graph, edge)
+        arrow = "-->" if edge.route == "direct" else f"-->|{mermaid_text(_edge_label(graph, edge))}|"
+        src_id = mermaid_id(ns + src[1], _MERMAID_PREFIX[src[0]])
+        dst_id = mermaid_id(ns + dst[1] if dst[0] != "x" else dst[1], _MERMAID_PREFIX[dst[0]])
+        yield f"  {src_id} {arrow} {dst_id}"
+
+
 def _endpoints(graph: Graph, edge: Edge) -> tuple[tuple[str, str], tuple[str, str]]:
-    """(prefix, name) of both ends: a nested pipeline is entered at `i_` and left from `o_`."""
+    """(prefix, name) of both ends: a nested pipeline is entered at `i_` and left from `o_`; an
+    external node is `x` (its id is already "pipeline/stage")."""
     src_node, dst_node = graph.node(edge.src), graph.node(edge.dst)
     if src_node.kind == "pipeline":
         src = ("i", edge.src) if dst_node.parent == edge.src else ("o", edge.src)
     else:
         src = ("s", edge.src)
-    if dst_node.kind == "pipeline":
+    if dst_node.kind == EXTERNAL:
+        dst = ("x", edge.dst)
+    elif dst_node.kind == "pipeline":
         dst = ("o", edge.dst) if src_node.parent == edge.dst else ("i", edge.dst)
     else:
         dst = ("s", edge.dst)
     return src, dst
 
 
-def _mermaid_level(graph: Graph, allocation: Allocation, parent: str | None, indent: str) -> Iterator[str]:
+def mermaid_nodes(
+    graph: Graph, allocation: Allocation, parent: str | None, indent: str, ns: str = "", externals: bool = True
+) -> Iterator[str]:
+    """The node lines of one level (nested pipelines as subgraphs); ids qualified by `ns`."""
     for node in graph.children(parent):
-        if node.kind == "pipeline":
+        if node.kind == EXTERNAL:
+            if externals:
+                yield f"{indent}{mermaid_node(node.id, node.id, _workers(node, allocation), EXTERNAL)}"
+        elif node.kind == "pipeline":
             # one line: Mermaid reserves a single text line for a subgraph title, a second one is
             # drawn over the stages inside it
-            title = _mermaid_text(f"{node.id} · {_workers(node, allocation)}")
-            yield f'{indent}subgraph {mermaid_id(node.id, "sg")} ["{title}"]'
+            title = mermaid_text(f"{node.id} · {_workers(node, allocation)}")
+            yield f'{indent}subgraph {mermaid_id(ns + node.id, "sg")} ["{title}"]'
             yield f"{indent}  direction LR"
-            yield f'{indent}  {mermaid_id(node.id, "in")}(("in"))'
-            yield from _mermaid_level(graph, allocation, node.id, indent + "  ")
-            yield f'{indent}  {mermaid_id(node.id, "ex")}(("out"))'
+            yield f'{indent}  {mermaid_id(ns + node.id, "in")}(("in"))'
+            yield from mermaid_nodes(graph, allocation, node.id, indent + "  ", ns, externals)
+            yield f'{indent}  {mermaid_id(ns + node.id, "ex")}(("out"))'
             yield f"{indent}end"
         else:
-            label = f"{_mermaid_text(node.id)}<br/>{_mermaid_text(_workers(node, allocation))}"
-            opening, closing = _MERMAID_SHAPES.get(node.kind, ('["', '"]'))
-            yield f"{indent}{mermaid_id(node.id)}{opening}{label}{closing}"
+            yield f"{indent}{mermaid_node(ns + node.id, node.id, _workers(node, allocation), node.kind)}"
+
+
+def mermaid_node(name: str, title: str, detail: str, kind: str) -> str:
+    """`st_<name>["title<br/>detail"]` in the shape of `kind`."""
+    label = f"{mermaid_text(title)}<br/>{mermaid_text(detail)}"
+    opening, closing = _MERMAID_SHAPES.get(kind, ('["', '"]'))
+    return f"{mermaid_id(name)}{opening}{label}{closing}"
 
 
 # -- DOT ---------------------------------------------------------------------------------------
-def _dot_quote(text: str) -> str:
+def dot_quote(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
 def render_dot(graph: Graph, allocation: Allocation) -> str:
     lines = [
-        f"digraph {_dot_quote(graph.pipeline)} {{",
+        f"digraph {dot_quote(graph.pipeline)} {{",
         "  rankdir=LR;",
         '  graph [fontname="Helvetica", fontsize=12];',
         '  node [fontname="Helvetica", fontsize=11];',
         '  edge [fontname="Helvetica", fontsize=9];',
     ]
-    lines.extend(_dot_level(graph, allocation, None, "  "))
-    for edge in graph.edges:
-        src, dst = _endpoints(graph, edge)
-        attrs = "" if edge.route == "direct" else f" [label={_dot_quote(_edge_label(graph, edge))}]"
-        lines.append(f"  {_dot_quote(':'.join(src))} -> {_dot_quote(':'.join(dst))}{attrs};")
+    lines.extend(dot_nodes(graph, allocation, None, "  "))
+    lines.extend(dot_edges(graph))
     lines.append("}")
     return "\n".join(lines) + "\n"
 
 
-def _dot_level(graph: Graph, allocation: Allocation, parent: str | None, indent: str) -> Iterator[str]:
+def dot_id(kind: str, name: str) -> str:
+    """`"s:<name>"` (a stage, or an external "pipeline/stage"), `"i:<N>"` / `"o:<N>"` (a nested
+    pipeline's in and out), quoted."""
+    return dot_quote(f"{'s' if kind == 'x' else kind}:{name}")
+
+
+def dot_edges(graph: Graph, ns: str = "", links: bool = True) -> Iterator[str]:
+    for edge in graph.edges:
+        if not links and graph.is_external(edge.dst):
+            continue
+        src, dst = _endpoints(graph, edge)
+        attrs = "" if edge.route == "direct" else f" [label={dot_quote(_edge_label(graph, edge))}]"
+        dst_name = dst[1] if dst[0] == "x" else ns + dst[1]
+        yield f"  {dot_id(src[0], ns + src[1])} -> {dot_id(dst[0], dst_name)}{attrs};"
+
+
+def dot_nodes(
+    graph: Graph, allocation: Allocation, parent: str | None, indent: str, ns: str = "", externals: bool = True
+) -> Iterator[str]:
     for node in graph.children(parent):
-        label = _dot_quote(f"{node.id}\n{_workers(node, allocation)}")
-        if node.kind == "pipeline":
-            yield f"{indent}subgraph {_dot_quote('cluster:' + node.id)} {{"
+        label = dot_quote(f"{node.id}\n{_workers(node, allocation)}")
+        if node.kind == EXTERNAL:
+            if externals:
+                yield f"{indent}{dot_id('x', node.id)} [label={label}, shape={_DOT_SHAPES[EXTERNAL]}];"
+        elif node.kind == "pipeline":
+            yield f"{indent}subgraph {dot_quote('cluster:' + ns + node.id)} {{"
             yield f"{indent}  label={label};"
-            yield f'{indent}  {_dot_quote("i:" + node.id)} [label="in", shape=circle, fontsize=8];'
-            yield from _dot_level(graph, allocation, node.id, indent + "  ")
-            yield f'{indent}  {_dot_quote("o:" + node.id)} [label="out", shape=circle, fontsize=8];'
+            yield f'{indent}  {dot_id("i", ns + node.id)} [label="in", shape=circle, fontsize=8];'
+            yield from dot_nodes(graph, allocation, node.id, indent + "  ", ns, externals)
+            yield f'{indent}  {dot_id("o", ns + node.id)} [label="out", shape=circle, fontsize=8];'
             yield f"{indent}}}"
         else:
             shape = _DOT_SHAPES.get(node.kind, "box")
-            yield f"{indent}{_dot_quote('s:' + node.id)} [label={label}, shape={shape}];"
+            yield f"{indent}{dot_id('s', ns + node.id)} [label={label}, shape={shape}];"

@@ -10,6 +10,9 @@ own, because `to`/`from` only name siblings:
   nested pipeline every child without `from` (and not a producer) is an entry and every child
   without `to` (and not a consumer) is an exit.
 - explicit edges: `to` / `from`; an edge declared by both ends exists once.
+- links: a `to` name `pipeline/stage` is a stage of another pipeline, an edge to an external
+  node (kind "external", top level). Whether that pipeline and stage exist is checked across
+  files (`pipelined.graph.links`), not here.
 
 Edges that break a rule (into a producer, out of a consumer, to an unknown stage) are reported
 and left out of the graph, so the graph of a file with errors is still drawable. A nested
@@ -23,8 +26,9 @@ import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
+from pipelined.config.linkref import is_link, link_format_problem, split_link
 from pipelined.config.spec import PipelineSpec, Problem, Severity, StageSpec
-from pipelined.graph.model import Edge, Graph, GraphResult, Node, Route
+from pipelined.graph.model import EXTERNAL, Edge, Graph, GraphResult, Node, Route
 
 
 def build_graph(spec: PipelineSpec) -> GraphResult:
@@ -62,12 +66,15 @@ class _Router:
         self.first_line: dict[str, int | None] = {}
         self.levels: list[_Level] = []
         self.no_exit: set[str] = set()  # nested pipelines whose children never reach the exit
+        self.externals: dict[str, None] = {}  # link targets, in the order first named
 
     # -- entry point -------------------------------------------------------------------------
     def route(self) -> GraphResult:
         self._collect(self.spec.stages, None)
         for level in self.levels:  # children before their nested pipeline's level
             self._route_level(level)
+        for target in self.externals:
+            self.nodes.append(Node(target, EXTERNAL, StageSpec(name=target), None))
         order = {n.id: i for i, n in enumerate(self.nodes)}
         pairs = sorted(
             {pair for level in self.levels for pair in level.edges},
@@ -132,7 +139,10 @@ class _Router:
             if stage.to is not None and self._sends_nothing(stage):
                 self._report(stage, self._why_sends_nothing(stage), "to")
             elif stage.to is not None:
-                for target in self._resolve(level, stage, "to", stage.to):
+                local = [name for name in stage.to if not is_link(name)]
+                for link in (name for name in stage.to if is_link(name)):
+                    self._link(level, stage, link)
+                for target in self._resolve(level, stage, "to", local):
                     if by_name[target].kind == "producer":
                         self._report(stage, f'"{target}" is a producer; producers take no input', "to")
                     else:
@@ -140,11 +150,32 @@ class _Router:
             if stage.from_ is not None and stage.kind == "producer":
                 self._report(stage, f'producer "{stage.name}" cannot receive items from other stages', "from")
             elif stage.from_ is not None:
-                for source in self._resolve(level, stage, "from", stage.from_):
+                for link in (name for name in stage.from_ if is_link(name)):
+                    self._report(
+                        stage,
+                        f'"{link}" is a link: links are written in the sending stage\'s `to` '
+                        "(or ctx.emit_to); `from` names stages of this pipeline",
+                        "from",
+                    )
+                local = [name for name in stage.from_ if not is_link(name)]
+                for source in self._resolve(level, stage, "from", local):
                     if self._sends_nothing(by_name[source]):
                         self._report(stage, self._why_sends_nothing(by_name[source]), "from")
                     else:
                         level.add(source, stage.name)
+
+    def _link(self, level: _Level, stage: StageSpec, name: str) -> None:
+        """An edge to the stage of another pipeline that `name` ("pipeline/stage") names."""
+        parsed = split_link(name)
+        if parsed is None:
+            self._report(stage, link_format_problem(name), "to")
+        elif parsed[0] == self.spec.name:
+            self._report(
+                stage, f'"{name}" names this pipeline; write its stage as "{parsed[1]}" (a link is to another pipeline)', "to"
+            )
+        else:
+            self.externals.setdefault(name, None)
+            level.add(stage.name, name)
 
     def _why_sends_nothing(self, stage: StageSpec) -> str:
         if stage.kind == "consumer":

@@ -106,6 +106,10 @@ class Control(Protocol):
         """fmt "json" → dict, "mermaid" / "dot" → text."""
         ...
 
+    def daemon_graph(self, fmt: str) -> Json | str:
+        """`GET /graph`: every pipeline and the links between them; fmt as for `graph`."""
+        ...
+
     # -- config writes (403 unless [api] config_write = true) ------------------------------
     def put_config(self, name: str, toml_text: str) -> tuple[bool, Json]:
         """Validate, write atomically, apply: (created, pipeline object). ConfigInvalid if invalid."""

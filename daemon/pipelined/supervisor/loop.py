@@ -28,10 +28,13 @@ from pipelined.engine.book import PipelineBook
 from pipelined.errors import Unavailable
 from pipelined.graph import limits
 from pipelined.logcontext import preformatted_line
+from pipelined.supervisor import linkplan
 from pipelined.supervisor import reload as reloading
 from pipelined.supervisor.control import Notifier, SilentNotifier
+from pipelined.supervisor.links import LinkRouter
 from pipelined.supervisor.queries import PipelineQueries
 from pipelined.supervisor.reload import ReloadResult
+from pipelined.supervisor.shutdown import drain_all
 from pipelined.supervisor.slot import PipelineSlot
 from pipelined.workers.bounded import busy_until
 
@@ -56,6 +59,7 @@ class Supervisor(PipelineQueries):
         self.slots: dict[str, PipelineSlot] = {}
         self.slots_lock = threading.RLock()
         self.budget = limits.DaemonBudget(settings.daemon.max_threads, settings.daemon.max_processes)
+        self.links = LinkRouter(self._slot_or_none)  # how runtimes deliver to other pipelines
         self.started_at = time.monotonic()
         self.invalid_files: dict[str, str] = {}
         self.on_reloaded: list[Any] = []  # callables(Supervisor) run after each reload (watcher paths)
@@ -239,8 +243,16 @@ class Supervisor(PipelineQueries):
             ready = reloading.prepare(name, path, previous_dirs, keyed)
             if ready is not None:
                 prepared.append((ready, slot is None))
+        with self.slots_lock:
+            current = linkplan.running_links(self.slots.values(), {slot.name for slot in removed})
+        prepared = linkplan.refuse_loops(prepared, current)
+        linkplan.log_warnings([ready for ready, _ in prepared], linkplan.after_reload(current, prepared))
         self._apply_in_parallel(prepared, removed, result)
         return result
+
+    def _slot_or_none(self, name: str) -> PipelineSlot | None:
+        with self.slots_lock:
+            return self.slots.get(name)
 
     def _code_change_not_theirs(self, slot: PipelineSlot | None, key: tuple[str, str]) -> bool:
         """Only `.py` files changed, and none of those this pipeline's version imported."""
@@ -258,7 +270,9 @@ class Supervisor(PipelineQueries):
     ) -> None:
         """Removals and changes (which drain first) run in parallel. New pipelines reserve their
         share of the daemon's budget one by one in name order (a predictable order), then start
-        in parallel (START_PARALLEL at a time): a thousand pipelines start in seconds."""
+        in parallel (START_PARALLEL at a time): a thousand pipelines start in seconds. Pipelines
+        that others link to are handed to the starters first; until its start is done, a new
+        pipeline's gate holds triggers and link deliveries (≤ 10 s), as a swap does."""
         if not prepared and not removed:
             return
         self._announce_reloading()  # a watcher event that changes something
@@ -268,6 +282,7 @@ class Supervisor(PipelineQueries):
             for ready in fresh:
                 if ready.name not in self.slots:
                     self.slots[ready.name] = self._new_slot(ready)
+                    self.slots[ready.name].begin_swap()  # triggers and links wait (≤ 10 s)
         for ready in fresh:
             self._reserve(ready)
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(changed) + len(removed))),
@@ -276,7 +291,7 @@ class Supervisor(PipelineQueries):
                                    thread_name_prefix="pipelined-start") as starting:  # fmt: skip
             removals = {pool.submit(reloading.remove, slot): slot for slot in removed}
             changes = {pool.submit(self._apply_one, ready, False): ready for ready in changed}
-            starts = {starting.submit(self._apply_one, ready, True): ready for ready in fresh}
+            starts = {starting.submit(self._start_fresh, ready): ready for ready in linkplan.start_order(fresh)}
             for start, ready in starts.items():
                 self._record(result, ready.name, start.result())
                 self.slots[ready.name].release_reservation()
@@ -289,6 +304,12 @@ class Supervisor(PipelineQueries):
                 result.removed.append(slot.name)
             for change, ready in changes.items():
                 self._record(result, ready.name, change.result())
+
+    def _start_fresh(self, ready: reloading.Prepared) -> str:
+        try:
+            return self._apply_one(ready, True)
+        finally:
+            self.slots[ready.name].end_swap()
 
     def _reserve(self, ready: reloading.Prepared) -> None:
         version = ready.version
@@ -326,7 +347,7 @@ class Supervisor(PipelineQueries):
     def _new_slot(self, ready: reloading.Prepared) -> PipelineSlot:
         daemon = self.settings.daemon
         book = PipelineBook(ready.name, daemon.state_dir, dead_letter_files=daemon.dead_letter_files)
-        slot = PipelineSlot(ready.name, ready.path, book, self.budget, self.settings.daemon.drain_timeout)
+        slot = PipelineSlot(ready.name, ready.path, book, self.budget, daemon.drain_timeout, self.links)
         slot.file_version = ready.file_version  # shown (state "starting") before it starts
         slot.version = ready.version  # None when the file is invalid
         return slot
@@ -345,24 +366,8 @@ class Supervisor(PipelineQueries):
             slots = list(self.slots.values())
         log.info("stopping: draining %d pipeline(s)", len(slots))
         self._busy_until = time.monotonic() + self._longest_drain() + 60
-        threads = [
-            threading.Thread(target=self._drain_for_stop, args=(slot,), name=f"drain-{slot.name}", daemon=True)
-            for slot in slots
-        ]
-        for thread in threads:
-            thread.start()
-        deadline = time.monotonic() + self._longest_drain() + 30
-        for thread in threads:
-            thread.join(max(0.0, deadline - time.monotonic()))
+        drain_all(slots, self._longest_drain())
         log.info("stopped")
-
-    def _drain_for_stop(self, slot: PipelineSlot) -> None:
-        try:
-            with slot.lock:
-                slot.drain_runtime()
-                slot.book.close_buffer()  # what is queued for the disk buffer is committed first
-        except Exception:  # noqa: BLE001 - keep draining the others
-            log.exception("%s: drain at stop failed", slot.name, extra={"pipeline": slot.name})
 
     # -- Control: daemon ---------------------------------------------------------------------
     def is_stopping(self) -> bool:

@@ -19,9 +19,12 @@ from typing import Any
 
 from pipelined import __version__
 from pipelined.config.settings import Settings
+from pipelined.config.spec import PipelineSpec, Problem
 from pipelined.errors import BadRequest, ConfigInvalid, Conflict, Forbidden, NotFound, StartError, Unavailable
-from pipelined.graph import render
+from pipelined.graph import render, render_daemon
 from pipelined.graph.check import parse_pipeline
+from pipelined.graph.links import Linked, closing_loop, loop_problem, pipeline_edges
+from pipelined.graph.routing import build_graph
 from pipelined.supervisor.slot import PipelineSlot
 
 PIPELINE_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -207,6 +210,27 @@ class PipelineQueries:
             raise BadRequest(f"format: expected json, mermaid or dot, got {fmt!r}")
         return renderers[fmt](graph, allocation)
 
+    def daemon_graph(self, fmt: str) -> Any:
+        renderers = {
+            "json": render_daemon.render_daemon_json,
+            "mermaid": render_daemon.render_daemon_mermaid,
+            "dot": render_daemon.render_daemon_dot,
+        }
+        if fmt not in renderers:
+            raise BadRequest(f"format: expected json, mermaid or dot, got {fmt!r}")
+        with self.slots_lock:
+            slots = list(self.slots.values())
+        drawings = [
+            render_daemon.PipelineDrawing(
+                slot.name,
+                slot.state,
+                slot.version.graph if slot.version is not None else None,
+                slot.planned_allocation() if slot.version is not None else None,
+            )
+            for slot in slots
+        ]
+        return renderers[fmt](drawings)
+
     # -- config writes -------------------------------------------------------------------------
     def _check_config_write(self, name: str) -> Path:
         if not self.settings.api.config_write:
@@ -222,10 +246,26 @@ class PipelineQueries:
         spec, problems = parse_pipeline(toml_text, path)  # routing problems included
         if spec is None or any(p.severity == "error" for p in problems):
             raise ConfigInvalid(problems)
+        loop = self._link_loop(spec)
+        if loop is not None:
+            raise ConfigInvalid([*problems, loop])
         created = not path.exists()
         _write_atomically(path, toml_text)
         self.await_reload(self.request_reload("api"))
         return created, self.pipeline(name)
+
+    def _link_loop(self, spec: PipelineSpec) -> Problem | None:
+        """The error when `spec`'s `to` links would close a loop with the pipelines loaded now."""
+        with self.slots_lock:
+            loaded = {
+                slot.name: Linked(slot.version.spec, slot.version.graph)
+                for slot in self.slots.values()
+                if slot.version is not None and slot.name != spec.name
+            }
+        mine = Linked(spec, build_graph(spec).graph)
+        edges = pipeline_edges(loaded.values())
+        loop = closing_loop(edges, spec.name, pipeline_edges([mine])[spec.name])
+        return None if loop is None else loop_problem(mine, loop, loaded)
 
     def delete_config(self, name: str) -> dict[str, Any]:
         path = self._check_config_write(name)

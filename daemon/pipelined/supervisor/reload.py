@@ -248,9 +248,7 @@ def _parse_and_route(name: str, path: Path, key: tuple[str, str], file_version: 
     error = _errors_text(routed.problems)
     if error:
         return Prepared(name, path, key, file_version, None, error)
-    warnings = tuple(p for p in problems if p.severity == "warning")  # routing warnings included
-    for warning in warnings:
-        log.warning("%s", warning, extra={"pipeline": name})
+    warnings = tuple(p for p in problems if p.severity == "warning")  # logged by the caller (linkplan)
     return Prepared(name, path, key, file_version, PipelineVersion(spec, routed.graph, warnings), None)
 
 

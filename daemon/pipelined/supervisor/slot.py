@@ -19,6 +19,7 @@ from typing import Any
 from pipelined.config.callables import is_async_callable
 from pipelined.config.spec import PipelineSpec, Problem, StageSpec
 from pipelined.engine.book import PipelineBook
+from pipelined.engine.links import LinkSink
 from pipelined.engine.runtime import PipelineRuntime
 from pipelined.engine.views import stopped_stage_stats
 from pipelined.errors import Conflict, StartError, Unavailable
@@ -47,9 +48,16 @@ class PipelineVersion:
 
 class PipelineSlot:
     def __init__(
-        self, name: str, path: Path, book: PipelineBook, budget: limits.DaemonBudget, default_drain_timeout: float
+        self,
+        name: str,
+        path: Path,
+        book: PipelineBook,
+        budget: limits.DaemonBudget,
+        default_drain_timeout: float,
+        links: LinkSink | None = None,
     ) -> None:
         self.name = name
+        self.links = links  # how its runtimes reach other pipelines (the supervisor's LinkRouter)
         self.path = path
         self.book = book
         self.budget = budget
@@ -132,7 +140,7 @@ class PipelineSlot:
         graph = self.version.graph
         allocation = self.planned_allocation()
         rows = []
-        for node in graph.nodes:
+        for node in graph.stage_nodes():
             got = allocation.stages.get(node.id) if allocation is not None else None
             builtin = node.kind in ("accumulator", "pipeline")
             rows.append(
@@ -219,7 +227,9 @@ class PipelineSlot:
         reserved, self._reserved = self._reserved, None
         allocation = reserved[1] if reserved is not None and reserved[0] is version else self._allocate(version)
         drain_timeout = spec.drain_timeout if spec.drain_timeout is not None else self.default_drain_timeout
-        runtime = PipelineRuntime(spec, version.graph, allocation, self.book, drain_timeout=drain_timeout)
+        runtime = PipelineRuntime(
+            spec, version.graph, allocation, self.book, drain_timeout=drain_timeout, links=self.links
+        )
         try:
             runtime.start()
         except Exception:
@@ -310,6 +320,13 @@ class PipelineSlot:
             log.debug("cleanup after failed start: %s", exc)
 
     # -- the swap gate -------------------------------------------------------------------
+    def begin_swap(self) -> None:
+        """Hold triggers and link deliveries at the gate (a new pipeline until its first start)."""
+        self._begin_swap()
+
+    def end_swap(self) -> None:
+        self._end_swap()
+
     def _begin_swap(self) -> None:
         with self._gate:
             self._swapping = True

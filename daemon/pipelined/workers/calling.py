@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from pipelined.calls.invoke import Invoker
-from pipelined.workers.setup import WorkerSetup, import_ref
+from pipelined.workers.setup import WorkerSetup, import_ref, is_emit_target
 
 Row = tuple[list[Any], list[tuple[str, Any]], bool, str | None, str | None, float]
 # (COMPACT, results, seconds, errors by index, filtered_when_none): one value per item, None = nothing
@@ -126,7 +126,7 @@ class StageCallable:
         return outputs, routed, filtered and not routed and self.kind == "processor", None, None, seconds
 
     def _emit_to(self, stage: str, item: Any) -> None:
-        if stage not in self.targets:
+        if not is_emit_target(stage, self.targets):
             raise ValueError(f"ctx.emit_to: stage {self.stage!r} routes to unknown stage {stage!r} "
                              f"(pipeline {self.pipeline!r})")
         self.routed.append((stage, item))

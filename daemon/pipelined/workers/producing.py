@@ -20,6 +20,7 @@ from typing import Any
 from pipelined.workers import protocol
 from pipelined.workers.calling import StageCallable
 from pipelined.workers.logbridge import LogBuffer
+from pipelined.workers.setup import is_emit_target
 
 CHUNK = 256
 FLUSH_EVERY = 0.01
@@ -69,7 +70,7 @@ def run_producer(conn: Connection, stage_callable: StageCallable, run_id: str, c
     outbox = _Outbox(conn, logs, stage_callable.stage)
 
     def emit_to(stage: str, item: Any) -> None:
-        if stage not in targets:
+        if not is_emit_target(stage, targets):
             raise ValueError(f"ctx.emit_to: stage {stage_callable.stage!r} routes to unknown stage {stage!r}")
         with outbox.lock:
             outbox.routed.append((stage, item))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelined.calls.loading import load_callable
+from pipelined.config.linkref import split_link
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.errors import StartError
 
@@ -47,6 +48,12 @@ def worker_setup(pipeline_spec: PipelineSpec, stage_spec: StageSpec) -> WorkerSe
         pipeline_spec=pipeline_spec,
         stage_spec=stage_spec,
     )
+
+
+def is_emit_target(name: str, stage_names: frozenset[str]) -> bool:
+    """A valid `ctx.emit_to` target: a stage of this pipeline, or a link "pipeline/stage" (the
+    daemon delivers it, or fails that attempt when the other pipeline cannot take it)."""
+    return name in stage_names or split_link(name) is not None
 
 
 def _hook_refs(pipeline_spec: PipelineSpec, stage_spec: StageSpec, hook: str) -> tuple[tuple[str, str], ...]:

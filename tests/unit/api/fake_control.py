@@ -275,6 +275,18 @@ class FakeControl:
         ]
         return {"nodes": nodes, "edges": edges}
 
+    def daemon_graph(self, fmt: str) -> Any:
+        self.calls.append(("daemon_graph", (fmt,)))
+        if fmt == "mermaid":
+            return "flowchart LR\n  st_orders_2f_store -.-> st_archive_2f_keep\n"
+        if fmt == "dot":
+            return 'digraph pipelined {\n  "s:orders/store" -> "s:archive/keep" [style=dashed];\n}\n'
+        names = sorted(self.pipelines)
+        return {
+            "pipelines": [{"name": n, "state": self.pipelines[n].state} for n in names],
+            "links": [{"from": "orders/store", "to": "archive/keep"}],
+        }
+
     # -- config writes -----------------------------------------------------------------------
     def put_config(self, name: str, toml_text: str) -> tuple[bool, Any]:
         self.calls.append(("put_config", (name, toml_text)))

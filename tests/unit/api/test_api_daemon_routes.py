@@ -70,3 +70,22 @@ def test_metrics_parse_with_prometheus_parser(client: TestClient[Any]) -> None:
     assert reloads == {("orders", "ok"): 2.0, ("orders", "failed"): 1.0}
     latency = {s.labels["quantile"]: s.value for s in families["pipelined_stage_latency_seconds"].samples}
     assert latency["0.99"] == 0.003
+
+
+def test_daemon_graph_formats_content_types_and_openapi(client: TestClient[Any], fake: FakeControl) -> None:
+    body = client.get("/graph").json()
+    assert body["links"] == [{"from": "orders/store", "to": "archive/keep"}]
+    assert {"name": "orders", "state": "running"} in body["pipelines"]
+    for fmt, media, start in (("mermaid", "text/plain", "flowchart LR"), ("dot", "text/vnd.graphviz", "digraph")):
+        r = client.get(f"/graph?format={fmt}")
+        assert r.status_code == 200 and r.headers["content-type"].startswith(media) and r.text.startswith(start)
+    assert ("daemon_graph", ("dot",)) in fake.calls
+    r = client.get("/graph?format=svg")
+    assert r.status_code == 400 and "format" in r.json()["detail"]
+    document = client.get("/schema/openapi.json").json()
+    operation = document["paths"]["/graph"]["get"]
+    [parameter] = operation["parameters"]
+    assert parameter["name"] == "format" and parameter["schema"]["enum"] == ["json", "mermaid", "dot"]
+    schema = operation["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/DaemonGraphJson"}
+    assert set(document["components"]["schemas"]["DaemonGraphJson"]["properties"]) == {"pipelines", "links"}

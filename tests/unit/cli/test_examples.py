@@ -45,6 +45,8 @@ def test_the_examples_cover_the_documented_features() -> None:
     assert any(stage.get("auto_start") is False for stage in stages)
     assert {"round_robin", "broadcast"} <= {stage.get("fanout") for stage in stages}
     assert any(stage.get("kind") == "pipeline" and stage.get("mode") == "parallel" for stage in stages)
+    links = [target for stage in stages for target in stage.get("to", []) if "/" in target]
+    assert links and all(target.split("/")[0] in documents for target in links)  # two linked pipelines
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda path: path.stem)
@@ -98,8 +100,10 @@ def test_example_graph_renders_in_every_format(path: Path, capsys: pytest.Captur
         captured = capsys.readouterr()
         assert not captured.err, captured.err  # no problem, not even a warning
         rendered[fmt] = captured.out
-    names = {stage["name"] for stage in stage_tables(load(path)["stage"])}
-    assert set(node_ids(orjson.loads(rendered["json"]))) == names
+    stages = list(stage_tables(load(path)["stage"]))
+    names = {stage["name"] for stage in stages}
+    links = {target for stage in stages for target in stage.get("to", []) if "/" in target}  # external nodes
+    assert set(node_ids(orjson.loads(rendered["json"]))) == names | links
     assert rendered["mermaid"].startswith("flowchart LR")
     assert rendered["dot"].lstrip().startswith("digraph")
     if shutil.which("dot"):
@@ -166,6 +170,11 @@ def test_the_examples_run_in_a_real_daemon(tmp_path: Path) -> None:
         wait_for(lambda: (daemon.state_dir / "tail" / "follow-follow.offset").read_text().strip(), 10)
         for name in ("fanout", "nested"):
             assert (daemon.state_dir / "out" / f"{name}.jsonl").read_bytes(), name
+        archived = daemon.state_dir / "out" / "archive.jsonl"  # ingest's items, over its link
+        wait_for(lambda: archived.exists() and archived.read_bytes().count(b"\n") >= 1, 20, what="an archived item")
+        assert orjson.loads(archived.read_bytes().splitlines()[0]) == {"n": 1, "square": 1}
+        parents = {run["parent"] for run in client.get("/pipelines/archive/runs").json()}
+        assert parents == {"ingest/r-000001"}, parents
         assert daemon.stop() == 0
     finally:
         daemon.close()

@@ -61,6 +61,13 @@ def gated(key: str, n: int = 3):  # type: ignore[no-untyped-def]
     yield from range(n)
 
 
+def pause_between(key: str, first: int = 3, then: int = 3):  # type: ignore[no-untyped-def]
+    """`first` items, then waits for EVENTS[key], then `then` more (a run that stays open)."""
+    yield from range(first)
+    EVENTS[key].wait(10)
+    yield from range(first, first + then)
+
+
 async def async_numbers(n: int = 5):  # type: ignore[no-untyped-def]
     for i in range(n):
         await asyncio.sleep(0)
@@ -105,6 +112,10 @@ def slow(x: Any, delay: float = 0.02) -> Any:
 def split_to(x: Any, ctx: Any, target: str = "slow") -> Any:
     ctx.emit_to(target, x)
     return x
+
+
+async def async_split_to(x: Any, ctx: Any, target: str = "slow") -> None:
+    ctx.emit_to(target, x)
 
 
 def emit_to_nowhere(x: Any, ctx: Any) -> Any:

@@ -134,12 +134,12 @@ def test_json_nested_children_hold_entrance_and_exit_edges() -> None:
 
 # -- Mermaid ------------------------------------------------------------------------------------
 NODE = re.compile(
-    r'^(?P<id>[A-Za-z][A-Za-z0-9_]*)(\(\["|\["|\[\("|\{\{"|\(\(")(?P<label>[^"]*)("\]\)|"\]|"\)\]|"\}\}|"\)\))$'
+    r'^(?P<id>[A-Za-z][A-Za-z0-9_]*)(\(\["|\["|\[\("|\{\{"|\(\("|\[/")(?P<label>[^"]*)("\]\)|"\]|"\)\]|"\}\}|"\)\)|"/\])$'
 )
 SUBGRAPH = re.compile(r'^subgraph (?P<id>[A-Za-z][A-Za-z0-9_]*) \["(?P<label>[^"]*)"\]$')
 EDGE = re.compile(
-    r"^(?P<src>[A-Za-z][A-Za-z0-9_]*) -->(\|(?P<label>[^|\"]+)\|)? (?P<dst>[A-Za-z][A-Za-z0-9_]*)$"
-)
+    r"^(?P<src>[A-Za-z][A-Za-z0-9_]*) (-->|-\.->)(\|(?P<label>[^|\"]+)\|)? (?P<dst>[A-Za-z][A-Za-z0-9_]*)$"
+)  # -.-> : a link between pipelines (the daemon-wide graph)
 RESERVED = {
     "end",
     "subgraph",
