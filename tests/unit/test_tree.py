@@ -82,3 +82,16 @@ def test_the_table_reader_sees_rows_and_packages() -> None:
     named = named_in_table()
     assert named["config/load.py"] == "`config/load.py`" and named["workers/pool.py"] == "`workers/`"
     assert named["api/ui_assets/graph.js"] == "`api/`"
+
+
+def test_test_modules_have_unique_basenames() -> None:
+    """pytest's default (prepend) import mode imports every test module by its basename: two
+    test_x.py in different folders make the whole run stop at collection (CI, session 2)."""
+    seen: dict[str, str] = {}
+    clashes = []
+    for path in sorted((REPO / "tests").rglob("test_*.py")):
+        rel = str(path.relative_to(REPO))
+        if path.name in seen:
+            clashes.append(f"{seen[path.name]} and {rel}")
+        seen.setdefault(path.name, rel)
+    assert not clashes, "test modules sharing a basename: " + "; ".join(clashes)
