@@ -28,7 +28,7 @@ POLL_S = 0.005  # outputs of finished items wait at most ~2 polls: about the sta
 class InProgress:
     """One worker's chunk in progress: its results so far and how many were routed early."""
 
-    __slots__ = ("flush", "run", "results", "raw", "sent", "early", "began", "active", "lock", "lineage")
+    __slots__ = ("flush", "run", "results", "raw", "sent", "early", "began", "active", "lock", "lineage", "ids")
 
     def __init__(self, flush: Callable[[InProgress], None]) -> None:
         self.flush = flush  # the stage's: route results[sent:] if the queues have room
@@ -41,11 +41,15 @@ class InProgress:
         self.active = False
         self.lock = threading.Lock()
         self.lineage: Any = None  # the chunk's (lineage.py): early outputs derive from it too
+        self.ids: Any = None  # item numbers (ctx.item_id) when tracked: the chunk's (raw), else the outputs'
 
-    def start(self, run: Any, results: list[Any], *, raw: bool, lineage: Any = None) -> None:
+    def start(self, run: Any, results: list[Any], *, raw: bool, lineage: Any = None, ids: Any = None) -> None:
+        """ids: with raw results, the chunk's item numbers (one per result); otherwise a list the
+        worker extends with each output's number BEFORE it appends the outputs."""
         with self.lock:
             self.run = run
             self.lineage = lineage
+            self.ids = ids
             self.results = results
             self.raw = raw
             self.sent = 0
@@ -61,6 +65,7 @@ class InProgress:
         with self.lock:
             self.active = False
             self.results = []
+            self.ids = None
             return self.sent, self.early
 
 

@@ -196,11 +196,21 @@ class ThreadStage(StageBase):
             n = len(results)
             if n <= slot.sent:
                 return
-            part = results[slot.sent : n]
+            sent = slot.sent
+            part = results[sent:n]
+            ids = slot.ids
+            part_ids = None
             if slot.raw:
-                part = [r for r in part if r is not None and r is not _FAILED]
+                if ids is None:
+                    part = [r for r in part if r is not None and r is not _FAILED]
+                else:  # one number per item: keep those of the outputs
+                    kept = [i for i, r in enumerate(part, sent) if r is not None and r is not _FAILED]
+                    part = [results[i] for i in kept]
+                    part_ids = [ids[i] for i in kept]
+            elif ids is not None:  # extended before the outputs: it holds theirs
+                part_ids = ids[sent:n]
             if part:
-                finished = offer(self.target, slot.run, part, slot.lineage)
+                finished = offer(self.target, slot.run, part, slot.lineage, part_ids)
                 if finished is None:  # no room downstream now: the worker routes them later
                     return
                 if finished:
@@ -320,7 +330,7 @@ class ThreadStage(StageBase):
         began = cell.begin()
         outcome = Outcome()
         logged = enter_log_context(self.services.spec.name, self.name, chunk.run.id)  # user code's log lines
-        early = slot if self._early and n > 1 and chunk.ids is None else None
+        early = slot if self._early and n > 1 else None
         traced = None if chunk.run.trace is None else self._traced(chunk)
         try:
             if fast is not None and not self._per_item:
@@ -353,7 +363,7 @@ class ThreadStage(StageBase):
         items = chunk.items
         results: list[Any] = []
         if slot is not None:
-            slot.start(chunk.run, results, raw=True, lineage=chunk.lineage)
+            slot.start(chunk.run, results, raw=True, lineage=chunk.lineage, ids=chunk.ids)
         failures = outcome.failures
         rest = iter(items)
         n = len(items)
@@ -373,18 +383,21 @@ class ThreadStage(StageBase):
                 break
         except BaseException:
             outcome.died_at = len(results)
-            self._take_outputs(results, outcome, slot, failed=True)
-            _number_outputs(results, outcome, chunk.ids)
+            self._take_outputs(results, outcome, slot, chunk.ids, failed=True)
             raise
         if not self.is_consumer:
-            self._take_outputs(results, outcome, slot, failed=bool(failures))
-            _number_outputs(results, outcome, chunk.ids)
+            self._take_outputs(results, outcome, slot, chunk.ids, failed=bool(failures))
 
     @staticmethod
-    def _take_outputs(results: list[Any], outcome: Outcome, slot: InProgress | None, *, failed: bool) -> None:
-        """Outputs of the results the watcher did not route already; filtered items counted."""
+    def _take_outputs(
+        results: list[Any], outcome: Outcome, slot: InProgress | None, ids: Ids, *, failed: bool
+    ) -> None:
+        """Outputs of the results the watcher did not route already; filtered items counted.
+        With `ids` tracked, each output keeps the number of the item it came from."""
         sent, early = slot.finish() if slot is not None else (0, 0)
         tail = results[sent:] if sent else results
+        if ids is not None:
+            outcome.output_ids = [ids[i] for i, r in enumerate(tail, sent) if r is not None and r is not _FAILED]
         if failed:
             kept = [r for r in tail if r is not None and r is not _FAILED]
             failures = sum(1 for r in results if r is _FAILED)
@@ -398,16 +411,20 @@ class ThreadStage(StageBase):
     def _call_each(
         self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool, slot: InProgress | None
     ) -> None:
+        if chunk.ids is not None:
+            outcome.output_ids, outcome.routed_ids = [], []
         if slot is None:
             self._call_items(invoker, chunk, outcome, per_item, None)
             return
-        slot.start(chunk.run, outcome.outputs, raw=False, lineage=chunk.lineage)
+        slot.start(chunk.run, outcome.outputs, raw=False, lineage=chunk.lineage, ids=outcome.output_ids)
         try:
             self._call_items(invoker, chunk, outcome, per_item, slot)
         finally:
             sent, outcome.sent_early = slot.finish()
             if sent:
                 outcome.outputs = outcome.outputs[sent:]
+                if outcome.output_ids is not None:
+                    outcome.output_ids = outcome.output_ids[sent:]
 
     def _call_items(
         self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool, slot: InProgress | None
@@ -418,8 +435,6 @@ class ThreadStage(StageBase):
         ids = chunk.ids
         lineage = chunk.lineage
         attempt = chunk.attempts + 1 + (lineage.replays if lineage is not None else 0)
-        if ids is not None:
-            outcome.output_ids, outcome.routed_ids = [], []
         number: int | None = None
 
         def spill(part: list[Any]) -> None:
@@ -434,7 +449,10 @@ class ThreadStage(StageBase):
             else:
                 with slot.lock:  # the watcher never waits for a slot's lock
                     held = outcome.outputs[slot.sent :]
-                    outcome.finished += self._send(run, held + part, lineage)
+                    held_ids = None
+                    if number is not None:
+                        held_ids = [*outcome.output_ids[slot.sent :], *[number] * len(part)]  # type: ignore[index]
+                    outcome.finished += self._send(run, held + part, lineage, held_ids)
                     slot.sent = len(outcome.outputs)
                     slot.early += len(held) + len(part)
 
@@ -463,11 +481,11 @@ class ThreadStage(StageBase):
                 raise
             if filtered and not routed:
                 outcome.filtered += 1
-            outcome.outputs.extend(outputs)
-            outcome.routed.extend(routed)
-            if number is not None:
+            if number is not None:  # numbers first: the watcher reads outputs[sent:n] with ids[sent:n]
                 outcome.output_ids.extend([number] * len(outputs))  # type: ignore[union-attr]
                 outcome.routed_ids.extend([number] * len(routed))  # type: ignore[union-attr]
+            outcome.outputs.extend(outputs)
+            outcome.routed.extend(routed)
 
     def _died(self, chunk: Chunk, outcome: Outcome, exc: BaseException, cell: CounterCell) -> None:
         """Charge the item being called; complete the items before it, requeue those after."""
@@ -489,8 +507,3 @@ class ThreadStage(StageBase):
         outcome.failures.append(Failure(items[index], exc, error_text(exc), index=index))
         self.complete(chunk, outcome, cell)
 
-
-def _number_outputs(results: list[Any], outcome: Outcome, ids: Ids) -> None:
-    """With ids tracked (never together with early routing): each output keeps its item's number."""
-    if ids is not None:
-        outcome.output_ids = [ids[i] for i, r in enumerate(results) if r is not None and r is not _FAILED]

@@ -40,3 +40,14 @@ def with_unpicklable(n: int = 3):  # type: ignore[no-untyped-def]
     yield 1
     yield threading.Lock()
     yield from range(2, n + 1)
+
+
+def slow_at(x: int, key: str, at: int) -> int | None:
+    """Hold item `at` until the test opens the gate; filter every 7th item (x % 7 == 3)."""
+    if x == at:
+        GATES[key].wait(30)
+    return None if x % 7 == 3 else x
+
+
+def slow_at_ctx(x: int, ctx: Any, key: str, at: int) -> int | None:
+    return slow_at(x, key, at)
