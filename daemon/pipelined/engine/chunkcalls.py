@@ -52,6 +52,48 @@ class ChunkCalls(StageBase):
     _per_item: bool  # each item's outputs routed on their own (StageBase.routes_per_item)
     _early: bool  # outputs may be routed mid-chunk (lateoutputs.py)
     per_item_s: float | None  # moving average of time per item in the callable
+    _slots: list[InProgress]  # its workers' (and its inline caller's) chunks in progress
+
+    def abandon(self) -> list[Chunk]:
+        """Drain deadline: the chunks workers still hold, less the items of each that are done
+        and whose outputs all went on early (lateoutputs.py) — those are settled here, as the
+        chunk's completion would have: never dead-lettered as well as delivered."""
+        held = super().abandon()
+        if not held or not self._early:
+            return held
+        slots = {id(slot.chunk): slot for slot in list(self._slots) if slot.chunk is not None}
+        return [self._left_of(chunk, slots.get(id(chunk))) for chunk in held]
+
+    def _left_of(self, chunk: Chunk, slot: InProgress | None) -> Chunk:
+        if slot is None:
+            return chunk
+        with slot.lock:
+            if slot.chunk is not chunk:
+                return chunk
+            slot.active = False  # the watcher routes nothing more of it
+            slot.chunk = None
+            done, early, results, outcome = slot.done, slot.early, slot.results, slot.outcome
+            finished = 0
+            if slot.raw:
+                failed = [i for i in range(done) if results[i] is _FAILED]
+                filtered = sum(1 for r in results[:done] if r is None)
+            else:
+                _, filtered, failures = slot.ends[done - 1] if done else (0, 0, 0)
+                failed = [f.index for f in outcome.failures[:failures]]
+                finished, outcome.finished = outcome.finished, 0  # a generator's outputs streamed
+        if early:
+            self.counters.add("items_out", early)
+        if not done:
+            if finished:
+                chunk.run.settle(finished=finished, lineage=chunk.lineage)
+            return chunk
+        chunk.run.settle(leave=done - len(failed), finished=finished, filtered=filtered, lineage=chunk.lineage)
+        left = [*failed, *range(done, len(chunk.items))]
+        ids = chunk.ids
+        rest = Chunk(chunk.run, [chunk.items[i] for i in left], chunk.attempts, lineage=chunk.lineage,
+                     ids=None if ids is None else [ids[i] for i in left])  # fmt: skip
+        rest.enqueued_at = chunk.enqueued_at
+        return rest
 
     def _flush_early(self, slot: InProgress) -> None:
         """The watcher's: route the outputs of the chunk's finished items, if there is room."""
@@ -61,10 +103,16 @@ class ChunkCalls(StageBase):
             if not slot.active:
                 return
             results = slot.results
-            n = len(results)
-            if n <= slot.sent:
-                return
             sent = slot.sent
+            if slot.raw:  # one result per item
+                n = done = len(results)
+            else:  # up to the last item whose outputs are all there (and that emitted none elsewhere)
+                ends = slot.ends
+                done = len(ends)
+                n = ends[done - 1][0] if done else 0
+            if n <= sent:
+                slot.done = done
+                return
             part = results[sent:n]
             ids = slot.ids
             part_ids = None
@@ -85,6 +133,7 @@ class ChunkCalls(StageBase):
                     slot.run.settle(finished=finished, lineage=slot.lineage)
                 slot.early += len(part)
             slot.sent = n
+            slot.done = done
         finally:
             slot.lock.release()
 
@@ -115,6 +164,8 @@ class ChunkCalls(StageBase):
         except BaseException as exc:
             cell.end(began)
             self._died(chunk, outcome, exc, cell)
+            if early is not None:
+                early.clear()
             return True
         finally:
             exit_log_context(logged)
@@ -125,6 +176,8 @@ class ChunkCalls(StageBase):
         per_item = took / max(1, n)
         self.per_item_s = per_item if self.per_item_s is None else 0.8 * self.per_item_s + 0.2 * per_item
         self.complete(chunk, outcome, cell)
+        if early is not None:  # kept until now: the drain deadline may take the chunk over meanwhile
+            early.clear()
         return False
 
     def _call_fast(self, fn: Callable[[Any], Any], chunk: Chunk, outcome: Outcome, slot: InProgress | None) -> None:
@@ -138,7 +191,7 @@ class ChunkCalls(StageBase):
         items = chunk.items
         results: list[Any] = []
         if slot is not None:
-            slot.start(chunk.run, results, raw=True, lineage=chunk.lineage, ids=chunk.ids)
+            slot.start(chunk, results, raw=True, ids=chunk.ids)
         failures = outcome.failures
         rest = iter(items)
         n = len(items)
@@ -191,7 +244,7 @@ class ChunkCalls(StageBase):
         if slot is None:
             self._call_items(invoker, chunk, outcome, per_item, None)
             return
-        slot.start(chunk.run, outcome.outputs, raw=False, lineage=chunk.lineage, ids=outcome.output_ids)
+        slot.start(chunk, outcome.outputs, raw=False, ids=outcome.output_ids, outcome=outcome)
         try:
             self._call_items(invoker, chunk, outcome, per_item, slot)
         finally:
@@ -211,6 +264,9 @@ class ChunkCalls(StageBase):
         lineage = chunk.lineage
         attempt = chunk.attempts + 1 + (lineage.replays if lineage is not None else 0)
         number: int | None = None
+        # the items called so far, for the watcher (lateoutputs.py) and the drain deadline: an item
+        # that used ctx.emit_to ends them (what it emitted elsewhere goes when the chunk is done)
+        ends = slot.ends if slot is not None else None
 
         def spill(part: list[Any]) -> None:
             """An item emitting many outputs (a generator): route them as they come, under
@@ -230,6 +286,7 @@ class ChunkCalls(StageBase):
                     outcome.finished += self._send(run, held + part, lineage, held_ids)
                     slot.sent = len(outcome.outputs)
                     slot.early += len(held) + len(part)
+                    slot.done = len(slot.ends)  # every item before this one is routed whole
 
         for index, item in enumerate(chunk.items):
             number = None if ids is None else ids[index]
@@ -247,9 +304,13 @@ class ChunkCalls(StageBase):
                     outcome.finished += self.route_item(run, outputs, routed, lineage, number)
             except QueueRejected as exc:
                 outcome.failures.append(rejected_failure(item, exc, index))
+                if ends is not None:
+                    ends.append((len(outcome.outputs), outcome.filtered, len(outcome.failures)))
                 continue
             except Exception as exc:
                 outcome.failures.append(failure_of(item, exc, index))
+                if ends is not None:
+                    ends.append((len(outcome.outputs), outcome.filtered, len(outcome.failures)))
                 continue
             except BaseException:
                 outcome.died_at = index
@@ -260,7 +321,11 @@ class ChunkCalls(StageBase):
                 outcome.output_ids.extend([number] * len(outputs))  # type: ignore[union-attr]
                 outcome.routed_ids.extend([number] * len(routed))  # type: ignore[union-attr]
             outcome.outputs.extend(outputs)
-            outcome.routed.extend(routed)
+            if routed:
+                outcome.routed.extend(routed)
+                ends = None
+            if ends is not None:  # after the outputs: the watcher routes up to here
+                ends.append((len(outcome.outputs), outcome.filtered, len(outcome.failures)))
 
     def _died(self, chunk: Chunk, outcome: Outcome, exc: BaseException, cell: CounterCell) -> None:
         """Charge the item being called; complete the items before it, requeue those after."""

@@ -56,6 +56,7 @@ class ThreadStage(ChunkCalls):
         self.fusible = workers == 1 and not self._per_item  # may run in a fused chain (fusion.py)
         self.per_item_s: float | None = None  # moving average of time per item in the callable
         self._threads: list[threading.Thread] = []
+        self._slots: list[InProgress] = []  # chunks in progress (ChunkCalls.abandon reads them)
         self._started = 0
         self._threads_lock = threading.Lock()
 
@@ -157,14 +158,22 @@ class ThreadStage(ChunkCalls):
                 with exclusive:
                     inline, self._inline = self._inline, None
                     self.counters.retire(inline[2])
-                    WATCHER.unregister(inline_slot)
+                    self._drop_slot(inline_slot)
         finally:
-            WATCHER.unregister(slot)
+            self._drop_slot(slot)
 
     def _new_slot(self) -> InProgress:
         slot = InProgress(self._flush_early)
         WATCHER.register(slot)
+        with self._threads_lock:
+            self._slots.append(slot)
         return slot
+
+    def _drop_slot(self, slot: InProgress) -> None:
+        WATCHER.unregister(slot)
+        with self._threads_lock:
+            if slot in self._slots:
+                self._slots.remove(slot)
 
     def _gated_loop(
         self,
