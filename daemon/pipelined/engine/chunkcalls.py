@@ -39,6 +39,7 @@ log = logging.getLogger("pipelined.engine")
 
 _FAILED = object()  # marks a failed item's place among map() results
 _NOT_NONE = functools.partial(operator.is_not, None)  # identity only: never calls a value's __eq__
+ABANDON_WAIT_S = 0.05  # the drain deadline waits this long at most for a chunk's slot
 STOP_ITERATION_TEXT = "StopIteration: raised by the stage's function (it fails the item like any exception)"
 
 
@@ -65,9 +66,12 @@ class ChunkCalls(StageBase):
         return [self._left_of(chunk, slots.get(id(chunk))) for chunk in held]
 
     def _left_of(self, chunk: Chunk, slot: InProgress | None) -> Chunk:
-        if slot is None:
+        """What is left of `chunk` for the drain to give up (its done items settled here).
+        A generator's spill holds the slot's lock while it sends (maybe running a stage inline): the
+        deadline does not wait for it, the whole chunk is left then."""
+        if slot is None or not slot.lock.acquire(timeout=ABANDON_WAIT_S):
             return chunk
-        with slot.lock:
+        try:
             if slot.chunk is not chunk:
                 return chunk
             slot.active = False  # the watcher routes nothing more of it
@@ -81,6 +85,8 @@ class ChunkCalls(StageBase):
                 _, filtered, failures = slot.ends[done - 1] if done else (0, 0, 0)
                 failed = [f.index for f in outcome.failures[:failures]]
                 finished, outcome.finished = outcome.finished, 0  # a generator's outputs streamed
+        finally:
+            slot.lock.release()
         if early:
             self.counters.add("items_out", early)
         if not done:

@@ -131,3 +131,48 @@ def hold_at_ctx(x: int, ctx: Any, key: str, at: int) -> int:
 
 def gen_hold_at(x: int, key: str, at: int):  # type: ignore[no-untyped-def]
     yield hold_at(x, key, at)
+
+
+async def ahold_at(x: int, key: str, at: int) -> int:
+    """Item `at` waits for the test's gate (polled; up to 30 s); the others pass at once."""
+    import asyncio
+
+    if x == at:
+        for _ in range(3000):
+            if GATES[key].is_set():
+                break
+            await asyncio.sleep(0.01)
+    return x
+
+
+def produce_then_raise(what: str, n: int = 5):  # type: ignore[no-untyped-def]
+    yield from range(n)
+    raise_at(3, what, 3)
+
+
+class RaisingIterator:
+    """An iterator (not a generator) whose __next__ raises `what` after n items."""
+
+    def __init__(self, what: str, n: int) -> None:
+        self.what, self.n, self.i = what, n, 0
+
+    def __iter__(self) -> RaisingIterator:
+        return self
+
+    def __next__(self) -> int:
+        if self.i >= self.n:
+            raise_at(3, self.what, 3)
+            raise StopIteration
+        self.i += 1
+        return self.i - 1
+
+
+def produce_iterator(what: str, n: int = 5) -> RaisingIterator:
+    return RaisingIterator(what, n)
+
+
+def produce_emit_then_raise(ctx: Any, what: str, n: int = 5) -> list[int]:
+    for i in range(n):
+        ctx.emit(i)
+    raise_at(3, what, 3)
+    return []

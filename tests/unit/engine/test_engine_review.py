@@ -26,7 +26,7 @@ def adds_up(items: dict[str, int]) -> bool:
 
 
 # -- a drain deadline while a chunk's finished items already went on (lateoutputs.py) -----------
-@pytest.mark.parametrize("call", ["hold_at", "hold_at_ctx", "gen_hold_at"])
+@pytest.mark.parametrize("call", ["hold_at", "hold_at_ctx", "gen_hold_at", "ahold_at"])
 def test_items_whose_outputs_went_on_early_are_not_dead_lettered_at_the_drain_deadline(
     tmp_path: Path, call: str
 ) -> None:
