@@ -176,3 +176,20 @@ def produce_emit_then_raise(ctx: Any, what: str, n: int = 5) -> list[int]:
         ctx.emit(i)
     raise_at(3, what, 3)
     return []
+
+
+def jitter(x: int, key: str, every: int = 37, pause: float = 0.05) -> Any:
+    """Mixed behaviour by item: a slow call now and then, filtered, failing, passing."""
+    import time
+
+    if x % every == 0:
+        GATES[key].wait(pause)
+    if x % 11 == 5:
+        return None
+    if x % 13 == 7:
+        raise ValueError(f"bad {x}")
+    return x
+
+
+def jitter_ctx(x: int, ctx: Any, key: str, every: int = 37, pause: float = 0.05) -> Any:
+    return jitter(x, key, every, pause)
