@@ -301,7 +301,7 @@ def sink(x):
 
 
 def test_every_pipeline_is_listed_as_starting_while_the_daemon_starts(daemon: DaemonProcess) -> None:
-    # New pipelines start in parallel (supervisor/loop.py, START_PARALLEL): each start is held
+    # New pipelines start in parallel (supervisor/rescan.py, START_PARALLEL): each start is held
     # open by its stage's setup() until the test has looked, so what it sees does not depend on
     # which start a busy machine happens to finish first.
     go = daemon.base_dir / "go"
