@@ -270,3 +270,17 @@ def test_two_links_in_one_send_one_refusing_each_item_crosses_once(sender: str) 
         assert {(d["stage"], d["attempts"], d["error"]) for d in letters} == {
             (stages[-1].name, 3, "pipeline 'c' is not running")
         }
+
+
+def test_a_linked_run_takes_the_sending_runs_priority() -> None:
+    source = pipeline(
+        stage("src", "producer", "count_to", args={"n": 3}, auto_start=False, priority=-4),
+        stage("fwd", call="inc", to=("b/in",)),
+        name="a",
+    )
+    sink = Direct()
+    with started(sink, target("prio"), source) as (b, a):
+        for priority in (7, None):  # the trigger's, else the producer's key
+            run = finished_run(a, a.trigger("src", priority=priority))
+            [linked] = linked_runs(b, f"a/{run['run']}")
+            assert (run["priority"], linked["priority"]) == ((7, 7) if priority else (-4, -4)), (run, linked)
