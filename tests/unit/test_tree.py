@@ -18,10 +18,7 @@ MAX_LINES = 400
 KNOWN_LONG = {
     "engine/threads.py": 496,
     "engine/runtime.py": 508,  # + links (session 2); split next
-    "calls/invoke.py": 451,
-    "config/callables.py": 432,
     "supervisor/loop.py": 429,  # + links (session 2); split next
-    "config/settings.py": 407,
     "engine/buffer_writer.py": 404,
     "workers/ray_cluster.py": 402,
 }

@@ -11,7 +11,6 @@ from pathlib import Path
 
 from pipelined.config.callables import (
     ArgumentsMismatch,
-    CallableError,
     CallableInfo,
     bind_args,
     call_shape,
@@ -20,9 +19,8 @@ from pipelined.config.callables import (
     check_trigger_args,
     classify,
     emit_to_targets,
-    import_callable,
-    module_origin,
 )
+from pipelined.config.importing import CallableError, import_callable, module_origin
 from pipelined.config.lines import TablePath
 from pipelined.config.linkref import is_link, link_format_problem, split_link
 from pipelined.config.spec import Hooks, PipelineSpec, Problem, StageSpec
