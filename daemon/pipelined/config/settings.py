@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelined.config import setting_values as values
+from pipelined.config.permissions import refusal, writable_by_others
 from pipelined.config.secrets import (
     SecretFileInvalid,
     expand_credentials,
@@ -216,7 +217,8 @@ class Settings:
 def load_settings(path: Path | None = None) -> Settings:
     """Read `path` (default /etc/pipelined/pipelined.toml; a missing default file = defaults).
 
-    An explicitly given path must exist. Raises SettingsInvalid with the file, section and key.
+    An explicitly given path must exist. Raises SettingsInvalid with the file, section and key,
+    or when users other than root and the daemon's may write the file (config/permissions.py).
     """
     explicit = path is not None
     path = path if path is not None else DEFAULT_SETTINGS_PATH
@@ -228,6 +230,10 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings()
     except OSError as exc:
         raise SettingsInvalid(f"{path}: cannot read settings file: {exc.strerror}") from exc
+    for target, what in ((path, "the settings file"), (path.absolute().parent, "its directory")):
+        who = writable_by_others(target)
+        if who is not None:  # it names the conf dir, python paths, the token: code and secrets
+            raise SettingsInvalid(f"{path}: refused: {what} {refusal(target, who)}")
     return parse_settings(data.decode("utf-8", errors="replace"), path)
 
 
