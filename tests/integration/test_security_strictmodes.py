@@ -181,3 +181,35 @@ def test_a_put_naming_a_python_path_others_may_write_imports_nothing(
     assert not marker.exists(), "validating the PUT imported a module from a directory others may write"
     assert not (daemon.conf_dir / "coded.toml").exists()
     assert daemon.stop() == 0
+
+
+@needs_root
+def test_a_token_file_owned_by_another_user_is_refused(make_daemon: Callable[..., DaemonProcess]) -> None:
+    daemon = make_daemon(token="owned-by-nobody")
+    token_file = daemon.base_dir / "api.token"
+    os.chown(token_file, NOBODY, -1)  # 0600, but nobody reads and rewrites the API's token
+    daemon.start(wait=None)
+    assert daemon.wait_exit(30) == 2
+    assert f"{token_file} is owned by user 'nobody'" in daemon.logs()
+
+
+@needs_root
+@pytest.mark.parametrize("how", ["owner", "group"])
+def test_a_socket_directory_another_user_may_write_is_refused(tmp_path: Path, how: str) -> None:
+    directory = tmp_path / "run"
+    directory.mkdir()
+    if how == "owner":  # nobody could replace the socket with one of its own and read the token
+        os.chown(directory, NOBODY, -1)
+        expected = "is owned by user 'nobody'"
+    else:
+        os.chown(directory, -1, NOBODY)  # nogroup
+        directory.chmod(0o770)
+        expected = "is writable by group 'nogroup'"
+    daemon = DaemonProcess(tmp_path / "d", listen=f"unix:{directory / 'api.sock'}")
+    try:
+        daemon.start(wait=None)
+        assert daemon.wait_exit(30) == 3
+        assert f"its directory {directory} {expected} (mode" in daemon.logs(), daemon.logs()
+        assert not (directory / "api.sock").exists()
+    finally:
+        daemon.close()

@@ -34,6 +34,7 @@ import uvicorn
 from uvicorn.config import create_ssl_context
 
 from pipelined.api.connections import ConnectionGuard
+from pipelined.config.permissions import writable_by_others
 
 log = logging.getLogger("pipelined.api_server")
 
@@ -169,11 +170,14 @@ class ApiServer:
             os.chmod(directory, mode)  # mkdir's mode is reduced by the umask
             if self.options.group:
                 _set_group(directory, self._gid(self.options.group))
-        mode = stat.S_IMODE(directory.stat().st_mode)
-        if mode & stat.S_IWOTH:
+        who = writable_by_others(directory)  # another owner, o+w, or g+w for a shared group
+        if who is not None:
+            mode = stat.S_IMODE(directory.stat().st_mode)
+            what = "owned by" if who.startswith("user ") else "writable by"
             raise CannotListen(
-                f"cannot listen on {self.listen}: its directory {directory} is writable by every user"
-                f" (mode {mode:04o}), who could replace the socket; use a directory of its own"
+                f"cannot listen on {self.listen}: its directory {directory} is {what}"
+                f" {'every user' if who == 'others' else who} (mode {mode:04o}), who could replace the"
+                " socket (and take the token clients send); use a directory of its own"
                 " (under systemd: /run/pipelined)"
             )
 

@@ -40,7 +40,7 @@ def _group_is_owners_own(status: os.stat_result) -> bool:
     return owner.pw_gid == status.st_gid and group.gr_name == owner.pw_name and not others
 
 
-def _user_name(uid: int) -> str:
+def user_name(uid: int) -> str:
     try:
         return pwd.getpwuid(uid).pw_name
     except KeyError:
@@ -49,7 +49,7 @@ def _user_name(uid: int) -> str:
 
 def trusted_owner() -> str:
     """Who may own what the daemon trusts: root, or the daemon's user ("root" when it is root)."""
-    return _user_name(os.geteuid()) if os.geteuid() != 0 else "root"
+    return user_name(os.geteuid()) if os.geteuid() != 0 else "root"
 
 
 def writable_by_others(path: Path) -> str | None:
@@ -60,7 +60,7 @@ def writable_by_others(path: Path) -> str | None:
     except OSError:
         return None
     if status.st_uid not in (0, os.geteuid()):
-        return f"user {_user_name(status.st_uid)!r}"
+        return f"user {user_name(status.st_uid)!r}"
     mode = stat.S_IMODE(status.st_mode)
     if mode & stat.S_IWOTH:  # a sticky directory (like /tmp) too: anyone may still add a file
         return "others"
