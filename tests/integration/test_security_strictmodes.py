@@ -213,3 +213,18 @@ def test_a_socket_directory_another_user_may_write_is_refused(tmp_path: Path, ho
         assert not (directory / "api.sock").exists()
     finally:
         daemon.close()
+
+
+def test_a_conf_dir_inside_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)  # not sticky: anyone may rename conf.d's parent away and plant another
+    conf = shared / "pipelined" / "conf.d"
+    conf.mkdir(parents=True)
+    (conf / "keep.toml").write_text(PIPELINE)
+    checked = check(conf)
+    assert checked.returncode != 0, checked.stdout
+    assert f"refused: a directory above it ({shared}, mode 0777) is writable by others" in checked.stdout
+
+    shared.chmod(0o1777)  # sticky, like /tmp: nobody may move what is not theirs
+    assert check(conf).returncode == 0

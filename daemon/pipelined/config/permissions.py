@@ -10,7 +10,10 @@ dir (the disk buffer holds pickles, replayed at start). Such a path is refused w
 - writable by a group other than its owner's own private group (`g+w`: the Debian default of one
   group per user, with no other members, is accepted).
 
-A pipeline file that is a symlink is checked where it links to as well. A refused pipeline file
+A pipeline file that is a symlink is checked where it links to as well, and so are the
+directories above each of these up to / (`directory_above`: another owner, or write access for
+others or a shared group without the sticky bit, would let that user move the whole tree away
+and plant another). A refused pipeline file
 is an error of that file: the daemon does not load it (a running version keeps running) and
 `pipelined check` says why and how to fix it. The check runs before any of the file's code is
 imported.
@@ -59,6 +62,10 @@ def writable_by_others(path: Path) -> str | None:
         status = path.stat()
     except OSError:
         return None
+    return _who_else(status)
+
+
+def _who_else(status: os.stat_result) -> str | None:
     if status.st_uid not in (0, os.geteuid()):
         return f"user {user_name(status.st_uid)!r}"
     mode = stat.S_IMODE(status.st_mode)
@@ -70,6 +77,23 @@ def writable_by_others(path: Path) -> str | None:
         except KeyError:
             name = str(status.st_gid)
         return f"group {name!r}"
+    return None
+
+
+def directory_above(directory: Path) -> tuple[Path, str] | None:
+    """The first directory above `directory` (where it really is, up to /) that another user
+    could use to swap it for one of their own — (that directory, who) — or None. Another owner
+    always counts; others or a shared group with write access count unless the directory is
+    sticky (like /tmp: they may add entries there, not move what is not theirs)."""
+    for above in Path(os.path.realpath(directory)).parents:
+        try:
+            status = above.stat()
+        except OSError:
+            continue
+        who = _who_else(status)
+        if who is None or (not who.startswith("user ") and status.st_mode & stat.S_ISVTX):
+            continue
+        return above, who
     return None
 
 
@@ -94,10 +118,13 @@ def refusal(target: Path, who: str, *, inline: bool = False) -> str:
 
 
 def path_problem(path: Path) -> str | None:
-    """Why `path` (a directory or file the daemon trusts) is refused, or None:
-    `<path> (mode 0777) is writable by others, ...; make it ... (chmod go-w <path>)`."""
+    """Why `path` (a directory the daemon trusts) is refused, or None: `<path> (mode 0777) is
+    writable by others, ...; make it ... (chmod go-w <path>)`, or the same of a directory above."""
     who = writable_by_others(path)
-    return None if who is None else refusal(path, who, inline=True)
+    if who is not None:
+        return refusal(path, who, inline=True)
+    above = directory_above(path)
+    return None if above is None else f"{path} is in {refusal(*above, inline=True)}"
 
 
 def code_dir_problems(directories: Sequence[Path]) -> list[str]:
@@ -113,6 +140,9 @@ def code_dir_problems(directories: Sequence[Path]) -> list[str]:
             who = writable_by_others(target)
             if who is not None:
                 found.append(f"python_path {refusal(target, who, inline=True)}")
+        above = directory_above(directory)
+        if above is not None:
+            found.append(f"python_path {directory} is in {refusal(*above, inline=True)}")
     return found
 
 
@@ -143,5 +173,8 @@ def permission_problem(path: Path) -> Problem | None:
         who = writable_by_others(target)
         if who is not None:
             return Problem(str(path), path.stem, f"refused: {what} {refusal(target, who)}")
+    above = directory_above(Path(os.path.realpath(path)).parent)
+    if above is not None:
+        return Problem(str(path), path.stem, f"refused: a directory above it {refusal(*above)}")
     code = code_dir_problems(declared_python_path(path))
     return Problem(str(path), path.stem, f"refused: {code[0]}") if code else None

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelined.config import setting_values as values
-from pipelined.config.permissions import refusal, writable_by_others
+from pipelined.config.permissions import directory_above, refusal, writable_by_others
 from pipelined.config.secrets import (
     SecretFileInvalid,
     expand_credentials,
@@ -234,6 +234,9 @@ def load_settings(path: Path | None = None) -> Settings:
         who = writable_by_others(target)
         if who is not None:  # it names the conf dir, python paths, the token: code and secrets
             raise SettingsInvalid(f"{path}: refused: {what} {refusal(target, who)}")
+    above = directory_above(path.absolute().parent)
+    if above is not None:
+        raise SettingsInvalid(f"{path}: refused: a directory above it {refusal(*above)}")
     return parse_settings(data.decode("utf-8", errors="replace"), path)
 
 
