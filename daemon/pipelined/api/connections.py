@@ -16,6 +16,11 @@ requests) and no connection cap that keeps `/health` reachable (`limit_concurren
   traceback for each of up to `backlog` failed accepts, every second (116 MB of log in 30 s);
   the guard's loop exception handler takes those instead: it lowers the cap below what is open
   for a while and closes the oldest idle connections, which frees descriptors.
+- **TLS** (`[api] tls_cert`): the handshake is done here (`loop.start_tls`), not by the server,
+  so a TLS connection is counted, capped and on the request deadline from the moment it is
+  accepted; the handshake is part of its first request's deadline. (With the server's own TLS a
+  connection reached the guard only after its handshake, which asyncio allows 60 s: connections
+  that never sent a ClientHello held descriptors nobody counted and shut HTTPS out.)
 - What it closes is logged as one warning line per minute at most, with counts.
 """
 
@@ -24,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import ssl
 import time
 from collections import OrderedDict
 from typing import Any
@@ -45,9 +51,12 @@ _WAITING_FOR_REQUEST = (h11.IDLE, h11.SEND_BODY)
 class ConnectionGuard:
     """The connections of one API server (used only on its event loop's thread)."""
 
-    def __init__(self, max_connections: int, request_timeout: float = REQUEST_TIMEOUT_S) -> None:
+    def __init__(
+        self, max_connections: int, request_timeout: float = REQUEST_TIMEOUT_S, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.max_connections = max_connections
         self.request_timeout = request_timeout
+        self.tls = tls  # set: every connection starts TLS itself (GuardedH11Protocol)
         self.open: OrderedDict[int, GuardedH11Protocol] = OrderedDict()  # oldest first
         self._emfile_cap: int | None = None
         self._emfile_until = 0.0
@@ -131,27 +140,80 @@ class ConnectionGuard:
 
 
 class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a whole-request deadline, registered with its guard."""
+    """uvicorn's h11 protocol with a whole-request deadline, registered with its guard from the
+    moment the connection is accepted (before a TLS handshake, which it does itself)."""
 
     guard: ConnectionGuard
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         self._request_deadline: asyncio.TimerHandle | None = None
-        super().connection_made(transport)
+        self._connected = False  # uvicorn's connection_made was called (after TLS, if any)
+        self._early: list[bytes] = []  # data that came with the TLS handshake, before that
+        self._early_eof = False
+        self._handshake: asyncio.Task[None] | None = None
+        tls = self.guard.tls
+        if tls is None:
+            self._connect(transport)
+        else:
+            self.transport = transport  # what the guard closes (an evicted or late handshake)
         self._arm()
         self.guard.opened(self)
+        if tls is not None and not transport.is_closing():
+            self._handshake = self.loop.create_task(self._start_tls(transport, tls))
+
+    async def _start_tls(self, raw: asyncio.Transport, context: ssl.SSLContext) -> None:
+        try:
+            secure = await self.loop.start_tls(
+                raw, self, context, server_side=True, ssl_handshake_timeout=self.guard.request_timeout
+            )
+        except asyncio.CancelledError:  # the server stops
+            raw.close()
+            self._gone_before_connected()
+            raise
+        except Exception:  # noqa: BLE001 - a failed, cut or late handshake: the connection is gone
+            raw.close()
+            self._gone_before_connected()
+            return
+        if secure is None or self.transport.is_closing():
+            raw.close()
+            self._gone_before_connected()
+            return
+        self._connect(secure)
+        early, self._early = self._early, []
+        for data in early:
+            self.data_received(data)
+        if self._early_eof:
+            self.eof_received()
+
+    def _connect(self, transport: asyncio.Transport) -> None:
+        self._connected = True
+        super().connection_made(transport)
+
+    def _gone_before_connected(self) -> None:
+        self._disarm()
+        self.guard.closed(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self.guard.closed(self)
-        super().connection_lost(exc)
+        if self._connected:
+            super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        if not self._connected:  # decrypted data delivered before start_tls returned
+            self._early.append(data)
+            return
         if self._request_deadline is None and self.conn.their_state is h11.IDLE:
             self._arm()  # the first bytes of the next request on a kept-alive connection
         super().data_received(data)
         if self.conn.their_state not in _WAITING_FOR_REQUEST:
             self._disarm()  # the whole request is in (or the connection is done)
+
+    def eof_received(self) -> None:
+        if not self._connected:
+            self._early_eof = True
+            return
+        super().eof_received()
 
     def waiting_for_request(self) -> bool:
         """True when no request of this connection is being answered (idle or half-sent)."""

@@ -7,8 +7,9 @@ be bound (the daemon then exits 3).
 
 A unix socket is bound here, not by uvicorn (which would make it 0666): it is created with mode
 0600 (`socket_mode`, and `socket_group` as its group, widen it on purpose) before it listens, in
-a directory other users may not write. With `tls` (certificate, key) a TCP address serves HTTPS
-through uvicorn's own TLS. Connections go through
+a directory other users may not write. With `tls` (certificate, key) a TCP address serves HTTPS:
+the connection guard does each handshake itself (uvicorn's TLS context, asyncio's `start_tls`),
+so a connection is counted from its accept. Connections go through
 `connections.ConnectionGuard`: a deadline for every request, a cap on open connections, and a
 quiet EMFILE.
 """
@@ -21,6 +22,7 @@ import grp
 import logging
 import os
 import socket
+import ssl
 import stat
 import threading
 import time
@@ -29,8 +31,10 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from uvicorn.config import create_ssl_context
 
 from pipelined.api.connections import ConnectionGuard
+from pipelined.config.permissions import writable_by_others
 
 log = logging.getLogger("pipelined.api_server")
 
@@ -58,7 +62,7 @@ class ApiServer:
     ) -> None:
         self.listen = listen
         self.options = options or SocketOptions()
-        self.guard = ConnectionGuard(max_connections)  # request deadline, connection cap, EMFILE
+        self.guard = ConnectionGuard(max_connections)  # request deadline, connection cap, EMFILE, TLS
         config: dict[str, Any] = {
             "http": self.guard.protocol_class(),
             "log_config": None,
@@ -75,9 +79,6 @@ class ApiServer:
             self.socket_path = None
             host, _, port = listen.rpartition(":")
             config["host"], config["port"] = host.strip("[]"), int(port)
-            if self.options.tls_cert is not None:
-                config["ssl_certfile"] = str(self.options.tls_cert)
-                config["ssl_keyfile"] = str(self.options.tls_key)
         self.server = uvicorn.Server(uvicorn.Config(app, **config))
         self._thread = threading.Thread(target=self._serve, name="pipelined-api", daemon=True)
         self._error: BaseException | None = None
@@ -100,6 +101,8 @@ class ApiServer:
         """Start serving; returns once the socket listens (CannotListen if it cannot)."""
         if self.socket_path is not None:
             self._sockets = [self._bind_unix_socket(self.socket_path)]
+        elif self.options.tls_cert is not None:
+            self.guard.tls = self._tls_context(self.options.tls_cert, self.options.tls_key)
         self._thread.start()
         deadline = time.monotonic() + timeout
         while not self.server.started:
@@ -111,6 +114,14 @@ class ApiServer:
             log.info("API listening on %s; web page: %s://%s/ui/", self.listen, self.scheme, self.listen)
         else:
             log.info("API listening on %s", self.listen)
+
+    def _tls_context(self, cert: Path, key: Path | None) -> ssl.SSLContext:
+        """The server's TLS context (what uvicorn would make of ssl_certfile/ssl_keyfile); the
+        handshake itself is the connection guard's (connections.py)."""
+        try:
+            return create_ssl_context(cert, key, None, ssl.PROTOCOL_TLS_SERVER, ssl.CERT_NONE, None, None)
+        except (OSError, ssl.SSLError) as exc:
+            raise CannotListen(f"cannot listen on {self.listen} (tls_cert/tls_key: {exc})") from None
 
     def _bind_unix_socket(self, path: Path) -> socket.socket:
         """Bound and listening, mode and group set before the first connection can be accepted."""
@@ -159,11 +170,14 @@ class ApiServer:
             os.chmod(directory, mode)  # mkdir's mode is reduced by the umask
             if self.options.group:
                 _set_group(directory, self._gid(self.options.group))
-        mode = stat.S_IMODE(directory.stat().st_mode)
-        if mode & stat.S_IWOTH:
+        who = writable_by_others(directory)  # another owner, o+w, or g+w for a shared group
+        if who is not None:
+            mode = stat.S_IMODE(directory.stat().st_mode)
+            what = "owned by" if who.startswith("user ") else "writable by"
             raise CannotListen(
-                f"cannot listen on {self.listen}: its directory {directory} is writable by every user"
-                f" (mode {mode:04o}), who could replace the socket; use a directory of its own"
+                f"cannot listen on {self.listen}: its directory {directory} is {what}"
+                f" {'every user' if who == 'others' else who} (mode {mode:04o}), who could replace the"
+                " socket (and take the token clients send); use a directory of its own"
                 " (under systemd: /run/pipelined)"
             )
 

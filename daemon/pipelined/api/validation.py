@@ -117,7 +117,9 @@ def config_body_to_toml(body: bytes, content_type: str) -> str:
             )
         try:
             return tomli_w.dumps(document)
-        except (TypeError, ValueError, RecursionError) as exc:
+        except RecursionError:
+            raise BadRequest("request body cannot be written as TOML: arrays or tables nested too deeply") from None
+        except (TypeError, ValueError) as exc:
             raise BadRequest(f"request body cannot be written as TOML: {exc}") from None
     try:
         text = body.decode("utf-8")

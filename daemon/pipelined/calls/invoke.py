@@ -27,20 +27,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import inspect
-import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from itertools import islice
 from typing import Any, Literal
 
+from pipelined.calls.context import EmitToSink, StageContext
+from pipelined.calls.outputs import Outputs, Spill, take
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.errors import BadRequest
 
 CallKind = Literal["function", "generator", "async", "asyncgen"]
-EmitToSink = Callable[[str, Any], None]
-Spill = Callable[[list[Any]], None]
-SPILL_AT = 1024  # outputs of one item handed on at once when they are streamed (call_item's spill)
-
-ENGINE_LOGGER = logging.getLogger("pipelined.engine")
 
 
 def _no_stop() -> bool:
@@ -60,61 +55,6 @@ def call_kind(fn: Any) -> CallKind:
     if inspect.isgeneratorfunction(fn):
         return "generator"
     return "function"
-
-
-class StageContext:
-    """The `ctx` a callable receives when it has a parameter named `ctx`."""
-
-    __slots__ = (
-        "pipeline", "stage", "run", "item_id", "attempt", "logger", "_stopping", "_emit", "_emit_to", "_delivered",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        pipeline: str,
-        stage: str,
-        run: str,
-        stopping: Callable[[], bool],
-        emit: Callable[[Any], None],
-        emit_to: EmitToSink,
-        item_id: str | None = None,
-        attempt: int = 1,
-        delivered: Callable[[Callable[[], None]], None] | None = None,
-    ) -> None:
-        self.pipeline = pipeline
-        self.stage = stage
-        self.run = run
-        self.item_id = item_id  # "<run>.<n>": stable for the item and what derives from it
-        self.attempt = attempt  # 1-based: retries and replays from a disk buffer count
-        self._delivered = delivered
-        self.logger = logging.LoggerAdapter(
-            ENGINE_LOGGER, {"pipeline": pipeline, "stage": stage, "run": run}
-        )
-        self._stopping = stopping
-        self._emit = emit
-        self._emit_to = emit_to
-
-    @property
-    def stopping(self) -> bool:
-        """True once the pipeline drains: a producer should return soon."""
-        return self._stopping()
-
-    def emit(self, item: Any) -> None:
-        """Emit one more item downstream (like returning or yielding it)."""
-        self._emit(item)
-
-    def emit_to(self, stage: str, item: Any) -> None:
-        """Send one item straight to `stage`'s input queue."""
-        self._emit_to(stage, item)
-
-    def on_delivered(self, callback: Callable[[], None]) -> None:
-        """(Producers; used by built-in sources to save offsets.) Call `callback` once every item
-        yielded so far has finished (memory buffer) or is in the disk buffer. Where the engine
-        cannot tell (a producer in a worker process), it is called at once."""
-        if self._delivered is None:
-            callback()
-        else:
-            self._delivered(callback)
 
 
 class Invoker:
@@ -203,7 +143,7 @@ class Invoker:
                 self.acall_item(item, run_id, emit_to_sink, spill, item_id=item_id, attempt=attempt)
             )
         call = self._ready()
-        outputs = _Outputs(spill)
+        outputs = Outputs(spill)
         kwargs = self._kwargs(run_id, outputs.append, emit_to_sink, item_id, attempt)
         result = call(item, **kwargs)
         if self.kind == "generator":
@@ -224,7 +164,7 @@ class Invoker:
     ) -> tuple[list[Any], bool]:
         """Call with one item on the running loop (any kind); returns (outputs, filtered)."""
         call = self._ready()
-        outputs = _Outputs(spill)
+        outputs = Outputs(spill)
         kwargs = self._kwargs(run_id, outputs.append, emit_to_sink, item_id, attempt)
         result = call(item, **kwargs)
         if self.kind == "asyncgen":
@@ -304,10 +244,10 @@ class Invoker:
         try:
             for value in iterable:
                 if pending:
-                    yield from _take(pending)
+                    yield from take(pending)
                 yield value
             if pending:
-                yield from _take(pending)
+                yield from take(pending)
         finally:
             close = getattr(iterable, "close", None)
             if callable(close):
@@ -317,7 +257,7 @@ class Invoker:
         loop = self._owned_loop()
         if self.kind == "async":
             value = loop.run_until_complete(result)
-            yield from _take(pending)
+            yield from take(pending)
             yield from (value if value is not None else ())
             return
         agen: AsyncIterator[Any] = result
@@ -328,10 +268,10 @@ class Invoker:
                 except StopAsyncIteration:
                     break
                 if pending:
-                    yield from _take(pending)
+                    yield from take(pending)
                 yield value
             if pending:
-                yield from _take(pending)
+                yield from take(pending)
         finally:
             aclose = getattr(agen, "aclose", None)
             if aclose is not None and not loop.is_closed():
@@ -381,56 +321,6 @@ class Invoker:
 
 async def _await(value: Any) -> Any:
     return await value
-
-
-class _Outputs:
-    """One item's outputs; with a spill, handed on every SPILL_AT as they come."""
-
-    __slots__ = ("items", "spill", "spilled", "_extending")
-
-    def __init__(self, spill: Spill | None) -> None:
-        self.items: list[Any] = []
-        self.spill = spill
-        self.spilled = 0
-        self._extending = False  # a ctx.emit inside extend() must not swap the list extend() fills
-
-    def append(self, value: Any) -> None:
-        self.items.append(value)
-        if self.spill is not None and not self._extending and len(self.items) >= SPILL_AT:
-            self._hand_on()
-
-    def extend(self, iterable: Iterable[Any]) -> None:
-        if self.spill is None:
-            self.items.extend(iterable)
-            return
-        values = iter(iterable)
-        while True:
-            before = len(self.items)
-            wanted = max(1, SPILL_AT - before)
-            self._extending = True
-            try:
-                self.items.extend(islice(values, wanted))
-            finally:
-                self._extending = False
-            if len(self.items) - before < wanted:
-                return  # exhausted (what is left is returned with the item)
-            self._hand_on()
-
-    def _hand_on(self) -> None:
-        assert self.spill is not None
-        part, self.items = self.items, []
-        self.spilled += len(part)
-        self.spill(part)
-
-    def none(self) -> bool:
-        """Nothing was emitted at all (the item is filtered)."""
-        return not self.items and not self.spilled
-
-
-def _take(pending: list[Any]) -> list[Any]:
-    taken = pending[:]
-    pending.clear()
-    return taken
 
 
 def _parameters(fn: Any, *, drop_self: bool) -> dict[str, inspect.Parameter]:

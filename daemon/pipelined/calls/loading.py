@@ -1,6 +1,6 @@
 """Import a stage's or hook's `module:attr` reference (with the pipeline's `python_path`).
 
-`pipelined.config.callables.import_callable` owns the import (code reload, `python_path`); this
+`pipelined.config.importing.import_callable` owns the import (code reload, `python_path`); this
 is the engine's and the workers' one way in.
 """
 
@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from pipelined.config.callables import import_callable
+from pipelined.config.importing import import_callable
 
 
 def load_callable(ref: str, python_path: Sequence[Path] = ()) -> Any:

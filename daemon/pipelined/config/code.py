@@ -11,7 +11,6 @@ from pathlib import Path
 
 from pipelined.config.callables import (
     ArgumentsMismatch,
-    CallableError,
     CallableInfo,
     bind_args,
     call_shape,
@@ -20,11 +19,11 @@ from pipelined.config.callables import (
     check_trigger_args,
     classify,
     emit_to_targets,
-    import_callable,
-    module_origin,
 )
+from pipelined.config.importing import CallableError, import_callable, module_origin
 from pipelined.config.lines import TablePath
 from pipelined.config.linkref import is_link, link_format_problem, split_link
+from pipelined.config.permissions import code_dir_problems
 from pipelined.config.spec import Hooks, PipelineSpec, Problem, StageSpec
 from pipelined.config.values import Checker
 
@@ -40,6 +39,8 @@ def check_code(ck: Checker, spec: PipelineSpec) -> tuple[set[str], EmittedLinks]
     names = {stage.name for stage in spec.walk()}
     reached: set[str] = set()
     links: list[tuple[str, str]] = []
+    if _refuses_code_dirs(ck, spec):
+        return reached, ()  # nothing is imported from where others may write
     _check_hooks(ck, spec.hooks, spec.python_path, ck.pipeline, ())
     for stage in spec.walk():
         table = ck.stage_tables.get(stage.name, ())
@@ -51,6 +52,16 @@ def check_code(ck: Checker, spec: PipelineSpec) -> tuple[set[str], EmittedLinks]
             reached |= {t for t in targets if not is_link(t)}
             links.extend((stage.name, t) for t in sorted(targets) if is_link(t))
     return reached, tuple(links)
+
+
+def _refuses_code_dirs(ck: Checker, spec: PipelineSpec) -> bool:
+    """Report each `python_path` directory, or module in one, that others may write
+    (config/permissions.py): whoever may write them runs code as the daemon's user. True when one
+    was reported (nothing may then be imported)."""
+    refused = code_dir_problems(spec.python_path)
+    for why in refused:
+        ck.report(f"{ck.pipeline}/python_path", f"refused: {why}", (), "python_path")
+    return bool(refused)
 
 
 def _check_hooks(

@@ -9,7 +9,8 @@ Under systemd the unit hands the token over as a credential (`LoadCredential=api
 the daemon's dynamic user cannot own a file in /etc, and a credential is private to the service.
 Paths in the settings may start with `$CREDENTIALS_DIRECTORY` (e.g. a TLS key passed with
 `LoadCredential=tls.key:/etc/pipelined/tls.key`). A secret file readable or writable by group
-or others is refused, with the chmod that fixes it.
+or others, or owned by a user other than root and the daemon's, is refused, with the chmod or
+chown that fixes it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import stat
 from pathlib import Path
 
+from pipelined.config.permissions import trusted_owner, user_name
 from pipelined.errors import PipelinedError
 
 CREDENTIALS_ENV = "CREDENTIALS_DIRECTORY"
@@ -65,6 +67,11 @@ def read_private_file(path: Path, setting: str) -> bytes:
         if str(path).startswith(_CREDENTIALS_PREFIXES) and not os.environ.get(CREDENTIALS_ENV):
             hint = " ($CREDENTIALS_DIRECTORY is set only by systemd, for a unit with LoadCredential=)"
         raise SecretFileInvalid(f"{setting}: cannot read {expanded}: {exc.strerror or exc}{hint}") from None
+    if status.st_uid not in (0, os.geteuid()):
+        raise SecretFileInvalid(
+            f"{setting}: {expanded} is owned by user {user_name(status.st_uid)!r}, who can read and change it:"
+            f" refusing a secret another user controls; chown {trusted_owner()} {expanded}"
+        )
     mode = stat.S_IMODE(status.st_mode)
     if mode & 0o066:
         raise SecretFileInvalid(

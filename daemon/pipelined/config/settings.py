@@ -20,7 +20,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pipelined.config.durations import parse_duration, parse_size
+from pipelined.config import setting_values as values
+from pipelined.config.permissions import directory_above, refusal, writable_by_others
 from pipelined.config.secrets import (
     SecretFileInvalid,
     expand_credentials,
@@ -28,10 +29,6 @@ from pipelined.config.secrets import (
     read_token,
     token_source,
 )
-from pipelined.config.setting_values import group as _group
-from pipelined.config.setting_values import host_list as _host_list
-from pipelined.config.setting_values import path_list as _path_list
-from pipelined.config.setting_values import socket_mode as _socket_mode
 from pipelined.errors import PipelinedError
 
 DEFAULT_SETTINGS_PATH = Path("/etc/pipelined/pipelined.toml")
@@ -220,7 +217,8 @@ class Settings:
 def load_settings(path: Path | None = None) -> Settings:
     """Read `path` (default /etc/pipelined/pipelined.toml; a missing default file = defaults).
 
-    An explicitly given path must exist. Raises SettingsInvalid with the file, section and key.
+    An explicitly given path must exist. Raises SettingsInvalid with the file, section and key,
+    or when users other than root and the daemon's may write the file (config/permissions.py).
     """
     explicit = path is not None
     path = path if path is not None else DEFAULT_SETTINGS_PATH
@@ -232,6 +230,13 @@ def load_settings(path: Path | None = None) -> Settings:
         return Settings()
     except OSError as exc:
         raise SettingsInvalid(f"{path}: cannot read settings file: {exc.strerror}") from exc
+    for target, what in ((path, "the settings file"), (path.absolute().parent, "its directory")):
+        who = writable_by_others(target)
+        if who is not None:  # it names the conf dir, python paths, the token: code and secrets
+            raise SettingsInvalid(f"{path}: refused: {what} {refusal(target, who)}")
+    above = directory_above(path.absolute().parent)
+    if above is not None:
+        raise SettingsInvalid(f"{path}: refused: a directory above it {refusal(*above)}")
     return parse_settings(data.decode("utf-8", errors="replace"), path)
 
 
@@ -292,116 +297,29 @@ def _as_raw(section: Any) -> dict[str, Any]:
     return {f.name: getattr(section, f.name) for f in fields(section)}
 
 
-def _path(value: Any) -> Path:
-    if isinstance(value, Path):
-        return value
-    if not isinstance(value, str) or not value:
-        raise TypeError(f"expected a non-empty path string, got {value!r}")
-    return Path(value)
-
-
-def _optional_path(value: Any) -> Path | None:
-    return None if value in ("", None) else _path(value)
-
-
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"expected an integer >= 1, got {value!r}")
-    return value
-
-
-def _bool(value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"expected true or false, got {value!r}")
-    return value
-
-
-def _choice(choices: tuple[str, ...]) -> Any:
-    def convert(value: Any) -> str:
-        if not isinstance(value, str) or value.lower() not in choices:
-            raise ValueError(f"expected one of {', '.join(choices)}, got {value!r}")
-        return value.lower()
-
-    return convert
-
-
-def _duration(value: Any) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError(f"expected a positive duration, got {value!r}")
-    return seconds
-
-
-def _size(value: Any) -> int:
-    size = parse_size(value)
-    if size < 1:
-        raise ValueError(f"expected a positive size, got {value!r}")
-    return size
-
-
-def _ray_address(value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f'expected "" (embedded), "auto", "host:port" or "ray://host:port", got {value!r}')
-    value = value.strip()
-    if value in ("", "auto") or value.startswith("ray://"):
-        return value
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f'expected "" (embedded), "auto", "host:port" or "ray://host:port", got {value!r}')
-    return value
-
-
-def _namespace(value: Any) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise TypeError(f"expected a non-empty string, got {value!r}")
-    return value.strip()
-
-
-def _optional_size(value: Any) -> int | None:
-    if value in ("", None):
-        return None
-    size = _size(value)
-    if size < 75 * 1024 * 1024:  # Ray refuses a smaller object store
-        raise ValueError(f"expected at least 75MiB (the smallest object store Ray accepts), got {value!r}")
-    return size
-
-
-def _listen(value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise TypeError(f'expected "host:port" or "unix:/path", got {value!r}')
-    if value.startswith("unix:"):
-        if not value[len("unix:") :].startswith("/"):
-            raise ValueError(f'expected an absolute socket path after "unix:", got {value!r}')
-        return value
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f'expected "host:port" (port 1-65535) or "unix:/path", got {value!r}')
-    return value
-
-
 _CONVERTERS: dict[str, Any] = {
-    "conf_dir": _path,
-    "state_dir": _path,
-    "max_threads": _positive_int,
-    "max_processes": _positive_int,
-    "log_level": _choice(LOG_LEVELS),
-    "log_format": _choice(LOG_FORMATS),
-    "drain_timeout": _duration,
-    "dead_letter_files": _positive_int,
-    "listen": _listen,
-    "token_file": _optional_path,
-    "allow_insecure": _bool,
-    "config_write": _bool,
-    "max_body": _size,
-    "read_paths": _path_list,
-    "write_paths": _path_list,
-    "socket_mode": _socket_mode,
-    "socket_group": _group,
-    "allowed_hosts": _host_list,
-    "tls_cert": _optional_path,
-    "tls_key": _optional_path,
-    "max_connections": _positive_int,
-    "address": _ray_address,
-    "namespace": _namespace,
-    "object_store_memory": _optional_size,
+    "conf_dir": values.path,
+    "state_dir": values.path,
+    "max_threads": values.positive_int,
+    "max_processes": values.positive_int,
+    "log_level": values.choice(LOG_LEVELS),
+    "log_format": values.choice(LOG_FORMATS),
+    "drain_timeout": values.duration,
+    "dead_letter_files": values.positive_int,
+    "listen": values.listen,
+    "token_file": values.optional_path,
+    "allow_insecure": values.boolean,
+    "config_write": values.boolean,
+    "max_body": values.positive_size,
+    "read_paths": values.path_list,
+    "write_paths": values.path_list,
+    "socket_mode": values.socket_mode,
+    "socket_group": values.group,
+    "allowed_hosts": values.host_list,
+    "tls_cert": values.optional_path,
+    "tls_key": values.optional_path,
+    "max_connections": values.positive_int,
+    "address": values.ray_address,
+    "namespace": values.namespace,
+    "object_store_memory": values.optional_size,
 }

@@ -13,8 +13,8 @@ from collections.abc import Collection
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipelined.config.callables import CALL_REF
 from pipelined.config.executor import read_executor
+from pipelined.config.importing import CALL_REF
 from pipelined.config.lines import TablePath
 from pipelined.config.rates import read_rate_keys
 from pipelined.config.spec import STAGE_KINDS, Hooks, StageSpec

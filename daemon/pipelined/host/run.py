@@ -5,7 +5,8 @@ the daemon runs (it pulls in Litestar, uvicorn and the engine).
 
 Exit statuses: 0 after a normal stop, 2 invalid settings (including a refused non-loopback bind
 without a token, `config_write = true` without a token or a 0600 unix socket, a token or TLS key
-file others can read), 3 the API cannot listen, 130 after a second SIGINT.
+file others can read, a settings file or state dir users other than root and the daemon's may
+write), 3 the API cannot listen, 130 after a second SIGINT.
 
 The daemon runs with umask 077 (like the unit's `UMask=0077`), so whatever it and its pipelines
 create is private to its user whatever umask it was started with.
@@ -23,6 +24,7 @@ from pathlib import Path
 from pipelined import tracing
 from pipelined.api.app import ApiSettings, create_app
 from pipelined.api.server import ApiServer, CannotListen, SocketOptions
+from pipelined.config.permissions import path_problem
 from pipelined.config.secrets import expand_credentials
 from pipelined.config.settings import Settings, SettingsInvalid, changed_keys, load_settings
 from pipelined.host.logs import configure_logging, logs_to_stderr
@@ -72,6 +74,10 @@ def run_command(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"pipelined: [daemon]: state_dir: cannot create {settings.daemon.state_dir}: {exc.strerror}",
               file=sys.stderr)  # fmt: skip
+        return EXIT_SETTINGS
+    refused = path_problem(settings.daemon.state_dir)
+    if refused is not None:  # its disk buffers are pickles, replayed at start: code
+        print(f"pipelined: [daemon]: state_dir: refused: {refused}", file=sys.stderr)
         return EXIT_SETTINGS
     export_stage_environment(settings)
     ray_clusters.configure(ray_clusters.RayConfig(

@@ -61,6 +61,7 @@ def test_put_invalid_config_lists_every_error(writer: TestClient[Any]) -> None:
         (b"a = " + b"[" * 5000 + b"]" * 5000, "application/toml", "nested too deeply"),
         (b"a = " + b"{b = " * 3000 + b"1" + b"}" * 3000, "application/toml", "nested too deeply"),
         (b'{"a": ' + b"[" * 3000 + b"]" * 3000 + b"}", "application/json", "not valid JSON"),
+        (b'{"a": ' + b"[" * 900 + b"]" * 900 + b"}", "application/json", "TOML: arrays or tables nested too deeply"),
     ],
 )
 def test_put_bad_bodies_are_400(

@@ -12,17 +12,15 @@ import pytest
 
 from pipelined.config.callables import (
     ArgumentsMismatch,
-    CallableError,
     bind_args,
     check_hook,
     check_signature,
     check_trigger_args,
     classify,
     emit_to_targets,
-    import_callable,
     is_async_callable,
-    module_origin,
 )
+from pipelined.config.importing import CallableError, import_callable, module_origin
 
 
 def write_module(directory: Path, name: str, source: str) -> Path:
