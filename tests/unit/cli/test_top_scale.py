@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ssl
 from typing import Any
 
 import pytest
@@ -16,6 +17,7 @@ from textual.widgets import DataTable
 from top_fakes import ADDRESS, FakeSource, pipeline_doc, stage, stats_doc
 
 from pipelined.cli import top_model
+from pipelined.cli.client import ApiClient, Endpoint
 from pipelined.cli.top import print_once
 from pipelined.cli.top_app import TopApp
 from pipelined.cli.top_source import Poller, PollResult
@@ -151,3 +153,24 @@ def test_a_first_poll_still_out_is_awaited_not_sent_twice() -> None:
             assert text(app, "#header").startswith("● reachable") and fake.count("stats") == 1
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "loads"),
+    [(Endpoint("http://127.0.0.1:8470", None, None), 0), (Endpoint("http://pipelined", "/run/p.sock", None), 0),
+     (Endpoint("https://127.0.0.1:8470", None, None), 1)],
+)  # fmt: skip
+def test_only_an_https_endpoint_loads_the_ca_certificates(
+    monkeypatch: pytest.MonkeyPatch, endpoint: Endpoint, loads: int
+) -> None:
+    """Loading the system's (certifi's) CA bundle took ~90 ms of top's start, for plain http."""
+    calls: list[Any] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counting(self: ssl.SSLContext, *args: Any, **kwargs: Any) -> None:
+        calls.append(args or kwargs)
+        real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    ApiClient(endpoint).close()
+    assert (len(calls) > 0) == bool(loads), calls
