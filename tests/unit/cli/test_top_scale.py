@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import ssl
+import subprocess
+import sys
 from typing import Any
 
 import pytest
@@ -174,3 +176,16 @@ def test_only_an_https_endpoint_loads_the_ca_certificates(
     monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
     ApiClient(endpoint).close()
     assert (len(calls) > 0) == bool(loads), calls
+
+
+def test_the_command_line_imports_no_loader_and_no_httpx_command_line() -> None:
+    """What `pipelined top` (and status, runs, ...) imported before its first frame and never used:
+    the pipeline loader and graph checks (only `check` and `graph FILE` need them) and httpx's own
+    command line (click, pygments, rich.syntax), which `import httpx` loads when they are installed."""
+    code = (
+        "import sys, pipelined.cli.main as m; m.build_parser(); import pipelined.cli.top_app; "
+        "print(sorted(n for n, m in sys.modules.items() if m is not None and (n.split('.')[0] in ('click', 'pygments') or n in "
+        "('httpx._main', 'rich.syntax', 'pipelined.config.load', 'pipelined.graph.check', 'pipelined.graph.render'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "[]", done.stdout
