@@ -189,3 +189,19 @@ def test_the_command_line_imports_no_loader_and_no_httpx_command_line() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def test_q_quits_while_the_first_poll_never_comes_back() -> None:
+    fake = FakeSource()
+    first: concurrent.futures.Future[PollResult] = concurrent.futures.Future()  # a daemon that hangs
+
+    async def main() -> None:
+        app = Recording(fake, interval=3600, first_poll=first)
+        async with app.run_test(size=(80, 24)) as pilot:
+            await until(pilot, lambda: getattr(app, "headers", None), "the first frame")
+            await pilot.press("q")
+            await until(pilot, lambda: not app.is_running, "quit")
+        assert app.polls == 0 and fake.count("stats") == 0
+
+    asyncio.run(main())
+    first.set_result(PollResult(problem="late"))  # the answer after the app ended: no error
