@@ -140,8 +140,10 @@ class TopModel:
             self._history.popleft()  # keep one sample at least RATE_WINDOW_S old
         self._reachable, self._problem, self._failed_at = True, None, None
         names = self.pipeline_names()
+        if not names:  # none (a restarting daemon lists none for a moment): keep the choice
+            return
         if self.chosen not in names and not (self._pinned and self.chosen is not None):
-            self.chosen = names[0] if names else None
+            self.chosen = names[0]
 
     def unreachable(self, problem: str, now: float, status: int | None = None) -> None:
         """The poll failed (no answer, or an error `status`): keep the last numbers (marked stale)

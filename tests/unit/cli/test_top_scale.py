@@ -205,3 +205,22 @@ def test_q_quits_while_the_first_poll_never_comes_back() -> None:
 
     asyncio.run(main())
     first.set_result(PollResult(problem="late"))  # the answer after the app ended: no error
+
+
+def test_the_chosen_pipeline_is_kept_across_a_daemon_restart() -> None:
+    """A restarting daemon lists no pipeline for a moment (then all of them, `starting`): the
+    pipeline the operator chose with Tab stays chosen, not the first one."""
+    model = top_model.TopModel(ADDRESS)
+    model.update(stats_doc(), 0.0)
+    assert model.chosen == "audit"
+    model.choose(1)
+    assert model.chosen == "orders"
+    empty = stats_doc()
+    empty["pipelines"] = {}
+    model.update(empty, 1.0)
+    model.update(stats_doc(), 2.0)
+    assert model.chosen == "orders"
+    gone = stats_doc()
+    del gone["pipelines"]["orders"]
+    model.update(gone, 3.0)  # removed for good (a reload): the first one left
+    assert model.chosen == "audit"
