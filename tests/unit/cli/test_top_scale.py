@@ -22,6 +22,7 @@ from pipelined.cli import top_model
 from pipelined.cli.client import ApiClient, Endpoint
 from pipelined.cli.top import print_once
 from pipelined.cli.top_app import TopApp
+from pipelined.cli.top_dialogs import HelpScreen
 from pipelined.cli.top_source import Poller, PollResult
 
 
@@ -224,3 +225,23 @@ def test_the_chosen_pipeline_is_kept_across_a_daemon_restart() -> None:
     del gone["pipelines"]["orders"]
     model.update(gone, 3.0)  # removed for good (a reload): the first one left
     assert model.chosen == "audit"
+
+
+def test_the_help_scrolls_in_a_small_terminal_and_any_other_key_closes_it() -> None:
+    async def main() -> None:
+        app = TopApp(FakeSource(), interval=3600)
+        async with app.run_test(size=(40, 24)) as pilot:
+            await until(pilot, lambda: app.polls >= 1, "the first poll")
+            await pilot.press("question_mark")
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen)
+            box = app.screen.query_one("#help")
+            assert box.max_scroll_y > 0  # the keys do not fit in 40×24 (its last lines were cut off)
+            await pilot.press("pagedown", "pagedown", "pagedown")
+            await pilot.pause()
+            assert isinstance(app.screen, HelpScreen) and box.scroll_y == box.max_scroll_y
+            await pilot.press("x")
+            await pilot.pause()
+            assert not isinstance(app.screen, HelpScreen) and app.is_running
+
+    asyncio.run(main())
