@@ -1,14 +1,22 @@
 """`pipelined top` against a real daemon process: the live view (Textual's Pilot over the real
 HTTP source) sees numbers move while a pipeline runs, triggers and drains through its dialogs,
 says so when the daemon stops and recovers when it is back on the same address; `top --once`
-is run as a subprocess and its tables parsed."""
+is run as a subprocess and its tables parsed; and the command itself in a pseudo-terminal, over a
+unix socket with a token (and without it: refused, said, still running)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import fcntl
 import os
+import pty
+import select
+import signal
+import struct
 import subprocess
 import sys
+import termios
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -192,3 +200,54 @@ def once_here(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str,
     code = main(["top", "--once", *argv])
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def top_in_terminal(env: dict[str, str], *argv: str, wait_for: tuple[bytes, ...], columns: int = 80) -> bytes:
+    """Run `pipelined top ARGV` in a pseudo-terminal (as a user would, the real command path:
+    its first poll starts before Textual loads) until everything in `wait_for` was drawn, then
+    press q; returns what it drew. It must exit 0 on q."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: becomes `pipelined top` on the terminal
+        os.execve(sys.executable, [sys.executable, "-m", "pipelined", "top", *argv],
+                  {**env, "TERM": "xterm-256color"})  # fmt: skip
+    try:
+        fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+        drawn = b""
+        deadline = time.monotonic() + 30
+        while not all(part in drawn for part in wait_for):
+            assert time.monotonic() < deadline, f"not drawn in 30 s: {wait_for}; drawn: {drawn[-2000:]!r}"
+            if select.select([fd], [], [], 0.1)[0]:
+                drawn += os.read(fd, 65536)
+        os.write(fd, b"q")
+        deadline = time.monotonic() + 30
+        while True:
+            done, status = os.waitpid(pid, os.WNOHANG)
+            if done:
+                break
+            assert time.monotonic() < deadline, "q did not quit"
+            if select.select([fd], [], [], 0.1)[0]:
+                with contextlib.suppress(OSError):
+                    drawn += os.read(fd, 65536)
+        assert os.waitstatus_to_exitcode(status) == 0, drawn[-2000:]
+        return drawn
+    finally:
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(fd)
+
+
+def test_top_in_a_terminal_over_a_unix_socket_with_a_token(tmp_path: Path) -> None:
+    socket = tmp_path / "api.sock"
+    daemon = start(DaemonProcess(tmp_path, listen=f"unix:{socket}", token="top-secret-token"))
+    env = {k: v for k, v in os.environ.items() if k != "PIPELINED_TOKEN"}
+    env["PYTHONPATH"] = str(PACKAGE_DIR)
+    try:
+        drawn = top_in_terminal({**env, "PIPELINED_TOKEN": "top-secret-token"}, "flow", "--api", f"unix:{socket}",
+                                wait_for=(b"reachable unix:", b"flow: running", b"STAGE"), columns=200)  # fmt: skip
+        assert b"idle" in drawn and b"UNREACHABLE" not in drawn
+        # no token: the daemon refuses, and top says so (not "unreachable") and keeps running
+        drawn = top_in_terminal(env, "--api", f"unix:{socket}", wait_for=(b"REFUSED (401)", b"bearer token"), columns=200)
+        assert b"UNREACHABLE" not in drawn
+    finally:
+        daemon.close()

@@ -17,13 +17,8 @@ from typing import Any
 import orjson
 
 from pipelined.cli.remote import ALL_PIPELINES, remote_graph
-from pipelined.config.callables import is_async_callable
 from pipelined.config.settings import load_settings
 from pipelined.config.spec import PipelineSpec, Problem
-from pipelined.graph.check import check_paths, linked_from_siblings, load_pipeline, without_linked_warnings
-from pipelined.graph.limits import allocate
-from pipelined.graph.render import render_dot, render_json, render_mermaid
-from pipelined.graph.routing import build_graph
 
 DEFAULT_CONF_DIR = Path("/etc/pipelined/conf.d")
 DEFAULT_SETTINGS = Path("/etc/pipelined/pipelined.toml")
@@ -97,6 +92,8 @@ def run_check(args: argparse.Namespace) -> int:
         except Exception as exc:  # noqa: BLE001 - a bad settings file is a clear message, not a trace
             print(f"pipelined check: {exc}", file=sys.stderr)
             return 1
+    from pipelined.graph.check import check_paths  # see run_graph
+
     with contextlib.redirect_stdout(sys.stderr):  # what user modules print on import
         problems, checked, invalid = check_paths(paths)
     for problem in problems:
@@ -111,6 +108,10 @@ def run_graph(args: argparse.Namespace) -> int:
     if args.file is None:
         print("pipelined graph: give a pipeline FILE (or --remote NAME)", file=sys.stderr)
         return 2
+    # imported here, not at the top: every command builds its parser from this module, and
+    # `status`, `top`, ... must not load the pipeline loader and graph checks they never use
+    from pipelined.graph.check import linked_from_siblings, load_pipeline, without_linked_warnings
+
     with contextlib.redirect_stdout(sys.stderr):
         spec, problems = load_pipeline(args.file)
     for problem in without_linked_warnings(problems, linked_from_siblings(args.file)):
@@ -125,6 +126,11 @@ def run_graph(args: argparse.Namespace) -> int:
 
 def graph_text(spec: PipelineSpec, fmt: str) -> str:
     """What `pipelined graph` prints for a valid spec: mermaid, dot or json (newline-terminated)."""
+    from pipelined.config.callables import is_async_callable  # see run_graph
+    from pipelined.graph.limits import allocate
+    from pipelined.graph.render import render_dot, render_json, render_mermaid
+    from pipelined.graph.routing import build_graph
+
     graph = build_graph(spec).graph
     allocation = allocate(
         spec, graph, None, None, lambda stage: is_async_callable(stage.call, spec.python_path)

@@ -17,7 +17,7 @@ from typing import Any
 
 from pipelined.cli.client import ClientError, add_client_options, print_json, resolve_endpoint
 from pipelined.cli.top_model import TopModel
-from pipelined.cli.top_source import HttpSource, TopSource, checked_stats
+from pipelined.cli.top_source import HttpSource, Poller, TopSource, checked_stats, poll_in_background
 from pipelined.cli.top_text import once_text
 from pipelined.config.durations import parse_duration
 
@@ -63,11 +63,13 @@ def run_top(args: argparse.Namespace) -> int:
         if not (sys.stdin.isatty() and sys.stdout.isatty()):
             print("pipelined top: needs a terminal; use --once to print the tables once", file=sys.stderr)
             return 1
+        poller = Poller(source)
+        first = poll_in_background(poller, args.name)  # the daemon answers while Textual loads
         # the one import inside a function: Textual (~0.3 s) only for the live view, so every
         # other command, `top --once` included, starts without it
         from pipelined.cli.top_app import TopApp
 
-        app = TopApp(source, pipeline=args.name, interval=args.interval)
+        app = TopApp(source, pipeline=args.name, interval=args.interval, poller=poller, first_poll=first)
         app.run()
         return int(app.return_code or 0)
     finally:

@@ -14,12 +14,10 @@ the last numbers on screen, says why, and the next tick simply tries again.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import threading
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from concurrent.futures import Future
+from typing import Any
 
 from rich.text import Text
 from textual.app import App, ComposeResult
@@ -33,8 +31,9 @@ from pipelined.cli.top_dialogs import ConfirmScreen, FilterScreen, HelpScreen, T
 from pipelined.cli.top_model import StageRow, TopModel, View
 from pipelined.cli.top_source import Poller, PollResult, TopSource
 from pipelined.cli.top_text import (
+    PIPELINE_COLUMNS,
+    PIPELINE_DROP_ORDER,
     PIPELINE_NUMERIC,
-    PIPELINE_TITLES,
     fill_level,
     fit_columns,
     graph_lines,
@@ -44,6 +43,7 @@ from pipelined.cli.top_text import (
     stage_columns,
     summary_line,
 )
+from pipelined.cli.top_threads import in_thread, outcome, settled
 
 PIPELINE_ROWS_SHOWN = 6
 STATE_STYLES = {
@@ -51,34 +51,6 @@ STATE_STYLES = {
     "draining": "yellow", "drained": "dim", "starting": "yellow", "failed": "bold red", "disabled": "dim",
 }  # fmt: skip
 FILL_STYLES = {"ok": "green", "warn": "yellow", "high": "red"}
-T = TypeVar("T")
-
-
-async def in_thread(call: Callable[..., T], *args: Any) -> T:
-    """`call(*args)` in a daemon thread of its own. Unlike asyncio.to_thread, quitting never waits
-    for it: a request to a daemon that hangs would hold `q` for its whole timeout."""
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, error: BaseException | None) -> None:
-        if future.done():
-            return
-        if error is not None:
-            future.set_exception(error)
-        else:
-            future.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            result, error = call(*args), None
-        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            result, error = None, exc
-        with contextlib.suppress(RuntimeError):  # the app (and its loop) ended meanwhile
-            loop.call_soon_threadsafe(settle, result, error)
-
-    threading.Thread(target=run, name="top-request", daemon=True).start()
-    return await future
-
 
 
 class TopScreen(Screen[None]):
@@ -124,12 +96,10 @@ class TopScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one("#pipelines", DataTable)
-        for title, numeric in zip(PIPELINE_TITLES, PIPELINE_NUMERIC, strict=True):
-            table.add_column(_label(title, numeric), key=title)
         app = self.app
         if isinstance(app, TopApp):
             app.render_view()
+            self.call_after_refresh(app.render_view)  # again once the tables have their heights
             app.start_polling()
 
     def on_resize(self) -> None:
@@ -149,10 +119,16 @@ class TopApp(App[int]):
     TITLE = "pipelined top"
     ENABLE_COMMAND_PALETTE = False  # its footer entry would crowd out the keys at 80 columns
 
-    def __init__(self, source: TopSource, *, pipeline: str | None = None, interval: float = 1.0) -> None:
+    def __init__(
+        self, source: TopSource, *, pipeline: str | None = None, interval: float = 1.0,
+        poller: Poller | None = None, first_poll: Future[PollResult] | None = None,
+    ) -> None:  # fmt: skip
+        """`first_poll`: a poll already under way (top.py starts it before importing Textual);
+        its answer draws the first frame when it is back by then, else the first tick awaits it."""
         super().__init__()
         self.source = source
-        self.poller = Poller(source)
+        self.poller = poller or Poller(source)
+        self._first = first_poll
         self.interval = interval
         self.model = TopModel(source.address)
         if pipeline:
@@ -163,14 +139,22 @@ class TopApp(App[int]):
         self._polling = False
         self._result = PollResult()
         self._stage_keys: list[str] = []
+        self._pipeline_keys: list[str] = []
         self.main = TopScreen()
 
-    def on_mount(self) -> None:
+    async def on_mount(self) -> None:
+        first = self._first
+        if first is not None and first.done():
+            self._first = None
+            self._apply(outcome(first))
         self.push_screen(self.main)  # its on_mount draws the first frame and starts polling
 
     def start_polling(self) -> None:
         self.set_interval(self.interval, self._tick)
-        self._tick()
+        if self.polls == 0:
+            self._tick()
+        else:  # the first frame already shows the first poll
+            self.refetch_if_needed()
 
     # -- polling ------------------------------------------------------------------------------
     def _tick(self) -> None:
@@ -182,12 +166,23 @@ class TopApp(App[int]):
         if self._polling:
             return
         self._polling = True
+        first, self._first = self._first, None
+        result: PollResult
         try:
-            result = await in_thread(self.poller.poll, self.model.chosen, self.show_graph)
+            if first is not None:  # still out: await it rather than ask twice
+                result = await settled(first)
+            else:
+                result = await in_thread(self.poller.poll, self.model.chosen, self.show_graph)
         except Exception as exc:  # noqa: BLE001 - e.g. a body that is not JSON: shown, retried
             result = PollResult(problem=f"{type(exc).__name__}: {exc}")
         finally:
             self._polling = False
+        self._apply(result)
+        if first is not None:
+            self.refetch_if_needed()  # the first poll asked for no graph nor a load error
+        self.render_view()
+
+    def _apply(self, result: PollResult) -> None:
         now = time.monotonic()
         if result.stats is not None:
             self.model.update(result.stats, now)
@@ -197,7 +192,6 @@ class TopApp(App[int]):
             self.message = result.note
         self._result = result
         self.polls += 1
-        self.render_view()
 
     # -- drawing ------------------------------------------------------------------------------
     def render_view(self) -> None:
@@ -222,11 +216,21 @@ class TopApp(App[int]):
 
     def _draw_pipelines(self, view: View) -> None:
         table = self.main.query_one("#pipelines", DataTable)
-        table.clear()
+        texts = [pipeline_cells(row) for row in view.pipelines]
+        bar = table.styles.scrollbar_size_vertical if len(texts) > PIPELINE_ROWS_SHOWN else 0
+        keep = fit_columns(PIPELINE_COLUMNS, texts, self.size.width - bar, PIPELINE_DROP_ORDER)
+        keys = [PIPELINE_COLUMNS[i][0] for i in keep]
+        if keys != self._pipeline_keys:
+            table.clear(columns=True)
+            for i in keep:
+                key, title, numeric = PIPELINE_COLUMNS[i]
+                table.add_column(_label(title, numeric), key=key)
+            self._pipeline_keys = keys
+        else:
+            table.clear()
         chosen_index = 0
-        for index, row in enumerate(view.pipelines):
-            cells = pipeline_cells(row)
-            styled = [_cell(text, numeric) for text, numeric in zip(cells, PIPELINE_NUMERIC, strict=True)]
+        for index, (row, cells) in enumerate(zip(view.pipelines, texts, strict=True)):
+            styled = [_cell(cells[i], PIPELINE_NUMERIC[i]) for i in keep]
             styled[1].stylize(STATE_STYLES.get(row.state, ""))
             table.add_row(*styled, key=row.name)
             if view.chosen is not None and row.name == view.chosen.name:
@@ -238,7 +242,9 @@ class TopApp(App[int]):
         table = self.main.query_one("#stages", DataTable)
         columns = stage_columns(view.tracks_latency)
         texts = [[stage_cell(s, key) for key, _, _ in columns] for s in view.stages]
-        keep = fit_columns(columns, texts, self.size.width)
+        shown = table.size.height - 1  # rows below the header (0 before the first layout)
+        bar = table.styles.scrollbar_size_vertical if 0 < shown < len(texts) else 0
+        keep = fit_columns(columns, texts, self.size.width - bar)
         keys = [columns[i][0] for i in keep]
         if keys != self._stage_keys:
             table.clear(columns=True)

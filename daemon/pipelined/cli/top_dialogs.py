@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
@@ -19,7 +19,7 @@ HELP_TEXT = """\
 pipelined top - keys
 
   q             quit
-  ?             this help (any key closes it)
+  ?             this help (arrows, PgDn scroll it; other keys close)
   Tab, Down     choose the next pipeline
   Shift+Tab, Up choose the previous pipeline
   s             sort stages by the next column (last: pipeline order)
@@ -47,15 +47,23 @@ ModalScreen { align: center middle; }
 
 
 class HelpScreen(ModalScreen[None]):
-    DEFAULT_CSS = DIALOG_CSS
+    """The keys. In a terminal too small for it (under 78×24) ↓ ↑ PgDn PgUp scroll it; any
+    other key closes it."""
+
+    DEFAULT_CSS = DIALOG_CSS + "#help { max-height: 100%; }"
+    SCROLL_KEYS = {"down": "scroll_down", "up": "scroll_up", "pagedown": "scroll_page_down", "pageup": "scroll_page_up"}
 
     def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog"):
-            yield Static(HELP_TEXT, id="help-text")
+        with VerticalScroll(classes="dialog", id="help"):
+            yield Static(HELP_TEXT, id="help-text", markup=False)
 
     def on_key(self, event: Any) -> None:
         event.stop()
-        self.dismiss(None)
+        scroll = self.SCROLL_KEYS.get(event.key)
+        if scroll is None:
+            self.dismiss(None)
+        else:
+            getattr(self.query_one("#help", VerticalScroll), scroll)(animate=False)
 
 
 class ConfirmScreen(ModalScreen[bool]):

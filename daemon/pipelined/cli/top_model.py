@@ -126,17 +126,24 @@ class TopModel:
     _status: int | None = None
     _failed_at: float | None = None
     _pinned: bool = field(default=False, repr=False)
+    # rows of the latest sample, built once per refresh (a view of 200 pipelines asked for every
+    # pipeline's rows three times, and `--once` builds a view per pipeline)
+    _stage_cache: dict[str, list[StageRow]] = field(default_factory=dict, repr=False)
+    _rows_cache: list[PipelineRow] | None = field(default=None, repr=False)
 
     # -- input --------------------------------------------------------------------------------
     def update(self, stats: dict[str, Any], now: float) -> None:
         """A fresh `GET /stats` answer, read at monotonic time `now`."""
         self._history.append(_Sample(now, stats))
+        self._stage_cache, self._rows_cache = {}, None
         while len(self._history) > 2 and self._history[1].at <= now - RATE_WINDOW_S:
             self._history.popleft()  # keep one sample at least RATE_WINDOW_S old
         self._reachable, self._problem, self._failed_at = True, None, None
         names = self.pipeline_names()
+        if not names:  # none (a restarting daemon lists none for a moment): keep the choice
+            return
         if self.chosen not in names and not (self._pinned and self.chosen is not None):
-            self.chosen = names[0] if names else None
+            self.chosen = names[0]
 
     def unreachable(self, problem: str, now: float, status: int | None = None) -> None:
         """The poll failed (no answer, or an error `status`): keep the last numbers (marked stale)
@@ -244,15 +251,19 @@ class TopModel:
         )
 
     def _pipeline_rows(self, *, filtered: bool) -> list[PipelineRow]:
+        if self._rows_cache is None:
+            self._rows_cache = self._build_pipeline_rows()
+        if not (filtered and self.filter):
+            return list(self._rows_cache)
+        return [row for row in self._rows_cache if _matches(self.filter, row.name)
+                or any(_matches(self.filter, s.name) for s in self._stage_rows(row.name))]  # fmt: skip
+
+    def _build_pipeline_rows(self) -> list[PipelineRow]:
         stats = self._latest.stats if self._latest else {}
         rows = []
         for name in self.pipeline_names():
             p = stats["pipelines"][name] or {}
             stage_rows = self._stage_rows(name)
-            if filtered and self.filter and not (
-                _matches(self.filter, name) or any(_matches(self.filter, s.name) for s in stage_rows)
-            ):
-                continue
             runs = p.get("runs") or {}
             rows.append(PipelineRow(
                 name=name,
@@ -268,6 +279,11 @@ class TopModel:
         return rows
 
     def _stage_rows(self, pipeline: str) -> list[StageRow]:
+        if pipeline not in self._stage_cache:
+            self._stage_cache[pipeline] = self._build_stage_rows(pipeline)
+        return self._stage_cache[pipeline]
+
+    def _build_stage_rows(self, pipeline: str) -> list[StageRow]:
         latest = self._latest
         if latest is None:
             return []

@@ -10,6 +10,8 @@ the poller turns it into a result, never an exception, so the view keeps retryin
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -143,3 +145,19 @@ class Poller:
             if graph_key in self._graphs:
                 result.graphs[chosen] = self._graphs[graph_key]
         return result
+
+
+def poll_in_background(poller: Poller, chosen: str | None) -> Future[PollResult]:
+    """The first poll, started before Textual is imported (about a third of a second), so the
+    first frame can already show the daemon's numbers. A daemon thread of its own, not an
+    executor's: quitting never waits for a daemon that does not answer."""
+    future: Future[PollResult] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(poller.poll(chosen, False))
+        except BaseException as exc:  # noqa: BLE001 - handed to whoever awaits the future
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name="top-first-poll", daemon=True).start()
+    return future

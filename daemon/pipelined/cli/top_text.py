@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from rich.cells import cell_len
+
 from pipelined.cli.top_model import ORDER, STAGE_COLUMNS, Header, PipelineRow, StageRow, View, sort_title
 
 BAR_CELLS = 5
@@ -117,6 +119,8 @@ def header_line(h: Header, interval: float | None, glyphs: Glyphs = UNICODE) -> 
 
 PIPELINE_TITLES = ("PIPELINE", "STATE", "RUNS", "DEAD", "ITEMS/S", "STAGES", "BOTTLENECK")
 PIPELINE_NUMERIC = (False, False, True, True, True, True, False)
+PIPELINE_COLUMNS = [(title, title, numeric) for title, numeric in zip(PIPELINE_TITLES, PIPELINE_NUMERIC, strict=True)]
+PIPELINE_DROP_ORDER = ("STAGES", "RUNS", "DEAD", "BOTTLENECK")  # dropped first when a terminal is too narrow
 
 
 def pipeline_cells(row: PipelineRow, glyphs: Glyphs = UNICODE) -> list[str]:
@@ -157,15 +161,17 @@ def stage_cell(row: StageRow, key: str, glyphs: Glyphs = UNICODE) -> str:
 
 
 def fit_columns(
-    columns: list[tuple[str, str, bool]], rows: Sequence[Sequence[str]], width: int | None
-) -> list[int]:
-    """Indexes of the columns to show so the table (1 space between columns) fits `width`:
-    columns are dropped in DROP_ORDER, then from the right, until it does (the name stays)."""
+    columns: list[tuple[str, str, bool]], rows: Sequence[Sequence[str]], width: int | None,
+    drop: Sequence[str] = DROP_ORDER,
+) -> list[int]:  # fmt: skip
+    """Indexes of the columns to show so the table (1 space between columns) fits `width`
+    terminal cells: columns are dropped in `drop` order, then from the right, until it does (the
+    first, the name, stays)."""
     keep = list(range(len(columns)))
     if width is None:
         return keep
-    widths = [max([len(title), *(len(r[i]) for r in rows)]) + 1 for i, (_, title, _) in enumerate(columns)]
-    order = [i for key in DROP_ORDER for i, c in enumerate(columns) if c[0] == key]
+    widths = [max([cell_len(title), *(cell_len(r[i]) for r in rows)]) + 1 for i, (_, title, _) in enumerate(columns)]
+    order = [i for key in drop for i, c in enumerate(columns) if c[0] == key]
     order += [i for i in reversed(range(1, len(columns))) if i not in order]
     for index in order:
         if sum(widths[i] for i in keep) <= width:

@@ -306,6 +306,7 @@ function renderPipeline(summary, stats, runs, dead) {
   setText($("p-cancelled"), fmtCount(r.cancelled));
   $("p-failed").classList.toggle("bad", r.failed > 0);
   setText($("p-bottleneck"), stats && stats.bottleneck ? `★ ${stats.bottleneck}` : "none");
+  $("p-bottleneck").title = (stats && stats.bottleneck) || "";
   $("p-bottleneck").classList.toggle("none", !(stats && stats.bottleneck));
   const error = summary.error || (page.detail && page.detail.last_reload && page.detail.last_reload.error) || "";
   setText($("p-error"), error);
