@@ -23,7 +23,6 @@ KNOWN_LONG = {
     "supervisor/loop.py": 429,  # + links (session 2); split next
     "config/settings.py": 407,
     "engine/buffer_writer.py": 404,
-    "workers/ray_cluster.py": 402,
 }
 
 
