@@ -133,6 +133,39 @@ def test_errors_fail_their_own_item_only(universal: RayStage) -> None:
     assert sent[1].error is not None and "item of type function cannot be pickled" in sent[1].error
 
 
+def test_base_exceptions_and_unpicklable_errors_fail_their_own_item_only(
+    universal: RayStage, stages: Callable[..., RayStage]
+) -> None:
+    """As in a thread stage: KeyboardInterrupt, StopIteration, an exception that does not pickle
+    fail the attempt of the item that raised them; the batch's other items keep their results
+    (Ray alone failed the whole call with TaskCancelledError on a KeyboardInterrupt)."""
+    items = [("double", 1), ("interrupt", "ki"), ("stopiteration", 5), ("unpicklable_error", 7), ("double", 2),
+             ("interrupt", "last")]
+    plain = stages("raystages:plain")
+    for stage in (universal, plain):  # a ctx function (row per item), a plain one (compact rows)
+        results = stage.process("run-1", items)
+        assert [list(o.outputs) for o in results] == [[2], [], [], [], [4], []]
+        interrupted, stopped, unpicklable = results[1:4]
+        assert interrupted.error == "KeyboardInterrupt: ki"
+        assert interrupted.traceback is not None and "raystages.py" in interrupted.traceback
+        assert stopped.error == "StopIteration: 5"
+        assert unpicklable.error == "Unpicklable: cannot travel 7"
+        assert results[5].error == "KeyboardInterrupt: last"
+        wanted = len(stage._replicas)
+        assert stage.stats()["replicas"] == {"alive": wanted, "wanted": wanted}  # the actors lived on
+        assert outputs(stage.process("run-1", [("double", 3)])) == [[6]]
+
+
+def test_huge_items_and_results_travel(universal: RayStage) -> None:
+    """Bigger than the 80 MB object store: a batch goes by value through the driver."""
+    size = 100 * 1024 * 1024
+    results = universal.process("run-1", [("big", size), ("double", 1)])
+    assert results[0].error is None and len(results[0].outputs[0]) == size
+    assert outputs(results[1:]) == [[2]]
+    echoed = universal.process("run-1", [("double", "y" * size)])
+    assert echoed[0].error is None and len(echoed[0].outputs[0]) == 2 * size
+
+
 def test_ctx_emit_emit_to_and_logs(universal: RayStage, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         first, = universal.process("run-7", [("fan", 1)])
