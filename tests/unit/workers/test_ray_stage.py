@@ -8,6 +8,7 @@ import os
 import shutil
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import pytest
 
 from pipelined.config.spec import PipelineSpec, RayOptions, StageSpec
 from pipelined.errors import StartError
-from pipelined.workers import ItemOutcome
+from pipelined.workers import ItemOutcome, ray_driver
 from pipelined.workers.ray_cluster import INSTANCE_MARK, RayCluster, RayConfig
 from pipelined.workers.ray_stage import RayStage
 
@@ -154,6 +155,21 @@ def test_base_exceptions_and_unpicklable_errors_fail_their_own_item_only(
         wanted = len(stage._replicas)
         assert stage.stats()["replicas"] == {"alive": wanted, "wanted": wanted}  # the actors lived on
         assert outputs(stage.process("run-1", [("double", 3)])) == [[6]]
+
+
+def test_ray_errors_read_as_what_was_raised_in_the_actor() -> None:
+    """An error of the actor's own code reached the dead letter as Ray's colored header and
+    caret lines: "RayError: RayTaskError(TaskCancelledError): \\x1b[36mray::StageActor.call()..."."""
+    import ray.exceptions
+
+    try:
+        raise KeyError("boom")
+    except KeyError as exc:
+        error = ray.exceptions.RayTaskError("StageActor.call", traceback.format_exc(), exc,
+                                            proctitle="ray::StageActor.call()", pid=1, ip="127.0.0.1")
+    assert ray_driver._text(error.as_instanceof_cause()) == "RayTaskError(KeyError): KeyError: 'boom'"
+    colored = RuntimeError("\x1b[36mray::StageActor.call()\x1b[39m (pid=1)\nline two")
+    assert ray_driver._text(colored) == "RuntimeError: ray::StageActor.call() (pid=1) line two"
 
 
 def test_huge_items_and_results_travel(universal: RayStage) -> None:
