@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import threading
 import time
 import traceback
@@ -18,7 +19,7 @@ import pytest
 from pipelined.config.spec import PipelineSpec, RayOptions, StageSpec
 from pipelined.errors import StartError
 from pipelined.workers import ItemOutcome, ray_driver
-from pipelined.workers.ray_cluster import INSTANCE_MARK, RayCluster, RayConfig
+from pipelined.workers.ray_cluster import INSTANCE_MARK, RayCluster, RayConfig, RayUnavailable
 from pipelined.workers.ray_stage import RayStage
 
 USERLAND = Path(__file__).parent / "ray_userland"
@@ -170,6 +171,23 @@ def test_ray_errors_read_as_what_was_raised_in_the_actor() -> None:
     assert ray_driver._text(error.as_instanceof_cause()) == "RayTaskError(KeyError): KeyError: 'boom'"
     colored = RuntimeError("\x1b[36mray::StageActor.call()\x1b[39m (pid=1)\nline two")
     assert ray_driver._text(colored) == "RuntimeError: ray::StageActor.call() (pid=1) line two"
+
+
+def test_a_ray_client_address_without_ray_client_says_what_to_install(tmp_path: Path) -> None:
+    """`ray://` needs Ray Client (grpcio), which `pipelined[ray]` (plain `ray`) does not bring."""
+    listening = socket.create_server(("127.0.0.1", 0))  # something there: the TCP probe passes
+    address = f"ray://127.0.0.1:{listening.getsockname()[1]}"
+    client = RayCluster(RayConfig(address=address, state_dir=tmp_path))
+    try:
+        with pytest.raises(RayUnavailable) as caught:
+            client.connect(timeout=120)
+    finally:
+        client.shutdown()
+        listening.close()
+    message = str(caught.value)
+    assert "Ray Client requires pip package `ray[client]`" in message, message
+    assert "install it into the daemon's environment: pip install 'ray[client]'" in message, message
+    assert "or give the cluster's GCS address (host:6379)" in message, message
 
 
 def test_huge_items_and_results_travel(universal: RayStage) -> None:
