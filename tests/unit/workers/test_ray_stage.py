@@ -7,6 +7,7 @@ import logging
 import os
 import shutil
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -198,6 +199,21 @@ def test_huge_items_and_results_travel(universal: RayStage) -> None:
     assert outputs(results[1:]) == [[2]]
     echoed = universal.process("run-1", [("double", "y" * size)])
     assert echoed[0].error is None and len(echoed[0].outputs[0]) == 2 * size
+
+
+def test_an_item_the_actor_cannot_unpickle_fails_alone(universal: RayStage) -> None:
+    """The batch does not unpickle in the actor: it is sent again item by item."""
+    sys.path.insert(0, str(USERLAND))
+    try:
+        import raystages
+    finally:
+        sys.path.remove(str(USERLAND))
+    items = [("double", 1), raystages.LoadsNowhere(), ("interrupt", "ki"), ("double", 2)]
+    results = universal.process("run-1", items)
+    assert [list(o.outputs) for o in results] == [[2], [], [], [4]]
+    assert results[1].error == ("UnpicklingError: stage 'work': item of type raystages.LoadsNowhere cannot be "
+                                "unpickled in the ray actor: ValueError: this item does not unpickle here")
+    assert results[2].error == "KeyboardInterrupt: ki"
 
 
 def test_ctx_emit_emit_to_and_logs(universal: RayStage, caplog: pytest.LogCaptureFixture) -> None:

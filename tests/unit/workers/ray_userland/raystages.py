@@ -90,3 +90,14 @@ class FailingSetup:
 
     def __call__(self, item: Any) -> Any:
         return item
+
+
+def refuse_to_load() -> Any:
+    raise ValueError("this item does not unpickle here")
+
+
+class LoadsNowhere:
+    """Pickles anywhere, unpickles nowhere: the actor must take its batch item by item."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return refuse_to_load, ()
