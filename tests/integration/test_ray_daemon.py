@@ -418,6 +418,8 @@ def test_hot_reload_with_batches_in_flight_loses_nothing(ray_daemon: DaemonProce
     assert sorted(lines(out / "slow.jsonl")) == produced == list(range(80))
     stats = ray_daemon.client.get("/pipelines/rayslow/stats").json()["stages"]["work"]
     assert stats["replicas"] == {"alive": 2, "wanted": 2}, stats
+    (out / "slow.jsonl").unlink()  # the next tests count their own
+    (out / "slow-produced.txt").unlink()
 
 
 def test_drain_with_batches_in_flight_loses_nothing(ray_daemon: DaemonProcess) -> None:
