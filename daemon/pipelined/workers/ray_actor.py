@@ -32,7 +32,7 @@ from pipelined.workers.logbridge import LogBuffer
 from pipelined.workers.setup import WorkerSetup
 
 _NEVER = float("inf")
-BATCH_LOOPS = {"run_batch": "rows", "run_fast_batch": "results"}  # calling.py's loops: their rows so far
+BATCH_LOOPS = ("run_batch", "run_fast_batch")  # calling.py's loops (their rows so far: `rows`, `results`)
 
 
 def _no_flush(rows: Any) -> None:
