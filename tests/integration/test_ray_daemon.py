@@ -393,6 +393,35 @@ def test_hot_reload_runs_the_new_code(ray_daemon: DaemonProcess) -> None:
     assert sorted((row["version"], row["item"]) for row in lines(out)) == [("v2", 0), ("v2", 1), ("v2", 2)]
 
 
+def test_hot_reload_with_batches_in_flight_loses_nothing(ray_daemon: DaemonProcess) -> None:
+    """The old version's actors finish (or fail, retried) their batches; the rest of the run goes
+    through the new version's actors: each produced item consumed once, none dead-lettered."""
+    out = ray_daemon.base_dir / "out"
+    (out / "slow.jsonl").unlink(missing_ok=True)
+    (out / "slow-produced.txt").unlink(missing_ok=True)
+    r = ray_daemon.client.post("/pipelines/rayslow/stages/src/trigger", json={"args": {"n": 80}})
+    run_id = r.json()["run"]
+    ray_daemon.wait_for(lambda: ray_daemon.client.get("/pipelines/rayslow/stats").json()["stages"]["work"]
+                        ["in_flight_batches"] > 0, 60, what="batches in flight")
+    old = ray_daemon.pipeline("rayslow")["version"]
+    text = (ray_daemon.conf_dir / "rayslow.toml").read_text()
+    ray_daemon.write_pipeline("rayslow", 'description = "reloaded"\n' + text)
+    r = ray_daemon.client.post("/reload", timeout=240)
+    assert r.status_code in (200, 202), r.text
+    ray_daemon.wait_for(lambda: ray_daemon.pipeline("rayslow")["version"] != old, 240, what="the new version")
+    done = ray_daemon.wait_for(lambda: (info := ray_daemon.client.get(f"/pipelines/rayslow/runs/{run_id}").json())
+                               ["state"] != "running" and info, 240, what="the run to end")
+    items = done["items"]
+    assert done["state"] == "completed" and items["in_flight"] == 0, done
+    assert items["produced"] == 80 and items["finished"] == 80 and items["dead_lettered"] == 0, items
+    produced = sorted(int(i) for i in (out / "slow-produced.txt").read_text().split())
+    assert sorted(lines(out / "slow.jsonl")) == produced == list(range(80))
+    stats = ray_daemon.client.get("/pipelines/rayslow/stats").json()["stages"]["work"]
+    assert stats["replicas"] == {"alive": 2, "wanted": 2}, stats
+    (out / "slow.jsonl").unlink()  # the next tests count their own
+    (out / "slow-produced.txt").unlink()
+
+
 def test_drain_with_batches_in_flight_loses_nothing(ray_daemon: DaemonProcess) -> None:
     r = ray_daemon.client.post("/pipelines/rayslow/stages/src/trigger", json={"args": {"n": 60}})
     run_id = r.json()["run"]

@@ -32,7 +32,6 @@ import tempfile
 import threading
 import time
 from concurrent.futures import Future
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,12 @@ from typing import Any
 from pipelined.workers import ray_driver as msg
 from pipelined.workers.logbridge import replay
 from pipelined.workers.ray_channels import CallChannels, ChannelLost, reply_bytes
+from pipelined.workers.ray_config import DEFAULT_OBJECT_STORE, ray_installed
+from pipelined.workers.ray_config import INSTALL_HINT as INSTALL_HINT  # re-exported
+from pipelined.workers.ray_config import ActorStartFailed as ActorStartFailed
+from pipelined.workers.ray_config import RayCallFailed as RayCallFailed
+from pipelined.workers.ray_config import RayConfig as RayConfig
+from pipelined.workers.ray_config import RayUnavailable as RayUnavailable
 from pipelined.workers.ray_instance import INSTANCE_MARK as INSTANCE_MARK  # re-exported
 from pipelined.workers.ray_instance import connect_hint, driver_env, kill_leftovers, temp_dir
 from pipelined.workers.ray_reach import last_error, probe
@@ -50,53 +55,6 @@ CONNECT_TIMEOUT = 120.0  # ray.init of an embedded instance takes 4-10 s on a bu
 RECONNECT_EVERY = 5.0
 LOSS_WAIT = 15.0  # a call whose channel closed waits this long for the reason the driver went
 SHUTDOWN_TIMEOUT = 15.0
-DEFAULT_OBJECT_STORE = 200 * 1024 * 1024
-INSTALL_HINT = "install it with: pip install 'pipelined[ray]' (or tools/install --with ray)"
-
-
-class RayUnavailable(Exception):
-    """Ray is not installed, or the cluster cannot be reached; the message says which and why."""
-
-
-class RayCallFailed(Exception):
-    """A call did not return: `error` is `"TypeName: message"`, `dead` when its actor is gone."""
-
-    def __init__(self, error: str, dead: bool) -> None:
-        self.error = error
-        self.dead = dead
-        super().__init__(error)
-
-
-class ActorStartFailed(Exception):
-    """An actor did not start: `where` (setup(), import of ..., actor start) and `error`."""
-
-    def __init__(self, where: str, error: str, traceback: str | None) -> None:
-        self.where = where
-        self.error = error
-        self.traceback = traceback
-        super().__init__(f"{where} failed: {error}")
-
-
-@dataclass(frozen=True)
-class RayConfig:
-    address: str = ""  # "" = embedded local instance
-    namespace: str = "pipelined"
-    object_store_memory: int | None = None  # bytes, embedded only (None: DEFAULT_OBJECT_STORE)
-    state_dir: Path = Path("/var/lib/pipelined")
-    num_cpus: int | None = None  # embedded only (None: the machine's)
-
-    @property
-    def embedded(self) -> bool:
-        return not self.address
-
-    def describe(self) -> str:
-        return "the embedded Ray instance" if self.embedded else f"the Ray cluster at {self.address!r}"
-
-
-def ray_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("ray") is not None
 
 
 class RayCluster:
@@ -201,7 +159,6 @@ class RayCluster:
 
     def _driver_env(self) -> dict[str, str]:
         return driver_env(dict(os.environ), self.ray_dir, self.config.embedded)
-
 
     # -- messages ------------------------------------------------------------------------------
     def _send(self, message: tuple[Any, ...], key: tuple[str, int] | None = None) -> Future[Any]:

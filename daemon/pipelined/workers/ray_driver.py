@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -40,6 +41,7 @@ CONNECTED, CONNECT_FAILED, ACTOR_READY, ACTOR_FAILED, RESULT, CALL_FAILED, CLOSE
     "connected", "connect_failed", "actor_ready", "actor_failed", "result", "call_failed", "closed")
 
 MAX_ERROR = 600
+ANSI = re.compile(r"\x1b\[[0-9;]*m")  # Ray colors its errors' first line
 
 
 class Driver:
@@ -254,10 +256,18 @@ class Driver:
 
 
 def _text(exc: BaseException) -> str:
-    """`TypeName: first lines of the message`, short enough for a log line and a dead letter."""
-    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    """`TypeName: first lines of the message`, short enough for a log line and a dead letter.
+    Ray's errors from inside an actor (`RayTaskError(KeyError)`) say what was raised there, not
+    the colored `ray::StageActor.call() (pid=..., ...)` header and traceback lines before it."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and cause is not exc:
+        return _short(f"{type(exc).__name__}: {_text(cause)}")
+    lines = [line.strip() for line in ANSI.sub("", str(exc)).strip().splitlines() if line.strip()]
     message = " ".join(lines[:3]) if lines else ""
-    text = f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+    return _short(f"{type(exc).__name__}: {message}" if message else type(exc).__name__)
+
+
+def _short(text: str) -> str:
     return text if len(text) <= MAX_ERROR else text[: MAX_ERROR - 3] + "..."
 
 

@@ -73,6 +73,10 @@ def connect_hint(error: str) -> str:
     if "/proc/" in error:  # psutil reads /proc/stat, /proc/meminfo: hidden by the unit's ProcSubset=pid
         return (" (under the shipped systemd unit, Ray needs its drop-in: tools/install --with ray "
                 "installs pipelined-ray.conf, with ProcSubset=all)")
+    if "ray[client]" in error:  # address = "ray://...": `pipelined[ray]` is plain ray, without grpcio
+        return (" (a ray:// address uses Ray Client, which pipelined[ray] does not install: install it into "
+                "the daemon's environment: pip install 'ray[client]', or give the cluster's GCS address "
+                "(host:6379) from a node of the cluster)")
     return ""
 
 

@@ -35,13 +35,8 @@ from pipelined.workers import protocol, ray_code
 from pipelined.workers.bounded import bounded
 from pipelined.workers.logbridge import replay
 from pipelined.workers.outcome import ItemOutcome, failed
-from pipelined.workers.ray_cluster import (
-    CONNECT_TIMEOUT,
-    ActorStartFailed,
-    RayCallFailed,
-    RayCluster,
-    RayUnavailable,
-)
+from pipelined.workers.ray_cluster import CONNECT_TIMEOUT, RayCluster
+from pipelined.workers.ray_config import ActorStartFailed, RayCallFailed, RayUnavailable
 from pipelined.workers.setup import worker_setup
 
 log = logging.getLogger("pipelined.workers")

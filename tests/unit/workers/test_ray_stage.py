@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
+import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -16,8 +19,8 @@ import pytest
 
 from pipelined.config.spec import PipelineSpec, RayOptions, StageSpec
 from pipelined.errors import StartError
-from pipelined.workers import ItemOutcome
-from pipelined.workers.ray_cluster import INSTANCE_MARK, RayCluster, RayConfig
+from pipelined.workers import ItemOutcome, ray_driver
+from pipelined.workers.ray_cluster import INSTANCE_MARK, RayCluster, RayConfig, RayUnavailable
 from pipelined.workers.ray_stage import RayStage
 
 USERLAND = Path(__file__).parent / "ray_userland"
@@ -131,6 +134,86 @@ def test_errors_fail_their_own_item_only(universal: RayStage) -> None:
     sent = universal.process("run-2", [("double", 1), lambda: 1, ("double", 3)])  # cannot be sent: fails alone
     assert [list(o.outputs) for o in sent] == [[2], [], [6]]
     assert sent[1].error is not None and "item of type function cannot be pickled" in sent[1].error
+
+
+def test_base_exceptions_and_unpicklable_errors_fail_their_own_item_only(
+    universal: RayStage, stages: Callable[..., RayStage]
+) -> None:
+    """As in a thread stage: KeyboardInterrupt, StopIteration, an exception that does not pickle
+    fail the attempt of the item that raised them; the batch's other items keep their results
+    (Ray alone failed the whole call with TaskCancelledError on a KeyboardInterrupt)."""
+    items = [("double", 1), ("interrupt", "ki"), ("stopiteration", 5), ("unpicklable_error", 7), ("double", 2),
+             ("interrupt", "last")]
+    plain = stages("raystages:plain")
+    for stage in (universal, plain):  # a ctx function (row per item), a plain one (compact rows)
+        results = stage.process("run-1", items)
+        assert [list(o.outputs) for o in results] == [[2], [], [], [], [4], []]
+        interrupted, stopped, unpicklable = results[1:4]
+        assert interrupted.error == "KeyboardInterrupt: ki"
+        assert interrupted.traceback is not None and "raystages.py" in interrupted.traceback
+        assert stopped.error == "StopIteration: 5"
+        assert unpicklable.error == "Unpicklable: cannot travel 7"
+        assert results[5].error == "KeyboardInterrupt: last"
+        wanted = len(stage._replicas)
+        assert stage.stats()["replicas"] == {"alive": wanted, "wanted": wanted}  # the actors lived on
+        assert outputs(stage.process("run-1", [("double", 3)])) == [[6]]
+
+
+def test_ray_errors_read_as_what_was_raised_in_the_actor() -> None:
+    """An error of the actor's own code reached the dead letter as Ray's colored header and
+    caret lines: "RayError: RayTaskError(TaskCancelledError): \\x1b[36mray::StageActor.call()..."."""
+    import ray.exceptions
+
+    try:
+        raise KeyError("boom")
+    except KeyError as exc:
+        error = ray.exceptions.RayTaskError("StageActor.call", traceback.format_exc(), exc,
+                                            proctitle="ray::StageActor.call()", pid=1, ip="127.0.0.1")
+    assert ray_driver._text(error.as_instanceof_cause()) == "RayTaskError(KeyError): KeyError: 'boom'"
+    colored = RuntimeError("\x1b[36mray::StageActor.call()\x1b[39m (pid=1)\nline two")
+    assert ray_driver._text(colored) == "RuntimeError: ray::StageActor.call() (pid=1) line two"
+
+
+def test_a_ray_client_address_without_ray_client_says_what_to_install(tmp_path: Path) -> None:
+    """`ray://` needs Ray Client (grpcio), which `pipelined[ray]` (plain `ray`) does not bring."""
+    listening = socket.create_server(("127.0.0.1", 0))  # something there: the TCP probe passes
+    address = f"ray://127.0.0.1:{listening.getsockname()[1]}"
+    client = RayCluster(RayConfig(address=address, state_dir=tmp_path))
+    try:
+        with pytest.raises(RayUnavailable) as caught:
+            client.connect(timeout=120)
+    finally:
+        client.shutdown()
+        listening.close()
+    message = str(caught.value)
+    assert "Ray Client requires pip package `ray[client]`" in message, message
+    assert "install it into the daemon's environment: pip install 'ray[client]'" in message, message
+    assert "or give the cluster's GCS address (host:6379)" in message, message
+
+
+def test_huge_items_and_results_travel(universal: RayStage) -> None:
+    """Bigger than the 80 MB object store: a batch goes by value through the driver."""
+    size = 100 * 1024 * 1024
+    results = universal.process("run-1", [("big", size), ("double", 1)])
+    assert results[0].error is None and len(results[0].outputs[0]) == size
+    assert outputs(results[1:]) == [[2]]
+    echoed = universal.process("run-1", [("double", "y" * size)])
+    assert echoed[0].error is None and len(echoed[0].outputs[0]) == 2 * size
+
+
+def test_an_item_the_actor_cannot_unpickle_fails_alone(universal: RayStage) -> None:
+    """The batch does not unpickle in the actor: it is sent again item by item."""
+    sys.path.insert(0, str(USERLAND))
+    try:
+        import raystages
+    finally:
+        sys.path.remove(str(USERLAND))
+    items = [("double", 1), raystages.LoadsNowhere(), ("interrupt", "ki"), ("double", 2)]
+    results = universal.process("run-1", items)
+    assert [list(o.outputs) for o in results] == [[2], [], [], [4]]
+    assert results[1].error == ("UnpicklingError: stage 'work': item of type raystages.LoadsNowhere cannot be "
+                                "unpickled in the ray actor: ValueError: this item does not unpickle here")
+    assert results[2].error == "KeyboardInterrupt: ki"
 
 
 def test_ctx_emit_emit_to_and_logs(universal: RayStage, caplog: pytest.LogCaptureFixture) -> None:

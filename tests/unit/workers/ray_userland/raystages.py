@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from typing import Any
 
@@ -12,6 +13,11 @@ log = logging.getLogger("raystages")
 
 def double(item: int) -> int:
     return item * 2
+
+
+def plain(item: Any) -> Any:
+    """`universal` without ctx: the actor's fast path (a plain function, compact rows)."""
+    return universal(item, None)
 
 
 def universal(item: Any, ctx: Any) -> Any:
@@ -37,7 +43,23 @@ def universal(item: Any, ctx: Any) -> Any:
     if op == "sleep":
         time.sleep(value)
         return value
+    if op == "interrupt":
+        raise KeyboardInterrupt(value)
+    if op == "stopiteration":
+        raise StopIteration(value)
+    if op == "unpicklable_error":
+        raise Unpicklable(value)
+    if op == "big":
+        return b"x" * value
     raise LookupError(op)
+
+
+class Unpicklable(Exception):
+    """An exception that does not survive pickling (a required argument, a lock)."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__(f"cannot travel {value!r}")
+        self.lock = threading.Lock()
 
 
 class Scorer:
@@ -68,3 +90,14 @@ class FailingSetup:
 
     def __call__(self, item: Any) -> Any:
         return item
+
+
+def refuse_to_load() -> Any:
+    raise ValueError("this item does not unpickle here")
+
+
+class LoadsNowhere:
+    """Pickles anywhere, unpickles nowhere: the actor must take its batch item by item."""
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return refuse_to_load, ()
