@@ -6,7 +6,8 @@ The API address is `--api URL|unix:/path`, else `[api] listen` from the settings
 default /etc/pipelined/pipelined.toml; `https://` when it sets `tls_cert`), else
 http://127.0.0.1:8470. The token is read from `--token-file`, else `$PIPELINED_TOKEN`, else
 `$CREDENTIALS_DIRECTORY/api.token` (systemd), else the settings' `[api] token_file`, else
-/etc/pipelined/api.token, the first that is readable. HTTPS is verified against `--cacert FILE`,
+/etc/pipelined/api.token, the first that is readable; a token found on its own (the last three) is
+never sent in clear text to a host `--api` names that is not loopback (give it explicitly). HTTPS is verified against `--cacert FILE`,
 else `$PIPELINED_CACERT`, else the settings' `tls_cert` (a self-signed certificate is its own
 CA), else the system's CAs.
 Human tables by default, `--json` for machines. Exit 1 with one clear line on stderr when the
@@ -16,6 +17,7 @@ daemon is unreachable or answers an error (`reload` also when any pipeline faile
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 import ssl
 import sys
@@ -137,7 +139,27 @@ def resolve_endpoint(args: argparse.Namespace) -> Endpoint:
             if candidate and os.access(str(candidate), os.R_OK):
                 token = _read_token(Path(str(candidate)))
                 break
+        if token is not None and getattr(args, "api", None) and _clear_text_to_another_host(base_url, socket):
+            print(
+                f"pipelined: not sending the token found on this machine in clear text to {base_url}: "
+                "use https://, or give it with --token-file or $PIPELINED_TOKEN",
+                file=sys.stderr,
+            )
+            token = None
     return Endpoint(base_url, socket, token, _verify(args, settings_cert))
+
+
+def _clear_text_to_another_host(base_url: str, socket: str | None) -> bool:
+    """Plain http to a host that is not this machine's loopback (a unix socket never is)."""
+    if socket is not None or not base_url.startswith("http://"):
+        return False
+    host = httpx.URL(base_url).host
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
 
 
 def _ssl_context(endpoint: Endpoint) -> ssl.SSLContext | bool:

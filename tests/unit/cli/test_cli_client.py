@@ -242,3 +242,36 @@ def test_parse_arg() -> None:
     assert parse_arg('s="5"') == ("s", "5")
     assert parse_arg("x=") == ("x", "")
     assert parse_arg('o={"a": null}') == ("o", {"a": None})
+
+
+@pytest.mark.parametrize(
+    ("api", "sent"),
+    [
+        ("http://10.1.2.3:8470", False),
+        ("http://example.com:8470", False),
+        ("http://127.0.0.1:8470", True),
+        ("http://localhost:8470", True),
+        ("http://[::1]:8470", True),
+        ("https://10.1.2.3:8470", True),
+        ("unix:/run/pipelined/api.sock", True),
+    ],
+)
+def test_a_token_found_on_this_machine_is_not_sent_in_clear_text_to_another_host(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, api: str, sent: bool
+) -> None:
+    import argparse
+
+    from pipelined.cli.client import resolve_endpoint
+
+    monkeypatch.delenv("PIPELINED_TOKEN", raising=False)
+    monkeypatch.delenv("CREDENTIALS_DIRECTORY", raising=False)
+    token_file = tmp_path / "api.token"
+    token_file.write_text(TOKEN + "\n")
+    settings = tmp_path / "pipelined.toml"
+    settings.write_text(f'[api]\ntoken_file = "{token_file}"\n')
+    args = argparse.Namespace(api=api, config=settings, token_file=None, cacert=None)
+    assert (resolve_endpoint(args).token == TOKEN) is sent
+    assert ("not sending the token" in capsys.readouterr().err) is not sent
+    # given explicitly, it is the operator's choice
+    monkeypatch.setenv("PIPELINED_TOKEN", TOKEN)
+    assert resolve_endpoint(args).token == TOKEN
