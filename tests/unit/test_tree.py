@@ -22,7 +22,6 @@ KNOWN_LONG = {
     "config/callables.py": 432,
     "supervisor/loop.py": 429,  # + links (session 2); split next
     "config/settings.py": 407,
-    "engine/buffer_writer.py": 404,
     "workers/ray_cluster.py": 402,
 }
 
