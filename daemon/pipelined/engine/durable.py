@@ -64,8 +64,8 @@ def _wants_ids(rt: PipelineRuntime) -> bool:
         make = getattr(stage, "make_invoker", None)
         if invoker is None and make is not None:
             invoker = make()
-        if invoker is not None and invoker.wants_ctx:
-            return True
+        if (invoker is not None and invoker.wants_ctx) or getattr(stage, "wants_ctx", False):
+            return True  # (a process stage says so itself: its callable runs in its workers)
     return False
 
 

@@ -4,6 +4,7 @@ that cannot be stored, a corrupt file; and ctx.item_id / ctx.attempt in every pi
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -223,6 +224,28 @@ def test_item_ids_follow_items_through_filters_retries_and_batches(tmp_path: Pat
                               + [(x, f"{run_id}.{x + 1}", 2) for x in (0, 2, 4, 6, 8)])
     [(batch, batch_id, _)] = dfns.SEEN[key + "-batch"]
     assert batch_id == f"{run_id}.{batch[0] + 1}"  # a batch has its first item's id
+
+
+@pytest.mark.parametrize("mode", ["pool", "fork_per_item"])
+@pytest.mark.parametrize("buffer", ["memory", "disk"])
+def test_a_process_stage_sees_item_ids_and_attempts(tmp_path: Path, buffer: str, mode: str) -> None:
+    """config.md, Callables: ctx.item_id and ctx.attempt for every callable with ctx — in a
+    worker process too (`processes = N`), the same ids a thread stage sees."""
+    seen, passed = tmp_path / "seen.jsonl", tmp_path / "passed.jsonl"
+    spec = pipeline(
+        stage("src", "producer", "count_to", args={"n": 6}, auto_start=False),
+        stage("proc", call=f"{D}:record_ctx_to_file", args={"path": str(seen), "fail_first": True},
+              processes=2, process_mode=mode, start_method="fork", retry_backoff=0.01),
+        stage("after", call=f"{D}:record_ctx_to_file", args={"path": str(passed)}),
+        buffer=buffer,
+    )
+    with running(spec, tmp_path) as rt:
+        run_id = rt.trigger("src")
+        assert finished_run(rt, run_id)["state"] == "completed"
+    rows = sorted(tuple(json.loads(line)) for line in seen.read_text().splitlines())
+    assert rows == sorted([(x, f"{run_id}.{x + 1}", a) for x in range(6) for a in (1, 2)])
+    after = sorted(tuple(json.loads(line)) for line in passed.read_text().splitlines())
+    assert after == [(x, f"{run_id}.{x + 1}", 1) for x in range(6)]  # what a process emits keeps its id
 
 
 def test_a_pipeline_without_ctx_stages_tracks_no_ids(tmp_path: Path) -> None:
