@@ -428,3 +428,24 @@ def test_forked_child_cannot_use_the_buffer_and_does_not_harm_it(buf: DiskBuffer
         assert [e.items() for e in reopened.entries(rows2[0][0])] == [["before"], ["after"]]
     finally:
         reopened.close()
+
+
+def test_the_buffer_is_private_whatever_the_umask_or_an_older_file(tmp_path: Path) -> None:
+    """Buffered items are the pipeline's data, like dead letters: the directory 0700, the file
+    and its WAL 0600 — also when they existed looser (made by hand, or with another umask)."""
+    where = tmp_path / "buffers"
+    where.mkdir(mode=0o755)
+    os.chmod(where, 0o755)
+    first = DiskBuffer.for_pipeline(tmp_path, "p")
+    first.close()
+    os.chmod(where / "p.sqlite3", 0o644)
+    previous = os.umask(0o022)
+    try:
+        buffer = DiskBuffer.for_pipeline(tmp_path, "p")
+        buffer.append(RUN, "src", "out", 1, [1, 2, 3])[1].wait(10)
+        modes = {p.name: p.stat().st_mode & 0o777 for p in where.iterdir()}
+        buffer.close()
+    finally:
+        os.umask(previous)
+    assert where.stat().st_mode & 0o777 == 0o700
+    assert modes == {"p.sqlite3": 0o600, "p.sqlite3-wal": 0o600}, modes
