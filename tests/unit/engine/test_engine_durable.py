@@ -136,6 +136,33 @@ def test_after_a_restart_runs_come_back_recovered_and_new_ids_continue(tmp_path:
         book.close()
 
 
+def test_a_trigger_killed_after_its_202_before_its_end_of_input_was_stored_still_completes(tmp_path: Path) -> None:
+    """A trigger's items are stored in one commit and its 202 follows it; the "no more items"
+    mark of the run goes in a later group. A SIGKILL between the two must not bring the run
+    back as "interrupted by a restart" (a trigger is not a producer): it completes."""
+    from pipelined.engine.disk_buffer import DiskBuffer
+
+    key = "durable-inject-mark"
+    buffer = DiskBuffer.for_pipeline(tmp_path, "p")
+    buffer.begin_run("r-000003", "work", "inject", "2026-01-01T00:00:00+00:00")
+    assert buffer.append("r-000003", "work", "in", 1, [1, 2, 3])[1].wait(10)
+    buffer.close()  # what a kill leaves: the items and the run, without source_done
+    spec = pipeline(
+        stage("work", call="passthrough"),
+        stage("sink", "consumer", "collect", args={"key": key}),
+        buffer="disk",
+    )
+    book = PipelineBook("p", tmp_path)
+    rt = start(spec, book)
+    try:
+        run = finished_run(rt, "r-000003")
+        assert run["recovered"] is True and run["error"] is None and run["state"] == "completed", run
+        assert sorted(fns.COLLECTED[key]) == [1, 2, 3]
+    finally:
+        rt.drain(5)
+        book.close()
+
+
 def test_items_at_a_stage_the_new_version_removed_are_dead_lettered(tmp_path: Path) -> None:
     key = "durable-removed"
     book = PipelineBook("p", tmp_path)
