@@ -1821,11 +1821,6 @@ args = {{ fail_setup = {fail}, delay = 0.02 }}
     assert d.client.delete("/pipelines/restore").status_code == 200
 
 
-@pytest.mark.xfail(
-    reason="REGRESSION found at the end of session 2 (after the engine/harden merges): the second "
-    "pipeline gets 2 processes although the first holds 2 of max_processes = 3; see the closing note",
-    strict=False,
-)
 def test_daemon_process_budget_is_taken_in_start_order_and_never_rescaled(tmp_path: Path) -> None:
     d = DaemonProcess(tmp_path, settings="[daemon]\nmax_processes = 3\n")
     d.write_module("bbstages", STAGES)

@@ -281,12 +281,16 @@ def test_items_in_counts_each_item_once_whatever_its_retries(api: httpx.Client) 
         assert row["items_dead_lettered"] == 0
 
 
-SLOW_START = """
-import time
+GATED_START = """
+import pathlib, time
 
-class SlowSetup:
-    def setup(self):
-        time.sleep(1.5)
+GO = pathlib.Path({go!r})
+
+class GatedSetup:
+    def setup(self):  # the pipeline stays "starting" until the test lets it go (or 30 s)
+        deadline = time.monotonic() + 30
+        while not GO.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     def __call__(self, x):
         return x
@@ -297,10 +301,14 @@ def sink(x):
 
 
 def test_every_pipeline_is_listed_as_starting_while_the_daemon_starts(daemon: DaemonProcess) -> None:
-    daemon.write_module("slowstart", SLOW_START)
-    stages = '[[stage]]\nname = "s"\ncall = "slowstart:{}"\n\n[[stage]]\nname = "o"\nkind = "consumer"\ncall = "slowstart:sink"\n'
-    daemon.write_pipeline("a-slow", stages.format("SlowSetup"))
-    b = daemon.write_pipeline("b", stages.format("sink"))
+    # New pipelines start in parallel (supervisor/rescan.py, START_PARALLEL): each start is held
+    # open by its stage's setup() until the test has looked, so what it sees does not depend on
+    # which start a busy machine happens to finish first.
+    go = daemon.base_dir / "go"
+    daemon.write_module("gatedstart", GATED_START.format(go=str(go)))
+    stages = '[[stage]]\nname = "s"\ncall = "gatedstart:GatedSetup"\n\n[[stage]]\nname = "o"\nkind = "consumer"\ncall = "gatedstart:sink"\n'
+    daemon.write_pipeline("a", stages)
+    b = daemon.write_pipeline("b", stages)
     daemon.start(wait="health")
 
     def listed() -> list[dict[str, Any]]:
@@ -308,12 +316,15 @@ def test_every_pipeline_is_listed_as_starting_while_the_daemon_starts(daemon: Da
         return list(r.json()) if r.status_code == 200 else []
 
     first = daemon.wait_for(listed, 10, what="GET /pipelines lists something")
-    # "b" starts after "a-slow" (name order), yet it is listed from the start, as "starting"
-    assert [p["name"] for p in first] == ["a-slow", "b"], first
+    # both are listed from the start, as "starting", though neither has finished starting
+    assert [p["name"] for p in first] == ["a", "b"], first
     row = first[1]
     assert (row["state"], row["version"], row["stages"], row["error"]) == ("starting", file_version(b), 2, None)
+    assert first[0]["state"] == "starting", first
+    assert daemon.client.get("/ready").status_code == 503
+    go.touch()
     daemon.wait_for(lambda: daemon._endpoint_ok("/ready"), 20, what="ready")
-    assert {p["name"]: p["state"] for p in listed()} == {"a-slow": "running", "b": "running"}
+    assert {p["name"]: p["state"] for p in listed()} == {"a": "running", "b": "running"}
 
 
 STAGE_ROW_KEYS = {

@@ -177,10 +177,7 @@ def test_round_robin_with_several_sender_threads_stays_within_one_item_of_even(e
 # -- 10.2 finished items never wait for a slow item of their chunk ------------------------------
 @pytest.mark.parametrize(("pipeline", "n", "at"), [
     ("late-plain", 200, 150),
-    pytest.param("late-ctx", 200, 150, marks=pytest.mark.xfail(
-        reason="REGRESSION found at the end of session 2 after the disk-buffer merge: a stage with a "
-        "ctx parameter (item ids tracked) holds the outputs of finished items behind the slow one; "
-        "see the closing note", strict=False)),
+    ("late-ctx", 200, 150),  # a ctx stage: item numbers are tracked (ctx.item_id) and routed early too
     ("late-async", 20, 5),
 ])  # fmt: skip
 def test_outputs_of_finished_items_do_not_wait_for_a_slow_item(

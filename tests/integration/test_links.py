@@ -295,6 +295,29 @@ def test_target_file_deleted_attempts_fail_and_dead_letter_with_the_spec_error(d
     assert daemon.stop() == 0
 
 
+def test_a_broadcast_to_two_links_one_refusing_sends_the_other_each_item_once(daemon: DaemonProcess) -> None:
+    """a/fwd broadcasts to b/in and c/in; c is gone. b takes each item before c refuses it, and a
+    link cannot take items back: the retries go to c alone (b got duplicates on every retry), and
+    what c never takes is dead-lettered with the spec's error."""
+    out = setup(daemon)
+    daemon.write_pipeline("a", source('["b/in", "c/in"]', n=10, fanout="broadcast"))
+    daemon.write_pipeline("b", sink(out, "b"))
+    daemon.write_pipeline("c", sink(out, "c"))
+    daemon.start()
+    daemon.remove_pipeline("c")
+    assert daemon.client.post("/reload").json()["removed"] == ["c"]
+    run = trigger_and_wait(daemon, "a", "src", {})
+    assert run["state"] == "failed", run
+    assert "pipeline 'c' is not running" in run["error"]
+    assert (run["items"]["finished"], run["items"]["dead_lettered"], run["items"]["in_flight"]) == (10, 10, 0), run
+    ended_runs_of(daemon, "b", f"a/{run['run']}")
+    assert sorted(map(int, read(str(out), "b"))) == list(range(10))  # each once
+    letters = dead_letters(daemon, "a")
+    assert sorted(d["item"] for d in letters) == list(range(10))
+    assert {(d["stage"], d["error"], d["attempts"]) for d in letters} == {("fwd", "pipeline 'c' is not running", 4)}
+    assert daemon.stop() == 0
+
+
 def test_a_full_reject_queue_of_the_target_refuses_and_the_attempt_is_retried(daemon: DaemonProcess) -> None:
     out = setup(daemon)
     daemon.write_pipeline("a", source('["b/in"]', n=30, retries=50, backoff="50ms"))

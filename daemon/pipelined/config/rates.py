@@ -18,8 +18,9 @@ from pipelined.config.values import Checker, Table, describe, read_int
 PRIORITY_MIN = -10
 PRIORITY_MAX = 10
 PERIODS: dict[str, float] = {"s": 1.0, "min": 60.0, "h": 3600.0}
+MAX_RATE_COUNT = 10**12  # calls per period; more limits nothing (and must still fit a float)
 RATE_HELP = 'a rate like "10/s", "600/min" or "5000/h" (an integer >= 1 per s, min or h)'
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*([A-Za-z]+)\s*$")
+_RATE = re.compile(r"^\s*([0-9]+)\s*/\s*([A-Za-z]+)\s*$")
 _PERIOD_HINTS = {"m": "min", "sec": "s", "second": "s", "minute": "min", "hour": "h", "hr": "h"}
 
 
@@ -30,7 +31,13 @@ def parse_rate(value: object) -> RateLimit:
     match = _RATE.match(value)
     if match is None:
         raise ValueError(f"must be {RATE_HELP}, got {describe(value)}")
-    count, unit = int(match.group(1)), match.group(2).lower()
+    digits, unit = match.group(1).lstrip("0") or "0", match.group(2).lower()
+    if len(digits) > len(str(MAX_RATE_COUNT)) or int(digits) > MAX_RATE_COUNT:
+        raise ValueError(
+            f"must be {RATE_HELP}, got {describe(value)} (at most {MAX_RATE_COUNT} calls per period; "
+            "leave rate_limit out for no limit)"
+        )
+    count = int(digits)
     if unit not in PERIODS:
         hint = _PERIOD_HINTS.get(unit)
         better = f' (did you mean "{count}/{hint}"?)' if hint else ""

@@ -20,10 +20,10 @@ from pipelined import tracing
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.lineage import Lineage, Segments, batch_lineage
-from pipelined.engine.links import LinkRefused
+from pipelined.engine.links import LinkRefused, deliver_rest
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.retry import backoff_delay
-from pipelined.engine.router import Target
+from pipelined.engine.router import PartlySent, Target
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import StageServices
 
@@ -220,6 +220,18 @@ class AccumulatorStage:
                 return self.target.send(run, [batch], lineage, ids)
             except QueueAbandoned:
                 return 0
+            except PartlySent as partly:  # a link took the batch: only the refusing links again
+
+                def give_up(rest: list[Any], attempts: int, exc: QueueRejected) -> None:
+                    text = getattr(exc, "text", str(exc))
+                    self.services.dead_letter(
+                        self.name, run, rest, attempts, exc, text=text, entered=False, lineage=lineage
+                    )
+
+                spec = self.spec
+                return deliver_rest(
+                    partly, run, lineage, spec.max_retries, spec.retry_backoff, self.services.stopping, give_up
+                )
             except LinkRefused as exc:  # another pipeline: retried with backoff, then dead-lettered
                 if attempts > self.spec.max_retries:
                     self.services.dead_letter(

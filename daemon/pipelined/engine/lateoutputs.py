@@ -8,6 +8,10 @@ slots every `POLL_S` and, for a chunk older than that, routes the outputs alread
 when every downstream queue has room right now (it never waits, never runs a stage inline), so
 the worker, which routes the rest when the chunk ends, keeps the order and the back-pressure.
 
+At the drain deadline a chunk still in a worker's hands is taken over: the slot tells which of
+its items are done with every output routed (`done`), and only the others are dead-lettered
+(chunkcalls.py, `ChunkCalls.abandon`).
+
 The watcher sleeps while no chunk is in progress; a worker starting one wakes it (one attribute
 read per chunk while it is awake).
 """
@@ -28,7 +32,10 @@ POLL_S = 0.005  # outputs of finished items wait at most ~2 polls: about the sta
 class InProgress:
     """One worker's chunk in progress: its results so far and how many were routed early."""
 
-    __slots__ = ("flush", "run", "results", "raw", "sent", "early", "began", "active", "lock", "lineage")
+    __slots__ = (
+        "flush", "run", "results", "raw", "sent", "early", "began", "active", "lock", "lineage", "ids", "chunk",
+        "outcome", "ends", "done",
+    )
 
     def __init__(self, flush: Callable[[InProgress], None]) -> None:
         self.flush = flush  # the stage's: route results[sent:] if the queues have room
@@ -41,11 +48,25 @@ class InProgress:
         self.active = False
         self.lock = threading.Lock()
         self.lineage: Any = None  # the chunk's (lineage.py): early outputs derive from it too
+        self.ids: Any = None  # item numbers (ctx.item_id) when tracked: the chunk's (raw), else the outputs'
+        # what the drain deadline needs to tell the chunk's done items from the rest (abandon):
+        self.chunk: Any = None  # the chunk, until its worker has completed it
+        self.outcome: Any = None  # its Outcome (not raw): failures, filtered
+        self.ends: list[tuple[int, int, int]] = []  # not raw: per item called, (len(results), filtered, failures)
+        self.done = 0  # the chunk's first `done` items were called and all their outputs routed
 
-    def start(self, run: Any, results: list[Any], *, raw: bool, lineage: Any = None) -> None:
+    def start(self, chunk: Any, results: list[Any], *, raw: bool, ids: Any = None, outcome: Any = None) -> None:
+        """ids: with raw results, the chunk's item numbers (one per result); otherwise a list the
+        worker extends with each output's number BEFORE it appends the outputs (and, after them,
+        appends the item's entry to `ends`)."""
         with self.lock:
-            self.run = run
-            self.lineage = lineage
+            self.chunk = chunk
+            self.run = chunk.run
+            self.lineage = chunk.lineage
+            self.ids = ids
+            self.outcome = outcome
+            self.ends = []
+            self.done = 0
             self.results = results
             self.raw = raw
             self.sent = 0
@@ -56,12 +77,19 @@ class InProgress:
             WATCHER.wake()
 
     def finish(self) -> tuple[int, int]:
-        """The chunk is done: (results the watcher took, outputs it routed). After this the
-        watcher leaves the slot alone."""
+        """The chunk is called: (results the watcher took, outputs it routed). After this the
+        watcher leaves the slot alone; the rest stays (for the drain deadline) until `clear`."""
         with self.lock:
             self.active = False
-            self.results = []
             return self.sent, self.early
+
+    def clear(self) -> None:
+        """The chunk is completed (or taken over by the drain deadline): keep nothing of it."""
+        with self.lock:
+            self.active = False
+            self.chunk = self.outcome = self.run = self.lineage = self.ids = None
+            self.results = []
+            self.ends = []
 
 
 class _Watcher:

@@ -10,10 +10,17 @@ running"): like a full `on_full = "reject"` queue, the attempt is retried, then 
     sink.deliver(LinkSource("ingest", "r-000007", None), "archive/store", [item, ...])
 
 A runtime built without a sink (tests, benchmarks) refuses every link (`NoLinks`).
+
+With two links or more in one send (a broadcast, a round_robin over links), one may take its
+items and another refuse them: what was taken cannot be taken back, so retrying the whole
+attempt would send it again. The router delivers everything else and raises `PartlySent`;
+the sender then retries only the refused parts, in place (`deliver_rest`: `max_retries` times
+with `retry_backoff`), and dead-letters what is still refused — each item crosses once.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -21,7 +28,8 @@ from typing import Any, Protocol
 from pipelined.config.linkref import split_link
 from pipelined.engine.lineage import Lineage
 from pipelined.engine.queues import QueueRejected
-from pipelined.engine.router import ForwardTarget, Ids
+from pipelined.engine.retry import backoff_delay
+from pipelined.engine.router import ForwardTarget, Ids, PartlySent
 from pipelined.engine.runs import Run
 
 
@@ -112,3 +120,35 @@ class LinkTargets:
         if link[0] == self.pipeline:
             return None, link[1]
         return self.target(name), name
+
+
+GiveUp = Callable[[list[Any], int, QueueRejected], None]  # (items, attempts, last refusal)
+
+
+def deliver_rest(
+    partly: PartlySent,
+    run: Run,
+    lineage: Lineage | None,
+    retries: int,
+    backoff: float,
+    stopping: Callable[[], bool],
+    give_up: GiveUp,
+) -> int:
+    """Retry, in place, the parts of a send that links refused after another link had taken
+    its part (`PartlySent`); hand what is still refused after `retries` retries (or once the
+    pipeline stops) to `give_up` (the sender dead-letters it). The send's finished count."""
+    finished = partly.finished
+    for leaf, items, ids, refusal in partly.rest:
+        attempts, last = 1, refusal
+        while True:
+            if attempts > retries or stopping():
+                give_up(items, attempts, last)
+                break
+            time.sleep(backoff_delay(backoff, attempts))
+            attempts += 1
+            try:
+                finished += leaf.send(run, items, lineage, ids)
+                break
+            except QueueRejected as exc:
+                last = exc
+    return finished

@@ -27,9 +27,10 @@ from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.entry import Deliveries
 from pipelined.engine.hooks import HookSet, error_text
 from pipelined.engine.lineage import Lineage
+from pipelined.engine.links import deliver_rest
 from pipelined.engine.queues import QueueAbandoned, QueueRejected
 from pipelined.engine.retry import backoff_delay
-from pipelined.engine.router import Ids, Target
+from pipelined.engine.router import Ids, PartlySent, Target
 from pipelined.engine.runs import Run
 from pipelined.engine.stage import StageServices, refusal_text, wait_for_setups
 from pipelined.logcontext import enter_log_context, exit_log_context
@@ -357,6 +358,18 @@ class ProducerStage:
                 break
             except QueueAbandoned:
                 return
+            except PartlySent as partly:  # a link took its part: only the refused parts again
+
+                def give_up(rest: list[Any], attempts: int, exc: QueueRejected) -> None:
+                    self.services.dead_letter(
+                        self.name, run, rest, attempts, exc, text=refusal_text(exc), entered=False, lineage=lineage
+                    )
+
+                spec = self.spec
+                finished = deliver_rest(
+                    partly, run, lineage, spec.max_retries, spec.retry_backoff, self.services.stopping, give_up
+                )
+                break
             except QueueRejected as exc:
                 attempt += 1
                 if attempt > self.spec.max_retries:

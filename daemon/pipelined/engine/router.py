@@ -15,8 +15,9 @@ retry never duplicates items there. Injected items (`inject`) reserve room in ev
 reach, waiting up to a deadline for `block` queues. A link cannot reserve room in another
 pipeline: it takes the items or refuses them, so a planned send hands items to its links first,
 once every queue's room is reserved, and delivers to the queues only when they all took theirs
-(with two links or more, one may have taken its items when another refuses: that retry sends
-them to the first again).
+(with two links or more, one may have taken its items when another refuses: those cannot be
+taken back, so the send goes on — every queue gets its part — and raises `PartlySent` with what
+the refusing links still owe; the sender retries only that, in place: links.py `deliver_rest`).
 """
 
 from __future__ import annotations
@@ -34,6 +35,17 @@ from pipelined.engine.runs import Run
 
 DropHandler = Callable[[str, list[Chunk], str], None]
 Ids = Sequence[int] | None  # the items' numbers within their run (ctx.item_id), when tracked
+
+
+class PartlySent(QueueRejected):
+    """A planned send in which a link refused after another link had taken its items: every
+    other part was delivered (`finished` of them ended at terminals or links); `rest` is what
+    the refusing links did not take, each with its refusal."""
+
+    def __init__(self, finished: int, rest: list[tuple[Target, list[Any], Ids, QueueRejected]]) -> None:
+        super().__init__(str(rest[0][3]))
+        self.finished = finished
+        self.rest = rest
 
 
 class Plan:
@@ -55,12 +67,23 @@ class Plan:
         """Deliver every part; room was reserved (`_reserve`) in every queue that refuses, or
         with `every_queue` in every queue that can run out of room. The finished count.
 
-        Links first: one that refuses (QueueRejected) ends the send with nothing delivered to
-        any queue (their room given back)."""
-        for leaf, items, ids in self.parts:
+        Links first: one that refuses (QueueRejected) before any link took items ends the send
+        with nothing delivered to any queue (their room given back); after one did, the send
+        goes on and ends with `PartlySent` naming what the refusing links did not take."""
+        accepted = False
+        refused: dict[int, QueueRejected] = {}  # index of the part → its refusal
+        for index, (leaf, items, ids) in enumerate(self.parts):
             if isinstance(leaf, ForwardTarget):
                 try:
                     leaf.send(run, items, lineage, ids)
+                    accepted = True
+                except QueueRejected as exc:
+                    if accepted:  # another link has them: no taking back
+                        refused[index] = exc
+                        continue
+                    self._unreserve(every_queue)
+                    self.rollback()
+                    raise
                 except BaseException:
                     self._unreserve(every_queue)
                     self.rollback()
@@ -68,12 +91,14 @@ class Plan:
         for counters, name, n in self.counts:
             counters.add(name, n)
         finished = 0
-        for leaf, items, ids in self.parts:
+        for index, (leaf, items, ids) in enumerate(self.parts):
             if isinstance(leaf, QueueTarget):
                 reserved = leaf.reserves if every_queue else leaf.rejects
                 leaf.deliver(run, items, reserved=reserved, inline=inline, lineage=lineage, ids=ids)
-            else:
+            elif index not in refused:
                 finished += len(items)  # a terminal, or a link that took them above
+        if refused:
+            raise PartlySent(finished, [(*self.parts[index], exc) for index, exc in refused.items()])
         return finished
 
     def _unreserve(self, every_queue: bool) -> None:

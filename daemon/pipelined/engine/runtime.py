@@ -1,8 +1,8 @@
 """PipelineRuntime: one version of one pipeline, from start() to drained.
 
 Builds a queue per queue-fed stage, the output targets from the Graph, the stage workers
-(threads, an event loop for async callables, or worker processes), then runs: triggers start
-runs, runs end when nothing of them is in flight, a drain stops the producers and waits for
+(threads, an event loop for async callables, or worker processes: assembly.py), then runs:
+triggers start runs (triggers.py), runs end when nothing of them is in flight, a drain stops the producers and waits for
 every run to end (accumulators flush as their runs become quiescent). At the drain deadline
 everything left is dead-lettered with error "shutdown" (drain.py). Links to other pipelines go
 through the `LinkSink` the supervisor hands in (links.py); items other pipelines send here
@@ -20,9 +20,10 @@ from typing import Any
 from pipelined import tracing
 from pipelined.config.spec import PipelineSpec, StageSpec
 from pipelined.engine.accumulator import AccumulatorStage
+from pipelined.engine.assembly import before_fork, build, start_order
 from pipelined.engine.book import PipelineBook
 from pipelined.engine.drain import Drainer
-from pipelined.engine.durable import inject_durably, open_gate
+from pipelined.engine.durable import open_gate
 from pipelined.engine.entry import EntryGate
 from pipelined.engine.failurelog import FailureLog, short
 from pipelined.engine.hooks import HookSet, ItemGivenUp, error_text
@@ -31,21 +32,18 @@ from pipelined.engine.lineage import Lineage
 from pipelined.engine.linked import LinkedRuns, Subscribe
 from pipelined.engine.links import LinkSink, LinkTargets, NoLinks
 from pipelined.engine.producer import ProducerStage
-from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
+from pipelined.engine.queues import Chunk, StageQueue
 from pipelined.engine.retry import RetryTimer
-from pipelined.engine.router import Target, inject
+from pipelined.engine.router import Target
 from pipelined.engine.routerbuild import RouterBuilder
 from pipelined.engine.runs import Run
-from pipelined.engine.stagebuild import build_stage
 from pipelined.engine.stats import StageMeter
+from pipelined.engine.triggers import trigger
 from pipelined.engine.views import pipeline_stats, stage_rows
-from pipelined.errors import BadRequest, Conflict, NotFound, QueueFull, StartError, Unavailable
-from pipelined.graph.model import EXTERNAL, Graph
-from pipelined.workers import run_before_fork
+from pipelined.errors import BadRequest, Conflict, StartError, Unavailable
+from pipelined.graph.model import Graph
 
 log = logging.getLogger("pipelined.engine")
-
-INJECT_TIMEOUT = 5.0
 
 
 class PipelineRuntime:
@@ -115,14 +113,14 @@ class PipelineRuntime:
     def start(self) -> None:
         """Start every stage (StartError naming the stage if one cannot) and auto_start producers."""
         try:
-            self._build()
+            build(self)
             self.replay = open_gate(self)  # the disk buffer (BufferCorrupt: StartError) and its replay
             self.retry.start()
-            self._before_fork()
+            before_fork(self)
             for producer in self.producers.values():
                 if producer.spec.auto_start:  # its TOML args must bind, or the version cannot start
                     producer.binder.bind_producer_args(None)
-            for stage in self._start_order():
+            for stage in start_order(self):
                 stage.start()
         except BaseException as exc:
             self.state = "failed"
@@ -142,56 +140,6 @@ class PipelineRuntime:
             if producer.spec.auto_start:
                 self.trigger(name)
 
-    def _build(self) -> None:
-        self.hooks = HookSet(self.spec, self.failure_log)
-        for node in self.graph.stage_nodes():
-            stage = node.stage
-            counters = self.book.counters(stage.name)
-            workers = self.threads_of(stage) or self.processes_of(stage)
-            self.meters[stage.name] = StageMeter(counters, stage.kind, workers, self.spec.track_latency)
-            if stage.kind not in ("producer", "pipeline"):
-                self.queues[stage.name] = StageQueue(
-                    stage.name, stage.queue_size, stage.on_full, max_wait_s=self.spec.priority_max_wait
-                )
-        builder = RouterBuilder(
-            self.graph, self.queues.__getitem__, self.book.counters, self._dropped, self.stages.get,
-            self.link_targets.target,
-        )
-        self._builder = builder
-        for node in self.graph.stage_nodes():
-            if node.kind != "producer":
-                self._targets[node.id] = builder.entrance(node.id, inline=False)
-                self._targets_unbounded[node.id] = builder.entrance(node.id, inline=False, never_block=True)
-        for node in self.graph.nodes:
-            if node.kind in ("pipeline", EXTERNAL):
-                continue
-            stage = build_stage(self, node.stage, builder.outputs(node.id), self.hooks)
-            if getattr(stage, "uses_ray", False):  # busy and utilization per actor
-                self.meters[node.id].workers = stage.replicas
-            if hasattr(stage, "concurrency"):
-                self._async_names.add(node.id)
-                self.meters[node.id].workers = stage.concurrency
-            if isinstance(stage, ProducerStage):
-                self.producers[node.id] = stage
-            else:
-                self.stages[node.id] = stage
-                if isinstance(stage, AccumulatorStage):
-                    self.accumulators.append(stage)
-        self.accumulators.sort(key=lambda acc: self.graph.topological_index()[acc.name])
-
-    def _before_fork(self) -> None:
-        """The before_fork hooks, once for all process stages (pipeline hook, then stages')."""
-        runners = [*self.producers.values(), *self.stages.values()]
-        stages = [s.spec for s in runners if getattr(s, "uses_processes", False)]
-        if stages:
-            run_before_fork(self.spec, stages)
-
-    def _start_order(self) -> list[Any]:
-        """Consumers first, producers last, so nothing is produced before it can be taken."""
-        topo = self.graph.topological_index()
-        stages = sorted(self.stages.values(), key=lambda s: -topo[s.name])
-        return [*stages, *self.producers.values()]
-
     # -- triggers ---------------------------------------------------------------------------
     def trigger(
         self,
@@ -205,36 +153,9 @@ class PipelineRuntime:
         The run is registered in the same step that finds the pipeline running (under the state
         lock `begin_drain` takes), so a drain that begins meanwhile waits for it: it is never
         left `running`, and its items never go into a queue nobody takes from any more.
-        `priority` (−10..10, checked by the API): None takes a producer's `priority` key, else 0."""
-        where = f"pipeline {self.spec.name!r}"
-        self._check_running()
-        spec = self.spec.stage(stage)
-        if spec is None:
-            raise NotFound(f"{where} has no stage {stage!r}")
-        where = f"{where}, stage {stage!r}"
-        if spec.kind == "producer":
-            if items is not None:
-                raise BadRequest(f"{where} is a producer: give 'args', not 'items'")
-            if args is not None and not isinstance(args, Mapping):
-                raise BadRequest(f"{where}: 'args' must be an object")
-            producer = self.producers[stage]
-            call_args = producer.binder.bind_producer_args(args)
-            with self._state_lock:
-                self._check_running()
-                run = self._new_run(stage, spec.priority if priority is None else priority)
-            self.gate.begin_run(run, "producer")
-            if not producer.submit(run, call_args):  # the drain stopped the producer meanwhile
-                self._forget_run(run)
-                raise Conflict(f"pipeline {self.spec.name!r} is draining: it takes no triggers")
-            return run.id
-        if args is not None:
-            raise BadRequest(f"{where} is a {spec.kind}: give 'items', not 'args'")
-        if not isinstance(items, list) or not items:
-            raise BadRequest(f"{where}: 'items' must be a non-empty list")
-        with self._state_lock:
-            self._check_running()
-            run = self._new_run(stage, priority or 0)
-        return self._inject(run, stage, list(items))
+        `priority` (−10..10, checked by the API): None takes a producer's `priority` key, else 0.
+        triggers.py has the how."""
+        return trigger(self, stage, args, items, priority)
 
     def _check_running(self) -> None:
         state = self.state
@@ -243,43 +164,6 @@ class PipelineRuntime:
             if state == "starting":
                 raise Unavailable(f"{where} is starting")
             raise Conflict(f"{where} is {state}: it takes no triggers")
-
-    def _inject(self, run: Run, stage: str, items: list[Any]) -> str:
-        if self.gate.buffer is not None or self.gate.track_ids:  # stored first / numbered
-            return inject_durably(self, run, stage, items, INJECT_TIMEOUT)
-        where = f"pipeline {self.spec.name!r}, stage {stage!r}"
-        assert self.hooks is not None
-        error = self.hooks.before_run(run.to_dict()) if self.hooks.has_run_hooks else None
-        if error is not None:
-            run.source_finished(error)
-            return run.id
-        n = len(items)
-        run.settle(produced=n, enter=n)  # in flight while they are handed over
-        try:  # into every queue they reach (a nested pipeline's children), or into none
-            finished = inject(self._targets[stage], run, items, INJECT_TIMEOUT)
-        except QueueRejected as exc:
-            self._forget_run(run)
-            queue = self.queues[str(exc)]
-            whose = "its queue" if queue.stage == stage else f"the queue of stage {queue.stage!r}"
-            raise QueueFull(
-                f"{where}: {whose} has no room for {n} items "
-                f"({queue.depth}/{queue.capacity} queued, on_full = \"reject\")"
-            ) from None
-        except TimeoutError as exc:
-            self._forget_run(run)
-            whose = "" if str(exc) == stage else f" into stage {str(exc)!r}"
-            raise Unavailable(
-                f"{where}: could not enqueue {n} items{whose} within {INJECT_TIMEOUT:g} s "
-                f"(queue full, on_full = \"block\")"
-            ) from None
-        except QueueAbandoned:  # the drain deadline passed while it waited for room: none got in
-            self._forget_run(run)
-            raise Unavailable(
-                f"{where}: the pipeline drained before there was room for {n} items; none was accepted"
-            ) from None
-        run.settle(leave=n, finished=finished)
-        run.source_finished()
-        return run.id
 
     def accept_linked(
         self,

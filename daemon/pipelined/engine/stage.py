@@ -24,9 +24,10 @@ from pipelined.engine.failurelog import FailureLog
 from pipelined.engine.gate import StageGate
 from pipelined.engine.hooks import error_text
 from pipelined.engine.lineage import Lineage
+from pipelined.engine.links import deliver_rest
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.retry import RetryTimer, backoff_delay
-from pipelined.engine.router import Target
+from pipelined.engine.router import PartlySent, Target
 from pipelined.engine.runs import Run
 from pipelined.errors import StartError
 
@@ -215,7 +216,10 @@ class StageBase:
         ids = None if item_id is None else [item_id]
         finished = 0
         if outputs and not self.is_consumer:
-            finished = self.target.send(run, outputs, lineage, None if ids is None else ids * len(outputs))
+            try:
+                finished = self.target.send(run, outputs, lineage, None if ids is None else ids * len(outputs))
+            except PartlySent as partly:  # a link took its part: the attempt cannot fail now
+                finished = self._deliver_rest(partly, run, lineage)
         for stage, value in routed:
             finished += self.services.target_for(stage, self.name).send(run, [value], lineage, ids)
         return finished
@@ -253,6 +257,20 @@ class StageBase:
             return self.target.send(run, outputs, lineage, ids)
         except QueueAbandoned:
             return 0  # drain deadline: the receiving side dead-lettered its items
+        except PartlySent as partly:
+            return self._deliver_rest(partly, run, lineage)
+
+    def _deliver_rest(self, partly: PartlySent, run: Run, lineage: Lineage | None) -> int:
+        """What links refused after another link took its part: retried in place, then
+        dead-lettered here (links.py `deliver_rest`)."""
+
+        def give_up(items: list[Any], attempts: int, exc: QueueRejected) -> None:
+            self.services.dead_letter(
+                self.name, run, items, attempts, exc, text=refusal_text(exc), entered=False, lineage=lineage
+            )
+
+        spec = self.spec
+        return deliver_rest(partly, run, lineage, spec.max_retries, spec.retry_backoff, self.services.stopping, give_up)
 
     def _send_to(self, run: Run, stage: str, value: Any, lineage: Lineage | None, item_id: int | None) -> int:
         attempts = 1

@@ -1,61 +1,42 @@
 """A processor or consumer run by N long-lived threads calling a sync callable.
 
 Each thread owns its Invoker (a class is instantiated per worker) and its counter cell, takes
-whatever its queue holds in one step and runs the chunk in a tight loop (a plain function
-without ctx is called directly). A thread that dies unexpectedly (a BaseException escaping user
-code) is replaced; the item it was calling counts as a failed attempt and the rest of its chunk
-goes back to the queue.
+whatever its queue holds in one step (about CALL_BUDGET_S of work) and runs the chunk
+(chunkcalls.py: a plain function without ctx is mapped in C). A thread that dies unexpectedly
+(a BaseException escaping user code) is replaced; the item it was calling counts as a failed
+attempt and the rest of its chunk goes back to the queue. A one-thread stage whose calls are
+fast may run in its sender's thread (`try_inline`), possibly as a fused chain (fusion.py).
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
-import operator
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine import fusion
+from pipelined.engine.chunkcalls import ChunkCalls, WorkerDied
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.gate import StageGate
 from pipelined.engine.hooks import error_text
 from pipelined.engine.lateoutputs import WATCHER, InProgress
 from pipelined.engine.lineage import Lineage
-from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
-from pipelined.engine.router import Ids, Target, offer
+from pipelined.engine.queues import Chunk, QueueAbandoned, StageQueue
+from pipelined.engine.router import Ids, Target
 from pipelined.engine.runs import Run
-from pipelined.engine.stage import (
-    Failure,
-    Outcome,
-    StageBase,
-    StageServices,
-    failure_of,
-    item_id_text,
-    rejected_failure,
-    wait_for_setups,
-)
-from pipelined.logcontext import enter_log_context, exit_log_context
+from pipelined.engine.stage import StageServices, wait_for_setups
 
 log = logging.getLogger("pipelined.engine")
 
 MAX_TAKE = 1024
 CALL_BUDGET_S = 0.01  # a worker takes about this much work at once: outputs of slow items flow on
 INLINE_MAX_S = 20e-6  # a stage this fast per item may run in its sender's thread
-_FAILED = object()  # marks a failed item's place among map() results
-_NOT_NONE = functools.partial(operator.is_not, None)  # identity only: never calls a value's __eq__
-STOP_ITERATION_TEXT = "StopIteration: raised by the stage's function (it fails the item like any exception)"
 
 
-class WorkerDied(Exception):
-    """A BaseException escaped the user callable; the thread is replaced."""
-
-
-class ThreadStage(StageBase):
+class ThreadStage(ChunkCalls):
     def __init__(
         self,
         services: StageServices,
@@ -75,6 +56,7 @@ class ThreadStage(StageBase):
         self.fusible = workers == 1 and not self._per_item  # may run in a fused chain (fusion.py)
         self.per_item_s: float | None = None  # moving average of time per item in the callable
         self._threads: list[threading.Thread] = []
+        self._slots: list[InProgress] = []  # chunks in progress (ChunkCalls.abandon reads them)
         self._started = 0
         self._threads_lock = threading.Lock()
 
@@ -176,39 +158,22 @@ class ThreadStage(StageBase):
                 with exclusive:
                     inline, self._inline = self._inline, None
                     self.counters.retire(inline[2])
-                    WATCHER.unregister(inline_slot)
+                    self._drop_slot(inline_slot)
         finally:
-            WATCHER.unregister(slot)
+            self._drop_slot(slot)
 
     def _new_slot(self) -> InProgress:
         slot = InProgress(self._flush_early)
         WATCHER.register(slot)
+        with self._threads_lock:
+            self._slots.append(slot)
         return slot
 
-    def _flush_early(self, slot: InProgress) -> None:
-        """The watcher's: route the outputs of the chunk's finished items, if there is room."""
-        if not slot.lock.acquire(blocking=False):
-            return  # the worker routes them itself right now (a streaming generator)
-        try:
-            if not slot.active:
-                return
-            results = slot.results
-            n = len(results)
-            if n <= slot.sent:
-                return
-            part = results[slot.sent : n]
-            if slot.raw:
-                part = [r for r in part if r is not None and r is not _FAILED]
-            if part:
-                finished = offer(self.target, slot.run, part, slot.lineage)
-                if finished is None:  # no room downstream now: the worker routes them later
-                    return
-                if finished:
-                    slot.run.settle(finished=finished, lineage=slot.lineage)
-                slot.early += len(part)
-            slot.sent = n
-        finally:
-            slot.lock.release()
+    def _drop_slot(self, slot: InProgress) -> None:
+        WATCHER.unregister(slot)
+        with self._threads_lock:
+            if slot in self._slots:
+                self._slots.remove(slot)
 
     def _gated_loop(
         self,
@@ -303,194 +268,3 @@ class ThreadStage(StageBase):
     def log_base_exception(self, run: Run, exc: BaseException) -> None:
         log.error("an item raised %s (not an Exception): that attempt fails", error_text(exc),
                   extra={**self._extra, "run": run.id})
-
-    def _process(
-        self, chunk: Chunk, invoker: Invoker, fast: Callable[[Any], Any] | None, cell: CounterCell, slot: InProgress
-    ) -> bool:
-        """Call the chunk and complete it; True when the call killed the thread.
-
-        With more than one item, the chunk's results are shown in `slot`, so the outputs of
-        finished items can be routed while a slow one is still being called (lateoutputs.py)."""
-        self.hold(chunk)
-        n = len(chunk.items)
-        if chunk.attempts:  # a retry: counted once in items_in, when it was first taken
-            cell.items_retried += n
-        else:
-            cell.items_in += n
-        began = cell.begin()
-        outcome = Outcome()
-        logged = enter_log_context(self.services.spec.name, self.name, chunk.run.id)  # user code's log lines
-        early = slot if self._early and n > 1 and chunk.ids is None else None
-        traced = None if chunk.run.trace is None else self._traced(chunk)
-        try:
-            if fast is not None and not self._per_item:
-                self._call_fast(fast, chunk, outcome, early)
-            else:
-                self._call_each(invoker, chunk, outcome, self._per_item, early)
-        except BaseException as exc:
-            cell.end(began)
-            self._died(chunk, outcome, exc, cell)
-            return True
-        finally:
-            exit_log_context(logged)
-            if traced is not None:
-                traced.end(len(outcome.failures))
-        took = time.perf_counter() - began
-        cell.end(began)
-        per_item = took / max(1, n)
-        self.per_item_s = per_item if self.per_item_s is None else 0.8 * self.per_item_s + 0.2 * per_item
-        self.complete(chunk, outcome, cell)
-        return False
-
-    def _call_fast(self, fn: Callable[[Any], Any], chunk: Chunk, outcome: Outcome, slot: InProgress | None) -> None:
-        """map() in C over the chunk; a raising item leaves a marker and the map resumes after it.
-
-        A StopIteration raised by the function ends map() as if the chunk were exhausted: the
-        results then fall short of the items, and the item after the last result is the one
-        that raised it (it fails like any other exception; the map resumes after it).
-        Outputs are told from filtered items by identity (`is None`): a value whose `==`
-        is elementwise (numpy, pandas) must never be compared."""
-        items = chunk.items
-        results: list[Any] = []
-        if slot is not None:
-            slot.start(chunk.run, results, raw=True, lineage=chunk.lineage)
-        failures = outcome.failures
-        rest = iter(items)
-        n = len(items)
-        try:
-            while True:
-                try:
-                    results.extend(map(fn, rest))
-                except Exception as exc:
-                    failures.append(failure_of(items[len(results)], exc, len(results)))
-                    results.append(_FAILED)
-                    continue
-                if len(results) < n:
-                    failures.append(Failure(items[len(results)], StopIteration(), STOP_ITERATION_TEXT,
-                                            index=len(results)))  # fmt: skip
-                    results.append(_FAILED)
-                    continue
-                break
-        except BaseException:
-            outcome.died_at = len(results)
-            self._take_outputs(results, outcome, slot, failed=True)
-            _number_outputs(results, outcome, chunk.ids)
-            raise
-        if not self.is_consumer:
-            self._take_outputs(results, outcome, slot, failed=bool(failures))
-            _number_outputs(results, outcome, chunk.ids)
-
-    @staticmethod
-    def _take_outputs(results: list[Any], outcome: Outcome, slot: InProgress | None, *, failed: bool) -> None:
-        """Outputs of the results the watcher did not route already; filtered items counted."""
-        sent, early = slot.finish() if slot is not None else (0, 0)
-        tail = results[sent:] if sent else results
-        if failed:
-            kept = [r for r in tail if r is not None and r is not _FAILED]
-            failures = sum(1 for r in results if r is _FAILED)
-        else:
-            kept = list(filter(_NOT_NONE, tail))
-            failures = 0
-        outcome.outputs = kept
-        outcome.sent_early = early
-        outcome.filtered = len(results) - failures - early - len(kept)
-
-    def _call_each(
-        self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool, slot: InProgress | None
-    ) -> None:
-        if slot is None:
-            self._call_items(invoker, chunk, outcome, per_item, None)
-            return
-        slot.start(chunk.run, outcome.outputs, raw=False, lineage=chunk.lineage)
-        try:
-            self._call_items(invoker, chunk, outcome, per_item, slot)
-        finally:
-            sent, outcome.sent_early = slot.finish()
-            if sent:
-                outcome.outputs = outcome.outputs[sent:]
-
-    def _call_items(
-        self, invoker: Invoker, chunk: Chunk, outcome: Outcome, per_item: bool, slot: InProgress | None
-    ) -> None:
-        run = chunk.run
-        check = self.emit_to_checker
-        outcome.routed_already = per_item
-        ids = chunk.ids
-        lineage = chunk.lineage
-        attempt = chunk.attempts + 1 + (lineage.replays if lineage is not None else 0)
-        if ids is not None:
-            outcome.output_ids, outcome.routed_ids = [], []
-        number: int | None = None
-
-        def spill(part: list[Any]) -> None:
-            """An item emitting many outputs (a generator): route them as they come, under
-            back-pressure, after whatever earlier items of the chunk emitted (order kept)."""
-            if per_item:
-                outcome.finished += self.route_item(run, part, [], lineage, number)
-                outcome.sent_early += len(part)
-            elif slot is None:
-                outcome.finished += self._send(run, part, lineage, None if number is None else [number] * len(part))
-                outcome.sent_early += len(part)
-            else:
-                with slot.lock:  # the watcher never waits for a slot's lock
-                    held = outcome.outputs[slot.sent :]
-                    outcome.finished += self._send(run, held + part, lineage)
-                    slot.sent = len(outcome.outputs)
-                    slot.early += len(held) + len(part)
-
-        for index, item in enumerate(chunk.items):
-            number = None if ids is None else ids[index]
-            routed: list[tuple[str, Any]] = []
-
-            def sink(stage: str, value: Any, routed: list[tuple[str, Any]] = routed) -> None:
-                check(stage, value)
-                routed.append((stage, value))
-
-            try:
-                outputs, filtered = invoker.call_item(
-                    item, run.id, sink, spill, item_id=item_id_text(run.id, number), attempt=attempt
-                )
-                if per_item:
-                    outcome.finished += self.route_item(run, outputs, routed, lineage, number)
-            except QueueRejected as exc:
-                outcome.failures.append(rejected_failure(item, exc, index))
-                continue
-            except Exception as exc:
-                outcome.failures.append(failure_of(item, exc, index))
-                continue
-            except BaseException:
-                outcome.died_at = index
-                raise
-            if filtered and not routed:
-                outcome.filtered += 1
-            outcome.outputs.extend(outputs)
-            outcome.routed.extend(routed)
-            if number is not None:
-                outcome.output_ids.extend([number] * len(outputs))  # type: ignore[union-attr]
-                outcome.routed_ids.extend([number] * len(routed))  # type: ignore[union-attr]
-
-    def _died(self, chunk: Chunk, outcome: Outcome, exc: BaseException, cell: CounterCell) -> None:
-        """Charge the item being called; complete the items before it, requeue those after."""
-        index = outcome.died_at if outcome.died_at >= 0 else 0
-        extra = {**self._extra, "run": chunk.run.id}
-        log.error("an item raised %s (not an Exception): that attempt fails", error_text(exc), extra=extra)
-        items = chunk.items
-        rest = items[index + 1 :]
-        if rest:  # not called: they are taken (and counted) again
-            if chunk.attempts:
-                cell.items_retried -= len(rest)
-            else:
-                cell.items_in -= len(rest)
-            with contextlib.suppress(QueueAbandoned):  # the drain deadline took the chunk over
-                self.queue.put(chunk.part(index + 1, None), force=True)
-        chunk.items = items[: index + 1]
-        if chunk.ids is not None:
-            chunk.ids = chunk.ids[: index + 1]
-        outcome.failures.append(Failure(items[index], exc, error_text(exc), index=index))
-        self.complete(chunk, outcome, cell)
-
-
-def _number_outputs(results: list[Any], outcome: Outcome, ids: Ids) -> None:
-    """With ids tracked (never together with early routing): each output keeps its item's number."""
-    if ids is not None:
-        outcome.output_ids = [ids[i] for i, r in enumerate(results) if r is not None and r is not _FAILED]

@@ -266,11 +266,15 @@ class PipelineSlot:
         return allocation
 
     def drain_runtime(self, timeout: float | None = None) -> None:
-        """Drain the current runtime (leftovers dead-lettered "shutdown") and give back its budget."""
+        """Drain the current runtime (leftovers dead-lettered "shutdown") and give back its budget.
+
+        A reservation (`reserve`) is not the runtime's budget: a fresh pipeline's first start
+        drains "nothing" first and must still start with what it reserved, held."""
         runtime = self.runtime
         if runtime is not None and runtime.state in ("starting", "running", "draining"):
             runtime.drain(self.drain_timeout if timeout is None else timeout)
-        self.budget.give_back(self.name)
+        if runtime is not None or self._reserved is None:
+            self.budget.give_back(self.name)
 
     def swap_to(self, new: PipelineVersion) -> str | None:
         """Drain the old version, start `new`; if it fails, start the old one again.

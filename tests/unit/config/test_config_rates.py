@@ -23,7 +23,8 @@ def load(tmp_path: Path, text: str, head: str = "") -> tuple[PipelineSpec | None
 
 @pytest.mark.parametrize(
     ("text", "count", "period"),
-    [("10/s", 10, 1.0), ("600/min", 600, 60.0), ("5000/h", 5000, 3600.0), (" 3 / S ", 3, 1.0), ("1/MIN", 1, 60.0)],
+    [("10/s", 10, 1.0), ("600/min", 600, 60.0), ("5000/h", 5000, 3600.0), (" 3 / S ", 3, 1.0), ("1/MIN", 1, 60.0),
+     ("1000000000000/s", 10**12, 1.0)],
 )
 def test_rates_parse(text: str, count: int, period: float) -> None:
     rate = parse_rate(text)
@@ -43,6 +44,11 @@ def test_rates_parse(text: str, count: int, period: float) -> None:
         ("10", 'got string "10"'),
         (10, "got integer 10"),
         (True, "got boolean true"),
+        ("\uff11\uff10/s", "got string"),  # fullwidth digits: N is written in ASCII digits
+        ("\u0663/s", "got string"),  # an Arabic-Indic three
+        ("1" + "0" * 400 + "/s", "at most 1000000000000"),  # was accepted: no float holds it (start failed)
+        ("1" + "0" * 5000 + "/s", "at most 1000000000000"),  # was Python's own int-conversion message
+        ("1000000000001/h", "at most 1000000000000"),
     ],
 )
 def test_bad_rates_say_what_is_accepted(value: object, words: str) -> None:

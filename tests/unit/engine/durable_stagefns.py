@@ -52,3 +52,14 @@ def record_ctx_to_file(x: Any, ctx: Any, path: str, fail_first: bool = False) ->
     if fail_first and ctx.attempt == 1:
         raise ValueError(f"attempt {ctx.attempt} of {x}")
     return x
+
+
+def slow_at(x: int, key: str, at: int) -> int | None:
+    """Hold item `at` until the test opens the gate; filter every 7th item (x % 7 == 3)."""
+    if x == at:
+        GATES[key].wait(30)
+    return None if x % 7 == 3 else x
+
+
+def slow_at_ctx(x: int, ctx: Any, key: str, at: int) -> int | None:
+    return slow_at(x, key, at)

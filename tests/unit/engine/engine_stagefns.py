@@ -242,6 +242,21 @@ def overlap(x: Any, key: str = "overlap", delay: float = 0.05) -> Any:
     return x
 
 
+async def async_overlap(x: int, key: str, until: int) -> int:
+    """Records in PEAK[key] how many calls were awaited at the same time; each waits (up to 5 s)
+    until `until` were, so a stage that awaits that many at once reaches it without luck."""
+    with _lock:
+        _active[key] += 1
+        PEAK[key] = max(PEAK[key], _active[key])
+    for _ in range(500):
+        if PEAK[key] >= until:
+            break
+        await asyncio.sleep(0.01)
+    with _lock:
+        _active[key] -= 1
+    return x + 1
+
+
 def fail_multiples(x: int, of: int = 100, rem: int = 0) -> int:
     """Fails items x with x % of == rem (a fast processor with failures)."""
     if x % of == rem:

@@ -275,6 +275,33 @@ def test_a_process_stage_sees_item_ids_and_attempts(tmp_path: Path, buffer: str,
     assert after == [(x, f"{run_id}.{x + 1}", 1) for x in range(6)]  # what a process emits keeps its id
 
 
+@pytest.mark.parametrize("call", ["slow_at", "slow_at_ctx"])
+def test_outputs_routed_before_a_slow_item_of_their_chunk_keep_their_item_ids(tmp_path: Path, call: str) -> None:
+    """Item numbers are tracked (a ctx stage downstream); a slow item in a chunk: the outputs of
+    the items before it go on at once (lateoutputs.py), each with its own item's number — with a
+    plain function (map() results, filtered ones skipped) and with a ctx one."""
+    key = f"early-ids-{call}"
+    n, at = 200, 150
+    spec = pipeline(
+        stage("work", call=f"{D}:{call}", args={"key": key, "at": at}),
+        stage("rec", "consumer", f"{D}:record_ctx", args={"key": key}),
+    )
+    kept = [x for x in range(n) if x % 7 != 3]
+    with running(spec, tmp_path) as rt:
+        assert rt.gate.track_ids
+        try:
+            run_id = rt.trigger("work", items=list(range(n)))
+            before = {x for x in kept if x < at}
+            # while item `at` is held, everything before it got through
+            assert wait_for(lambda: before <= {x for x, _, _ in dfns.SEEN[key]}), sorted(dfns.SEEN[key])[-5:]
+            assert at not in {x for x, _, _ in dfns.SEEN[key]}
+        finally:
+            dfns.GATES[key].set()
+        run = finished_run(rt, run_id)
+    assert run["state"] == "completed" and run["items"]["finished"] == len(kept), run
+    assert sorted(dfns.SEEN[key]) == [(x, f"{run_id}.{x + 1}", 1) for x in kept]
+
+
 def test_a_pipeline_without_ctx_stages_tracks_no_ids(tmp_path: Path) -> None:
     spec = pipeline(stage("src", "producer", "count_to", auto_start=False), stage("sink", "consumer", "collect"))
     with running(spec, tmp_path) as rt:

@@ -239,3 +239,48 @@ def test_a_broadcast_to_a_local_queue_and_a_link_is_all_or_nothing() -> None:
         assert wait_for(lambda: len(fns.COLLECTED["bc-remote"]) == 3)
         assert sorted(fns.COLLECTED["bc-local"]) == [1, 2, 3]
         assert sorted(fns.COLLECTED["bc-remote"]) == [2, 3, 4]  # b's `in` adds one more
+
+
+@pytest.mark.parametrize("sender", ["producer", "accumulator", "processor"])
+def test_two_links_in_one_send_one_refusing_each_item_crosses_once(sender: str) -> None:
+    """b takes its part, then c (not running) refuses: the retries go to c alone, then its part
+    is dead-lettered at the sending stage; b never gets an item twice (it got one per retry)."""
+    key = f"two-links-{sender}"
+    fan = {"to": ("b/in", "c/in"), "fanout": "broadcast", "max_retries": 2, "retry_backoff": 0.001}
+    if sender == "producer":
+        stages = (stage("src", "producer", "count_to", args={"n": 5}, auto_start=False, **fan),)
+    elif sender == "accumulator":
+        stages = (
+            stage("src", "producer", "count_to", args={"n": 5}, auto_start=False),
+            stage("acc", "accumulator", max_size=5, **fan),
+        )
+    else:
+        stages = (stage("src", "producer", "count_to", args={"n": 5}, auto_start=False), stage("fwd", call="inc", **fan))
+    source = pipeline(*stages, name="a")
+    b_spec = pipeline(stage("in", "consumer", "collect", args={"key": key}), name="b")  # takes a batch too
+    sink = Direct()
+    with started(sink, b_spec, source) as (_, a):
+        run = finished_run(a, a.trigger("src"))
+        assert run["state"] == "failed" and "pipeline 'c' is not running" in run["error"], run
+        crossed = 1 if sender == "accumulator" else 5  # one batch of five
+        assert (run["items"]["finished"], run["items"]["dead_lettered"]) == (crossed, crossed), run
+        assert wait_for(lambda: len(fns.COLLECTED[key]) == crossed)
+        assert len(fns.COLLECTED[key]) == crossed  # b: each item (or the batch) once, never again
+        letters = a.book.dead_letters.list(100)
+        assert {(d["stage"], d["attempts"], d["error"]) for d in letters} == {
+            (stages[-1].name, 3, "pipeline 'c' is not running")
+        }
+
+
+def test_a_linked_run_takes_the_sending_runs_priority() -> None:
+    source = pipeline(
+        stage("src", "producer", "count_to", args={"n": 3}, auto_start=False, priority=-4),
+        stage("fwd", call="inc", to=("b/in",)),
+        name="a",
+    )
+    sink = Direct()
+    with started(sink, target("prio"), source) as (b, a):
+        for priority in (7, None):  # the trigger's, else the producer's key
+            run = finished_run(a, a.trigger("src", priority=priority))
+            [linked] = linked_runs(b, f"a/{run['run']}")
+            assert (run["priority"], linked["priority"]) == ((7, 7) if priority else (-4, -4)), (run, linked)

@@ -125,12 +125,13 @@ def test_a_fast_stage_called_in_its_senders_thread_still_serves_priorities_first
     from engine_stagefns import COLLECTED
 
     from pipelined.engine import PipelineBook, PipelineRuntime
+    from pipelined.engine.assembly import build
     from pipelined.engine.lateoutputs import WATCHER
 
     key = "inline-priority"
     spec = pipeline(stage("fast", "consumer", "collect", args={"key": key}))
     rt = PipelineRuntime(spec, build_graph_for(spec), None, PipelineBook("p", tmp_path))
-    rt._build()  # the stage, not its worker thread: only the sender calls it here
+    build(rt)  # the stage, not its worker thread: only the sender calls it here
     fast = rt.stages["fast"]
     invoker = fast.make_invoker()
     slot = fast._new_slot()  # what its worker would hold (late outputs' watcher)

@@ -6,7 +6,7 @@ import engine_stagefns as fns
 import pytest
 from engine_helpers import finished_run, hooks, pipeline, running, stage, wait_for
 
-from pipelined.engine import runtime as runtime_module
+from pipelined.engine import triggers as triggers_module
 from pipelined.errors import BadRequest, NotFound, QueueFull, Unavailable
 
 
@@ -49,7 +49,7 @@ def test_reject_refuses_injected_items_all_or_nothing() -> None:
 
 
 def test_block_gives_unavailable_when_the_queue_stays_full(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(runtime_module, "INJECT_TIMEOUT", 0.1)
+    monkeypatch.setattr(triggers_module, "INJECT_TIMEOUT", 0.1)
     with running(_spec(args={"key": "block"}, queue_size=1)) as rt:
         rt.trigger("sink", items=[1])
         assert wait_for(lambda: rt.stats()["stages"]["sink"]["busy"] == 1)
