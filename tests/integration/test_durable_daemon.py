@@ -46,6 +46,15 @@ MODULE = textwrap.dedent(
             f.flush()
             os.fsync(f.fileno())
 
+    def record_held(x, ctx, path, gate):
+        with open(path, "a") as f:
+            f.write(f"{x} {ctx.item_id} {ctx.attempt}\\n")
+            f.flush()
+            os.fsync(f.fileno())
+        while not os.path.exists(gate):
+            time.sleep(0.01)
+        return x
+
     def hold(x, path):
         while not os.path.exists(path):   # items stay in flight until the test creates `path`
             time.sleep(0.01)
@@ -373,3 +382,39 @@ def test_the_buffer_file_can_be_inspected_with_sqlite_once_stopped(daemon: Daemo
         assert conn.execute("SELECT run, stage, kind, count FROM entries").fetchall() == [("r-000001", "slow", "in", 3)]
     finally:
         conn.close()
+
+
+def test_a_process_stage_sees_the_same_item_id_and_the_next_attempt_after_a_sigkill(daemon: DaemonProcess) -> None:
+    """config.md, Durable buffer: an item being processed at the crash is processed again, with
+    ctx.item_id stable across the replay and ctx.attempt counting it — in a `processes = N`
+    stage too (its ctx is built in the worker)."""
+    gate, seen, sink = daemon.base_dir / "gate", daemon.base_dir / "seen.txt", daemon.base_dir / "consumed.txt"
+    daemon.write_module("durable_mods", MODULE)
+    daemon.write_pipeline("proc", textwrap.dedent(
+        f"""
+        buffer = "disk"
+        [[stage]]
+        name = "rec"
+        call = "durable_mods:record_held"
+        processes = 1
+        args = {{ path = "{seen}", gate = "{gate}" }}
+        [[stage]]
+        name = "sink"
+        kind = "consumer"
+        call = "durable_mods:sink"
+        args = {{ path = "{sink}" }}
+        """
+    ))  # fmt: skip
+    daemon.start()
+    run_id = trigger(daemon, "proc", "rec", {"items": [10, 11, 12]})
+    daemon.wait_for(lambda: seen.exists() and seen.read_text().count("\n") >= 1, what="the first item called")
+    restart(daemon)
+    gate.touch()
+    daemon.wait_for(lambda: run_record(daemon, "proc", run_id)["state"] != "running", timeout=30)
+    assert run_record(daemon, "proc", run_id)["state"] == "completed", run_record(daemon, "proc", run_id)
+    calls = [line.split() for line in seen.read_text().splitlines()]
+    assert [x for x, _, _ in calls[:1]] == ["10"]  # called before the kill, with its first attempt
+    assert calls[0][1:] == [f"{run_id}.1", "1"]
+    after = {x: (item_id, attempt) for x, item_id, attempt in calls[1:]}  # the replay: a second attempt each
+    assert after == {"10": (f"{run_id}.1", "2"), "11": (f"{run_id}.2", "2"), "12": (f"{run_id}.3", "2")}
+    assert set(consumed(sink)) == {10, 11, 12}

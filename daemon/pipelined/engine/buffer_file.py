@@ -109,9 +109,30 @@ def buffer_path(state_dir: Path, pipeline: str) -> Path:
     return Path(state_dir) / "buffers" / f"{pipeline}.sqlite3"
 
 
+def make_private(path: Path) -> None:
+    """The directory 0700, the file (created if missing) and its WAL 0600, also when they
+    existed looser (by hand, another umask): the items are the pipeline's data, like its dead
+    letters. SQLite gives a new WAL the mode of its database file."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    status = path.parent.stat()
+    if status.st_mode & 0o077 and status.st_uid == os.geteuid():
+        with contextlib.suppress(OSError):  # (a read-only file system: the open below says so)
+            os.chmod(path.parent, 0o700)  # mkdir's mode is reduced by the umask
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        if os.fstat(fd).st_mode & 0o077:
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
+    wal = path.with_name(path.name + "-wal")
+    with contextlib.suppress(FileNotFoundError):
+        if wal.stat().st_mode & 0o077:
+            os.chmod(wal, 0o600)
+
+
 def connect(path: Path, sync: str) -> sqlite3.Connection:
-    """Open (creating if needed) with the pragmas the buffer relies on; no check."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """Open (creating if needed, private) with the pragmas the buffer relies on; no check."""
+    make_private(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000)
     try:
         # EXCLUSIVE before the first WAL access: the WAL index lives in heap memory (no -shm)
@@ -149,7 +170,7 @@ def open_checked(path: Path, pipeline: str, sync: str) -> sqlite3.Connection:
             raise _quarantine(path, f"not a buffer file: {exc}") from exc
         raise BufferOpenError(_open_text(path, exc)) from exc
     except OSError as exc:
-        raise BufferOpenError(f"{path}: cannot create the buffer file: {exc}") from exc
+        raise BufferOpenError(f"{path}: cannot open or create the buffer file: {exc}") from exc
     try:
         problems = [row[0] for row in conn.execute("PRAGMA quick_check(5)")]
         if problems != ["ok"]:

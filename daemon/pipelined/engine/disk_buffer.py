@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipelined.engine import buffer_writer as w
+from pipelined.engine import buffer_ops as w
 from pipelined.engine.buffer_file import (
     BufferCorrupt,
     BufferOpenError,

@@ -64,8 +64,8 @@ def _wants_ids(rt: PipelineRuntime) -> bool:
         make = getattr(stage, "make_invoker", None)
         if invoker is None and make is not None:
             invoker = make()
-        if invoker is not None and invoker.wants_ctx:
-            return True
+        if (invoker is not None and invoker.wants_ctx) or getattr(stage, "wants_ctx", False):
+            return True  # (a process stage says so itself: its callable runs in its workers)
     return False
 
 
@@ -160,7 +160,9 @@ class Replay:
                     run.started_at = record.started_at
                 rt.book.runs.adopt(run)
             error = record.error
-            if not record.source_done:
+            # a trigger's items are stored in one commit before its 202; its end-of-input mark
+            # follows in a later group, which a kill may cut off: a trigger is never interrupted
+            if not record.source_done and record.kind != "inject":
                 error = error or f"interrupted by a restart after {record.produced} items"
             run.reset_for_replay(
                 rt, produced=record.produced, finished=record.finished, filtered=record.filtered,

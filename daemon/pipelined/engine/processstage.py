@@ -18,7 +18,7 @@ from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.queues import Chunk, QueueAbandoned, QueueRejected, StageQueue
 from pipelined.engine.router import Target
-from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, rejected_failure
+from pipelined.engine.stage import Failure, Outcome, StageBase, StageServices, item_id_text, rejected_failure
 from pipelined.workers import make_process_stage
 
 log = logging.getLogger("pipelined.engine")
@@ -39,8 +39,10 @@ class ProcessStageRunner(StageBase):
         target: Target,
         counters: StageCounters,
         processes: int,
+        wants_ctx: bool = False,
     ) -> None:
         super().__init__(services, spec, queue, target, counters, processes)
+        self.wants_ctx = wants_ctx  # the callable takes ctx: its workers get ctx.item_id / ctx.attempt
         self.pool: Any = None
         self._threads: list[threading.Thread] = []
         self._per_item = self.routes_per_item(True)  # ctx.emit_to may aim at any queue
@@ -132,11 +134,15 @@ class ProcessStageRunner(StageBase):
         began = cell.begin()
         outcome = Outcome()
         traced = None if chunk.run.trace is None else self._traced(chunk, current=False)
+        trace = None if traced is None else traced.traceparent()  # current around the worker's calls
         try:
-            if traced is None:
+            if self.wants_ctx:
+                item_ids, attempt = self._ctx_of(chunk)
+                outcomes = self.pool.process(chunk.run.id, items, trace, item_ids, attempt)
+            elif trace is None:
                 outcomes = self.pool.process(chunk.run.id, items)
-            else:  # the worker makes this chunk's span current around its calls
-                outcomes = self.pool.process(chunk.run.id, items, trace=traced.traceparent())
+            else:
+                outcomes = self.pool.process(chunk.run.id, items, trace=trace)
         except Exception as exc:
             cell.end(began)
             text = f"{type(exc).__name__}: {exc}"
@@ -161,6 +167,14 @@ class ProcessStageRunner(StageBase):
         if traced is not None:
             traced.end(len(outcome.failures))
         self.complete(chunk, outcome, cell)
+
+    @staticmethod
+    def _ctx_of(chunk: Chunk) -> tuple[list[str | None] | None, int]:
+        """ctx.item_id of each item of the chunk (when numbered) and ctx.attempt, as a thread
+        stage computes them."""
+        run_id, ids, lineage = chunk.run.id, chunk.ids, chunk.lineage
+        attempt = chunk.attempts + 1 + (lineage.replays if lineage is not None else 0)
+        return (None if ids is None else [item_id_text(run_id, number) for number in ids]), attempt
 
     def _collect(self, chunk: Chunk, outcomes: Any, outcome: Outcome, per_item: bool) -> None:
         """Read the outcomes one by one: failures, ctx.emit_to pairs, or a rejecting downstream.

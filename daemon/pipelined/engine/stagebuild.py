@@ -57,7 +57,8 @@ def _build(rt: StageHost, spec: StageSpec, target: Target, hooks: HookSet) -> An
     if spec.uses_ray:  # processors and consumers only (config/executor.py)
         return RayStageRunner(rt, spec, rt.queues[spec.name], target, counters)
     if spec.uses_processes and spec.kind != "producer":
-        return ProcessStageRunner(rt, spec, rt.queues[spec.name], target, counters, rt.processes_of(spec))
+        return ProcessStageRunner(rt, spec, rt.queues[spec.name], target, counters, rt.processes_of(spec),
+                                  _takes_ctx(rt, spec))  # fmt: skip
     if not spec.call:
         raise StartError(f"{where}: no 'call' to run")
     try:
@@ -82,3 +83,14 @@ def _build(rt: StageHost, spec: StageSpec, target: Target, hooks: HookSet) -> An
         concurrency = max(1, spec.threads or 1)  # an async stage's concurrency is never cut
         return AsyncStage(rt, spec, rt.queues[spec.name], target, counters, concurrency, make_invoker)
     return ThreadStage(rt, spec, rt.queues[spec.name], target, counters, workers, make_invoker)
+
+
+def _takes_ctx(rt: StageHost, spec: StageSpec) -> bool:
+    """Does a process stage's callable take `ctx`? (Its module was imported when the file was
+    checked; one that does not import here fails in its workers, with their error.)"""
+    if not spec.call:
+        return False
+    try:
+        return Invoker(rt.spec, spec, load_callable(spec.call, rt.spec.python_path)).wants_ctx
+    except Exception:
+        return False

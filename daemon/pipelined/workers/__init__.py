@@ -5,7 +5,8 @@ stage = make_process_stage(pipeline_spec, stage_spec, processes)  # pool or fork
 stage.start()                        # runs before_fork (pipeline hook, then stage hook) in the daemon,
                                      # then after_fork + setup() in every worker; StartError on failure
 stage.process(run_id, items)         # -> list[ItemOutcome], one per item, in order; thread-safe
-                                     # (trace=traceparent: current around the worker's calls)
+                                     # (trace=traceparent: current around the worker's calls;
+                                     # item_ids=, attempt=: ctx.item_id / ctx.attempt of a ctx callable)
 stage.stop(timeout)                  # close() in the workers; every process joined
 stage.live_processes()
 stage.produce(run_id, call_args, emit_to)  # producers: an iterator over one run's items, streamed
@@ -33,7 +34,14 @@ __all__ = ["ItemOutcome", "ProcessStage", "ProducerFailed", "make_process_stage"
 class ProcessStage(Protocol):
     def start(self, run_before_fork_hooks: bool = True) -> None: ...
 
-    def process(self, run_id: str | None, items: Any, trace: str | None = None) -> Sequence[ItemOutcome]: ...
+    def process(
+        self,
+        run_id: str | None,
+        items: Any,
+        trace: str | None = None,
+        item_ids: Sequence[str | None] | None = None,
+        attempt: int = 1,
+    ) -> Sequence[ItemOutcome]: ...
 
     def stop(self, timeout: float = 30.0) -> None: ...
 

@@ -49,18 +49,22 @@ class StageCallable:
         progress: Any,
         flush: Callable[[list[Row]], None],
         flush_every: float,
+        item_ids: Sequence[str | None] | None = None,
+        attempt: int = 1,
     ) -> list[Row]:
         """Rows for `items`, in order; `progress[0]` holds the index being called (-1 after).
+        `item_ids` / `attempt`: what ctx.item_id / ctx.attempt say (the daemon sends them when
+        the callable takes ctx).
 
         Every `flush_every` seconds the rows so far go to `flush` (so a crash loses little)."""
-        attempt = self._fast_attempt if self.fast is not None else self._attempt
+        call = self._fast_attempt if self.fast is not None else self._attempt
         run = run_id or ""
         perf = time.perf_counter
         rows: list[Row] = []
         last_flush = perf()
         for index, item in enumerate(items):
             progress[0] = index
-            rows.append(attempt(item, run))
+            rows.append(call(item, run, None if item_ids is None else item_ids[index], attempt))
             if perf() - last_flush > flush_every:
                 flush(rows)
                 rows = []
@@ -101,7 +105,7 @@ class StageCallable:
         progress[0] = -1
         return COMPACT, results, seconds, errors, self.kind == "processor"
 
-    def _fast_attempt(self, item: Any, run: str) -> Row:
+    def _fast_attempt(self, item: Any, run: str, item_id: str | None = None, attempt: int = 1) -> Row:
         started = time.perf_counter()
         try:
             result = self.fast(item)  # type: ignore[misc]
@@ -112,12 +116,12 @@ class StageCallable:
             return [], [], self.kind == "processor", None, None, seconds
         return [result], [], False, None, None, seconds
 
-    def _attempt(self, item: Any, run: str) -> Row:
+    def _attempt(self, item: Any, run: str, item_id: str | None = None, attempt: int = 1) -> Row:
         routed: list[tuple[str, Any]] = []
         self.routed = routed
         started = time.perf_counter()
         try:
-            outputs, filtered = self.invoker.call_item(item, run, self._emit_to)
+            outputs, filtered = self.invoker.call_item(item, run, self._emit_to, item_id=item_id, attempt=attempt)
         except (Exception, SystemExit) as exc:
             return _error_row(exc, time.perf_counter() - started)
         seconds = time.perf_counter() - started

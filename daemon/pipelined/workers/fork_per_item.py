@@ -39,10 +39,21 @@ ZYGOTE_METHOD = "forkserver"
 
 
 class _Waiting:
-    def __init__(self, run_id: str | None, items: list[Any], trace: str | None = None) -> None:
+    def __init__(
+        self,
+        run_id: str | None,
+        items: list[Any],
+        trace: str | None = None,
+        item_ids: list[str | None] | None = None,
+        attempt: int = 1,
+    ) -> None:
         self.run_id = run_id
         self.items = items
-        self.tail = (trace,) if trace else ()  # the messages' optional last field (pipelined.tracing)
+        # the messages' optional last fields: the traceparent (pipelined.tracing), then for a
+        # callable with ctx each item's ctx.item_id and ctx.attempt
+        self.tail: tuple[Any, ...] = (trace,) if trace else ()
+        if item_ids is not None or attempt != 1:
+            self.tail = (trace, item_ids, attempt)
         self.rows: list[Any] | None = None
         self.error: str | None = None
         self.done = threading.Event()
@@ -98,12 +109,20 @@ class ForkPerItemStage:
         return 1 + len(child_pids(zygote.pid))
 
     # -- work ----------------------------------------------------------------------------------
-    def process(self, run_id: str | None, items: Sequence[Any], trace: str | None = None) -> list[ItemOutcome]:
+    def process(
+        self,
+        run_id: str | None,
+        items: Sequence[Any],
+        trace: str | None = None,
+        item_ids: Sequence[str | None] | None = None,
+        attempt: int = 1,
+    ) -> list[ItemOutcome]:
         if not items:
             return []
         outcomes: list[ItemOutcome | None] = [None] * len(items)
         keep = self._picklable(items, outcomes)
-        waiting = _Waiting(run_id, [items[i] for i in keep], trace)
+        ids = None if item_ids is None else [item_ids[i] for i in keep]
+        waiting = _Waiting(run_id, [items[i] for i in keep], trace, ids, attempt)
         if keep:
             error = self._submit(waiting)
             if error is None:

@@ -126,9 +126,17 @@ class PoolStage:
         return sum(1 for slot in self._slots if slot.worker is not None and slot.worker.is_alive())
 
     # -- work ----------------------------------------------------------------------------------
-    def process(self, run_id: str | None, items: Sequence[Any], trace: str | None = None) -> Sequence[ItemOutcome]:
+    def process(
+        self,
+        run_id: str | None,
+        items: Sequence[Any],
+        trace: str | None = None,
+        item_ids: Sequence[str | None] | None = None,
+        attempt: int = 1,
+    ) -> Sequence[ItemOutcome]:
         """One outcome per item, in order. Thread-safe; blocks while every worker is busy.
         `trace`: a traceparent the worker makes current around its calls (pipelined.tracing).
+        `item_ids` / `attempt`: ctx.item_id of each item and ctx.attempt (for a callable with ctx).
 
         A batch that came back whole from a plain function is a BatchOutcomes (a lazy sequence
         with `plain_outputs` / `filtered_count` for callers that want the outputs in bulk)."""
@@ -138,7 +146,7 @@ class PoolStage:
         if slot is None:
             return [self._stopped_outcome() for _ in items]
         try:
-            return _BatchRun(self, slot, run_id, items, trace).run()
+            return _BatchRun(self, slot, run_id, items, trace, item_ids, attempt).run()
         finally:
             with self._cond:
                 self._idle.append(slot)
@@ -190,13 +198,22 @@ class _BatchRun:
     """One `process()` call on one slot: send, collect rows, survive deaths, recycle."""
 
     def __init__(
-        self, pool: PoolStage, slot: WorkerSlot, run_id: str | None, items: Sequence[Any], trace: str | None = None
+        self,
+        pool: PoolStage,
+        slot: WorkerSlot,
+        run_id: str | None,
+        items: Sequence[Any],
+        trace: str | None = None,
+        item_ids: Sequence[str | None] | None = None,
+        attempt: int = 1,
     ) -> None:
         self.pool = pool
         self.slot = slot
         self.run_id = run_id
         self.items = items
-        self.tail = (trace,) if trace else ()  # the messages' optional last field
+        self.trace = trace
+        self.item_ids = item_ids
+        self.attempt = attempt
         self.stage = pool.stage_spec.name
         self.outcomes: list[ItemOutcome | None] = [None] * len(items)
         self.pending = list(range(len(items)))
@@ -264,16 +281,25 @@ class _BatchRun:
         except WorkerDied as death:
             self._after_death(worker, death, sent, received)
 
+    def _tail(self, chunk: list[int]) -> tuple[Any, ...]:
+        """The messages' optional last fields: the traceparent, then ctx.item_id of each item of
+        `chunk` and ctx.attempt (only when the callable takes ctx)."""
+        ids = self.item_ids
+        if ids is None and self.attempt == 1:
+            return (self.trace,) if self.trace else ()
+        chunk_ids = None if ids is None else (ids if len(chunk) == len(ids) else [ids[i] for i in chunk])
+        return self.trace, chunk_ids, self.attempt
+
     def _send(self, worker: WorkerHandle, chunk: list[int]) -> list[int] | None:
         items = self.items
         batch = items if len(chunk) == len(items) else [items[i] for i in chunk]
         try:
-            data = protocol.dumps((protocol.BATCH, self.run_id, batch, *self.tail))
+            data = protocol.dumps((protocol.BATCH, self.run_id, batch, *self._tail(chunk)))
         except Exception:
             chunk = self._drop_unpicklable(chunk)
             if not chunk:
                 return None
-            data = protocol.dumps((protocol.BATCH, self.run_id, [items[i] for i in chunk], *self.tail))
+            data = protocol.dumps((protocol.BATCH, self.run_id, [items[i] for i in chunk], *self._tail(chunk)))
         try:
             worker.send_bytes(data)
         except WorkerDied as death:
@@ -293,7 +319,7 @@ class _BatchRun:
 
     def _send_itemwise(self, worker: WorkerHandle, sent: list[int]) -> None:
         pickles = [(protocol.dumps(self.items[i]), protocol.type_name(self.items[i])) for i in sent]
-        worker.send((protocol.ITEMWISE, self.run_id, pickles, *self.tail))
+        worker.send((protocol.ITEMWISE, self.run_id, pickles, *self._tail(sent)))
 
     def _after_death(self, worker: WorkerHandle, death: WorkerDied, sent: list[int], received: int) -> None:
         """Charge the crash to the item being called; the rest of the chunk goes back to pending."""

@@ -2,9 +2,10 @@
 
 daemon → worker: `(BATCH, run_id, items)` — a whole batch in one pickle;
 `(ITEMWISE, run_id, [(item_pickle, type_name), ...])` — the same batch item by item, sent when the
-worker could not unpickle the batch as a whole (both with a last field, the traceparent of the
-batch's span, while tracing is on: pipelined.tracing); `(STOP,)`; `(PRODUCE, run_id, call_args)` and
-`(CANCEL,)` for producers (producing.py).
+worker could not unpickle the batch as a whole. Both may end with the traceparent of the batch's
+span (while tracing is on: pipelined.tracing), and for a callable that takes ctx with
+`(traceparent or None, ctx.item_id of each item or None, ctx.attempt)`. `(STOP,)`;
+`(PRODUCE, run_id, call_args)` and `(CANCEL,)` for producers (producing.py).
 worker → daemon: `(kind, payload, log_records)` with kind READY, START_FAILED `(where, error,
 traceback)`, ROWS (a first part of the rows of the current batch), DONE (the remaining rows),
 LOAD_FAILED (error text: the batch did not unpickle) or CLOSED (close() error text or None).

@@ -109,14 +109,17 @@ def serve(conn: Connection, stage_callable: StageCallable, setup: WorkerSetup, l
             logs.run = None
             continue
         rows: list[Row] | Compact
-        traced = tracing.attach_traceparent(message[3]) if len(message) > 3 else None  # the batch's span
+        # optional last fields: the batch's traceparent, then ctx.item_id of each item and ctx.attempt
+        traced = tracing.attach_traceparent(message[3]) if len(message) > 3 and message[3] else None
+        item_ids, attempt = (message[4], message[5]) if len(message) > 5 else (None, 1)
         try:
             if op == protocol.BATCH and stage_callable.fast is not None:
                 rows = stage_callable.run_fast_batch(message[2], progress, flush, FLUSH_EVERY)
             elif op == protocol.BATCH:
-                rows = stage_callable.run_batch(message[1], message[2], progress, flush, FLUSH_EVERY)
+                rows = stage_callable.run_batch(message[1], message[2], progress, flush, FLUSH_EVERY, item_ids, attempt)
             else:
-                rows = _run_itemwise(stage_callable, message[1], message[2], setup.stage, progress, flush)
+                rows = _run_itemwise(stage_callable, message[1], message[2], setup.stage, progress, flush,
+                                     item_ids, attempt)  # fmt: skip
         finally:
             tracing.detach(traced)
         logs.run = None
@@ -125,7 +128,14 @@ def serve(conn: Connection, stage_callable: StageCallable, setup: WorkerSetup, l
 
 
 def _run_itemwise(
-    stage_callable: StageCallable, run_id: str | None, pickles: list[tuple[bytes, str]], stage: str, progress: Any, flush: Any
+    stage_callable: StageCallable,
+    run_id: str | None,
+    pickles: list[tuple[bytes, str]],
+    stage: str,
+    progress: Any,
+    flush: Any,
+    item_ids: list[str | None] | None = None,
+    attempt: int = 1,
 ) -> list[Row]:
     """Unpickle items one by one: the ones that fail get an error row, the rest are called."""
     rows: list[Row] = []
@@ -137,7 +147,8 @@ def _run_itemwise(
                          f"unpickled in the worker process: {type(exc).__name__}: {exc}", None, 0.0))
             continue
         progress[0] = index
-        rows.extend(stage_callable.run_batch(run_id, [item], _Offset(progress, index), flush, float("inf")))
+        ids = None if item_ids is None else [item_ids[index]]
+        rows.extend(stage_callable.run_batch(run_id, [item], _Offset(progress, index), flush, float("inf"), ids, attempt))
     progress[0] = -1
     return rows
 

@@ -44,6 +44,8 @@ class _Request:
     rows: list[Row | None]
     missing: int
     trace: str | None = None  # the batch's traceparent (pipelined.tracing)
+    item_ids: list[str | None] | None = None  # ctx.item_id of each item (a callable with ctx)
+    attempt: int = 1  # ctx.attempt
 
 
 @dataclass
@@ -130,8 +132,11 @@ class Zygote:
             self._accept_batch(message[1], message[2], message[3])
         else:
             self._accept_itemwise(message[1], message[2], message[3])
-        if len(message) > 4 and message[1] in self.requests:
-            self.requests[message[1]].trace = message[4]
+        request = self.requests.get(message[1]) if len(message) > 4 else None
+        if request is not None:
+            request.trace = message[4]
+            if len(message) > 6:
+                request.item_ids, request.attempt = message[5], message[6]
 
     def _begin_stop(self, seconds: float) -> None:
         self.stop_deadline = time.monotonic() + seconds
@@ -169,22 +174,25 @@ class Zygote:
             if pid == 0:
                 os.close(read_fd)
                 request = self.requests[request_id]
-                self._child(request.run_id, item, write_fd, request.trace)
+                self._child(request, index, item, write_fd)
             os.close(write_fd)
             child = _Child(request_id, index, pid, read_fd)
             self.children[read_fd] = child
             self.selector.register(read_fd, selectors.EVENT_READ, child)
 
-    def _child(self, run_id: str | None, item: Any, write_fd: int, trace: str | None = None) -> None:
+    def _child(self, request: _Request, index: int, item: Any, write_fd: int) -> None:
+        run_id = request.run_id
+        ids = None if request.item_ids is None else [request.item_ids[index]]
         try:
             _die_with_parent()
-            tracing.attach_traceparent(trace)  # this process ends after the one call
+            tracing.attach_traceparent(request.trace)  # this process ends after the one call
             self.logs.take()  # the zygote's records stay with the zygote
             self.logs.run = run_id
             try:
                 run_hooks(self.setup.after_fork, self.setup.python_path)
                 assert self.stage_callable is not None
-                rows = self.stage_callable.run_batch(run_id, [item], [0, 0], _no_flush, float("inf"))
+                rows = self.stage_callable.run_batch(run_id, [item], [0, 0], _no_flush, float("inf"), ids,
+                                                     request.attempt)  # fmt: skip
             except HookFailed as failure:
                 rows = [_error_row(str(failure))]
             data = protocol.encode_rows(protocol.DONE, rows, self.logs.take(), self.setup.stage)

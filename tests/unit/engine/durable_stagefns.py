@@ -42,6 +42,18 @@ def with_unpicklable(n: int = 3):  # type: ignore[no-untyped-def]
     yield from range(2, n + 1)
 
 
+def record_ctx_to_file(x: Any, ctx: Any, path: str, fail_first: bool = False) -> Any:
+    """In any process: append (item, ctx.item_id, ctx.attempt) as a JSON line to `path`; with
+    `fail_first`, the first attempt of every item fails (`ctx.attempt` says which one it is)."""
+    import json
+
+    with open(path, "a") as f:
+        f.write(json.dumps([x, ctx.item_id, ctx.attempt]) + "\n")
+    if fail_first and ctx.attempt == 1:
+        raise ValueError(f"attempt {ctx.attempt} of {x}")
+    return x
+
+
 def slow_at(x: int, key: str, at: int) -> int | None:
     """Hold item `at` until the test opens the gate; filter every 7th item (x % 7 == 3)."""
     if x == at:

@@ -428,3 +428,46 @@ def test_forked_child_cannot_use_the_buffer_and_does_not_harm_it(buf: DiskBuffer
         assert [e.items() for e in reopened.entries(rows2[0][0])] == [["before"], ["after"]]
     finally:
         reopened.close()
+
+
+def test_the_buffer_is_private_whatever_the_umask_or_an_older_file(tmp_path: Path) -> None:
+    """Buffered items are the pipeline's data, like dead letters: the directory 0700, the file
+    and its WAL 0600 — also when they existed looser (made by hand, or with another umask)."""
+    where = tmp_path / "buffers"
+    where.mkdir(mode=0o755)
+    os.chmod(where, 0o755)
+    first = DiskBuffer.for_pipeline(tmp_path, "p")
+    first.close()
+    os.chmod(where / "p.sqlite3", 0o644)
+    previous = os.umask(0o022)
+    try:
+        buffer = DiskBuffer.for_pipeline(tmp_path, "p")
+        buffer.append(RUN, "src", "out", 1, [1, 2, 3])[1].wait(10)
+        modes = {p.name: p.stat().st_mode & 0o777 for p in where.iterdir()}
+        buffer.close()
+    finally:
+        os.umask(previous)
+    assert where.stat().st_mode & 0o777 == 0o700
+    assert modes == {"p.sqlite3": 0o600, "p.sqlite3-wal": 0o600}, modes
+
+
+def test_rows_are_cut_by_size_and_an_item_over_the_limit_is_refused_by_name(
+    buf: DiskBuffer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """MAX_ROW_BYTES cuts a group into smaller rows (down to one item); one item pickling larger
+    than MAX_ITEM_BYTES is Unserializable naming its place, type and size, and nothing is queued."""
+    import pipelined.engine.disk_buffer as module
+
+    monkeypatch.setattr(module, "MAX_ROW_BYTES", 10_000)
+    monkeypatch.setattr(module, "MAX_ITEM_BYTES", 50_000)
+    items = [str(i) * 4000 for i in range(9)] + [b"b" * 30_000]  # distinct: pickle memoizes repeats
+    rows, commit = buf.append(RUN, "src", "out", 1, items)
+    assert commit.wait(10)
+    assert sum(n for _, n in rows) == 10 and max(n for _, n in rows) <= 2 and rows[-1][1] == 1
+    stored = [x for e in buf.entries(buf.begin_replay()) for x in e.items()]
+    assert stored == items
+    before = buf.stats()["items"]
+    with pytest.raises(Unserializable, match=r"item of type bytes cannot be saved .* 60\d\d\d bytes pickled, more than 50000") as caught:
+        buf.append(RUN, "src", "out", 11, ["small", b"c" * 60_000])
+    assert caught.value.index == 1
+    assert buf.flush(10) and buf.stats()["items"] == before

@@ -87,7 +87,7 @@ def test_a_read_only_state_dir_fails_the_open_with_a_clear_error(tmp_path: Path)
     with tmpfs(tmp_path / "mnt", "1m") as mnt:
         (mnt / "buffers").mkdir()
         remount(mnt, "ro")
-        with pytest.raises(BufferOpenError, match=r"p\.sqlite3: cannot open the buffer file: unable to open"):
+        with pytest.raises(BufferOpenError, match=r"p\.sqlite3: cannot open or create the buffer file: .*Read-only file system"):
             DiskBuffer.for_pipeline(mnt, "p")
         remount(mnt, "rw")
         buf = DiskBuffer.for_pipeline(mnt, "p")  # writable again: it opens

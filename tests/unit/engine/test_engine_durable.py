@@ -4,6 +4,7 @@ that cannot be stored, a corrupt file; and ctx.item_id / ctx.attempt in every pi
 
 from __future__ import annotations
 
+import json
 import threading
 from pathlib import Path
 from typing import Any
@@ -135,6 +136,33 @@ def test_after_a_restart_runs_come_back_recovered_and_new_ids_continue(tmp_path:
         book.close()
 
 
+def test_a_trigger_killed_after_its_202_before_its_end_of_input_was_stored_still_completes(tmp_path: Path) -> None:
+    """A trigger's items are stored in one commit and its 202 follows it; the "no more items"
+    mark of the run goes in a later group. A SIGKILL between the two must not bring the run
+    back as "interrupted by a restart" (a trigger is not a producer): it completes."""
+    from pipelined.engine.disk_buffer import DiskBuffer
+
+    key = "durable-inject-mark"
+    buffer = DiskBuffer.for_pipeline(tmp_path, "p")
+    buffer.begin_run("r-000003", "work", "inject", "2026-01-01T00:00:00+00:00")
+    assert buffer.append("r-000003", "work", "in", 1, [1, 2, 3])[1].wait(10)
+    buffer.close()  # what a kill leaves: the items and the run, without source_done
+    spec = pipeline(
+        stage("work", call="passthrough"),
+        stage("sink", "consumer", "collect", args={"key": key}),
+        buffer="disk",
+    )
+    book = PipelineBook("p", tmp_path)
+    rt = start(spec, book)
+    try:
+        run = finished_run(rt, "r-000003")
+        assert run["recovered"] is True and run["error"] is None and run["state"] == "completed", run
+        assert sorted(fns.COLLECTED[key]) == [1, 2, 3]
+    finally:
+        rt.drain(5)
+        book.close()
+
+
 def test_items_at_a_stage_the_new_version_removed_are_dead_lettered(tmp_path: Path) -> None:
     key = "durable-removed"
     book = PipelineBook("p", tmp_path)
@@ -223,6 +251,28 @@ def test_item_ids_follow_items_through_filters_retries_and_batches(tmp_path: Pat
                               + [(x, f"{run_id}.{x + 1}", 2) for x in (0, 2, 4, 6, 8)])
     [(batch, batch_id, _)] = dfns.SEEN[key + "-batch"]
     assert batch_id == f"{run_id}.{batch[0] + 1}"  # a batch has its first item's id
+
+
+@pytest.mark.parametrize("mode", ["pool", "fork_per_item"])
+@pytest.mark.parametrize("buffer", ["memory", "disk"])
+def test_a_process_stage_sees_item_ids_and_attempts(tmp_path: Path, buffer: str, mode: str) -> None:
+    """config.md, Callables: ctx.item_id and ctx.attempt for every callable with ctx — in a
+    worker process too (`processes = N`), the same ids a thread stage sees."""
+    seen, passed = tmp_path / "seen.jsonl", tmp_path / "passed.jsonl"
+    spec = pipeline(
+        stage("src", "producer", "count_to", args={"n": 6}, auto_start=False),
+        stage("proc", call=f"{D}:record_ctx_to_file", args={"path": str(seen), "fail_first": True},
+              processes=2, process_mode=mode, start_method="fork", retry_backoff=0.01),
+        stage("after", call=f"{D}:record_ctx_to_file", args={"path": str(passed)}),
+        buffer=buffer,
+    )
+    with running(spec, tmp_path) as rt:
+        run_id = rt.trigger("src")
+        assert finished_run(rt, run_id)["state"] == "completed"
+    rows = sorted(tuple(json.loads(line)) for line in seen.read_text().splitlines())
+    assert rows == sorted([(x, f"{run_id}.{x + 1}", a) for x in range(6) for a in (1, 2)])
+    after = sorted(tuple(json.loads(line)) for line in passed.read_text().splitlines())
+    assert after == [(x, f"{run_id}.{x + 1}", 1) for x in range(6)]  # what a process emits keeps its id
 
 
 @pytest.mark.parametrize("call", ["slow_at", "slow_at_ctx"])
