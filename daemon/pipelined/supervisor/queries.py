@@ -46,6 +46,7 @@ class PipelineQueries:
     slots: dict[str, PipelineSlot]
     slots_lock: threading.RLock
     started_at: float
+    orphaned_buffers: list[dict[str, Any]]  # supervisor/orphans.py
 
     # the Supervisor's (the loop's side of Control)
     def is_stopping(self) -> bool:
@@ -91,6 +92,7 @@ class PipelineQueries:
                 "threads": threads,
                 "processes": processes,
                 "rss_bytes": _rss_bytes(),
+                "orphaned_buffers": list(self.orphaned_buffers),
             },
             "pipelines": {slot.name: slot.stats() for slot in slots},
         }
