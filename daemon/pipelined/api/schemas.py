@@ -171,13 +171,6 @@ class PipelineStats(TypedDict):
     buffer: BufferStats
 
 
-class OrphanedBuffer(TypedDict):
-    pipeline: str  # the pipeline whose file is gone
-    file: str  # its disk buffer file, kept in the state dir
-    items: int | None  # items it holds (None: it cannot be read, see error)
-    error: str | None
-
-
 class DaemonInfo(TypedDict):
     version: str
     uptime_s: float
@@ -186,7 +179,6 @@ class DaemonInfo(TypedDict):
     threads: int
     processes: int
     rss_bytes: int
-    orphaned_buffers: list[OrphanedBuffer]  # disk buffer files without a pipeline file
 
 
 class DaemonStats(TypedDict):

@@ -4,8 +4,8 @@ A pipeline's file removed while the daemon was stopped (or removed while its ver
 items stored at its drain deadline) leaves `<state_dir>/buffers/<name>.sqlite3` behind. Nothing
 reads it until `<name>.toml` comes back; it is never deleted here. After the start and after every
 re-scan that added or removed a pipeline the supervisor looks for such files, logs a warning for
-each one that holds items (once, until what it holds changes) and lists them in `GET /stats`
-(`daemon.orphaned_buffers`).
+each one that holds items (once, until what it holds changes); `Supervisor.orphaned_buffers`
+keeps the last list.
 """
 
 from __future__ import annotations

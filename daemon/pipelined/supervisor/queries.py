@@ -46,7 +46,6 @@ class PipelineQueries:
     slots: dict[str, PipelineSlot]
     slots_lock: threading.RLock
     started_at: float
-    orphaned_buffers: list[dict[str, Any]]  # supervisor/orphans.py
 
     # the Supervisor's (the loop's side of Control)
     def is_stopping(self) -> bool:
@@ -92,7 +91,6 @@ class PipelineQueries:
                 "threads": threads,
                 "processes": processes,
                 "rss_bytes": _rss_bytes(),
-                "orphaned_buffers": list(self.orphaned_buffers),
             },
             "pipelines": {slot.name: slot.stats() for slot in slots},
         }
