@@ -4,57 +4,20 @@ pipeline file comes back."""
 
 from __future__ import annotations
 
-import textwrap
-from pathlib import Path
+from test_durable_daemon import MODULE, consumed, held_pipeline, trigger
 
 from harness import DaemonProcess
-
-MODULE = textwrap.dedent(
-    """
-    import os, time
-
-    def hold(x, path):
-        while not os.path.exists(path):   # items stay in flight until the test creates `path`
-            time.sleep(0.01)
-        return x
-
-    def sink(x, path):
-        with open(path, "a") as f:
-            f.write(f"{x}\\n")
-    """
-)
-
-
-def held_pipeline(gate: Path, sink: Path) -> str:
-    return textwrap.dedent(
-        f"""
-        buffer = "disk"
-        drain_timeout = "200ms"
-
-        [[stage]]
-        name = "slow"
-        call = "orphan_mods:hold"
-        args = {{ path = "{gate}" }}
-
-        [[stage]]
-        name = "sink"
-        kind = "consumer"
-        call = "orphan_mods:sink"
-        args = {{ path = "{sink}" }}
-        """
-    )
 
 
 def test_a_buffer_file_without_its_pipeline_file_is_reported_at_start_and_kept(daemon: DaemonProcess) -> None:
     gate, sink = daemon.base_dir / "gate", daemon.base_dir / "consumed.txt"
-    daemon.write_module("orphan_mods", MODULE)
-    daemon.write_pipeline("held", held_pipeline(gate, sink))
+    daemon.write_module("durable_mods", MODULE)
+    daemon.write_pipeline("held", held_pipeline(gate, sink, drain="200ms"))
     daemon.start()
-    response = daemon.client.post("/pipelines/held/stages/slow/trigger", json={"items": [7, 8, 9]})
-    assert response.status_code == 202, response.text
+    trigger(daemon, "held", "slow", {"items": [7, 8, 9]})
     assert daemon.stop() == 0  # a drain deadline: the three items stay stored
-    buffer_file = daemon.state_dir / "buffers" / "held.sqlite3"
     daemon.proc = None
+    buffer_file = daemon.state_dir / "buffers" / "held.sqlite3"
     daemon.remove_pipeline("held")  # while the daemon is stopped
 
     daemon.start()
@@ -63,8 +26,7 @@ def test_a_buffer_file_without_its_pipeline_file_is_reported_at_start_and_kept(d
     assert buffer_file.exists()
 
     gate.touch()  # the file comes back: its items resume, and it is no orphan any more
-    daemon.write_pipeline("held", held_pipeline(gate, sink))
+    daemon.write_pipeline("held", held_pipeline(gate, sink, drain="200ms"))
     assert daemon.client.post("/reload").status_code == 200
-    daemon.wait_for(lambda: sink.exists() and sorted(sink.read_text().split()) == ["7", "8", "9"],
-                    what="the stored items consumed")  # fmt: skip
+    daemon.wait_for(lambda: set(consumed(sink)) == {7, 8, 9}, what="the stored items consumed")
     assert daemon.logs().count(warning) == 1  # said once; not again once the file is back

@@ -18,7 +18,6 @@ from engine_helpers import build_graph_for, finished_run, pipeline, stage, wait_
 
 from pipelined.config.spec import PipelineSpec
 from pipelined.engine import PipelineBook, PipelineRuntime, buffer_ops, buffer_writer
-from pipelined.engine.disk_buffer import DiskBuffer
 
 
 def start(spec: PipelineSpec, book: PipelineBook) -> PipelineRuntime:
@@ -38,7 +37,7 @@ def killed_copy(state_dir: Path, into: Path) -> Path:
     return into
 
 
-def restarted(spec: PipelineSpec, state_dir: Path, run_id: str, key: str) -> dict[str, Any] | None:
+def restarted(spec: PipelineSpec, state_dir: Path, run_id: str) -> dict[str, Any] | None:
     """Start `spec` on `state_dir`; the run `run_id` once it ended (None: the file had ended it)."""
     book = PipelineBook("p", state_dir)
     rt = start(spec, book)
@@ -93,25 +92,5 @@ def test_a_producer_run_that_says_its_producer_returned_is_not_interrupted_by_a_
     assert sorted(fns.COLLECTED[key]) == [0, 1, 2]
     monkeypatch.undo()
     for state_dir in moments:
-        run = restarted(spec, state_dir, run_id, key)
+        run = restarted(spec, state_dir, run_id)
         assert run is None or (run["state"] == "completed" and run["error"] is None), (state_dir.name, run)
-
-
-def test_a_linked_run_killed_before_its_end_of_input_mark_was_stored_still_completes(tmp_path: Path) -> None:
-    """A linked run's first delivery is stored (one commit) before the sender is told it was
-    taken; its end-of-input mark follows in a later group. A kill between the two brought it
-    back "interrupted by a restart" (`failed`): like a trigger's run, it is never interrupted."""
-    key = "durable-kill-linked"
-    buffer = DiskBuffer.for_pipeline(tmp_path, "p")
-    buffer.begin_run("r-000004", "work", "link", "2026-01-01T00:00:00+00:00", parent="up/r-000001")
-    assert buffer.append("r-000004", "work", "in", 1, [1, 2, 3])[1].wait(10)
-    buffer.close()  # what a kill leaves: the items and the run, without source_done
-    spec = pipeline(
-        stage("work", call="passthrough"),
-        stage("sink", "consumer", "collect", args={"key": key}),
-        buffer="disk",
-    )
-    run = restarted(spec, tmp_path, "r-000004", key)
-    assert run is not None and run["recovered"] is True, run
-    assert run["state"] == "completed" and run["error"] is None and run["parent"] == "up/r-000001", run
-    assert sorted(fns.COLLECTED[key]) == [1, 2, 3]
