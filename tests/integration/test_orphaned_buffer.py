@@ -4,20 +4,15 @@ pipeline file comes back."""
 
 from __future__ import annotations
 
-from test_durable_daemon import MODULE, consumed, held_pipeline, trigger
+from test_durable_daemon import consumed, held_pipeline, stop_with_three_items_stored
 
 from harness import DaemonProcess
 
 
 def test_a_buffer_file_without_its_pipeline_file_is_reported_at_start_and_kept(daemon: DaemonProcess) -> None:
     gate, sink = daemon.base_dir / "gate", daemon.base_dir / "consumed.txt"
-    daemon.write_module("durable_mods", MODULE)
-    daemon.write_pipeline("held", held_pipeline(gate, sink, drain="200ms"))
-    daemon.start()
-    trigger(daemon, "held", "slow", {"items": [7, 8, 9]})
-    assert daemon.stop() == 0  # a drain deadline: the three items stay stored
+    buffer_file = stop_with_three_items_stored(daemon)
     daemon.proc = None
-    buffer_file = daemon.state_dir / "buffers" / "held.sqlite3"
     daemon.remove_pipeline("held")  # while the daemon is stopped
 
     daemon.start()
