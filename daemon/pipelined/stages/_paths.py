@@ -170,6 +170,7 @@ def _open_beneath_root(path: Path, flags: int, key: str, place: str) -> int:
     parts = real.relative_to(root).parts
     if not parts:
         raise PathRefused(f"{place}: {key}: {path} is a directory; built-in stages only use regular files")
+    make_private_dirs(root)  # a root that does not exist yet (configured, trusted): made as before
     dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         walked = root

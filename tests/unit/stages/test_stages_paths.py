@@ -250,3 +250,16 @@ def test_a_directory_swapped_for_a_symlink_after_the_check_creates_nothing_outsi
         monkeypatch.setattr(os, "open", real_open)
     assert swapped
     assert sorted(p.name for p in outside.rglob("*")) == []  # nothing created outside the roots
+
+
+def test_a_write_root_that_does_not_exist_yet_is_made_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "not" / "yet"
+    monkeypatch.setenv("PIPELINED_WRITE_PATHS", str(root))
+    monkeypatch.setenv("PIPELINED_STATE_DIR", str(root))
+    writer = write_jsonl("sub/out.jsonl")
+    writer({"n": 1})
+    writer.close()
+    assert (root / "sub" / "out.jsonl").read_text() == '{"n":1}\n'
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
