@@ -154,6 +154,15 @@ def kill_loop(daemon: DaemonProcess, sync: str, items: int, kills: int) -> None:
         waited = time.monotonic() - began
         restart(daemon)
         print(f"kill at {threshold}: waited {waited:.1f} s, restarted in {time.monotonic() - began - waited:.1f} s")
+        response = daemon.client.get(f"/pipelines/kill/runs/{run_id}")
+        if response.status_code == 404:
+            # on a loaded machine the run can end between the threshold and the kill (the sink's
+            # lines count duplicates too); a finished run is not stored, so nothing comes back —
+            # then every item must have been consumed already and the buffer be empty
+            assert set(consumed(sink)) == set(range(items)), "the run is gone after a kill but items are missing"
+            assert buffer_stats(daemon, "kill")["items"] == 0
+            print(f"the run had ended before the kill at {threshold}")
+            return
         run = run_record(daemon, "kill", run_id)
         assert run["recovered"] is True and run["items"]["produced"] == items
     daemon.wait_for(lambda: run_record(daemon, "kill", run_id)["state"] != "running", timeout=120,
@@ -166,7 +175,10 @@ def kill_loop(daemon: DaemonProcess, sync: str, items: int, kills: int) -> None:
     assert not missing, f"{len(missing)} items lost, e.g. {sorted(missing)[:10]}"
     # replayed after a kill: rows (<= 1024 items) that had started, batches in flight
     assert duplicates <= kills * (4 * ROW + 1000), duplicates
-    assert run["state"] == "completed" and run["recovered"] is True, run
+    # the producer's end-of-input mark is committed just after its last items, and the API cannot
+    # show when: a first kill in between makes the run "interrupted" (config.md, Durable buffer)
+    interrupted = run["state"] == "failed" and run["error"] == f"interrupted by a restart after {items} items"
+    assert (run["state"] == "completed" or interrupted) and run["recovered"] is True, run
     assert run["items"]["produced"] == items and run["items"]["in_flight"] == 0
     assert run["items"]["finished"] >= items // 100  # a batch counts once
     daemon.wait_for(lambda: buffer_stats(daemon, "kill")["items"] == 0, what="an empty buffer")
