@@ -279,10 +279,12 @@ class ProducerStage:
         """Move items from the user's iterator in slices pulled at C speed.
 
         The slice grows (doubling up to FLUSH_AT, after three fast slices in a row) while items
-        come fast and the downstream is busy, and falls back to one item as soon as a slice took long to fill (a slow or paced
-        producer) or the downstream waits idle — so low rates see no batching delay. A slice
-        that came back short means the iterator is exhausted; items `ctx.emit` flushed out of
-        the slice while it was being pulled (`sent_early`) count as pulled.
+        come fast and the downstream is busy. A slice that took long to fill shrinks to what came
+        in SLOW_SLICE_S at its rate (one item for a slow or paced producer; a fast one that was
+        preempted keeps most of it), and an idle downstream worker drops it to one item — so low
+        rates see no batching delay. A slice that came back short means the iterator is
+        exhausted; items `ctx.emit` flushed out of the slice while it was being pulled
+        (`sent_early`) count as pulled.
         """
         size = 1
         fast_slices = 0
@@ -300,12 +302,16 @@ class ProducerStage:
                 flush()
             if short:
                 return
-            if took > SLOW_SLICE_S or target.idle():
+            if target.idle():
                 size, fast_slices = 1, 0
+            elif took > SLOW_SLICE_S:
+                # as many items as came in SLOW_SLICE_S: one for a slow or paced producer, most
+                # of the slice for a fast one whose thread was merely preempted or switched out
+                size, fast_slices = max(1, min(size, int(size * SLOW_SLICE_S / took))), 0
             else:
                 fast_slices += 1
                 if fast_slices >= 3 and size < FLUSH_AT:
-                    size *= 2
+                    size = min(2 * size, FLUSH_AT)
 
     def _flush(self, cell: CounterCell, run: Run, buf: list[Any], target: Target, deliveries: Deliveries) -> None:
         if self.abandoned:

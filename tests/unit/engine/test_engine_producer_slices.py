@@ -1,0 +1,68 @@
+"""How a producer pulls its items (ProducerStage._pull): slices grow while items come fast, and a
+slice that took long to fill shrinks to what came in SLOW_SLICE_S — one item for a paced producer,
+most of the slice for a fast producer whose thread was held up once (preempted, or waiting for the
+GIL), which used to start again from one item and climb back through dozens of small slices."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from pipelined.engine import producer
+from pipelined.engine.producer import FLUSH_AT, SLOW_SLICE_S, ProducerStage
+
+
+class _BusyTarget:
+    def idle(self) -> bool:
+        return False  # the downstream is busy: slices may grow
+
+
+def _slices(items: Iterator[Any]) -> list[int]:
+    """The sizes of the slices `_pull` flushes for `items`."""
+    stage: Any = object.__new__(ProducerStage)
+    stage.stopping = False
+    stage.target = _BusyTarget()
+    buf: list[Any] = []
+    sizes: list[int] = []
+
+    def flush() -> None:
+        sizes.append(len(buf))
+        buf.clear()
+
+    ProducerStage._pull(stage, items, buf, flush, [0])
+    return sizes
+
+
+def test_a_fast_producer_held_up_once_keeps_most_of_its_slice(monkeypatch: Any) -> None:
+    monkeypatch.setattr(producer, "SLOW_SLICE_S", 1.0)  # no slice is slow while they grow (load)
+    at = 40 * FLUSH_AT + FLUSH_AT // 2  # by then the slices are full: this is inside one
+
+    def fast_then_held_once() -> Iterator[int]:
+        for i in range(at + 4 * FLUSH_AT):
+            if i == at:
+                monkeypatch.setattr(producer, "SLOW_SLICE_S", SLOW_SLICE_S)
+                time.sleep(10 * SLOW_SLICE_S)  # one hold-up in the middle of a fast stream
+            yield i
+
+    sizes = _slices(fast_then_held_once())
+    held = next(i for i, total in enumerate(_running_totals(sizes)) if total > at)
+    assert sizes[held] == FLUSH_AT, sizes
+    assert 1 < sizes[held + 1] < FLUSH_AT, sizes  # was 1, then three slices per doubling back up
+
+
+def test_a_paced_producer_is_pulled_one_item_at_a_time() -> None:
+    def paced() -> Iterator[int]:
+        for i in range(20):
+            time.sleep(0.001)
+            yield i
+
+    assert _slices(paced()) == [1] * 20
+
+
+def _running_totals(sizes: list[int]) -> list[int]:
+    totals, total = [], 0
+    for size in sizes:
+        total += size
+        totals.append(total)
+    return totals
