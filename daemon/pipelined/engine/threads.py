@@ -238,7 +238,9 @@ class ThreadStage(ChunkCalls):
                     queue.put(Chunk(run, items, lineage=lineage, ids=ids), force=True)
                 except QueueAbandoned:
                     return False
-            while (queued := self.queue.take_nowait(MAX_TAKE)) is not None:
+            # queued chunks first (`depth` read unlocked: a chunk another thread puts meanwhile
+            # is not ordered against this one; it waits for the worker or the next inline call)
+            while queue.depth and (queued := queue.take_nowait(MAX_TAKE)) is not None:
                 self._process(queued, invoker, fast, cell, slot)
             if ordered:
                 return True
