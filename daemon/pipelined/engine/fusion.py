@@ -156,6 +156,15 @@ def chain_from(head: ThreadStage) -> list[ThreadStage]:
     return chain
 
 
+def runs_inline(target: Target) -> bool:
+    """A chunk sent to `target` now would be called in the sender's thread (a fast one-thread
+    stage, alone or heading a chain); the producer then pulls larger slices."""
+    if not isinstance(target, QueueTarget):
+        return False
+    runner: Any = target._inline_runner()
+    return runner is not None and bool(getattr(runner, "fusible", False)) and bool(runner.fast_now())
+
+
 def release(chain: list[ThreadStage]) -> None:
     for stage in reversed(chain[1:]):
         lock = stage._exclusive

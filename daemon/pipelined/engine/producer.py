@@ -25,6 +25,7 @@ from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.entry import Deliveries
+from pipelined.engine.fusion import runs_inline
 from pipelined.engine.hooks import HookSet, error_text
 from pipelined.engine.lineage import Lineage
 from pipelined.engine.links import deliver_rest
@@ -38,8 +39,9 @@ from pipelined.logcontext import enter_log_context, exit_log_context
 log = logging.getLogger("pipelined.engine")
 
 FLUSH_AT = 1024
+INLINE_FLUSH_AT = 4096  # the cap while a memory pipeline's next stage runs in this thread (fusion.py)
 COMMIT_POLL_S = 0.2  # a producer waiting for its slice's commit looks at the drain this often
-SLOW_SLICE_S = 0.0002  # a slice that took longer than this to fill: go back to one item
+SLOW_SLICE_S = 0.0002  # a slice that took longer than this to fill shrinks (to one item if slow)
 
 Job = tuple[Run, Mapping[str, Any]]
 
@@ -285,10 +287,16 @@ class ProducerStage:
         rates see no batching delay. A slice that came back short means the iterator is
         exhausted; items `ctx.emit` flushed out of the slice while it was being pulled
         (`sent_early`) count as pulled.
+
+        The cap is FLUSH_AT, or INLINE_FLUSH_AT while the next stage runs the slices in this
+        thread (a fast one-thread stage, usually a fused chain) in a pipeline without a disk
+        buffer or item ids: no queue holds them, and fewer slices cost less per item.
         """
         size = 1
         fast_slices = 0
         target = self.target
+        gate = self.services.gate
+        plain = gate.buffer is None and not gate.track_ids
         while not self.stopping:
             sent_early[0] = 0
             began = time.perf_counter()
@@ -310,8 +318,11 @@ class ProducerStage:
                 size, fast_slices = max(1, min(size, int(size * SLOW_SLICE_S / took))), 0
             else:
                 fast_slices += 1
-                if fast_slices >= 3 and size < FLUSH_AT:
-                    size = min(2 * size, FLUSH_AT)
+                cap = INLINE_FLUSH_AT if plain and runs_inline(target) else FLUSH_AT
+                if fast_slices >= 3 and size < cap:
+                    size = min(2 * size, cap)
+                elif size > cap:
+                    size = cap
 
     def _flush(self, cell: CounterCell, run: Run, buf: list[Any], target: Target, deliveries: Deliveries) -> None:
         if self.abandoned:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 from pipelined.engine import producer
@@ -22,7 +23,8 @@ def _slices(items: Iterator[Any]) -> list[int]:
     """The sizes of the slices `_pull` flushes for `items`."""
     stage: Any = object.__new__(ProducerStage)
     stage.stopping = False
-    stage.target = _BusyTarget()
+    stage.target = _BusyTarget()  # a queue's (not run in the producer's thread): FLUSH_AT caps
+    stage.services = SimpleNamespace(gate=SimpleNamespace(buffer=None, track_ids=False))
     buf: list[Any] = []
     sizes: list[int] = []
 
