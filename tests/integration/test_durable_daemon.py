@@ -370,14 +370,20 @@ def test_disk_full_refuses_triggers_then_recovers_without_loss(small_disk: Path,
         daemon.close()
 
 
-def test_the_buffer_file_can_be_inspected_with_sqlite_once_stopped(daemon: DaemonProcess) -> None:
+def stop_with_three_items_stored(daemon: DaemonProcess) -> Path:
+    """Pipeline `held` takes 7, 8, 9, which wait for `<base_dir>/gate`; the daemon stops (a drain
+    deadline: the items stay stored). Its buffer file."""
     gate, sink = daemon.base_dir / "gate", daemon.base_dir / "consumed.txt"
     daemon.write_module("durable_mods", MODULE)
     daemon.write_pipeline("held", held_pipeline(gate, sink, drain="200ms"))
     daemon.start()
     trigger(daemon, "held", "slow", {"items": [7, 8, 9]})
-    assert daemon.stop() == 0  # a drain deadline: the items stay stored
-    conn = sqlite3.connect(daemon.state_dir / "buffers" / "held.sqlite3")  # docs/operations.md's queries
+    assert daemon.stop() == 0
+    return daemon.state_dir / "buffers" / "held.sqlite3"
+
+
+def test_the_buffer_file_can_be_inspected_with_sqlite_once_stopped(daemon: DaemonProcess) -> None:
+    conn = sqlite3.connect(stop_with_three_items_stored(daemon))  # docs/operations.md's queries
     try:
         assert conn.execute("SELECT run, stage, kind, count FROM entries").fetchall() == [("r-000001", "slow", "in", 3)]
     finally:

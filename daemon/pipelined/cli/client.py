@@ -235,7 +235,12 @@ class ApiClient:
                 f"cannot reach the pipelined daemon at {endpoint.describe()} ({reason}); is it running? (--api)"
             ) from None
         if response.status_code >= 400:
-            raise ClientError(f"{method} {path}: {response.status_code} {_detail(response)}", response.status_code)
+            where, detail = f"{method} {path}", _detail(response)
+            for named in (where, f"{method} {response.request.url.path}"):  # the daemon may name it too
+                detail = detail.removeprefix(f"{named}: ")
+            if response.status_code == 401:
+                detail += " (this client: --token-file FILE or $PIPELINED_TOKEN)"
+            raise ClientError(f"{where}: {response.status_code} {detail}", response.status_code)
         return response
 
 

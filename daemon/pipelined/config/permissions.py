@@ -21,6 +21,7 @@ imported.
 
 from __future__ import annotations
 
+import functools
 import grp
 import os
 import pwd
@@ -28,6 +29,7 @@ import stat
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from pipelined.errors import Problem
 
@@ -146,20 +148,35 @@ def code_dir_problems(directories: Sequence[Path]) -> list[str]:
     return found
 
 
-def declared_python_path(path: Path) -> tuple[Path, ...]:
-    """The `python_path` directories the pipeline file at `path` declares (relative to it); ()
-    when it declares none or cannot be read or parsed (loading reports that)."""
+def declared_python_path(path: Path, data: bytes | None = None, *, resolve: bool = False) -> tuple[Path, ...]:
+    """The `python_path` directories the pipeline file at `path` declares (relative to it), as
+    written and normalized — or, with `resolve`, where they really are (symlinks resolved, as
+    imported modules' files are); () when it declares none or cannot be read or parsed (loading
+    reports that). `data`: the file's bytes when the caller has read them already."""
     try:
-        data = path.read_bytes()
-        if b"python_path" not in data:
-            return ()  # most files: no TOML parse needed to know it
-        raw = tomllib.loads(data.decode("utf-8")).get("python_path", [])
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError):
+        data = path.read_bytes() if data is None else data
+    except OSError:
         return ()
+    if b"python_path" not in data:
+        return ()  # most files: no TOML parse needed to know it
+    raw = parsed_toml(data).get("python_path", [])
     if not isinstance(raw, list):
         return ()
+    entries = [entry for entry in raw if isinstance(entry, str)]
+    if resolve:
+        return tuple((path.parent / entry).resolve() for entry in entries)
     base = path.parent.absolute()
-    return tuple(Path(os.path.normpath(base / entry)) for entry in raw if isinstance(entry, str))
+    return tuple(Path(os.path.normpath(base / entry)) for entry in entries)
+
+
+@functools.lru_cache(maxsize=4096)
+def parsed_toml(data: bytes) -> dict[str, Any]:
+    """A pipeline file's TOML ({} when invalid), parsed once per content: every re-scan asks
+    each file for its `python_path`. Callers only read it."""
+    try:
+        return tomllib.loads(data.decode("utf-8", errors="replace"))
+    except (tomllib.TOMLDecodeError, RecursionError):
+        return {}
 
 
 def permission_problem(path: Path) -> Problem | None:

@@ -270,10 +270,11 @@ class DiskBuffer:
         number = int(run.rsplit("-", 1)[-1]) if run.rsplit("-", 1)[-1].isdigit() else 0
         return self._writer.submit((w.BEGIN_RUN, run, stage, kind, started_at, priority, parent, number))
 
-    def source_done(self, run: str, error: str | None = None, cancelled: bool = False) -> None:
-        """The run's producer finished (or the trigger's items are in): it produces no more."""
+    def source_done(self, run: str, error: str | None = None, cancelled: bool = False) -> Commit | None:
+        """The run's producer finished (or the trigger's items are in): it produces no more.
+        The commit to wait for (None: the buffer is dead)."""
         self._check_pid()
-        self._submit_quietly([(w.SOURCE_DONE, run, error, cancelled)])
+        return self._submit_quietly([(w.SOURCE_DONE, run, error, cancelled)])
 
     def end_run(self, run: str) -> None:
         self._check_pid()
@@ -284,10 +285,11 @@ class DiskBuffer:
         self._check_pid()
         return self._writer.submit((w.BARRIER,)).wait(timeout)
 
-    def _submit_quietly(self, ops: list[tuple[Any, ...]]) -> None:
+    def _submit_quietly(self, ops: list[tuple[Any, ...]]) -> Commit | None:
         # a dead buffer: what it held is replayed (or kept aside) at the next start
         with contextlib.suppress(BufferFailed):
-            self._writer.submit_many(ops)
+            return self._writer.submit_many(ops)
+        return None
 
     # -- reads (replay) ---------------------------------------------------------------------
     def stored_runs(self) -> list[StoredRun]:

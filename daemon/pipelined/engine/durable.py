@@ -160,9 +160,10 @@ class Replay:
                     run.started_at = record.started_at
                 rt.book.runs.adopt(run)
             error = record.error
-            # a trigger's items are stored in one commit before its 202; its end-of-input mark
-            # follows in a later group, which a kill may cut off: a trigger is never interrupted
-            if not record.source_done and record.kind != "inject":
+            # a trigger's items are stored in one commit before its 202, a linked run's before
+            # the sender is told they were taken; the end-of-input mark follows in a later
+            # group, which a kill may cut off: neither is ever interrupted (only a producer is)
+            if not record.source_done and record.kind not in ("inject", "link"):
                 error = error or f"interrupted by a restart after {record.produced} items"
             run.reset_for_replay(
                 rt, produced=record.produced, finished=record.finished, filtered=record.filtered,

@@ -105,9 +105,11 @@ class EntryGate:
             run.id, run.stage, kind, run.started_at, priority=run.priority, parent=run.parent
         )
 
-    def source_done(self, run: Run, error: str | None, cancelled: bool) -> None:
+    def source_done(self, run: Run, error: str | None, cancelled: bool) -> Commit | None:
+        """Store the run's end-of-input mark; the commit to wait for (None: nothing to wait for)."""
         if self.buffer is not None and not self.detached:
-            self.buffer.source_done(run.id, error, cancelled)
+            return self.buffer.source_done(run.id, error, cancelled)
+        return None
 
     def end_run(self, run: Run) -> None:
         if self.buffer is not None and not self.detached:

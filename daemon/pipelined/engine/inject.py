@@ -1,6 +1,6 @@
 """One delivery of items over a link into a linked run: all of them or none.
 
-Like a trigger's items (durable.py's `inject_durably`, runtime's `_inject`): numbered within
+Like a trigger's items (triggers.py's `inject_items`, durable.py's `inject_durably`): numbered within
 their run (`ctx.item_id`: the n-th item the linked run took), written to the disk buffer first
 when the pipeline has one (an item that crosses a link counts as accepted once it is on disk),
 then handed to every queue they reach, all or none. Any refusal leaves the run as it was.

@@ -12,6 +12,7 @@ lists. Items given to `ctx.emit` go downstream at once. On drain the generator i
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -23,6 +24,7 @@ from typing import Any
 from pipelined import tracing
 from pipelined.calls.invoke import Invoker
 from pipelined.config.spec import StageSpec
+from pipelined.engine.buffer_writer import BufferFailed, Commit
 from pipelined.engine.counters import CounterCell, StageCounters
 from pipelined.engine.entry import Deliveries
 from pipelined.engine.fusion import runs_inline
@@ -222,13 +224,25 @@ class ProducerStage:
     def _finish(self, run: Run, error: str | None, cancelled: bool) -> None:
         """The run's source is done — unless the drain deadline already ended it (abandon()):
         the check and the discard are one step under the lock abandon() takes, so exactly one
-        of them finishes the run."""
+        of them finishes the run. With a disk buffer the run learns it only once its
+        end-of-input mark is committed: a kill after the run showed its producer done (or
+        ended) must not bring it back "interrupted by a restart"."""
+        if not self.abandoned:
+            self._wait_commit(self.services.gate.source_done(run, error, cancelled))
         with self._cond:
             self._producing.discard(run)
             mine = not self.abandoned
         if mine:
-            self.services.gate.source_done(run, error, cancelled)
             run.source_finished(error, cancelled=cancelled)
+
+    def _wait_commit(self, commit: Commit | None) -> None:
+        """Until `commit` is on disk, the drain deadline passed or the buffer died."""
+        if commit is None:
+            return
+        with contextlib.suppress(BufferFailed):  # dead: the next start reads what it had committed
+            while not commit.wait(COMMIT_POLL_S):
+                if self.abandoned:
+                    return
 
     def _iterate(self, invoker: Invoker, cell: CounterCell, run: Run, call_args: Mapping[str, Any]) -> bool:
         """Produce one run; True when a drain stopped it early."""

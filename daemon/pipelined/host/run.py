@@ -24,14 +24,13 @@ from pathlib import Path
 from pipelined import tracing
 from pipelined.api.app import ApiSettings, create_app
 from pipelined.api.server import ApiServer, CannotListen, SocketOptions
-from pipelined.config.permissions import path_problem
+from pipelined.config.permissions import declared_python_path, path_problem
 from pipelined.config.secrets import expand_credentials
 from pipelined.config.settings import Settings, SettingsInvalid, changed_keys, load_settings
 from pipelined.host.logs import configure_logging, logs_to_stderr
 from pipelined.host.memory import return_big_buffers_to_the_system
 from pipelined.host.notify import Heartbeat, Notifier
 from pipelined.supervisor.loop import Supervisor
-from pipelined.supervisor.reload import declared_code_dirs
 from pipelined.supervisor.watcher import ConfWatcher
 from pipelined.workers import ray_cluster as ray_clusters
 
@@ -127,7 +126,7 @@ class Daemon:
                 dirs.update(slot.version.spec.python_path)
             else:  # failed at load: fixing its code (e.g. adding the missing function) reloads it too
                 try:
-                    dirs.update(declared_code_dirs(slot.path, slot.path.read_bytes()))
+                    dirs.update(declared_python_path(slot.path, resolve=True))
                 except OSError:
                     continue
         return sorted(dirs)

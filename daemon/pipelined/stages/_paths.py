@@ -12,7 +12,9 @@ the rule it broke:
 - anything but a regular file: a device such as `/dev/zero`, a FIFO, a socket, a directory.
 
 Files are opened, then checked again through the open descriptor (`fstat`, and the path the
-kernel reports for it), so what is read or written is what was checked. A FIFO is opened
+kernel reports for it), so what is read or written is what was checked. A file to write is
+reached from its root one directory at a time (`openat` with O_NOFOLLOW), so a directory
+swapped for a symlink after the check never makes it create anything outside the roots. A FIFO is opened
 non-blocking, so it is refused instead of hanging the stage.
 """
 
@@ -133,22 +135,18 @@ def open_for_reading(path: Path, key: str, place: str) -> int:
 
 def open_for_writing(path: Path, key: str, place: str, *, truncate: bool = False) -> int:
     """An O_APPEND descriptor of the regular file `path` inside the write roots, created 0600
-    (missing directories 0700; emptied with `truncate`); never follows a symlink at the file."""
+    (missing directories 0700; emptied with `truncate`); never follows a symlink at the file.
+
+    After the check, the file is reached from its root one component at a time (`openat`
+    style: each directory opened relative to the one before with O_NOFOLLOW, missing ones made
+    there), so a directory swapped for a symlink meanwhile is refused, and nothing is ever
+    created outside the roots."""
     confined = confine(path, key, place, for_writing=True)
-    make_private_dirs(confined.parent)
-    confine(confined, key, place, for_writing=True)  # the directories made may not lead out
     refuse_non_regular(confined, key, place)
     flags = (
         os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
     )
-    try:
-        fd = os.open(confined, flags, PRIVATE_FILE_MODE)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:  # the file itself is a symlink
-            raise PathRefused(
-                f"{place}: {key}: {path} is a symlink; built-in stages write only regular files"
-            ) from None
-        raise
+    fd = _open_beneath_root(confined, flags, key, place)
     try:
         check_opened(fd, confined, key, place, for_writing=True)
         os.set_blocking(fd, True)
@@ -158,6 +156,78 @@ def open_for_writing(path: Path, key: str, place: str, *, truncate: bool = False
         os.close(fd)
         raise
     return fd
+
+
+def _open_beneath_root(path: Path, flags: int, key: str, place: str) -> int:
+    """Open `path` (confined, normalized) by walking from the write root that holds it."""
+    real = Path(os.path.realpath(path))  # every symlink on the way resolved (all inside, checked)
+    root = next((r for r in (Path(os.path.realpath(x)) for x in roots(True)) if _inside(real, r)), None)
+    if root is None:  # a symlink put on the way since the check
+        raise PathRefused(
+            f"{place}: {key}: {path} leads through a symlink to {real}, outside the roots allowed for"
+            f" writing ({_describe_roots(True)})"
+        )
+    parts = real.relative_to(root).parts
+    if not parts:
+        raise PathRefused(f"{place}: {key}: {path} is a directory; built-in stages only use regular files")
+    make_private_dirs(root)  # a root that does not exist yet (configured, trusted): made as before
+    dir_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        walked = root
+        for name in parts[:-1]:
+            walked = walked / name
+            child = _enter_directory(dir_fd, name, walked, key, place)
+            os.close(dir_fd)
+            dir_fd = child
+        try:
+            return os.open(parts[-1], flags, PRIVATE_FILE_MODE, dir_fd=dir_fd)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:  # the file itself is a symlink
+                raise PathRefused(
+                    f"{place}: {key}: {path} is a symlink; built-in stages write only regular files"
+                ) from None
+            raise
+    finally:
+        os.close(dir_fd)
+
+
+def _enter_directory(parent: int, name: str, shown: Path, key: str, place: str) -> int:
+    """The directory `name` in `parent` (made 0700 if missing), never through a symlink."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    made = False
+    while True:
+        try:
+            child = os.open(name, flags, dir_fd=parent)
+            break
+        except FileNotFoundError:
+            if made:
+                raise
+            try:
+                os.mkdir(name, PRIVATE_DIR_MODE, dir_fd=parent)
+                made = True
+            except FileExistsError:
+                made = True  # made by someone else meanwhile: open it (once)
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_symlink(parent, name):
+                raise PathRefused(
+                    f"{place}: {key}: {shown} is a symlink now (put there after the check); built-in"
+                    " stages never write through one"
+                ) from None
+            raise  # a file in the way: the caller's "cannot open … Not a directory"
+    if made:
+        try:
+            os.fchmod(child, PRIVATE_DIR_MODE)  # mkdir's mode is reduced by the umask; 0700 is wanted
+        except BaseException:
+            os.close(child)
+            raise
+    return child
+
+
+def _is_symlink(parent: int, name: str) -> bool:
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=parent, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
 
 
 def make_private_dirs(directory: Path) -> None:

@@ -28,6 +28,7 @@ from pipelined.config.settings import Settings
 from pipelined.errors import Unavailable
 from pipelined.graph import limits
 from pipelined.logcontext import preformatted_line
+from pipelined.supervisor import orphans
 from pipelined.supervisor.control import Notifier, SilentNotifier
 from pipelined.supervisor.links import LinkRouter
 from pipelined.supervisor.queries import PipelineQueries
@@ -60,6 +61,7 @@ class Supervisor(PipelineReloads, PipelineQueries):
         self.links = LinkRouter(self._slot_or_none)  # how runtimes deliver to other pipelines
         self.started_at = time.monotonic()
         self.invalid_files: dict[str, str] = {}
+        self.orphaned_buffers: list[dict[str, Any]] = []  # buffer files without a pipeline file
         self.on_reloaded: list[Any] = []  # callables(Supervisor) run after each reload (watcher paths)
         self.on_ready: list[Any] = []  # callables() run after each READY=1 (start and every reload)
         self._events: queue.SimpleQueue[Event] = queue.SimpleQueue()
@@ -191,9 +193,25 @@ class Supervisor(PipelineReloads, PipelineQueries):
                 "reload (%s): added %s, updated %s, removed %s, unchanged %d, failed %s", source,
                 result.added, result.updated, result.removed, len(result.unchanged), sorted(result.failed),
             )  # fmt: skip
+        if source == "start" or result.added or result.removed or result.failed:
+            self._look_for_orphans()
         for hook in self.on_reloaded:
             hook(self)
         return result
+
+    def _look_for_orphans(self) -> None:
+        """Disk buffer files that no pipeline file owns: a warning each, listed in the stats."""
+        with self.slots_lock:
+            names = set(self.slots)
+        names.update(file_name.rsplit(".", 1)[0] for file_name in self.invalid_files)
+        daemon = self.settings.daemon
+        try:
+            found = orphans.find_orphans(daemon.state_dir, names)
+        except OSError as exc:  # an unreadable state dir: the pipelines' own starts say more
+            log.warning("cannot look for orphaned disk buffer files in %s: %s", daemon.state_dir, exc)
+            return
+        orphans.warn_about(found, self.orphaned_buffers, daemon.conf_dir)
+        self.orphaned_buffers = found
 
     def is_loop_healthy(self) -> bool:
         """For the watchdog: the loop waits for events regularly, or is inside a bounded action."""

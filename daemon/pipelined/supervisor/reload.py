@@ -12,18 +12,16 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import logging
 import re
-import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pipelined.config.load import pipeline_name_problem
-from pipelined.config.permissions import permission_problem
+from pipelined.config.permissions import declared_python_path, parsed_toml, permission_problem
 from pipelined.config.spec import Problem
 from pipelined.graph.check import parse_pipeline
 from pipelined.graph.routing import build_graph
@@ -93,16 +91,6 @@ def scan_conf_dir(conf_dir: Path) -> tuple[dict[str, Path], dict[str, str]]:
             problem = pipeline_name_problem(path)
             bad_names[path.name] = str(problem) if problem else f"{path}: invalid pipeline name {path.stem!r}"
     return files, bad_names
-
-
-def declared_code_dirs(path: Path, data: bytes) -> tuple[Path, ...]:
-    """The `python_path` directories a file declares (read even when the file is otherwise invalid)."""
-    if b"python_path" not in data:
-        return ()  # most files: no TOML parse needed to know it
-    raw = _toml(data).get("python_path", [])
-    if not isinstance(raw, list):
-        return ()
-    return tuple((path.parent / entry).resolve() for entry in raw if isinstance(entry, str))
 
 
 def code_file_hashes(dirs: tuple[Path, ...]) -> dict[str, str]:
@@ -180,7 +168,7 @@ def content_key(path: Path) -> tuple[tuple[str, str], str, bytes] | None:
     except (FileNotFoundError, IsADirectoryError):
         return None
     file_hash = hashlib.sha256(data).hexdigest()
-    fingerprint = code_fingerprint(declared_code_dirs(path, data))
+    fingerprint = code_fingerprint(declared_python_path(path, data, resolve=True))
     refused = permission_problem(path)
     if refused is not None:  # a chmod that fixes (or breaks) it is a change a reload must see
         fingerprint += f"|refused: {refused.message}"
@@ -210,7 +198,7 @@ def prepare(
     refused = permission_problem(path)
     if refused is not None:  # before any of its code is imported
         return Prepared(name, path, key, file_version, None, str(refused))
-    code_dirs = declared_code_dirs(path, data)
+    code_dirs = declared_python_path(path, data, resolve=True)
     dirs = tuple(dict.fromkeys((*previous_dirs, *code_dirs)))
     before_import = code_file_hashes(dirs)
     snapshot = code_modules.purge_changed(dirs, before_import)
@@ -221,18 +209,8 @@ def prepare(
     if not dirs:
         return prepared
     code_modules.record_loaded(snapshot, before_import)
-    used = code_modules.used_files(code_modules.call_modules(_toml(data)), snapshot)
+    used = code_modules.used_files(code_modules.call_modules(parsed_toml(data)), snapshot)
     return replace(prepared, used_code=used)
-
-
-@functools.lru_cache(maxsize=4096)
-def _toml(data: bytes) -> dict[str, Any]:
-    """A file's TOML ({} when invalid), parsed once per content: every re-scan asks each file
-    for its `python_path`. Callers only read it."""
-    try:
-        return tomllib.loads(data.decode("utf-8", errors="replace"))
-    except (tomllib.TOMLDecodeError, RecursionError):
-        return {}
 
 
 def _parse_and_route(name: str, path: Path, key: tuple[str, str], file_version: str, data: bytes) -> Prepared:

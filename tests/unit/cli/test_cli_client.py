@@ -221,6 +221,9 @@ def test_token_from_file_or_environment(
     with Served(ApiSettings(token=TOKEN)) as secured:
         code, _, err = run(capsys, "status", "--api", secured.api)
         assert code == 1 and "401" in err and "Bearer" in err
+        # one line, the request named once (the daemon's detail names it too: not repeated)
+        assert err.count("\n") == 1 and err.count("GET /pipelines") == 1, err
+        assert err.startswith("pipelined status: GET /pipelines: 401 missing or wrong bearer token"), err
         token_file = tmp_path / "token"
         token_file.write_text(TOKEN + "\n")
         assert run(capsys, "status", "--api", secured.api, "--token-file", str(token_file))[0] == 0

@@ -136,15 +136,20 @@ def test_after_a_restart_runs_come_back_recovered_and_new_ids_continue(tmp_path:
         book.close()
 
 
-def test_a_trigger_killed_after_its_202_before_its_end_of_input_was_stored_still_completes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["inject", "link"])
+def test_a_trigger_killed_after_its_202_before_its_end_of_input_was_stored_still_completes(
+    tmp_path: Path, kind: str
+) -> None:
     """A trigger's items are stored in one commit and its 202 follows it; the "no more items"
     mark of the run goes in a later group. A SIGKILL between the two must not bring the run
-    back as "interrupted by a restart" (a trigger is not a producer): it completes."""
+    back as "interrupted by a restart" (a trigger is not a producer): it completes. So does a
+    linked run, whose first delivery is stored before the sending pipeline hears it was taken."""
     from pipelined.engine.disk_buffer import DiskBuffer
 
-    key = "durable-inject-mark"
+    key = f"durable-{kind}-mark"
+    parent = "up/r-000001" if kind == "link" else None
     buffer = DiskBuffer.for_pipeline(tmp_path, "p")
-    buffer.begin_run("r-000003", "work", "inject", "2026-01-01T00:00:00+00:00")
+    buffer.begin_run("r-000003", "work", kind, "2026-01-01T00:00:00+00:00", parent=parent)
     assert buffer.append("r-000003", "work", "in", 1, [1, 2, 3])[1].wait(10)
     buffer.close()  # what a kill leaves: the items and the run, without source_done
     spec = pipeline(
@@ -157,6 +162,7 @@ def test_a_trigger_killed_after_its_202_before_its_end_of_input_was_stored_still
     try:
         run = finished_run(rt, "r-000003")
         assert run["recovered"] is True and run["error"] is None and run["state"] == "completed", run
+        assert run["parent"] == parent
         assert sorted(fns.COLLECTED[key]) == [1, 2, 3]
     finally:
         rt.drain(5)

@@ -11,6 +11,7 @@ import os
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from stages_fake_context import FakeContext
@@ -213,3 +214,52 @@ def test_tail_file_cuts_a_growing_line_without_holding_it(
     assert taken == ["first", "q" * 1024, "last"]
     assert "is longer than max_line (1024): cut (1 line(s) cut so far)" in caplog.text
     assert "1 line(s) longer than max_line (1024) were cut" in caplog.text
+
+
+# -- a directory swapped for a symlink while a file is being opened -------------------------------
+@pytest.mark.parametrize("depth", ["existing", "created"])
+def test_a_directory_swapped_for_a_symlink_after_the_check_creates_nothing_outside(
+    roots: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, depth: str
+) -> None:
+    """The check (`confine`) passes, then another process renames a directory on the way and puts
+    a symlink out of the roots in its place, before the file is opened with O_CREAT. Opening
+    through the path followed that symlink and created an empty file outside the roots (the check
+    after opening refused it, but the file stayed); components are now opened one by one
+    relative to the root, never following a symlink, so nothing is created outside."""
+    _, writable = roots
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (writable / "logs").mkdir()
+    target = writable / "logs" / ("out.jsonl" if depth == "existing" else "new/out.jsonl")
+    real_open = os.open
+    swapped = []
+
+    def swap_then_open(*args: Any, **kwargs: Any) -> int:
+        if not swapped:  # the race: every check is done, the first open is about to happen
+            (writable / "logs").rename(writable / "logs.moved")
+            (writable / "logs").symlink_to(outside)
+            swapped.append(True)
+        return real_open(*args, **kwargs)
+
+    writer = write_jsonl(str(target))
+    monkeypatch.setattr(os, "open", swap_then_open)
+    try:
+        with pytest.raises(PathRefused, match="logs"):
+            writer({"n": 1})
+    finally:
+        monkeypatch.setattr(os, "open", real_open)
+    assert swapped
+    assert sorted(p.name for p in outside.rglob("*")) == []  # nothing created outside the roots
+
+
+def test_a_write_root_that_does_not_exist_yet_is_made_private(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    root = tmp_path / "not" / "yet"
+    monkeypatch.setenv("PIPELINED_WRITE_PATHS", str(root))
+    monkeypatch.setenv("PIPELINED_STATE_DIR", str(root))
+    writer = write_jsonl("sub/out.jsonl")
+    writer({"n": 1})
+    writer.close()
+    assert (root / "sub" / "out.jsonl").read_text() == '{"n":1}\n'
+    assert stat.S_IMODE(root.stat().st_mode) == 0o700
