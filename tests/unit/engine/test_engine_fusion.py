@@ -12,7 +12,7 @@ import engine_stagefns as fns
 import pytest
 from engine_helpers import finished_run, pipeline, running, stage
 
-from pipelined.engine import fusion, producer
+from pipelined.engine import fusion, slices
 from pipelined.logcontext import ContextFilter
 
 N = 20_000
@@ -126,8 +126,8 @@ def test_a_producer_feeding_a_fused_chain_pulls_slices_past_the_queue_cap(monkey
         run_part(chain, chunk)
 
     monkeypatch.setattr(fusion, "_run_part", counting)
-    monkeypatch.setattr(producer, "SLOW_SLICE_S", 1.0)  # the machine's load never shrinks a slice
-    n = 5 * producer.INLINE_FLUSH_AT
+    monkeypatch.setattr(slices, "SLOW_SLICE_S", 1.0)  # the machine's load never shrinks a slice
+    n = 5 * slices.INLINE_FLUSH_AT
     spec = pipeline(
         stage("src", "producer", "count_to", auto_start=False, args={"n": n}),
         stage("inc", call="inc"),
@@ -138,5 +138,5 @@ def test_a_producer_feeding_a_fused_chain_pulls_slices_past_the_queue_cap(monkey
             run = finished_run(rt, rt.trigger("src"), timeout=60)
             assert run["items"]["finished"] == n
         assert rt.stats()["stages"]["inc"]["items_in"] == 2 * n
-    assert max(sizes) == producer.INLINE_FLUSH_AT > producer.FLUSH_AT
+    assert max(sizes) == slices.INLINE_FLUSH_AT > slices.FLUSH_AT
     assert sorted(fns.COLLECTED["big slices"]) == sorted(2 * [x + 1 for x in range(n)])

@@ -1,4 +1,4 @@
-"""How a producer pulls its items (ProducerStage._pull): slices grow while items come fast, and a
+"""How a producer pulls its items (engine/slices.py): slices grow while items come fast, and a
 slice that took long to fill shrinks to what came in SLOW_SLICE_S — one item for a paced producer,
 most of the slice for a fast producer whose thread was held up once (preempted, or waiting for the
 GIL), which used to start again from one item and climb back through dozens of small slices."""
@@ -10,8 +10,8 @@ from collections.abc import Iterator
 from types import SimpleNamespace
 from typing import Any
 
-from pipelined.engine import producer
-from pipelined.engine.producer import FLUSH_AT, SLOW_SLICE_S, ProducerStage
+from pipelined.engine import slices
+from pipelined.engine.slices import FLUSH_AT, SLOW_SLICE_S, pull
 
 
 class _BusyTarget:
@@ -20,11 +20,12 @@ class _BusyTarget:
 
 
 def _slices(items: Iterator[Any]) -> list[int]:
-    """The sizes of the slices `_pull` flushes for `items`."""
-    stage: Any = object.__new__(ProducerStage)
-    stage.stopping = False
-    stage.target = _BusyTarget()  # a queue's (not run in the producer's thread): FLUSH_AT caps
-    stage.services = SimpleNamespace(gate=SimpleNamespace(buffer=None, track_ids=False))
+    """The sizes of the slices `pull` flushes for `items`."""
+    stage: Any = SimpleNamespace(
+        stopping=False,
+        target=_BusyTarget(),  # a queue's (not run in the producer's thread): FLUSH_AT caps
+        services=SimpleNamespace(gate=SimpleNamespace(buffer=None, track_ids=False)),
+    )
     buf: list[Any] = []
     sizes: list[int] = []
 
@@ -32,18 +33,18 @@ def _slices(items: Iterator[Any]) -> list[int]:
         sizes.append(len(buf))
         buf.clear()
 
-    ProducerStage._pull(stage, items, buf, flush, [0])
+    pull(items, buf, flush, [0], stage)
     return sizes
 
 
 def test_a_fast_producer_held_up_once_keeps_most_of_its_slice(monkeypatch: Any) -> None:
-    monkeypatch.setattr(producer, "SLOW_SLICE_S", 1.0)  # no slice is slow while they grow (load)
+    monkeypatch.setattr(slices, "SLOW_SLICE_S", 1.0)  # no slice is slow while they grow (load)
     at = 40 * FLUSH_AT + FLUSH_AT // 2  # by then the slices are full: this is inside one
 
     def fast_then_held_once() -> Iterator[int]:
         for i in range(at + 4 * FLUSH_AT):
             if i == at:
-                monkeypatch.setattr(producer, "SLOW_SLICE_S", SLOW_SLICE_S)
+                monkeypatch.setattr(slices, "SLOW_SLICE_S", SLOW_SLICE_S)
                 time.sleep(10 * SLOW_SLICE_S)  # one hold-up in the middle of a fast stream
             yield i
 
