@@ -156,13 +156,17 @@ def chain_from(head: ThreadStage) -> list[ThreadStage]:
     return chain
 
 
-def runs_inline(target: Target) -> bool:
-    """A chunk sent to `target` now would be called in the sender's thread (a fast one-thread
-    stage, alone or heading a chain); the producer then pulls larger slices."""
+def runs_inline(target: Target, n: int) -> bool:
+    """A chunk of `n` items sent to `target` now would be called in the sender's thread (a fast
+    one-thread stage, alone or heading a chain) within about CALL_BUDGET_S; the producer then
+    pulls larger slices."""
     if not isinstance(target, QueueTarget):
         return False
     runner: Any = target._inline_runner()
-    return runner is not None and bool(getattr(runner, "fusible", False)) and bool(runner.fast_now())
+    if runner is None or not getattr(runner, "fusible", False) or not runner.fast_now():
+        return False
+    per_item = runner.per_item_s
+    return per_item is not None and per_item * n <= CALL_BUDGET_S
 
 
 def release(chain: list[ThreadStage]) -> None:

@@ -9,8 +9,9 @@ items `ctx.emit` flushed out of the slice while it was being pulled (`sent_early
 pulled.
 
 The cap is FLUSH_AT, or INLINE_FLUSH_AT while the next stage runs the slices in the producer's
-thread (a fast one-thread stage, usually heading a fused chain, fusion.py) in a pipeline without
-a disk buffer or item ids: no queue holds them, and fewer slices cost less per item.
+thread (a one-thread stage, usually heading a fused chain, fusion.py, fast enough to call that
+many items within its call budget of ~10 ms) in a pipeline without a disk buffer or item ids: no
+queue holds them, and fewer slices cost less per item.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ def pull(
             size, fast_slices = max(1, min(size, int(size * SLOW_SLICE_S / took))), 0
         else:
             fast_slices += 1
-            cap = INLINE_FLUSH_AT if plain and runs_inline(target) else FLUSH_AT
+            cap = INLINE_FLUSH_AT if plain and runs_inline(target, INLINE_FLUSH_AT) else FLUSH_AT
             if fast_slices >= 3 and size < cap:
                 size = min(2 * size, cap)
             elif size > cap:

@@ -11,6 +11,9 @@ from types import SimpleNamespace
 from typing import Any
 
 from pipelined.engine import slices
+from pipelined.engine.fusion import runs_inline
+from pipelined.engine.queues import StageQueue
+from pipelined.engine.router import QueueTarget
 from pipelined.engine.slices import FLUSH_AT, SLOW_SLICE_S, pull
 
 
@@ -69,3 +72,30 @@ def _running_totals(sizes: list[int]) -> list[int]:
         total += size
         totals.append(total)
     return totals
+
+
+class _Runner:
+    """What runs_inline reads of a thread stage."""
+
+    fusible = True
+
+    def __init__(self, per_item_s: float | None) -> None:
+        self.per_item_s = per_item_s
+
+    def fast_now(self) -> bool:
+        return self.per_item_s is not None and self.per_item_s <= 20e-6
+
+    def try_inline(self, *args: Any) -> bool:
+        return False
+
+
+def test_larger_slices_only_for_a_stage_that_calls_them_within_its_call_budget() -> None:
+    def target(per_item_s: float | None) -> QueueTarget:
+        runner = _Runner(per_item_s)
+        return QueueTarget(StageQueue("next", 1000, "block"), lambda *_: None, lambda _: runner)
+
+    n = slices.INLINE_FLUSH_AT
+    assert runs_inline(target(0.3e-6), n)  # W1's x+1: 4,096 items in ~1 ms
+    assert not runs_inline(target(10e-6), n)  # inline, but 4,096 items would take ~40 ms
+    assert not runs_inline(target(None), n)  # not measured yet: its own worker calls it
+    assert not runs_inline(target(1e-3), n)  # slow: never inline
