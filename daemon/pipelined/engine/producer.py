@@ -4,8 +4,8 @@ Waiting runs start in priority order (FIFO within a priority; one that waited
 `priority_max_wait` starts next), like the chunks of every stage queue.
 
 Each producer thread owns an Invoker and iterates the user's iterable / generator / async
-generator in slices that grow while items come fast and the downstream is busy (up to FLUSH_AT)
-and fall back to one item otherwise — so low rates see no batching delay and high rates move
+generator in slices that grow while items come fast and the downstream is busy (slices.py)
+and shrink otherwise — so low rates see no batching delay and high rates move
 lists. Items given to `ctx.emit` go downstream at once. On drain the generator is closed at its next yield
 (and `ctx.stopping` turns true); queued runs that never started end `cancelled`.
 """
@@ -18,7 +18,6 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
-from itertools import islice
 from typing import Any
 
 from pipelined import tracing
@@ -34,14 +33,13 @@ from pipelined.engine.queues import QueueAbandoned, QueueRejected
 from pipelined.engine.retry import backoff_delay
 from pipelined.engine.router import Ids, PartlySent, Target
 from pipelined.engine.runs import Run
+from pipelined.engine.slices import pull
 from pipelined.engine.stage import StageServices, refusal_text, wait_for_setups
 from pipelined.logcontext import enter_log_context, exit_log_context
 
 log = logging.getLogger("pipelined.engine")
 
-FLUSH_AT = 1024
 COMMIT_POLL_S = 0.2  # a producer waiting for its slice's commit looks at the drain this often
-SLOW_SLICE_S = 0.0002  # a slice that took longer than this to fill: go back to one item
 
 Job = tuple[Run, Mapping[str, Any]]
 
@@ -273,7 +271,7 @@ class ProducerStage:
         else:
             items = invoker.iterate_producer(call_args, run.id, emit_to, emit, deliveries.add)
         try:
-            self._pull(items, buf, flush, sent_early)
+            pull(items, buf, flush, sent_early, self)
             if self.stopping:
                 return True
             # a plain function that emits through ctx returns when it sees ctx.stopping
@@ -286,40 +284,6 @@ class ProducerStage:
                 close()
             if not self.abandoned:
                 deliveries.finish()
-
-    def _pull(
-        self, items: Iterator[Any], buf: list[Any], flush: Callable[[], None], sent_early: list[int]
-    ) -> None:
-        """Move items from the user's iterator in slices pulled at C speed.
-
-        The slice grows (doubling up to FLUSH_AT, after three fast slices in a row) while items
-        come fast and the downstream is busy, and falls back to one item as soon as a slice took long to fill (a slow or paced
-        producer) or the downstream waits idle — so low rates see no batching delay. A slice
-        that came back short means the iterator is exhausted; items `ctx.emit` flushed out of
-        the slice while it was being pulled (`sent_early`) count as pulled.
-        """
-        size = 1
-        fast_slices = 0
-        target = self.target
-        while not self.stopping:
-            sent_early[0] = 0
-            began = time.perf_counter()
-            buf.extend(islice(items, size))
-            pulled = len(buf) + sent_early[0]
-            if not pulled:
-                return
-            short = pulled < size
-            took = time.perf_counter() - began
-            if buf:
-                flush()
-            if short:
-                return
-            if took > SLOW_SLICE_S or target.idle():
-                size, fast_slices = 1, 0
-            else:
-                fast_slices += 1
-                if fast_slices >= 3 and size < FLUSH_AT:
-                    size *= 2
 
     def _flush(self, cell: CounterCell, run: Run, buf: list[Any], target: Target, deliveries: Deliveries) -> None:
         if self.abandoned:

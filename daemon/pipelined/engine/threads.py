@@ -54,6 +54,7 @@ class ThreadStage(ChunkCalls):
         self._per_item = self.routes_per_item(make_invoker().wants_ctx)
         self._early = not self.is_consumer and not self._per_item  # outputs may be routed mid-chunk
         self.fusible = workers == 1 and not self._per_item  # may run in a fused chain (fusion.py)
+        self.fused_plan: Any = None  # the chain it heads (fusion.py), kept while its worker lives
         self.per_item_s: float | None = None  # moving average of time per item in the callable
         self._threads: list[threading.Thread] = []
         self._slots: list[InProgress] = []  # chunks in progress (ChunkCalls.abandon reads them)
@@ -157,6 +158,7 @@ class ThreadStage(ChunkCalls):
             finally:
                 with exclusive:
                     inline, self._inline = self._inline, None
+                    self.fused_plan = None  # it holds the counter cells of the chain's workers
                     self.counters.retire(inline[2])
                     self._drop_slot(inline_slot)
         finally:
@@ -236,7 +238,9 @@ class ThreadStage(ChunkCalls):
                     queue.put(Chunk(run, items, lineage=lineage, ids=ids), force=True)
                 except QueueAbandoned:
                     return False
-            while (queued := self.queue.take_nowait(MAX_TAKE)) is not None:
+            # queued chunks first (`depth` read unlocked: a chunk another thread puts meanwhile
+            # is not ordered against this one; it waits for the worker or the next inline call)
+            while queue.depth and (queued := queue.take_nowait(MAX_TAKE)) is not None:
                 self._process(queued, invoker, fast, cell, slot)
             if ordered:
                 return True

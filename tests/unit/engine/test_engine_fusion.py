@@ -12,7 +12,7 @@ import engine_stagefns as fns
 import pytest
 from engine_helpers import finished_run, pipeline, running, stage
 
-from pipelined.engine import fusion
+from pipelined.engine import fusion, slices
 from pipelined.logcontext import ContextFilter
 
 N = 20_000
@@ -113,3 +113,30 @@ def test_user_code_in_a_fused_chain_logs_with_its_own_stage(fused_parts: list[in
         fns.USER_LOG.removeHandler(handler)
     assert fused_parts and len(records) == N // 1000
     assert {(r.pipeline, r.stage, r.run) for r in records} == {("p", "talker", run_id)}  # type: ignore[attr-defined]
+
+
+def test_a_producer_feeding_a_fused_chain_pulls_slices_past_the_queue_cap(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No queue holds them: the slices a fused chain runs in the producer's thread may grow to
+    INLINE_FLUSH_AT (fewer per-slice costs), and every item is still counted once."""
+    sizes: list[int] = []
+    run_part = fusion._run_part
+
+    def counting(chain: Any, chunk: Any) -> None:
+        sizes.append(len(chunk.items))
+        run_part(chain, chunk)
+
+    monkeypatch.setattr(fusion, "_run_part", counting)
+    monkeypatch.setattr(slices, "SLOW_SLICE_S", 1.0)  # the machine's load never shrinks a slice
+    n = 5 * slices.INLINE_FLUSH_AT
+    spec = pipeline(
+        stage("src", "producer", "count_to", auto_start=False, args={"n": n}),
+        stage("inc", call="inc"),
+        stage("sink", "consumer", "collect", args={"key": "big slices"}),
+    )
+    with running(spec) as rt:
+        for _ in range(2):  # the first run learns the stages are fast
+            run = finished_run(rt, rt.trigger("src"), timeout=60)
+            assert run["items"]["finished"] == n
+        assert rt.stats()["stages"]["inc"]["items_in"] == 2 * n
+    assert max(sizes) == slices.INLINE_FLUSH_AT > slices.FLUSH_AT
+    assert sorted(fns.COLLECTED["big slices"]) == sorted(2 * [x + 1 for x in range(n)])
