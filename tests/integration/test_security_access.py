@@ -200,22 +200,6 @@ def test_reload_and_sighup_re_read_the_token(make_daemon: Callable[..., DaemonPr
 
 
 # -- finding 9: TLS --------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    base = tmp_path_factory.mktemp("tls")
-    cert, key = base / "cert.pem", base / "key.pem"
-    done = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    key.chmod(0o600)
-    return cert, key
-
-
 def test_tls_serves_https_and_the_client_verifies_it(
     make_daemon: Callable[..., DaemonProcess], certificate: tuple[Path, Path]
 ) -> None:

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import contextlib
 import resource
-import shutil
 import socket
 import ssl
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,22 +22,6 @@ import httpx
 import pytest
 
 from harness import DaemonProcess, wait_for
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    if shutil.which("openssl") is None:
-        pytest.skip("openssl is not installed")
-    base = tmp_path_factory.mktemp("tls")
-    cert, key = base / "cert.pem", base / "key.pem"
-    done = subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost",
-         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stderr
-    key.chmod(0o600)
-    return cert, key
 
 
 def _health(daemon: DaemonProcess, cert: Path) -> bool:
