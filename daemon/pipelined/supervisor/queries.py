@@ -12,6 +12,7 @@ import resource
 import tempfile
 import threading
 import time
+from abc import abstractmethod
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
@@ -47,18 +48,18 @@ class PipelineQueries:
     slots_lock: threading.RLock
     started_at: float
 
-    # the Supervisor's (the loop's side of Control)
-    def is_stopping(self) -> bool:
-        raise NotImplementedError
+    # the Supervisor's (the loop's side of Control): declared here, implemented in supervisor/loop.py
+    @abstractmethod
+    def is_stopping(self) -> bool: ...
 
-    def is_ready(self) -> bool:
-        raise NotImplementedError
+    @abstractmethod
+    def is_ready(self) -> bool: ...
 
-    def request_reload(self, source: str) -> Future[dict[str, Any]]:
-        raise NotImplementedError
+    @abstractmethod
+    def request_reload(self, source: str) -> Future[dict[str, Any]]: ...
 
-    def await_reload(self, reply: Future[dict[str, Any]]) -> dict[str, Any]:
-        raise NotImplementedError
+    @abstractmethod
+    def await_reload(self, reply: Future[dict[str, Any]]) -> dict[str, Any]: ...
 
     # -- lookup --------------------------------------------------------------------------
     def _slot(self, name: str) -> PipelineSlot:

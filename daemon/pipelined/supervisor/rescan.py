@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from abc import abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 
 from pipelined.config.settings import Settings
@@ -38,8 +39,9 @@ class PipelineReloads:
     invalid_files: dict[str, str]
     used_code: dict[str, dict[str, str]]  # per pipeline: {file: sha256} its version imported
 
+    @abstractmethod
     def _announce_reloading(self) -> None:
-        raise NotImplementedError  # the loop's: RELOADING=1 once per reload
+        """RELOADING=1 once per reload: the loop's (supervisor/loop.py)."""
 
     def reload_all(self) -> ReloadResult:
         with reloading.scan_memo():  # code under a shared python_path is hashed once per re-scan
