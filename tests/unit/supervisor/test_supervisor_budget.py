@@ -4,12 +4,11 @@ processes."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from pipelined.config.settings import Settings
 from pipelined.supervisor.loop import Supervisor
 
 TWO_PROCESSES = """
@@ -22,22 +21,8 @@ processes = 2
 
 
 @pytest.fixture
-def conf(tmp_path: Path) -> Path:
-    conf_dir = tmp_path / "conf.d"
-    conf_dir.mkdir()
-    return conf_dir
-
-
-@pytest.fixture
-def supervisor(tmp_path: Path, conf: Path) -> Iterator[Supervisor]:
-    settings = Settings().with_overrides(
-        conf_dir=conf, state_dir=tmp_path / "state", drain_timeout=5.0, max_processes=3
-    )
-    sup = Supervisor(settings)
-    try:
-        yield sup
-    finally:
-        sup._shutdown()
+def supervisor(make_supervisor: Callable[..., Supervisor]) -> Supervisor:
+    return make_supervisor(max_processes=3)
 
 
 def processes(supervisor: Supervisor, name: str) -> int:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from pipelined.config.settings import Settings
 from pipelined.engine.links import LinkRefused, LinkSource
 from pipelined.supervisor import linkplan
 from pipelined.supervisor.links import LinkRouter
@@ -40,20 +39,8 @@ args = {{ path = "{out}" }}
 
 
 @pytest.fixture
-def conf(tmp_path: Path) -> Path:
-    conf_dir = tmp_path / "conf.d"
-    conf_dir.mkdir()
-    return conf_dir
-
-
-@pytest.fixture
-def supervisor(tmp_path: Path, conf: Path) -> Iterator[Supervisor]:
-    settings = Settings().with_overrides(conf_dir=conf, state_dir=tmp_path / "state", drain_timeout=5.0)
-    sup = Supervisor(settings)
-    try:
-        yield sup
-    finally:
-        sup._shutdown()
+def supervisor(make_supervisor: Callable[..., Supervisor]) -> Supervisor:
+    return make_supervisor()
 
 
 def target(tmp_path: Path, to: str = "") -> str:

@@ -3,7 +3,7 @@ tells the service manager through the `Notifier` the host passes in."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -45,20 +45,8 @@ class RecordingNotifier:
 
 
 @pytest.fixture
-def conf(tmp_path: Path) -> Path:
-    conf_dir = tmp_path / "conf.d"
-    conf_dir.mkdir()
-    return conf_dir
-
-
-@pytest.fixture
-def supervisor(tmp_path: Path, conf: Path) -> Iterator[Supervisor]:
-    settings = Settings().with_overrides(conf_dir=conf, state_dir=tmp_path / "state", drain_timeout=5.0)
-    sup = Supervisor(settings, RecordingNotifier())
-    try:
-        yield sup
-    finally:
-        sup._shutdown()  # drains every pipeline it started
+def supervisor(make_supervisor: Callable[..., Supervisor]) -> Supervisor:
+    return make_supervisor(RecordingNotifier())
 
 
 def test_reload_all_adds_keeps_and_removes_pipelines(supervisor: Supervisor, conf: Path, tmp_path: Path) -> None:
